@@ -1,0 +1,192 @@
+"""The codec: SEANet encoder → residual VQ → SEANet decoder (EnCodec, Défossez et al. 2022).
+
+    wav [B, C, N] --encoder--> latent [B, D, T] --RVQ--> codes [B, K, T] --decode--> wav [B, C, N]
+
+One model serves several bitrates: training drops the trailing quantizers at random (quantizer dropout,
+SoundStream §3.3), so any prefix of K codebooks decodes. `set_bandwidth(kbps)` picks K.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from musiclm.codec.quantizer import ResidualVectorQuantizer
+from musiclm.codec.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
+from musiclm.config import from_dict, to_dict
+from musiclm.errors import MusicLMError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+MODEL_TYPE = "musiclm-codec"
+
+
+@dataclass
+class CodecConfig:
+    name: str = "musiclm-codec"
+    sample_rate: int = 24000
+    seanet: SEANetConfig = field(default_factory=SEANetConfig)
+    n_q: int = 32  # codebooks available; a bandwidth uses a prefix of them
+    card: int = 1024  # entries per codebook
+    bandwidths: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0, 24.0)  # kbps
+    ema_decay: float = 0.99
+    kmeans_iters: int = 10
+    dead_code_threshold: float = 2.0
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.seanet.hop_length
+
+    @property
+    def bits_per_codebook(self) -> float:
+        return math.log2(self.card)
+
+    def n_q_for_bandwidth(self, kbps: float) -> int:
+        """Codebooks that fit in `kbps` (EnCodec's rule: floor, at least one)."""
+        per_q = self.frame_rate * self.bits_per_codebook
+        return max(1, min(self.n_q, int(math.floor(kbps * 1000 / per_q + 1e-9))))
+
+
+class Codec(nn.Module):
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = SEANetEncoder(config.seanet)
+        self.decoder = SEANetDecoder(config.seanet)
+        self.quantizer = ResidualVectorQuantizer(
+            config.seanet.dimension, config.n_q, config.card, config.ema_decay,
+            config.kmeans_iters, config.dead_code_threshold,
+        )
+        self.bandwidth = max(config.bandwidths)
+
+    # ---- properties users ask for -------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.config.seanet.channels
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.frame_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.seanet.hop_length
+
+    @property
+    def card(self) -> int:
+        return self.config.card
+
+    @property
+    def bandwidths(self) -> tuple[float, ...]:
+        return self.config.bandwidths
+
+    @property
+    def n_q(self) -> int:
+        """Codebooks used at the current bandwidth."""
+        return self.config.n_q_for_bandwidth(self.bandwidth)
+
+    def set_bandwidth(self, kbps: float) -> None:
+        if kbps not in self.config.bandwidths:
+            raise MusicLMError(f"bandwidth {kbps} kbps not supported; choose one of {list(self.bandwidths)}")
+        self.bandwidth = kbps
+
+    def num_frames(self, num_samples: int) -> int:
+        return math.ceil(num_samples / self.hop_length)
+
+    # ---- the data flow -------------------------------------------------------------------------------
+    def _check_wav(self, wav: Tensor) -> None:
+        if wav.dim() != 3 or wav.shape[1] != self.channels:
+            raise MusicLMError(f"expected audio shaped [B, {self.channels}, N], got {list(wav.shape)}")
+        if wav.shape[-1] == 0:
+            raise MusicLMError("empty audio: need at least one sample")
+
+    @torch.no_grad()
+    def encode(self, wav: Tensor, n_q: int | None = None) -> Tensor:
+        """wav [B, C, N] float in [-1, 1] → codes [B, K, T] int64, T = ceil(N / hop_length)."""
+        self._check_wav(wav)
+        return self.quantizer.encode(self.encoder(wav), n_q or self.n_q)
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
+        """codes [B, K, T] → wav [B, C, T * hop_length], trimmed to `length` samples when given."""
+        if codes.dim() != 3:
+            raise MusicLMError(f"expected codes shaped [B, K, T], got {list(codes.shape)}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.card):
+            raise MusicLMError(f"codes out of range [0, {self.card})")
+        wav = self.decoder(self.quantizer.decode(codes.long()))
+        return wav if length is None else wav[..., :length]
+
+    def forward(self, wav: Tensor, n_q: int | None = None):
+        """Training/analysis pass: returns (reconstruction [B, C, N], QuantizerOutput)."""
+        self._check_wav(wav)
+        q = self.quantizer(self.encoder(wav), n_q or self.n_q)
+        return self.decoder(q.quantized)[..., : wav.shape[-1]], q
+
+    # ---- checkpoints ----------------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """sha256 over the weights that define the codes (16 hex chars); names a codec in .mlc files."""
+        digest = hashlib.sha256()
+        state = self.state_dict()
+        for key in sorted(state):
+            if key.endswith(("embed_avg", "cluster_size", "inited")):
+                continue  # EMA training statistics do not change what encode/decode compute
+            digest.update(key.encode())
+            digest.update(state[key].detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"model_type": MODEL_TYPE, **to_dict(self.config)}
+        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        state = {
+            k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+            for k, v in self.state_dict().items()
+        }
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"model_type": MODEL_TYPE})
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, map_location: str = "cpu") -> Codec:
+        """Load a codec: None → the shipped default; a directory saved by `save_pretrained`; a transformers
+        `EncodecModel` directory; or an original `encodec` package `.th` checkpoint."""
+        from musiclm.codec import interop
+        from musiclm.paths import default_codec_dir
+
+        path = Path(path) if path is not None else default_codec_dir()
+        if not path.exists():
+            raise MusicLMError(f"codec checkpoint not found: {path}")
+        if path.is_file():
+            return interop.load_encodec_th(path)
+        config_path = path / CONFIG_NAME
+        if not config_path.is_file():
+            raise MusicLMError(f"{path}: not a codec directory (no {CONFIG_NAME})")
+        try:
+            meta = json.loads(config_path.read_text())
+        except json.JSONDecodeError as e:
+            raise MusicLMError(f"{config_path}: invalid JSON ({e})") from None
+        if meta.get("model_type") == "encodec":
+            return interop.load_transformers_encodec(path)
+        if meta.pop("model_type", None) != MODEL_TYPE:
+            raise MusicLMError(f"{config_path}: not a musiclm codec or EnCodec config")
+        model = cls(from_dict(CodecConfig, meta))
+        weights = path / WEIGHTS_NAME
+        if not weights.is_file():
+            raise MusicLMError(f"{path}: missing {WEIGHTS_NAME}")
+        try:
+            state = load_file(str(weights), device=map_location)
+        except Exception as e:  # safetensors raises several types for corrupt files
+            raise MusicLMError(f"{weights}: unreadable weights ({e})") from None
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        return model.eval()

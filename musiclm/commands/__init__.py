@@ -1,0 +1,1 @@
+"""Subcommands of the `musiclm` CLI, one module each (see musiclm.cli)."""
