@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
@@ -136,7 +135,7 @@ class SEANetResnetBlock(nn.Module):
         super().__init__()
         hidden = dim // cfg.compress
         block: list[nn.Module] = []
-        for i, (kernel_size, dilation) in enumerate(zip(kernel_sizes, dilations)):
+        for i, (kernel_size, dilation) in enumerate(zip(kernel_sizes, dilations, strict=False)):
             in_ch = dim if i == 0 else hidden
             out_ch = dim if i == len(kernel_sizes) - 1 else hidden
             block += [nn.ELU(), SConv1d(in_ch, out_ch, kernel_size, dilation=dilation, causal=cfg.causal,
@@ -202,7 +201,8 @@ class SEANetDecoder(nn.Module):
             layers += [nn.ELU(), SConvTranspose1d(dim, dim // 2, ratio * 2, stride=ratio, causal=cfg.causal,
                                                   norm=cfg.norm, trim_right_ratio=cfg.trim_right_ratio)]
             for j in range(cfg.n_residual_layers):
-                layers.append(SEANetResnetBlock(dim // 2, (cfg.residual_kernel_size, 1), (cfg.dilation_base**j, 1), cfg))
+                dilations = (cfg.dilation_base**j, 1)
+                layers.append(SEANetResnetBlock(dim // 2, (cfg.residual_kernel_size, 1), dilations, cfg))
             mult //= 2
         layers += [nn.ELU(), SConv1d(cfg.n_filters, cfg.channels, cfg.last_kernel_size, **conv)]
         self.model = nn.Sequential(*layers)
