@@ -1,0 +1,119 @@
+"""Codec quality at every bandwidth next to Opus at the same requested bitrate, computed in one run.
+
+Quality metrics come from `musiclm.evaluation.metrics` (SI-SNR, log-mel distance, multi-scale STFT
+distance, loudness difference). Our bitrate on disk is the size of the .mlc file (bit-packed codes plus
+header and chunk CRCs) over the clip duration; Opus's is the .opus (Ogg) file's.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from musiclm.audio import convert_channels, resample
+from musiclm.evaluation.opus import ffmpeg_available, opus_roundtrip
+
+METRIC_KEYS = ("si_snr", "log_mel", "stft", "loudness")
+
+
+@dataclass
+class CodecResult:
+    rows: list[dict]  # one per (bandwidth, system): kbps, system, kbps_on_disk and METRIC_KEYS means
+    audio: list[dict[str, Tensor]] = field(default_factory=list)  # per kept clip: label → wav [C, N]
+    mid_bandwidth: float = 0.0
+    note: str = ""
+
+
+def quality(ref: Tensor, est: Tensor, sr: int) -> dict[str, float | None]:
+    """ref, est [C, N] → the metrics of `musiclm.evaluation.metrics` (None where unavailable)."""
+    try:
+        from musiclm.evaluation import metrics
+    except ImportError:
+        return dict.fromkeys(METRIC_KEYS)
+    fns = {"si_snr": "si_snr", "log_mel": "log_mel_distance", "stft": "multiscale_stft_distance",
+           "loudness": "loudness_difference"}
+    out: dict[str, float | None] = {}
+    for key, name in fns.items():
+        fn = getattr(metrics, name, None)
+        out[key] = None if fn is None else _call_metric(fn, ref, est, sr)
+    return out
+
+
+def _call_metric(fn, ref: Tensor, est: Tensor, sr: int) -> float:
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    value = fn(ref, est, sr) if len(params) >= 3 else fn(ref, est)
+    return float(value.mean()) if isinstance(value, Tensor) else float(np.mean(value))
+
+
+def mlc_kbps(codec, codes: Tensor, num_samples: int) -> float:
+    """Bitrate of the .mlc file holding codes [K, T] for `num_samples` samples at the codec rate."""
+    from musiclm.codec import bitstream
+
+    header = bitstream.Header(
+        codec_name=codec.config.name[:64], fingerprint=codec.fingerprint(), sample_rate=codec.sample_rate,
+        hop_length=codec.hop_length, channels=codec.channels, orig_sample_rate=codec.sample_rate,
+        orig_channels=codec.channels, num_samples=num_samples, orig_num_samples=num_samples,
+        n_q=codes.shape[0], card=codec.card, bandwidth=float(codec.bandwidth),
+        chunk_frames=max(1, int(round(codec.frame_rate))),
+    )
+    buf = io.BytesIO()
+    bitstream.write_mlc(buf, header, codes.cpu().numpy().astype(np.int64))
+    return len(buf.getvalue()) * 8 / 1000 / (num_samples / codec.sample_rate)
+
+
+@torch.no_grad()
+def evaluate(codec, clips: list[tuple[Tensor, int]], keep_audio: int = 2) -> CodecResult:
+    """clips [(wav [C, N], sr)] → per-bandwidth means for the codec and for Opus at the same kbps."""
+    from tqdm import tqdm
+
+    refs = [resample(convert_channels(w, codec.channels), sr, codec.sample_rate) for w, sr in clips]
+    bandwidths = list(codec.bandwidths)
+    mid = bandwidths[len(bandwidths) // 2]
+    have_opus = ffmpeg_available()
+    audio: list[dict[str, Tensor]] = [{} for _ in refs[:keep_audio]]
+    rows, notes = [], []
+    previous = codec.bandwidth
+    try:
+        for kbps in tqdm(bandwidths, desc="codec bandwidths", leave=False):
+            codec.set_bandwidth(kbps)
+            per_system: dict[str, list[dict]] = {"musiclm codec": [], "opus": []}
+            for i, ref in enumerate(refs):
+                codes = codec.encode(ref[None])  # [1, K, T]
+                dec = codec.decode(codes, length=ref.shape[-1])[0]  # [C, N]
+                try:
+                    disk = mlc_kbps(codec, codes[0], ref.shape[-1])
+                except Exception:  # the bitstream writer may refuse odd test configs; fall back to nominal
+                    disk = codes.shape[1] * math.log2(codec.card) * codec.frame_rate / 1000
+                per_system["musiclm codec"].append({"kbps_on_disk": disk, **quality(ref, dec, codec.sample_rate)})
+                if i < keep_audio:
+                    audio[i][f"codec {kbps:g} kbps"] = dec
+                if have_opus:
+                    opus, opus_kbps = opus_roundtrip(ref, codec.sample_rate, kbps)
+                    per_system["opus"].append({"kbps_on_disk": opus_kbps, **quality(ref, opus, codec.sample_rate)})
+                    if i < keep_audio and kbps == mid:
+                        audio[i][f"opus {kbps:g} kbps"] = opus
+            for system, items in per_system.items():
+                if items:
+                    rows.append({"kbps": kbps, "system": system, **_means(items)})
+    finally:
+        codec.bandwidth = previous
+    if not have_opus:
+        notes.append("Opus rows missing: ffmpeg with libopus is not installed.")
+    if all(r.get("si_snr") is None for r in rows):
+        notes.append("Quality columns empty: musiclm.evaluation.metrics is not available.")
+    return CodecResult(rows, audio, mid, " ".join(notes))
+
+
+def _means(items: list[dict]) -> dict:
+    out = {}
+    for key in items[0]:
+        values = [it[key] for it in items if it[key] is not None]
+        out[key] = float(np.mean(values)) if values else None
+    return out

@@ -1,0 +1,157 @@
+"""The report's text-to-music section: sample generations, control adherence with and without guidance,
+a Fréchet distance to real clips, diversity across seeds, and per-codebook perplexity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from musiclm.errors import MusicLMError
+from musiclm.evaluation import plots
+from musiclm.evaluation.adherence import Estimators, evaluate_adherence
+from musiclm.evaluation.embedding import embed_clips, feature_embedding
+from musiclm.evaluation.fad import diversity, frechet_distance
+
+DEMO_PROMPTS = (
+    "calm piano in C major, slow",
+    "a slow, melancholic string ensemble in D minor",
+    "a fast, bright folk tune on flute in G major",
+)
+DIVERSITY_PROMPT = "a moderate piece in G major played by piano, 100 BPM"
+
+
+def load_generate_fn(model_dir: Path, seconds: float):
+    """→ (generate_fn(texts, cfg, seed) -> (wav [B, C, N], sr), description) for a MusicLM directory."""
+    try:
+        from musiclm.lm import MusicLM
+    except ImportError as e:
+        raise MusicLMError(f"the LM package is not available ({e})") from None
+    model = MusicLM.from_pretrained(model_dir).eval()
+    sr = int(getattr(model, "sample_rate", 0) or model.codec.sample_rate)
+
+    @torch.no_grad()
+    def generate_fn(texts: list[str], cfg: float, seed: int):
+        wav = model.generate(list(texts), duration=seconds, seed=seed, cfg=cfg)  # [B, C, N]
+        return wav.float().cpu(), sr
+
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    return generate_fn, f"{model_dir} ({params:.1f} M parameters incl. codec, {sr} Hz)"
+
+
+def real_clips(manifest: Path | None, split: str, count: int, seconds: float) -> list[tuple]:
+    """Up to `count` clips (wav [C, N], sr) of `seconds` from distinct pieces of one split."""
+    from musiclm.audio import load_audio
+    from musiclm.data.manifest import read_manifest, resolve_path
+
+    if manifest is None or not Path(manifest).is_file():
+        return []
+    rows = sorted((r for r in read_manifest(manifest) if r["split"] == split), key=lambda r: r["id"])
+    out, pieces = [], set()
+    for r in rows:
+        if len(out) >= count:
+            break
+        if r["piece"] in pieces or float(r["duration"]) < seconds / 2:
+            continue
+        start = max(0.0, (float(r["duration"]) - seconds) / 2)
+        out.append(load_audio(resolve_path(manifest, r), start=start, duration=seconds))
+        pieces.add(r["piece"])
+    return out
+
+
+def lm_report(page, cfg, model_dir: Path) -> str:
+    from musiclm.evaluation.report import esc, note, table
+
+    generate_fn, description = load_generate_fn(model_dir, cfg.gen_seconds)
+    body = [note(f"Model {description}; {cfg.gen_seconds:g} s per generation, guidance cfg={cfg.cfg:g}.")]
+    figures: dict = {}
+
+    # Sample generations, one seed.
+    wav, sr = generate_fn(list(DEMO_PROMPTS), cfg.cfg, 0)
+    players = []
+    for i, text in enumerate(DEMO_PROMPTS):
+        players.append(f"<figure>{page.audio(f'generation_{i}', wav[i], sr)}<figcaption>{esc(text)}"
+                       "</figcaption></figure>")
+    plots.spectrograms(page.out / "img/generations.png", [(t, wav[i]) for i, t in enumerate(DEMO_PROMPTS)], sr)
+    body.append("<h3>Generations</h3>" + page.image("img/generations.png", "spectrograms of generations")
+                + f'<div class="players">{"".join(players)}</div>')
+
+    # Control adherence, guided vs unguided; keep the audio for the Fréchet distance.
+    generated: dict[float, list] = {}
+
+    def recording_fn(texts, c, seed):
+        w, rate = generate_fn(texts, c, seed)
+        generated.setdefault(c, []).extend((w[b], rate) for b in range(w.shape[0]))
+        return w, rate
+
+    try:
+        estimators = Estimators.default()
+    except MusicLMError as e:
+        estimators = None
+        body.append("<h3>Control adherence</h3>" + note(f"Skipped: {e}"))
+    if estimators is not None:
+        results = evaluate_adherence(recording_fn, cfg=cfg.cfg, estimators=estimators)
+        rows = []
+        for c, scores in results.items():
+            for s in scores:
+                detail = ", ".join(f"{k} {v:.3g}" for k, v in s.detail.items())
+                rows.append([s.control, f"{c:g}", s.n, f"{100 * s.rate:.0f}%", f"{100 * s.chance:.0f}%",
+                             s.p_value, detail])
+        figures["adherence"] = [{"cfg": c, "control": s.control, "n": s.n, "rate": s.rate,
+                                 "chance": s.chance, "p_value": s.p_value, **s.detail}
+                                for c, scores in results.items() for s in scores]
+        body.append("<h3>Control adherence</h3>" + table(
+            ["control", "cfg", "judgements", "met", "chance", "p (vs chance)", "measured"], rows, digits=3))
+        body.append(note("Prompt pairs differ in one control and share a seed. tempo: the fast prompt's "
+                         "estimated BPM is higher; mode: estimated mode equals the requested one; brightness: "
+                         "the high instrument's spectral centroid (Hz) is higher. cfg=1 is guidance off. "
+                         "p: one-sided binomial test against chance."))
+
+    # Fréchet distance and diversity over hand-made features (see musiclm.evaluation.embedding).
+    body.append("<h3>Fréchet distance and diversity</h3>")
+    n_gen = max((len(v) for v in generated.values()), default=0)
+    real = real_clips(cfg.lm_manifest, "test", max(n_gen, 8), cfg.gen_seconds)
+    if not generated:
+        body.append(note("No generated set to compare (adherence was skipped)."))
+    elif len(real) < 2:
+        body.append(note(f"No real test clips to compare with (manifest: {cfg.lm_manifest})."))
+    else:
+        real_emb = embed_clips(real)
+        rows = []
+        reference = real_clips(cfg.lm_manifest, "valid", len(real), cfg.gen_seconds)
+        if len(reference) >= 2:
+            rows.append(["real clips (valid split) — floor", len(reference),
+                         frechet_distance(embed_clips(reference), real_emb)])
+        for c, clips in generated.items():
+            rows.append([f"generated, cfg={c:g}", len(clips), frechet_distance(embed_clips(clips), real_emb)])
+        figures["frechet"] = [{"set": r[0], "n": r[1], "fd": r[2]} for r in rows]
+        body.append(table(["set", "clips", f"FD to {len(real)} real test clips ↓"], rows))
+    seeds_wav = [generate_fn([DIVERSITY_PROMPT], cfg.cfg, s) for s in range(cfg.seeds)]
+    div_rows = [[f"one prompt, {cfg.seeds} seeds", diversity(embed_clips([(w[0], r) for w, r in seeds_wav]))]]
+    if len(real) >= 2:
+        div_rows.append([f"{len(real)} different real clips", diversity(embed_clips(real))])
+    figures["diversity"] = [{"set": r[0], "mean_pairwise_distance": r[1]} for r in div_rows]
+    body.append(table(["set", "mean pairwise feature distance"], div_rows))
+    body.append(note(
+        f"Embedding: {feature_embedding.__module__}.feature_embedding — 166 hand-made statistics (log-mel "
+        "mean/std, chroma, onset-strength tempo profile, spectral centroid, level) at 16 kHz, because the "
+        "VGGish/CLAP weights of the usual FAD cannot be downloaded here. It is not trained on human "
+        "judgements, so FD only ranks along spectral balance, harmony and rhythm; values are not comparable "
+        "with published FAD numbers, and only between sets of equal size (FD is biased upward with few "
+        f"clips). Diversity prompt: “{DIVERSITY_PROMPT}”."))
+
+    # Perplexity on held-out token shards.
+    body.append("<h3>Per-codebook perplexity</h3>")
+    try:
+        from musiclm.evaluation.lm_perplexity import shard_perplexity
+
+        ppl, where = shard_perplexity(model_dir)
+        figures["perplexity"] = {"per_codebook": ppl, "source": where}
+        body.append(table(["codebook"] + [str(k) for k in range(len(ppl))], [["perplexity"] + ppl]))
+        body.append(note(f"Held-out tokens: {where}. Uniform guessing would give the codebook size."))
+    except (ImportError, MusicLMError) as e:
+        body.append(note(f"Not available: {e}"))
+    page.figures["lm"] = figures
+    return "\n".join(body)
+
+
