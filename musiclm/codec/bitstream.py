@@ -1,0 +1,269 @@
+"""The .mlc file format: a small header, then the codes bit-packed in independent CRC-checked chunks.
+
+Layout (all integers little-endian; full description with offsets in FORMAT.md):
+
+    magic "MLC\\x1a" | version u16 | fields_size u16 | fields (fields_size bytes) | crc32 u32 of all before it
+    chunk 0 | chunk 1 | ... | chunk ceil(T / chunk_frames) - 1 | end of file
+
+    chunk = mode u8 (0 bit-packed, 1 range-coded) | payload_size u32 | payload | crc32 u32 of mode..payload
+
+A chunk holds the codes [K, t] of `t = chunk_frames` frames (fewer in the last one), codebook-major, each
+code in ceil(log2(card)) bits. Chunks are independent (the entropy model restarts in each), so a decoder can
+stream them, and one flipped bit is caught by its chunk's CRC. The reader never trusts a size field: every
+field is checked against limits before anything is allocated, so a corrupt or hostile file costs at most one
+chunk's bytes (≤ MAX_CHUNK_BYTES) of memory.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from musiclm.errors import MusicLMError
+
+MAGIC = b"MLC\x1a"  # \x1a stops `type`/`cat` on some systems from dumping binary, as in PNG's signature
+VERSION = 1
+MODE_PACKED, MODE_RANGE = 0, 1
+FLAG_ENTROPY = 1  # the encoder tried range coding (a chunk still says which mode it used)
+
+# Limits a valid file never reaches; anything beyond them is corruption and is refused before allocating.
+MAX_NAME_BYTES = 64
+MAX_SAMPLE_RATE = 768_000
+MAX_CHANNELS = 64
+MAX_HOURS = 100
+MAX_N_Q = 256
+MAX_CARD = 1 << 20
+MAX_CHUNK_BYTES = 16 << 20
+_FIELDS = struct.Struct("<B8sIIBIHQQHIfI")  # after the name; see Header.pack
+_PREFIX = struct.Struct("<4sHH")
+_CHUNK_HEAD = struct.Struct("<BI")
+_CRC = struct.Struct("<I")
+
+
+class FormatError(MusicLMError):
+    """A .mlc file that is truncated, corrupt, or from another version."""
+
+
+@dataclass(frozen=True)
+class Header:
+    codec_name: str
+    fingerprint: str  # 16 hex chars: Codec.fingerprint() of the codec that encoded
+    sample_rate: int  # codec rate
+    hop_length: int  # samples per frame: frame rate = sample_rate / hop_length, exactly
+    channels: int  # codec channels
+    orig_sample_rate: int
+    orig_channels: int
+    num_samples: int  # at the codec rate
+    orig_num_samples: int  # at the original rate: what decompression restores
+    n_q: int  # codebooks stored per frame
+    card: int
+    bandwidth: float  # nominal kbps
+    chunk_frames: int
+    entropy: bool = False
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def bits(self) -> int:
+        return max(1, math.ceil(math.log2(self.card)))
+
+    @property
+    def num_frames(self) -> int:
+        return math.ceil(self.num_samples / self.hop_length)
+
+    @property
+    def num_chunks(self) -> int:
+        return math.ceil(self.num_frames / self.chunk_frames)
+
+    @property
+    def duration(self) -> float:
+        return self.orig_num_samples / self.orig_sample_rate
+
+    def chunk_length(self, index: int) -> int:
+        """Frames in chunk `index`."""
+        return min(self.chunk_frames, self.num_frames - index * self.chunk_frames)
+
+    def packed_size(self, frames: int) -> int:
+        return (self.n_q * frames * self.bits + 7) // 8
+
+    def validate(self) -> None:
+        """Raise FormatError if a field is outside what any valid file holds."""
+
+        def bad(what: str) -> FormatError:
+            return FormatError(f"corrupt .mlc header: {what}")
+
+        if not self.codec_name or len(self.codec_name.encode()) > MAX_NAME_BYTES:
+            raise bad(f"codec name of {len(self.codec_name.encode())} bytes")
+        if len(self.fingerprint) != 16 or any(c not in "0123456789abcdef" for c in self.fingerprint):
+            raise bad(f"codec fingerprint {self.fingerprint!r}")
+        for name in ("sample_rate", "orig_sample_rate"):
+            if not 1 <= getattr(self, name) <= MAX_SAMPLE_RATE:
+                raise bad(f"{name} {getattr(self, name)} Hz")
+        if not 1 <= self.hop_length <= self.sample_rate:
+            raise bad(f"hop length {self.hop_length} at {self.sample_rate} Hz")
+        if not 1 <= self.channels <= MAX_CHANNELS or not 1 <= self.orig_channels <= MAX_CHANNELS:
+            raise bad(f"{self.channels} codec / {self.orig_channels} original channels")
+        if not 1 <= self.num_samples <= MAX_HOURS * 3600 * self.sample_rate:
+            raise bad(f"{self.num_samples} samples at {self.sample_rate} Hz")
+        if resampled_length(self.orig_num_samples, self.orig_sample_rate, self.sample_rate) != self.num_samples:
+            raise bad(f"{self.orig_num_samples} original samples do not match {self.num_samples} samples")
+        if not 1 <= self.n_q <= MAX_N_Q:
+            raise bad(f"{self.n_q} codebooks")
+        if not 2 <= self.card <= MAX_CARD:
+            raise bad(f"codebook size {self.card}")
+        if not (math.isfinite(self.bandwidth) and 0 < self.bandwidth < 10_000):
+            raise bad(f"bandwidth {self.bandwidth} kbps")
+        if not 1 <= self.chunk_frames or self.packed_size(self.chunk_frames) > MAX_CHUNK_BYTES:
+            raise bad(f"{self.chunk_frames} frames per chunk")
+
+    def pack(self) -> bytes:
+        name = self.codec_name.encode()
+        fields = bytes([len(name)]) + name + _FIELDS.pack(
+            FLAG_ENTROPY if self.entropy else 0, bytes.fromhex(self.fingerprint), self.sample_rate,
+            self.hop_length, self.channels, self.orig_sample_rate, self.orig_channels, self.num_samples,
+            self.orig_num_samples, self.n_q, self.card, self.bandwidth, self.chunk_frames,
+        )
+        head = _PREFIX.pack(MAGIC, VERSION, len(fields)) + fields
+        return head + _CRC.pack(zlib.crc32(head))
+
+
+def resampled_length(n: int, orig_sr: int, new_sr: int) -> int:
+    """Samples after resampling n samples (musiclm.audio.resample's rule: ceil), in exact integers."""
+    return -(-n * new_sr // orig_sr)
+
+
+# ---- bit packing -----------------------------------------------------------------------------------------
+def pack_codes(codes: np.ndarray, bits: int) -> bytes:
+    """codes [K, t] non-negative ints < 2**bits → bytes, codebook-major, least significant bit first."""
+    flat = np.ascontiguousarray(codes, dtype=np.uint32).reshape(-1)
+    bit_planes = (flat[:, None] >> np.arange(bits, dtype=np.uint32)) & 1  # [K*t, bits]
+    return np.packbits(bit_planes.astype(np.uint8).reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_codes(data: bytes, n_q: int, frames: int, bits: int) -> np.ndarray:
+    """Inverse of pack_codes → codes [n_q, frames] int64."""
+    count = n_q * frames * bits
+    if len(data) * 8 < count:
+        raise FormatError(f"chunk payload of {len(data)} bytes is too short for {n_q}x{frames} codes")
+    bit_planes = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count, bitorder="little")
+    weights = (1 << np.arange(bits, dtype=np.int64))
+    return (bit_planes.reshape(-1, bits).astype(np.int64) @ weights).reshape(n_q, frames)
+
+
+# ---- reading and writing -----------------------------------------------------------------------------------
+def _read_exact(f: BinaryIO, size: int, what: str) -> bytes:
+    parts, got = [], 0
+    while got < size:
+        block = f.read(size - got)
+        if not block:
+            raise FormatError(f"truncated .mlc file: {what} ends after {got} of {size} bytes")
+        parts.append(block)
+        got += len(block)
+    return b"".join(parts)
+
+
+def read_header(f: BinaryIO) -> Header:
+    prefix = f.read(_PREFIX.size)
+    if len(prefix) == 0:
+        raise FormatError("empty input: not an .mlc file")
+    if prefix[:4] != MAGIC[: len(prefix)]:
+        raise FormatError("not an .mlc file (wrong magic bytes)")
+    if len(prefix) < _PREFIX.size:
+        raise FormatError("truncated .mlc file: header ends early")
+    _, version, fields_size = _PREFIX.unpack(prefix)
+    if version != VERSION:
+        newer = " (written by a newer musiclm; upgrade to read it)" if version > VERSION else ""
+        raise FormatError(f"unsupported .mlc format version {version}; this musiclm reads version "
+                          f"{VERSION}{newer}")
+    if not _FIELDS.size + 2 <= fields_size <= _FIELDS.size + 1 + MAX_NAME_BYTES:
+        raise FormatError(f"corrupt .mlc header: field block of {fields_size} bytes")
+    fields = _read_exact(f, fields_size, "header")
+    (crc,) = _CRC.unpack(_read_exact(f, _CRC.size, "header checksum"))
+    if zlib.crc32(prefix + fields) != crc:
+        raise FormatError("corrupt .mlc header: checksum mismatch")
+    name_len = fields[0]
+    if 1 + name_len + _FIELDS.size != fields_size:
+        raise FormatError("corrupt .mlc header: codec name length disagrees with the header size")
+    try:
+        name = fields[1 : 1 + name_len].decode()
+    except UnicodeDecodeError:
+        raise FormatError("corrupt .mlc header: codec name is not UTF-8") from None
+    (flags, fingerprint, sr, hop, channels, orig_sr, orig_channels, n, orig_n, n_q, card, bandwidth,
+     chunk_frames) = _FIELDS.unpack(fields[1 + name_len :])
+    if flags & ~FLAG_ENTROPY:
+        raise FormatError(f"corrupt .mlc header: unknown flags {flags:#x}")
+    header = Header(name, fingerprint.hex(), sr, hop, channels, orig_sr, orig_channels, n, orig_n, n_q, card,
+                    float(bandwidth), chunk_frames, bool(flags & FLAG_ENTROPY))
+    header.validate()
+    return header
+
+
+def write_chunk(f: BinaryIO, header: Header, codes: np.ndarray) -> int:
+    """Write codes [n_q, t] as one chunk; returns bytes written. Range coding is used when it is smaller."""
+    assert codes.shape[0] == header.n_q, f"chunk has {codes.shape[0]} codebooks, header says {header.n_q}"
+    mode, payload = MODE_PACKED, pack_codes(codes, header.bits)
+    if header.entropy:
+        from musiclm.codec.entropy import encode_codes
+
+        coded = encode_codes(codes, header.card)
+        if len(coded) < len(payload):
+            mode, payload = MODE_RANGE, coded
+    head = _CHUNK_HEAD.pack(mode, len(payload))
+    f.write(head + payload + _CRC.pack(zlib.crc32(head + payload)))
+    return _CHUNK_HEAD.size + len(payload) + _CRC.size
+
+
+def read_chunk(f: BinaryIO, header: Header, index: int) -> np.ndarray:
+    """Read chunk `index` → codes [n_q, t] int64, every code < card."""
+    frames = header.chunk_length(index)
+    where = f"chunk {index + 1}/{header.num_chunks}"
+    head = _read_exact(f, _CHUNK_HEAD.size, where)
+    mode, size = _CHUNK_HEAD.unpack(head)
+    limit = header.packed_size(frames)
+    if mode not in (MODE_PACKED, MODE_RANGE) or (mode == MODE_RANGE and not header.entropy):
+        raise FormatError(f"corrupt .mlc file: {where} has unknown mode {mode}")
+    if (mode == MODE_PACKED and size != limit) or (mode == MODE_RANGE and size >= limit):
+        raise FormatError(f"corrupt .mlc file: {where} claims {size} bytes for {frames} frames")
+    payload = _read_exact(f, size, where)
+    (crc,) = _CRC.unpack(_read_exact(f, _CRC.size, f"{where} checksum"))
+    if zlib.crc32(head + payload) != crc:
+        raise FormatError(f"corrupt .mlc file: {where} fails its checksum (flipped bits?)")
+    if mode == MODE_RANGE:
+        from musiclm.codec.entropy import decode_codes
+
+        codes = decode_codes(payload, header.n_q, frames, header.card)
+    else:
+        codes = unpack_codes(payload, header.n_q, frames, header.bits)
+    if codes.size and int(codes.max()) >= header.card:
+        raise FormatError(f"corrupt .mlc file: {where} holds a code ≥ codebook size {header.card}")
+    return codes
+
+
+def check_end(f: BinaryIO) -> None:
+    if f.read(1):
+        raise FormatError("corrupt .mlc file: unexpected data after the last chunk")
+
+
+def write_mlc(f: BinaryIO, header: Header, codes: np.ndarray) -> None:
+    """Whole-file writer: codes [n_q, T] with T == header.num_frames."""
+    header.validate()
+    assert codes.shape == (header.n_q, header.num_frames), f"codes {codes.shape} vs header"
+    f.write(header.pack())
+    for i in range(header.num_chunks):
+        start = i * header.chunk_frames
+        write_chunk(f, header, codes[:, start : start + header.chunk_length(i)])
+
+
+def read_mlc(f: BinaryIO) -> tuple[Header, np.ndarray]:
+    """Whole-file reader → (header, codes [n_q, T] int64). Memory is bounded by the bytes actually read."""
+    header = read_header(f)
+    chunks = [read_chunk(f, header, i) for i in range(header.num_chunks)]
+    check_end(f)
+    return header, np.concatenate(chunks, axis=1)

@@ -1,0 +1,135 @@
+"""Optional entropy coding of a chunk of codes: a range coder driven by an adaptive frequency model.
+
+The coder is Subbotin's carry-less range coder (32-bit, bytes out most significant first). The model is
+order-0 and adaptive, one per codebook: every code starts with count 1 and gains INCREMENT each time it is
+seen, so frequent codes get cheaper as the chunk goes on; counts are halved when the total would exceed what
+the coder resolves (BOTTOM). The model restarts in each chunk, which keeps chunks independently decodable.
+A trained RVQ uses its codebooks unevenly (the first most of all), which is where the saving comes from;
+EnCodec §3.3 gets more with a small transformer predicting codes, at far more compute.
+
+Pure Python: about 10 µs per code, i.e. ~0.2 s per 10 s of audio at 24 kbps (24,000 codes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from musiclm.errors import MusicLMError
+
+TOP = 1 << 24
+BOTTOM = 1 << 16  # the model's total count must stay at or below this
+MASK = 0xFFFFFFFF
+INCREMENT = 16  # measured: broad code distributions (8-9.5 bits of 10) favour slow adaptation
+MAX_ENTROPY_CARD = 4096  # one count per code must leave room to adapt under BOTTOM
+
+
+class AdaptiveModel:
+    """Counts of `card` symbols in a Fenwick tree: O(log card) cumulative lookups and updates."""
+
+    def __init__(self, card: int):
+        self.card = card
+        self.freq = [1] * card
+        self.total = card
+        self.step = 1 << (card.bit_length() - 1)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        tree = [0] * (self.card + 1)
+        for i, f in enumerate(self.freq, start=1):
+            tree[i] += f
+            parent = i + (i & -i)
+            if parent <= self.card:
+                tree[parent] += tree[i]
+        self.tree = tree
+
+    def cumulative(self, symbol: int) -> int:
+        """Sum of the counts of symbols below `symbol`."""
+        total, i, tree = 0, symbol, self.tree
+        while i > 0:
+            total += tree[i]
+            i -= i & -i
+        return total
+
+    def find(self, target: int) -> tuple[int, int]:
+        """The symbol s whose interval [cum(s), cum(s) + freq(s)) holds `target` → (s, cum(s))."""
+        pos, cum, step, tree, card = 0, 0, self.step, self.tree, self.card
+        while step:
+            nxt = pos + step
+            if nxt <= card and cum + tree[nxt] <= target:
+                pos, cum = nxt, cum + tree[nxt]
+            step >>= 1
+        return pos, cum
+
+    def update(self, symbol: int) -> None:
+        if self.total + INCREMENT > BOTTOM:
+            self.freq = [(f + 1) // 2 for f in self.freq]
+            self.total = sum(self.freq)
+            self._rebuild()
+        self.freq[symbol] += INCREMENT
+        self.total += INCREMENT
+        i, tree, card = symbol + 1, self.tree, self.card
+        while i <= card:
+            tree[i] += INCREMENT
+            i += i & -i
+
+
+def _check_card(card: int) -> None:
+    if not 2 <= card <= MAX_ENTROPY_CARD:
+        raise MusicLMError(f"entropy coding supports codebooks of 2..{MAX_ENTROPY_CARD} entries, not {card}")
+
+
+def encode_codes(codes: np.ndarray, card: int) -> bytes:
+    """codes [K, t] in [0, card) → range-coded bytes (codebook-major, one adaptive model per codebook)."""
+    _check_card(card)
+    out = bytearray()
+    low, rng = 0, MASK
+    for row in np.asarray(codes, dtype=np.int64).tolist():
+        model = AdaptiveModel(card)
+        for s in row:
+            r = rng // model.total
+            low += model.cumulative(s) * r
+            rng = r * model.freq[s]
+            while True:  # emit settled top bytes; force them out when the range gets too small
+                if (low ^ (low + rng)) >= TOP:
+                    if rng >= BOTTOM:
+                        break
+                    rng = -low & (BOTTOM - 1)
+                out.append(low >> 24)
+                low = (low << 8) & MASK
+                rng = (rng << 8) & MASK
+            model.update(s)
+    for _ in range(4):
+        out.append(low >> 24)
+        low = (low << 8) & MASK
+    return bytes(out)
+
+
+def decode_codes(data: bytes, n_q: int, frames: int, card: int) -> np.ndarray:
+    """Inverse of encode_codes → codes [n_q, frames] int64. Garbage input gives garbage codes in range,
+    never an exception other than MusicLMError or a loop longer than n_q * frames steps."""
+    _check_card(card)
+    size, pos = len(data), 4
+    code = int.from_bytes(data[:4].ljust(4, b"\0"), "big")
+    low, rng = 0, MASK
+    out = np.empty((n_q, frames), dtype=np.int64)
+    for k in range(n_q):
+        model = AdaptiveModel(card)
+        row = out[k]
+        for t in range(frames):
+            r = rng // model.total
+            target = min(((code - low) & MASK) // r, model.total - 1)
+            s, cum = model.find(target)
+            low += cum * r
+            rng = r * model.freq[s]
+            while True:
+                if (low ^ (low + rng)) >= TOP:
+                    if rng >= BOTTOM:
+                        break
+                    rng = -low & (BOTTOM - 1)
+                code = ((code << 8) | (data[pos] if pos < size else 0)) & MASK
+                pos += 1
+                low = (low << 8) & MASK
+                rng = (rng << 8) & MASK
+            row[t] = s
+            model.update(s)
+    return out
