@@ -1,0 +1,210 @@
+"""The text-conditioned music LM: delayed codec tokens + caption → next-step logits for K codebooks.
+
+    codes [B, K, S] (delayed) --shift right, BOS--> embed: sum of K embeddings [B, S, D]
+        + sinusoidal positions --N pre-norm blocks (self-attn, cross-attn to text, FFN)--> LayerNorm
+        --K heads--> logits [B, K, S, card]
+
+Training (`forward`): logits[:, k, s] is the distribution of codes[:, k, s] given codes[:, :, :s] and the
+text; cross-entropy over `valid_mask(codes)` (real codes, not the special token). Generation
+(`musiclm.lm.sample`): `new_cache` then `decode_step` at explicit positions. Condition dropout (the text
+replaced by the null condition: an all-masked memory, i.e. zeros) trains the unconditional model that
+classifier-free guidance needs (Ho & Salimans 2022; MusicGen §2.4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from musiclm.lm.transformer import Block, CachedStep, KVCache, padding_attn_mask, sinusoidal_embedding
+from musiclm.text.encoder import TextConfig, build_text_encoder
+
+
+@dataclass
+class LMConfig:
+    name: str = "musiclm-lm"
+    n_q: int = 4  # K codebooks modelled (a prefix of the codec's)
+    card: int = 1024  # codebook size; the special token (BOS / empty delay cell) is id `card`
+    dim: int = 256  # D
+    n_layers: int = 6
+    n_heads: int = 8
+    ffn_dim: int = 1024
+    activation: str = "gelu"
+    dropout: float = 0.0
+    condition_dropout: float = 0.1  # training: probability a caption is replaced by the null condition
+    max_frames: int = 500  # generation window in frames (the training clip length); longer → windowed
+    frame_rate: float = 50.0  # of the codec the LM was trained on (checked on load)
+    sample_rate: int = 24000
+    codec: str | None = None  # codec directory, relative to the model directory (e.g. "../codec")
+    text: TextConfig = field(default_factory=TextConfig)
+    # sampling defaults the model ships with (MusicGen's: top-k 250, CFG 3)
+    temperature: float = 1.0
+    top_k: int = 250
+    top_p: float = 0.0
+    cfg: float = 3.0
+
+
+class MusicLM(nn.Module):
+    def __init__(self, config: LMConfig, tokenizer=None, codec=None):
+        super().__init__()
+        self.config = config
+        K, card, D = config.n_q, config.card, config.dim
+        # K embedding tables of card + 1 rows stored as one, summed by embedding_bag in one kernel
+        self.embed = nn.Embedding(K * (card + 1), D)
+        self.register_buffer("embed_offsets", torch.arange(K) * (card + 1), persistent=False)
+        self.blocks = nn.ModuleList(
+            Block(D, config.n_heads, config.ffn_dim, i, causal=True, cross=True, dropout=config.dropout,
+                  activation=config.activation)
+            for i in range(config.n_layers)
+        )
+        self.norm = nn.LayerNorm(D)
+        self.heads = nn.Linear(D, K * card, bias=False)  # K heads fused: one matmul per step
+        self.text_encoder = build_text_encoder(config.text)
+        # MusicGen's enc_to_dec_proj: a biased projection when the text width differs from the LM's
+        self.text_proj = nn.Linear(config.text.dim, D) if config.text.dim != D else nn.Identity()
+        self.tokenizer = tokenizer
+        # The codec is deliberately not a submodule: its weights are not the LM's (never trained, never
+        # saved in model.safetensors, not in the optimizer); `generate` moves it to the LM's device.
+        object.__setattr__(self, "codec", codec)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    # ---- facts ---------------------------------------------------------------------------------------
+    @property
+    def n_q(self) -> int:
+        return self.config.n_q
+
+    @property
+    def card(self) -> int:
+        return self.config.card
+
+    @property
+    def special_id(self) -> int:
+        """The BOS / empty-delay-cell token (one extra embedding row per codebook)."""
+        return self.config.card
+
+    @property
+    def device(self) -> torch.device:
+        return self.heads.weight.device
+
+    def valid_mask(self, codes: Tensor) -> Tensor:
+        """codes [B, K, S] delayed → [B, K, S] bool: positions that hold a real code (count in the loss)."""
+        return codes != self.special_id
+
+    # ---- text ----------------------------------------------------------------------------------------
+    def encode_text(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """ids, mask [B, L] → (memory [B, L, D] zero at masked positions, mask [B, L]).
+
+        In training mode each caption is dropped to the null condition with probability
+        `condition_dropout`, so the same weights also learn the unconditional model.
+        """
+        if self.training and self.config.condition_dropout > 0:
+            keep = torch.rand(ids.shape[0], 1, device=ids.device) >= self.config.condition_dropout
+            mask = mask & keep
+        memory = self.text_proj(self.text_encoder(ids, mask))
+        return memory * mask[..., None].to(memory.dtype), mask
+
+    @staticmethod
+    def null_condition(memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The unconditional input: zeros, nothing to attend to (what condition dropout trains)."""
+        return torch.zeros_like(memory), torch.zeros_like(mask)
+
+    # ---- training ------------------------------------------------------------------------------------
+    def _embed(self, tokens: Tensor) -> Tensor:
+        """tokens [B, K, S] (ids in 0..card) → [B, S, D]: the K codebook embeddings summed."""
+        B, K, S = tokens.shape
+        flat = (tokens + self.embed_offsets[None, :, None]).permute(0, 2, 1).reshape(B * S, K)
+        return F.embedding_bag(flat, self.embed.weight, mode="sum").view(B, S, -1)
+
+    def _logits(self, x: Tensor) -> Tensor:
+        """x [B, S, D] → [B, K, S, card]."""
+        B, S, _ = x.shape
+        return self.heads(self.norm(x)).view(B, S, self.n_q, self.card).permute(0, 2, 1, 3)
+
+    def forward(self, codes: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
+        """codes [B, K, S] delayed (special id at empty cells / padding), text ids/mask [B, L] →
+        logits [B, K, S, card]; logits[:, k, s] predicts codes[:, k, s] (the shift is done here)."""
+        assert codes.dim() == 3 and codes.shape[1] == self.n_q, f"expected [B, {self.n_q}, S] codes"
+        memory, memory_mask = self.encode_text(text_ids, text_mask)
+        B, K, S = codes.shape
+        inputs = torch.cat([codes.new_full((B, K, 1), self.special_id), codes[..., :-1]], dim=-1)
+        x = self._embed(inputs) + sinusoidal_embedding(torch.arange(S, device=codes.device),
+                                                       self.config.dim).to(self.embed.weight.dtype)
+        for block in self.blocks:
+            x = block(x, memory, memory_mask)
+        return self._logits(x)
+
+    def loss(self, logits: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-entropy over valid positions → (mean over codebooks, per-codebook [K])."""
+        valid = self.valid_mask(codes)  # [B, K, S]
+        ce = F.cross_entropy(logits.float().reshape(-1, self.card), codes.clamp(max=self.card - 1).reshape(-1),
+                             reduction="none").view_as(codes)
+        per_q = (ce * valid).sum(dim=(0, 2)) / valid.sum(dim=(0, 2)).clamp(min=1)
+        return per_q.mean(), per_q
+
+    # ---- generation ----------------------------------------------------------------------------------
+    def new_cache(self, memory: Tensor, memory_mask: Tensor, max_steps: int,
+                  dtype: torch.dtype | None = None) -> KVCache:
+        """A cache for one generation window of `max_steps` positions; projects the text k/v once.
+
+        memory [B, L, D], memory_mask [B, L] (already doubled for classifier-free guidance)."""
+        c = self.config
+        dtype = dtype or self.heads.weight.dtype
+        cache = KVCache(c.n_layers, memory.shape[0], c.n_heads, c.dim // c.n_heads, max_steps, dtype,
+                        memory.device)
+        for block in self.blocks:
+            k, v = block.cross_attn.project_memory(memory)
+            cache.cross_k.append(k.to(dtype))
+            cache.cross_v.append(v.to(dtype))
+        cache.cross_mask = padding_attn_mask(memory_mask)
+        cache.pos_emb = sinusoidal_embedding(torch.arange(max_steps, device=memory.device), c.dim).to(dtype)
+        return cache
+
+    def decode_step(self, tokens: Tensor, cache: KVCache, input_pos: Tensor, kv_len: int | None) -> Tensor:
+        """tokens [B, K, S_in] at positions input_pos [S_in] → logits [B, K, card] of the last position.
+
+        kv_len: positions filled after this call (eager, reads cache[:kv_len]); None: static shapes."""
+        step = CachedStep.make(cache, input_pos, kv_len)
+        x = self._embed(tokens) + cache.pos_emb[input_pos].to(self.embed.weight.dtype)
+        for block in self.blocks:
+            x = block(x, step=step)
+        return self._logits(x[:, -1:])[:, :, 0]
+
+    @torch.no_grad()
+    def generate(self, texts: list[str] | str, duration: float = 10.0, seed: int | None = None,
+                 cfg: float | None = None, temperature: float | None = None, top_k: int | None = None,
+                 top_p: float | None = None, prompt_wav: Tensor | None = None, progress: bool = False,
+                 compile: bool = False) -> Tensor:
+        """Captions → wav [B, C, N] at the codec's sample rate, N = duration * sample_rate.
+
+        `duration` counts the whole output, including `prompt_wav` [B or 1, C, N0] (continuation): the
+        prompt comes back unchanged up to the codec's reconstruction. Unset sampling options take the
+        model's defaults (config.cfg, temperature, top_k, top_p). Same seed → same audio on one device.
+        """
+        from musiclm.generate import generate_wav
+
+        return generate_wav(self, texts, duration=duration, seed=seed, cfg=cfg, temperature=temperature,
+                            top_k=top_k, top_p=top_p, prompt_wav=prompt_wav, progress=progress, compile=compile)
+
+    # ---- checkpoints (musiclm.lm.pretrained) ---------------------------------------------------------
+    def save_pretrained(self, directory, codec_path: str | None = None):
+        from musiclm.lm.pretrained import save_pretrained
+
+        return save_pretrained(self, directory, codec_path)
+
+    @classmethod
+    def from_pretrained(cls, path=None, map_location: str = "cpu", load_codec: bool = True) -> MusicLM:
+        """None → the shipped model; a directory saved by `save_pretrained`; or a transformers MusicGen
+        directory (decoder + T5 + EnCodec). A missing or invalid directory raises MusicLMError."""
+        from musiclm.lm.pretrained import from_pretrained
+
+        return from_pretrained(path, map_location=map_location, load_codec=load_codec)

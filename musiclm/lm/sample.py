@@ -1,0 +1,197 @@
+"""Sampling codec tokens from the LM: KV-cached decoding, classifier-free guidance, continuation, long form.
+
+One window of T frames is S = T + K - 1 delayed steps (`musiclm.lm.delay`). A `target` grid [B, K, S]
+holds what is already known: prompt codes, the special token at empty delay cells, and -1 where the model
+must choose. Columns fully known (the audio prompt) are prefilled in one call; then each step samples
+column s, keeps the known cells, and feeds the column back at position s + 1.
+
+Classifier-free guidance (Ho & Salimans 2022) runs as one doubled batch [conditional; null condition];
+`guide` is the only place the coefficient is applied. Audio longer than the model's window is generated
+window by window, each new window continuing from the last frames of the previous one (MusicGen's
+"extend" generation), so positions never exceed what the model was trained on.
+
+Nothing in the decode loop reads a device value on the host (no `.item()`, no tensor-valued `if`), so CUDA
+runs without synchronisation; buffers are allocated once per window, never grown per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from musiclm.errors import MusicLMError
+from musiclm.lm.delay import apply_delay, undo_delay
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 1.0  # 0 → greedy
+    top_k: int = 250  # 0 → off
+    top_p: float = 0.0  # 0 → off
+    cfg: float = 3.0  # guidance coefficient; 1 → the conditional model alone (no doubled batch)
+
+    def check(self) -> None:
+        if self.temperature < 0:
+            raise MusicLMError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise MusicLMError(f"top-k must be >= 0, got {self.top_k}")
+        if not 0 <= self.top_p <= 1:
+            raise MusicLMError(f"top-p must be in [0, 1], got {self.top_p}")
+        if self.cfg < 0:
+            raise MusicLMError(f"cfg must be >= 0, got {self.cfg}")
+
+
+def guide(logits: Tensor, cfg: float) -> Tensor:
+    """logits [2B, ...] = [conditional; unconditional] → [B, ...]: uncond + cfg * (cond - uncond)."""
+    cond, uncond = logits.chunk(2)
+    return uncond + cfg * (cond - uncond)
+
+
+def filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
+    """logits [..., card] with everything outside the top-k / nucleus (Holtzman et al. 2020) set to -inf."""
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if 0 < top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # drop a token once the mass before it already exceeds p; the most likely token always stays
+        drop = probs.cumsum(-1) - probs > top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def sample_next(logits: Tensor, params: SamplingParams, generator: torch.Generator) -> Tensor:
+    """logits [B, K, card] → tokens [B, K]. Sampling by the exponential race (argmax of p / E, E ~ Exp(1)),
+    which equals a multinomial draw but needs no host synchronisation on CUDA."""
+    if params.temperature == 0:
+        return logits.argmax(-1)
+    probs = filter_logits(logits / params.temperature, params.top_k, params.top_p).softmax(-1)
+    race = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    return (probs / race).argmax(-1)
+
+
+@dataclass
+class Window:
+    keep: int  # frames known at the start (prompt, or the tail of the previous window)
+    length: int  # frames in the window
+
+
+def plan_windows(n_frames: int, prompt_frames: int, window: int, stride: int) -> list[Window]:
+    """Windows that extend `prompt_frames` to `n_frames`, each at most `window` frames long; after the first,
+    each keeps `window - stride` frames of context and adds up to `stride` new ones."""
+    if not 0 < stride <= window:
+        raise MusicLMError(f"stride must be in [1, {window}] frames, got {stride}")
+    plan, total = [], prompt_frames
+    while total < n_frames:
+        keep = min(total, window - stride) if plan or total > window - 1 else total
+        length = min(window, keep + n_frames - total)
+        plan.append(Window(keep, length))
+        total += length - keep
+    return plan
+
+
+def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    if device.type == "cuda" and amp_dtype is not None:
+        return torch.autocast("cuda", dtype=amp_dtype)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def generate_codes(model, text_ids: Tensor, text_mask: Tensor, n_frames: int,
+                   params: SamplingParams | None = None, seed: int | None = None, prompt: Tensor | None = None,
+                   window: int | None = None, stride: int | None = None, progress: bool = False,
+                   compile: bool = False, amp_dtype: torch.dtype | None = torch.bfloat16) -> Tensor:
+    """Captions (ids/mask [B, L]) → codes [B, K, n_frames]; with `prompt` codes [B or 1, >=K, Tp] the
+    output starts with the prompt. `window`/`stride` in frames (default: config.max_frames and half of it).
+    On CUDA the steps run under `amp_dtype` autocast; `compile` compiles the single-step decode."""
+    params = params or SamplingParams(model.config.temperature, model.config.top_k, model.config.top_p,
+                                      model.config.cfg)
+    params.check()
+    device, K = model.device, model.n_q
+    B = text_ids.shape[0]
+    if n_frames < 1:
+        raise MusicLMError(f"need at least one frame to generate, got {n_frames}")
+    if prompt is None:
+        prompt = torch.zeros((B, K, 0), dtype=torch.long, device=device)
+    prompt = prompt[:, :K].to(device=device, dtype=torch.long)
+    if prompt.shape[1] != K:
+        raise MusicLMError(f"prompt has {prompt.shape[1]} codebooks, the model needs {K}")
+    if prompt.shape[0] not in (1, B):
+        raise MusicLMError(f"prompt batch {prompt.shape[0]} does not match {B} captions")
+    prompt = prompt.expand(B, -1, -1)
+    if prompt.shape[-1] >= n_frames:
+        raise MusicLMError(f"the prompt ({prompt.shape[-1]} frames) is not shorter than the requested "
+                           f"length ({n_frames} frames): nothing to generate")
+    window = window or model.config.max_frames
+    stride = stride or max(1, window // 2)
+    plan = plan_windows(n_frames, prompt.shape[-1], window, stride)
+
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    guided = params.cfg != 1.0
+    cache_dtype = amp_dtype if device.type == "cuda" and amp_dtype is not None else None
+    step_fn = _compiled_step(model) if compile else model.decode_step
+    with _autocast(device, amp_dtype):
+        memory, memory_mask = model.encode_text(text_ids.to(device), text_mask.to(device))
+        if guided:
+            null, null_mask = model.null_condition(memory, memory_mask)
+            memory, memory_mask = torch.cat([memory, null]), torch.cat([memory_mask, null_mask])
+        codes = prompt
+        steps = sum(w.length + K - 1 - w.keep for w in plan)
+        with tqdm(total=steps, unit="step", desc="generating", disable=not progress, leave=False) as bar:
+            for w in plan:
+                new = _generate_window(model, memory, memory_mask, codes[..., codes.shape[-1] - w.keep:],
+                                       w.length, params, generator, guided, step_fn, compile, cache_dtype, bar)
+                codes = torch.cat([codes, new[..., w.keep:]], dim=-1)
+    return codes
+
+
+def _compiled_step(model):
+    # static shapes (kv_len None: the whole cache under a mask), so one graph serves every position
+    if getattr(model, "_compiled_decode_step", None) is None:
+        object.__setattr__(model, "_compiled_decode_step", torch.compile(model.decode_step, dynamic=False))
+    return model._compiled_decode_step
+
+
+def _generate_window(model, memory: Tensor, memory_mask: Tensor, prompt: Tensor, n_frames: int,
+                     params: SamplingParams, generator: torch.Generator, guided: bool, step_fn, static: bool,
+                     cache_dtype: torch.dtype | None, bar) -> Tensor:
+    """One window: prompt [B, K, Tp] (Tp < n_frames) → codes [B, K, n_frames] starting with the prompt."""
+    B, K, Tp = prompt.shape
+    special, device = model.special_id, memory.device
+    S = n_frames + K - 1
+    frames = prompt.new_full((B, K, n_frames), -1)
+    frames[..., :Tp] = prompt
+    target = apply_delay(frames, special)  # [B, K, S]: known codes, special cells, -1 to sample
+    out = target.clone()
+    cache = model.new_cache(memory, memory_mask, S, dtype=cache_dtype)
+    positions = torch.arange(S, device=device)
+
+    # prefill: BOS and the Tp fully known columns (column s is complete iff s < Tp) → logits of column Tp
+    first = torch.cat([out.new_full((B, K, 1), special), out[..., :Tp]], dim=-1)
+    logits = model.decode_step(first.repeat(2, 1, 1) if guided else first, cache, positions[: Tp + 1], Tp + 1)
+    step_in = out.new_empty((memory.shape[0], K, 1))
+    pos = positions[:1].clone()
+    for s in range(Tp, S):
+        logits = guide(logits.float(), params.cfg) if guided else logits.float()
+        known = target[:, :, s]
+        nxt = torch.where(known >= 0, known, sample_next(logits, params, generator))
+        out[:, :, s] = nxt
+        bar.update(1)
+        if s + 1 == S:
+            break
+        step_in[:B, :, 0] = nxt
+        if guided:
+            step_in[B:, :, 0] = nxt
+        pos.fill_(s + 1)
+        logits = step_fn(step_in, cache, pos, None if static else s + 2)
+    return undo_delay(out)
