@@ -6,7 +6,7 @@ Prompts come in pairs that differ in one control only and are generated with the
               tempo is higher (ties count half). Chance: 50%.
 * mode:       "... in D major ..."     vs "... in D minor ..."     → met per clip when the estimated mode is
               the requested one. Chance: 50%. (The tonic is reported too; its chance is 1/12.)
-* brightness: a low instrument family  vs a high one (cello vs flute, ...) → met when the high family's
+* brightness: a dark instrument family vs a bright one (guitar vs tin whistle, ...) → met when the high family's
               spectral centroid is higher. Chance: 50%.
 
 The audio estimators are `musiclm.data.analysis` (estimate_tempo, estimate_key, brightness); a one-sided
@@ -71,11 +71,12 @@ class Estimators:
         return cls(analysis.estimate_tempo, analysis.estimate_key, analysis.brightness)
 
 
-DEFAULT_INSTRUMENTS = ("piano", "a string quartet", "acoustic guitar", "flute")
+# Instruments and ensembles of the synthesized corpus (musiclm.data.sources), so prompts use known words.
+DEFAULT_INSTRUMENTS = ("piano", "a string quartet", "classical guitar", "solo flute")
 DEFAULT_TONICS = ("C", "D", "G", "A")
-# (low family, high family): the second should have the brighter spectrum.
-DEFAULT_REGISTER_PAIRS = (("cello", "flute"), ("bassoon", "violin"), ("tuba", "piccolo"),
-                          ("contrabass", "clarinet"))
+# (darker, brighter): the second sounds higher and/or has stronger upper partials.
+DEFAULT_REGISTER_PAIRS = (("classical guitar", "solo tin whistle"), ("marimba", "solo xylophone"),
+                          ("a choir", "solo music box"), ("a brass ensemble", "solo recorder"))
 
 
 def default_probes(instruments=DEFAULT_INSTRUMENTS, tonics=DEFAULT_TONICS,

@@ -45,10 +45,7 @@ def quality(ref: Tensor, est: Tensor, sr: int) -> dict[str, float | None]:
 
 
 def _call_metric(fn, ref: Tensor, est: Tensor, sr: int) -> float:
-    import inspect
-
-    params = inspect.signature(fn).parameters
-    value = fn(ref, est, sr) if len(params) >= 3 else fn(ref, est)
+    value = fn(ref, est, sr)  # every metric takes (ref, est, sample_rate) → [] tensor for [C, N] input
     return float(value.mean()) if isinstance(value, Tensor) else float(np.mean(value))
 
 

@@ -11,6 +11,8 @@ With fewer clips than embedding dimensions the covariances are rank-deficient an
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import linalg
 
@@ -31,7 +33,9 @@ def frechet_distance(x: np.ndarray, y: np.ndarray, eps: float = 1e-6) -> float:
     mu_y, s_y = gaussian_stats(y)
     if mu_x.shape != mu_y.shape:
         raise MusicLMError(f"embedding widths differ: {mu_x.shape[0]} vs {mu_y.shape[0]}")
-    covmean, _ = linalg.sqrtm(s_x @ s_y, disp=False)
+    with warnings.catch_warnings():  # with fewer clips than dims the product is singular by construction
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s_x @ s_y)
     if not np.isfinite(covmean).all():
         # Singular product: regularize both covariances slightly, as the reference FID code does.
         offset = np.eye(s_x.shape[0]) * eps

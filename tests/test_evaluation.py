@@ -1,0 +1,182 @@
+"""Evaluation building blocks: Fréchet distance, embeddings, perplexity, adherence scoring, Opus, speed."""
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from musiclm.errors import MusicLMError
+from musiclm.evaluation.adherence import Estimators, Probe, default_probes, evaluate_adherence, score
+from musiclm.evaluation.embedding import FEATURE_DIM, embed_clips, feature_embedding
+from musiclm.evaluation.fad import diversity, frechet_distance
+from musiclm.evaluation.perplexity import PerplexityAccumulator, codebook_perplexity
+
+SR = 16000
+
+
+# ---- Fréchet distance and diversity ----------------------------------------------------------------------
+def test_frechet_distance_zero_on_same_set_and_grows_with_shift():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8))
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    fds = [frechet_distance(x, x + shift) for shift in (0.5, 1.0, 2.0)]
+    # A mean shift s in every one of D dims adds exactly D * s^2.
+    for shift, fd in zip((0.5, 1.0, 2.0), fds, strict=True):
+        assert fd == pytest.approx(8 * shift**2, rel=1e-6)
+    assert frechet_distance(x, 3.0 * x) > frechet_distance(x, 1.5 * x) > 0.1  # a covariance change counts
+
+
+def test_frechet_distance_rejects_bad_input():
+    with pytest.raises(MusicLMError):
+        frechet_distance(np.zeros((1, 4)), np.zeros((5, 4)))
+    with pytest.raises(MusicLMError):
+        frechet_distance(np.zeros((5, 4)), np.zeros((5, 3)))
+
+
+def test_diversity_is_mean_pairwise_distance():
+    pts = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0]])
+    assert diversity(pts) == pytest.approx((5 + 0 + 5) / 3)
+    assert diversity(np.ones((4, 3))) == 0.0
+
+
+def _tone(freq, seconds=2.0, sr=SR, amp=0.3):
+    t = torch.arange(int(seconds * sr)) / sr
+    return (amp * torch.sin(2 * math.pi * freq * t))[None]
+
+
+def test_feature_embedding_separates_sounds_and_fd_of_audio_sets():
+    emb = feature_embedding(_tone(440), SR)
+    assert emb.shape == (FEATURE_DIM,) and np.isfinite(emb).all()
+    # Same audio at another sample rate embeds nearly the same (everything goes through 16 kHz).
+    emb24 = feature_embedding(_tone(440, sr=24000), 24000)
+    other = feature_embedding(_tone(880), SR)
+    assert np.linalg.norm(emb - emb24) < 0.2 * np.linalg.norm(emb - other)
+    low = embed_clips([(_tone(f), SR) for f in (200, 210, 220, 230)])
+    low2 = embed_clips([(_tone(f), SR) for f in (205, 215, 225, 235)])
+    high = embed_clips([(_tone(f), SR) for f in (1600, 1680, 1760, 1840)])
+    assert frechet_distance(low, low2) < frechet_distance(low, high)
+
+
+# ---- perplexity --------------------------------------------------------------------------------------------
+def test_perplexity_uniform_equals_card_and_confident_is_one():
+    B, K, S, card = 2, 3, 5, 16
+    targets = torch.randint(0, card, (B, K, S))
+    assert codebook_perplexity(torch.zeros(B, K, S, card), targets) == pytest.approx([card] * K)
+    confident = torch.nn.functional.one_hot(targets, card).float() * 100
+    assert codebook_perplexity(confident, targets) == pytest.approx([1.0] * K, abs=1e-6)
+
+
+def test_perplexity_mask_and_accumulation_match_one_batch():
+    torch.manual_seed(0)
+    logits, targets = torch.randn(4, 2, 6, 8), torch.randint(0, 8, (4, 2, 6))
+    targets[:, 1, :2] = -1  # padding positions (delay pattern) are not counted
+    whole = codebook_perplexity(logits, targets)
+    acc = PerplexityAccumulator()
+    acc.update(logits[:2], targets[:2])
+    acc.update(logits[2:], targets[2:])
+    assert acc.perplexity() == pytest.approx(whole)
+    ce = torch.nn.functional.cross_entropy(logits[:, 1, 2:].reshape(-1, 8), targets[:, 1, 2:].reshape(-1))
+    assert whole[1] == pytest.approx(math.exp(ce.item()), rel=1e-5)
+    with pytest.raises(MusicLMError):
+        codebook_perplexity(logits, targets[..., :3])
+
+
+# ---- control adherence -------------------------------------------------------------------------------------
+NOTE_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+BRIGHT_WORDS = ("tin whistle", "xylophone", "music box", "recorder")
+
+
+def synth_for(text: str, seconds: float = 6.0, obey: bool = True) -> torch.Tensor:
+    """Audio that does (obey=True) or ignores (obey=False) what `text` asks: clicks at the requested BPM, a
+    tonic triad in the requested mode, a high or low register. Returns [N] at SR."""
+    bpm = float(re.search(r"(\d+) BPM", text).group(1)) if obey else 100.0
+    m = re.search(r"in ([A-G]) (major|minor)", text)
+    tonic, mode = (NOTE_PC[m.group(1)], m.group(2)) if obey else (0, "major")
+    bright = obey and any(w in text for w in BRIGHT_WORDS)
+    n = int(seconds * SR)
+    t = torch.arange(n) / SR
+    base = 60 + tonic + (24 if bright else -12)  # MIDI note of the tonic
+    notes = [base, base + (4 if mode == "major" else 3), base + 7]
+    tone = sum(torch.sin(2 * math.pi * 440 * 2 ** ((p - 69) / 12) * t) for p in notes) / 3
+    env = torch.zeros(n)
+    period = int(SR * 60 / bpm)
+    for start in range(0, n, period):  # a decaying note at every beat: onsets at the tempo
+        seg = min(period, n - start)
+        env[start:start + seg] = torch.exp(-torch.arange(seg) / (0.08 * SR))
+    return 0.5 * tone * env
+
+
+def stub_generate(obey):
+    def generate_fn(texts, cfg, seed):
+        follow = obey(cfg)
+        return torch.stack([synth_for(t, obey=follow)[None] for t in texts]), SR  # [B, 1, N]
+    return generate_fn
+
+
+@pytest.fixture(scope="module")
+def estimators():
+    pytest.importorskip("musiclm.data.analysis")
+    return Estimators.default()
+
+
+@pytest.mark.slow
+def test_adherence_detects_met_and_unmet_requests(estimators):
+    probes = default_probes()
+    # Guided: does what it is asked; unguided (cfg=1): ignores the prompt (same audio for every text).
+    results = evaluate_adherence(stub_generate(lambda cfg: cfg > 1), cfg=3.0, probes=probes,
+                                 estimators=estimators)
+    guided = {s.control: s for s in results[3.0]}
+    unguided = {s.control: s for s in results[1.0]}
+    assert set(guided) == {"tempo", "mode", "brightness"}
+    for s in guided.values():
+        assert s.rate == 1.0, (s.control, s.detail)
+        assert s.p_value < 0.1
+    assert guided["mode"].detail["tonic right"] >= 0.75
+    assert guided["tempo"].detail["mean fast"] > guided["tempo"].detail["mean slow"]
+    for s in unguided.values():  # identical audio for both prompts of a pair: ties count half, no better
+        assert s.rate <= 0.5, (s.control, s.rate)
+        assert s.p_value > 0.3
+
+
+def test_score_counts_ties_half_and_reversals_as_unmet():
+    rows = []
+    for pair, (slow, fast) in enumerate([(60.0, 140.0), (140.0, 60.0), (100.0, 100.0), (70.0, 90.0)]):
+        rows += [{"probe": Probe("tempo", pair, "x", "slow"), "value": slow},
+                 {"probe": Probe("tempo", pair, "y", "fast"), "value": fast}]
+    rows += [{"probe": Probe("mode", 0, "a", "major", "D"), "value": ("D", "major", 0.3)},
+             {"probe": Probe("mode", 0, "b", "minor", "D"), "value": ("F", "major", 0.3)}]
+    scores = {s.control: s for s in score(rows)}
+    assert scores["tempo"].n == 4 and scores["tempo"].met == 2.5  # 2 met, 1 reversed, 1 tie
+    assert scores["mode"].rate == 0.5 and scores["mode"].detail["tonic right"] == 0.5
+
+
+def test_adherence_rejects_wrong_batch_from_generator(estimators):
+    def bad(texts, cfg, seed):
+        return torch.zeros(1, 1, SR), SR
+    with pytest.raises(MusicLMError, match="returned"):
+        evaluate_adherence(bad, probes=default_probes()[:2], estimators=estimators, compare_unguided=False)
+
+
+# ---- Opus baseline and speed -------------------------------------------------------------------------------
+def test_opus_roundtrip_keeps_length_and_tracks_bitrate():
+    from musiclm.evaluation.opus import ffmpeg_available, opus_roundtrip
+
+    if not ffmpeg_available():
+        pytest.skip("ffmpeg with libopus not installed")
+    x = _tone(440, seconds=2.0, sr=24000)
+    low, low_kbps = opus_roundtrip(x, 24000, 6)
+    high, high_kbps = opus_roundtrip(x, 24000, 32)
+    assert low.shape == x.shape and high.shape == x.shape
+    assert low_kbps < high_kbps
+    err = [float(((x - y) ** 2).mean() / (x**2).mean()) for y in (low, high)]
+    assert err[1] < 0.1  # decoded audio is aligned with the input, not shifted
+
+
+def test_codec_speed_measures_positive_rates(tiny_codec):
+    from musiclm.evaluation.speed import measure_codec
+
+    row = measure_codec(tiny_codec, seconds=0.5, threads=1, repeats=1)
+    assert row.encode_x_realtime > 0 and row.decode_x_realtime > 0
+    assert torch.get_num_threads() >= 1
