@@ -18,6 +18,15 @@ CAPTIONS = [
 ] * 4
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops on a busy 2-core machine run far faster on one thread than fighting over two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def train_tokenizer(directory, vocab_size: int = 48, t5_ids: bool = False) -> TextTokenizer:
     """A tiny SentencePiece model trained on a few captions (the real one is built from the corpus)."""
     import sentencepiece as spm

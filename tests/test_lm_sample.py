@@ -1,0 +1,131 @@
+"""Sampling: guidance, seeds, continuation, windowed long form, batch independence, CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_lm_model import one_thread, text_batch, tiny_lm  # noqa: F401 (autouse fixture)
+
+from musiclm.errors import MusicLMError
+from musiclm.lm import apply_delay, undo_delay
+from musiclm.lm.sample import SamplingParams, filter_logits, generate_codes, guide, plan_windows
+
+GREEDY = SamplingParams(temperature=0.0, cfg=1.0)
+
+
+def reference_greedy(model, ids, mask, n_frames: int) -> torch.Tensor:
+    """Greedy decoding by re-running the full forward on the growing sequence: no cache, no guidance."""
+    K, special = model.n_q, model.special_id
+    valid = apply_delay(torch.zeros(ids.shape[0], K, n_frames, dtype=torch.long), -1) >= 0
+    out = torch.full(valid.shape, special)
+    with torch.no_grad():
+        for s in range(out.shape[-1]):
+            nxt = model(out[..., : s + 1], ids, mask)[:, :, s].argmax(-1)
+            out[:, :, s] = torch.where(valid[:, :, s], nxt, special)
+    return undo_delay(out)
+
+
+def test_greedy_sampler_equals_uncached_reference():
+    model = tiny_lm()
+    ids, mask = text_batch()
+    codes = generate_codes(model, ids, mask, 9, GREEDY)
+    assert codes.shape == (2, 4, 9)
+    assert torch.equal(codes, reference_greedy(model, ids, mask, 9))
+
+
+def test_guidance_with_coefficient_one_is_the_conditional_model():
+    model = tiny_lm()
+    ids, mask = text_batch()
+    codes = apply_delay(torch.randint(0, 32, (2, 4, 6)), model.special_id)
+    with torch.no_grad():
+        memory, memory_mask = model.encode_text(ids, mask)
+        null, null_mask = model.null_condition(memory, memory_mask)
+        doubled = model.new_cache(torch.cat([memory, null]), torch.cat([memory_mask, null_mask]), 4)
+        single = model.new_cache(memory, memory_mask, 4)
+        tokens = torch.cat([torch.full((2, 4, 1), model.special_id), codes[..., :3]], dim=-1)
+        both = model.decode_step(tokens.repeat(2, 1, 1), doubled, torch.arange(4), 4)
+        cond = model.decode_step(tokens, single, torch.arange(4), 4)
+        torch.testing.assert_close(guide(both, 1.0), cond, atol=1e-6, rtol=1e-6)
+        assert not torch.allclose(guide(both, 3.0), cond)
+    # through the whole sampler: cfg 1 (no doubled batch) and cfg 1 + ε (doubled) choose the same tokens
+    a = generate_codes(model, ids, mask, 8, SamplingParams(temperature=0, cfg=1.0))
+    b = generate_codes(model, ids, mask, 8, SamplingParams(temperature=0, cfg=1.0 + 1e-7))
+    assert torch.equal(a, b)
+
+
+def test_same_seed_same_tokens_different_seed_different():
+    model = tiny_lm()
+    ids, mask = text_batch()
+    params = SamplingParams(temperature=1.0, top_k=16, top_p=0.95, cfg=3.0)
+    a = generate_codes(model, ids, mask, 12, params, seed=7)
+    b = generate_codes(model, ids, mask, 12, params, seed=7)
+    c = generate_codes(model, ids, mask, 12, params, seed=8)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= 0 and a.max() < model.card
+
+
+def test_top_k_one_is_greedy_and_filters_keep_the_best():
+    model = tiny_lm()
+    ids, mask = text_batch()
+    greedy = generate_codes(model, ids, mask, 8, SamplingParams(temperature=0, cfg=2.0))
+    top1 = generate_codes(model, ids, mask, 8, SamplingParams(temperature=1.5, top_k=1, cfg=2.0), seed=3)
+    assert torch.equal(greedy, top1)
+    logits = torch.randn(3, 4, 50)
+    kept = filter_logits(logits, top_k=5, top_p=0.0).isfinite()
+    assert (kept.sum(-1) == 5).all()
+    nucleus = filter_logits(logits, top_k=0, top_p=0.5)
+    assert torch.equal(nucleus.argmax(-1), logits.argmax(-1))
+    mass = (logits.softmax(-1) * nucleus.isfinite()).sum(-1)
+    assert (mass >= 0.5).all()
+
+
+def test_continuation_keeps_the_prompt():
+    model = tiny_lm()
+    ids, mask = text_batch()
+    prompt = torch.randint(0, 32, (1, 4, 7))
+    codes = generate_codes(model, ids, mask, 15, SamplingParams(top_k=8), seed=1, prompt=prompt)
+    assert codes.shape == (2, 4, 15)
+    assert torch.equal(codes[..., :7], prompt.expand(2, -1, -1))
+    with pytest.raises(MusicLMError, match="not shorter"):
+        generate_codes(model, ids, mask, 7, prompt=prompt)
+
+
+def test_batch_members_do_not_influence_each_other():
+    model = tiny_lm()
+    ids, mask = text_batch()
+    both = generate_codes(model, ids, mask, 8, SamplingParams(temperature=0, cfg=3.0))
+    for i in range(2):
+        alone = generate_codes(model, ids[i:i + 1], mask[i:i + 1], 8, SamplingParams(temperature=0, cfg=3.0))
+        assert torch.equal(both[i:i + 1], alone)
+
+
+def test_plan_windows_covers_the_length_within_the_window():
+    for n, prompt, window, stride in [(100, 0, 24, 12), (50, 30, 24, 8), (24, 0, 24, 12), (25, 23, 24, 1)]:
+        plan = plan_windows(n, prompt, window, stride)
+        assert all(w.length <= window and w.keep < w.length for w in plan)
+        assert prompt + sum(w.length - w.keep for w in plan) == n
+
+
+def test_sliding_window_generates_past_the_context():
+    model = tiny_lm()  # max_frames 24
+    ids, mask = text_batch()
+    long = generate_codes(model, ids, mask, 60, GREEDY, stride=12)
+    assert long.shape == (2, 4, 60)
+    # the first window is an ordinary generation; every later one continues the last 12 frames
+    assert torch.equal(long[..., :24], generate_codes(model, ids, mask, 24, GREEDY))
+    second = generate_codes(model, ids, mask, 24, GREEDY, prompt=long[..., 12:24])
+    assert torch.equal(long[..., 12:36], second)
+    sampled = [generate_codes(model, ids, mask, 60, SamplingParams(top_k=8), seed=5) for _ in range(2)]
+    assert torch.equal(*sampled)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_sampling_is_deterministic_and_close_to_fp32():
+    model = tiny_lm().cuda()
+    ids, mask = text_batch()
+    params = SamplingParams(top_k=8, cfg=3.0)
+    a = generate_codes(model, ids, mask, 40, params, seed=3)
+    b = generate_codes(model, ids, mask, 40, params, seed=3)
+    assert a.is_cuda and torch.equal(a, b)
+    fp32 = generate_codes(model, ids, mask, 10, GREEDY, amp_dtype=None)
+    assert torch.equal(fp32.cpu(), generate_codes(model.cpu(), ids, mask, 10, GREEDY))
