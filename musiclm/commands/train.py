@@ -1,0 +1,62 @@
+"""`musiclm train codec|lm`: train the audio codec or the music language model from a YAML recipe.
+
+Examples:
+  musiclm train codec --config configs/codec/small.yaml --out runs/codec-small
+  musiclm train codec --out runs/codec-small --resume            # continue exactly where it stopped
+  musiclm train codec --config configs/codec/small.yaml --devices 2 --strategy ddp
+  musiclm train lm --config configs/lm/small.yaml --out runs/lm-small
+
+A run directory holds config.yaml, checkpoints/last.ckpt (resume), export/ (the model as config.json +
+model.safetensors, usable with --model/from_pretrained), CSV and wandb (offline) logs, and audio samples.
+SIGTERM or Ctrl-C saves a checkpoint before stopping; a second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train the codec or the language model",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    for what, help_text in (("codec", "train the audio codec (EnCodec-style, RVQ)"),
+                            ("lm", "train the text-to-music language model over token shards")):
+        q = sub.add_parser(what, help=help_text, description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        q.add_argument("--config", help=f"YAML recipe, e.g. configs/{what}/small.yaml (not needed with --resume)")
+        q.add_argument("--out", help="run directory (default: runs/<config name>)")
+        q.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+        q.add_argument("--refresh-data", action="store_true",
+                       help="with --resume: re-read the manifests (e.g. a corpus that grew); the data order "
+                       "of the remaining steps then differs from an uninterrupted run")
+        q.add_argument("--force", action="store_true", help="start over in a run directory that holds a run")
+        q.add_argument("--max-steps", type=int, help="override trainer.max_steps")
+        q.add_argument("--devices", type=int, help="devices per node (Lightning)")
+        q.add_argument("--num-nodes", type=int, help="nodes (Lightning)")
+        q.add_argument("--strategy", choices=["auto", "ddp", "ddp_spawn", "fsdp"], help="Lightning strategy")
+        q.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from musiclm.errors import MusicLMError
+    from musiclm.training.runner import trainer_overrides
+
+    if args.out:
+        run_dir = Path(args.out)
+    elif args.config:
+        run_dir = Path("runs") / f"{args.what}-{Path(args.config).stem}"
+    else:
+        raise MusicLMError("give --out (the run directory) or --config")
+    overrides = trainer_overrides(args.devices, args.num_nodes, args.strategy, args.max_steps)
+    if args.what == "codec":
+        from musiclm.training.recipes import train_codec
+
+        train_codec(args.config, run_dir, args.resume, args.force, overrides, args.refresh_data)
+    else:
+        from musiclm.training.recipes import train_lm
+
+        train_lm(args.config, run_dir, args.resume, args.force, overrides)
+    print(f"run directory: {run_dir} (model in {run_dir / 'export'})")
+    return 0

@@ -1,0 +1,199 @@
+"""LightningModule that trains the codec (EnCodec recipe, Défossez et al. 2022, §3.3–3.4).
+
+One training step, for a batch wav [B, C, N]:
+
+1. quantizer dropout: n_q drawn uniformly from the bandwidths (SoundStream §3.3), so every prefix decodes;
+2. x̂, q = codec(wav, n_q); losses on x̂: time L1, multi-scale mel, multi-scale STFT and, after a warm-up,
+   hinge adversarial + feature matching from a multi-scale STFT discriminator;
+3. the gradients of those losses w.r.t. x̂ are combined (weighted sum, or EnCodec's balancer) and pushed
+   through the model in ONE backward together with the commitment loss and the discriminator's loss on
+   x̂.detach() (so DDP sees one backward per forward);
+4. generator and discriminator gradients are clipped separately; one Adam step over both parameter groups
+   (manual optimisation with one optimizer keeps `global_step` = generator steps).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from musiclm.codec import Codec
+from musiclm.config import to_dict
+from musiclm.errors import MusicLMError
+from musiclm.training.audio_dataset import (
+    AudioFile,
+    CropBatches,
+    StepSampler,
+    fixed_clips,
+    load_file_list,
+    read_manifests,
+    save_file_list,
+)
+from musiclm.training.balancer import Balancer
+from musiclm.training.config import CodecTrainConfig
+from musiclm.training.discriminator import MultiScaleSTFTDiscriminator
+from musiclm.training.losses import (
+    MultiScaleMelLoss,
+    MultiScaleSTFTLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+)
+
+
+class CodecModule(pl.LightningModule):
+    def __init__(self, config: CodecTrainConfig, train_files: list[AudioFile] | None = None,
+                 sample_clips: Tensor | None = None):
+        super().__init__()
+        self.config = config
+        self.config_dict = to_dict(config)
+        self.train_files = train_files or []
+        self.sample_clips = sample_clips  # [S, C, N] fixed held-out audio for the periodic samples
+        self.automatic_optimization = False
+        self.codec = Codec(config.codec)
+        loss = config.loss
+        self.mel_loss = MultiScaleMelLoss(config.codec.sample_rate, loss.mel_n_ffts, loss.mel_bins)
+        self.stft_loss = MultiScaleSTFTLoss(loss.stft_n_ffts)
+        self.discriminator = (
+            MultiScaleSTFTDiscriminator(loss.disc_n_ffts, config.codec.seanet.channels, loss.disc_filters)
+            if loss.adversarial else None
+        )
+        weights = {"l1": loss.l1, "mel": loss.mel, "stft": loss.stft}
+        if loss.adversarial:
+            weights.update(adv=loss.adv, feat=loss.feat)
+        self.balancer = Balancer(weights, balance=loss.balancer, ema=loss.balancer_ema)
+        # n_q per bandwidth, e.g. 1.5/3/6/12 kbps at 50 Hz × 10 bits → 3/6/12/24 codebooks
+        self.n_qs = sorted({config.codec.n_q_for_bandwidth(bw) for bw in config.codec.bandwidths})
+        self.has_unused_parameters = loss.adversarial and loss.adv_warmup_steps > 0
+
+    # ---- data ---------------------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        d, c = self.config.data, self.config.codec
+        dataset = CropBatches(self.train_files, c.sample_rate, c.seanet.channels, d.segment_seconds,
+                              d.batch_size, self.config.trainer.seed, self.global_rank, tuple(d.gain_db),
+                              d.manifest_weights)
+        workers = self.config.trainer.num_workers
+        # The sampler reads global_step when iteration starts, i.e. after a checkpoint was restored.
+        return DataLoader(dataset, batch_size=None, sampler=StepSampler(lambda: self.global_step),
+                          num_workers=workers, prefetch_factor=2 if workers else None,
+                          persistent_workers=False)
+
+    # ---- optimisation ---------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        o = self.config.optim
+        groups = [{"params": list(self.codec.parameters()), "name": "generator"}]
+        if self.discriminator is not None:
+            groups.append({"params": list(self.discriminator.parameters()), "name": "discriminator"})
+        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+
+    def sample_n_q(self, step: int) -> int:
+        """Quantizer dropout: a bandwidth drawn from (seed, step), identical across a resume."""
+        rng = np.random.default_rng([self.config.trainer.seed, step, 7])
+        return int(self.n_qs[rng.integers(len(self.n_qs))])
+
+    def adversarial_active(self, step: int) -> bool:
+        return self.discriminator is not None and step >= self.config.loss.adv_warmup_steps
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        wav = batch  # [B, C, N]
+        step = self.global_step
+        n_q = self.sample_n_q(step)
+        recon, q = self.codec(wav, n_q)  # [B, C, N]
+        losses = {
+            "l1": torch.nn.functional.l1_loss(recon.float(), wav.float()),
+            "mel": self.mel_loss(recon, wav),
+            "stft": self.stft_loss(recon, wav),
+        }
+        d_loss = None
+        if self.adversarial_active(step):
+            real_logits, real_feats = self.discriminator(wav)
+            fake_logits, fake_feats = self.discriminator(recon)
+            losses["adv"] = generator_adversarial_loss(fake_logits)
+            losses["feat"] = feature_matching_loss(real_feats, fake_feats)
+            detached_logits, _ = self.discriminator(recon.detach())
+            d_loss = discriminator_loss(real_logits, detached_logits)
+
+        grad, norms = self.balancer(losses, recon)  # ∂(combined loss)/∂x̂, [B, C, N]
+        # Surrogate whose gradient is exactly the combined one: Σ x̂ · g (g held constant) + λ_w ℓ_w (+ L_d).
+        surrogate = (recon * grad.detach()).sum() + self.config.loss.commit * q.commit_loss
+        if d_loss is not None:
+            surrogate = surrogate + d_loss
+
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(surrogate)
+        clip = self.config.optim.grad_clip
+        g_norm = _clip(self.codec.parameters(), clip)
+        if d_loss is not None:
+            _clip(self.discriminator.parameters(), clip)
+        opt.step()
+
+        logs = {f"train/{k}": v.detach() for k, v in losses.items()}
+        logs.update({f"grad_norm/{k}": v for k, v in norms.items()})
+        logs.update({"train/commit": q.commit_loss.detach(), "train/n_q": float(n_q),
+                     "train/grad_norm": g_norm})
+        if d_loss is not None:
+            logs["train/disc"] = d_loss.detach()
+        self.log_dict(logs, prog_bar=False, sync_dist=False)
+        self.log("mel", losses["mel"].detach(), prog_bar=True, logger=False)
+        return surrogate.detach()
+
+    # ---- samples -----------------------------------------------------------------------------------------
+    def make_samples(self) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """Held-out clips decoded at every bandwidth: {name: wav [C, N]} and log-mel distances."""
+        if self.sample_clips is None or len(self.sample_clips) == 0:
+            return {}, {}
+        clips = self.sample_clips.to(self.device)
+        samples, metrics = {}, {}
+        for i, clip in enumerate(clips):
+            samples[f"clip{i}_original"] = clip
+        for bw in self.config.codec.bandwidths:
+            n_q = self.config.codec.n_q_for_bandwidth(bw)
+            recon, _ = self.codec(clips, n_q)
+            metrics[f"val/mel_{bw:g}kbps"] = float(self.mel_loss(recon, clips))
+            for i, r in enumerate(recon):
+                samples[f"clip{i}_{bw:g}kbps"] = r
+        return samples, metrics
+
+    # ---- export -----------------------------------------------------------------------------------------
+    def export(self, directory, state_dict: dict[str, Tensor] | None = None) -> None:
+        """Write the codec as `config.json` + `model.safetensors` (a full state dict may be passed in, e.g.
+        gathered from FSDP shards)."""
+        if state_dict is None:
+            codec = self.codec
+        else:
+            codec = Codec(self.config.codec)
+            prefix = "codec."
+            codec.load_state_dict({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
+        codec.save_pretrained(directory)
+
+
+def _clip(params, max_norm: float) -> float:
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return 0.0
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+
+
+def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: bool) -> CodecModule:
+    """Resolve the training files once per run (RUN_DIR/files.json; a resume reuses it even if the manifests
+    have grown since) and load the fixed sample clips."""
+    d, c = config.data, config.codec
+    files_json = run_dir / "files.json"
+    if reuse_files and files_json.is_file():
+        files = load_file_list(files_json)
+    else:
+        files = read_manifests(d.manifests, d.split, d.min_duration)
+        if not files:
+            raise MusicLMError(f"no rows with split {d.split!r} in {d.manifests}")
+        save_file_list(files, files_json)
+    held_out = read_manifests(d.manifests, d.sample_split) if d.num_samples > 0 else []
+    clips = fixed_clips(held_out or files, c.sample_rate, c.seanet.channels, d.sample_seconds, d.num_samples)
+    return CodecModule(config, files, clips)

@@ -1,0 +1,116 @@
+"""Typed training configs. A YAML file in `configs/codec/` or `configs/lm/` overrides only these fields.
+
+    codec: CodecConfig          the model (musiclm.codec)
+    data: AudioDataConfig       manifests, crop length, batch size, augmentation
+    loss: CodecLossConfig       loss weights, discriminator and balancer switches
+    optim: OptimConfig          Adam(W) settings, gradient clipping, schedule
+    trainer: TrainerConfig      steps, checkpoint/log cadence, devices, precision, logging
+
+`TrainerConfig` is shared by the codec and the LM recipes, so both run through the same runner and callbacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from musiclm.codec import CodecConfig
+from musiclm.config import from_dict, load_yaml, to_dict
+from musiclm.errors import MusicLMError
+
+
+@dataclass
+class TrainerConfig:
+    seed: int = 1234
+    max_steps: int = 100_000
+    checkpoint_every: int = 200  # steps between resumable checkpoints (a SIGKILL loses at most this many)
+    log_every: int = 10  # steps between CSV/wandb scalar rows
+    sample_every: int = 1000  # steps between audio samples + spectrogram images (0: never)
+    val_every: int = 0  # steps between validation passes (LM); 0: never
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # "auto", "ddp", "fsdp" (passed to Lightning)
+    accelerator: str = "auto"
+    precision: str = "auto"  # "auto": bf16-mixed on CUDA, 32 on CPU
+    num_threads: int = 2  # torch intra-op threads on CPU
+    num_workers: int = 1  # data loader worker processes
+    wandb: bool = True  # offline by default (WANDB_MODE=offline); falls back to CSV only on any failure
+    wandb_project: str = "musiclm"
+    progress_every: int = 1  # tqdm refresh rate in steps
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max global L2 norm; 0 disables
+    warmup_steps: int = 0  # linear warm-up, then `schedule`
+    schedule: str = "constant"  # "constant" or "cosine" (to min_lr_ratio * lr at trainer.max_steps)
+    min_lr_ratio: float = 0.1
+
+
+@dataclass
+class AudioDataConfig:
+    manifests: list[str] = field(default_factory=list)  # JSONL: path (relative to the manifest), duration, split
+    manifest_weights: list[float] = field(default_factory=list)  # per manifest; empty: by total duration
+    split: str = "train"
+    segment_seconds: float = 1.0  # crop length
+    batch_size: int = 8
+    gain_db: tuple[float, float] = (-10.0, 6.0)  # uniform random gain (augmentation), then peak-limited to 1
+    min_duration: float = 0.5  # rows shorter than this are skipped
+    # Held-out rows (split == sample_split) give the fixed audio samples logged every trainer.sample_every.
+    sample_split: str = "test"
+    num_samples: int = 2
+    sample_seconds: float = 4.0
+
+
+@dataclass
+class CodecLossConfig:
+    # EnCodec §3.4 weights: λ_t = 0.1 (time L1), λ_f = 1 (frequency), λ_g = 3 (adversarial), λ_feat = 3, λ_w = 1.
+    l1: float = 0.1
+    mel: float = 1.0
+    stft: float = 1.0
+    commit: float = 1.0
+    adversarial: bool = False
+    adv: float = 3.0
+    feat: float = 3.0
+    adv_warmup_steps: int = 2000  # the discriminator joins after this many steps
+    disc_filters: int = 32
+    disc_n_ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128)
+    balancer: bool = False  # EnCodec §3.4 gradient balancer over the losses on the reconstruction
+    balancer_ema: float = 0.999
+    mel_n_ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64)  # windows 2^i, i = 6..11 (EnCodec)
+    mel_bins: int = 64
+    stft_n_ffts: tuple[int, ...] = (2048, 1024, 512)
+
+
+@dataclass
+class CodecTrainConfig:
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    data: AudioDataConfig = field(default_factory=AudioDataConfig)
+    loss: CodecLossConfig = field(default_factory=CodecLossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def load_train_config(cls: type, path: str | Path | None, overrides: dict[str, Any] | None = None):
+    """Defaults of `cls`, overridden by the YAML at `path` and then by `overrides` (nested dicts merge)."""
+    data = load_yaml(path) if path is not None else {}
+    merged = to_dict(cls())
+    for source in (data, overrides or {}):
+        for key, value in source.items():
+            if key not in merged:
+                raise MusicLMError(f"{path or cls.__name__}: unknown section {key!r}; known: {sorted(merged)}")
+            merged[key] = _merge(merged[key], value)
+    return from_dict(cls, merged)
+
+
+def _merge(base: Any, value: Any) -> Any:
+    if isinstance(base, dict) and isinstance(value, dict):
+        out = dict(base)
+        for k, v in value.items():
+            out[k] = _merge(base[k], v) if k in base else v  # unknown keys reach from_dict, which names them
+        return out
+    return value

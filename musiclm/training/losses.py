@@ -1,0 +1,118 @@
+"""Reconstruction and adversarial losses for codec training (EnCodec, Défossez et al. 2022, §3.4).
+
+All spectral losses compute in float32 (mixed precision would lose the small magnitudes) and take
+x, y: wav [B, C, N]. No torchaudio: the mel filterbank is built here (Slaney scale, as librosa's default).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def hz_to_mel(f: Tensor) -> Tensor:
+    """Slaney mel scale: linear below 1 kHz, logarithmic above (librosa `htk=False`)."""
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
+    lin = f / f_sp
+    return torch.where(f >= min_log_hz, min_log_hz / f_sp + torch.log(f.clamp(min=1e-9) / min_log_hz) / logstep,
+                       lin)
+
+
+def mel_to_hz(m: Tensor) -> Tensor:
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    return torch.where(m >= min_log_mel, min_log_hz * torch.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
+                   f_max: float | None = None) -> Tensor:
+    """Triangular filters [n_mels, n_fft // 2 + 1], area-normalised (Slaney)."""
+    f_max = f_max or sample_rate / 2
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    mel_pts = torch.linspace(float(hz_to_mel(torch.tensor(f_min))), float(hz_to_mel(torch.tensor(f_max))),
+                             n_mels + 2, dtype=torch.float64)
+    hz_pts = mel_to_hz(mel_pts)
+    lower = (freqs[None] - hz_pts[:-2, None]) / (hz_pts[1:-1, None] - hz_pts[:-2, None])
+    upper = (hz_pts[2:, None] - freqs[None]) / (hz_pts[2:, None] - hz_pts[1:-1, None])
+    weights = torch.clamp(torch.minimum(lower, upper), min=0.0)
+    weights *= (2.0 / (hz_pts[2:] - hz_pts[:-2]))[:, None]
+    return weights.float()
+
+
+def stft_magnitude(wav: Tensor, n_fft: int, hop: int) -> Tensor:
+    """wav [B, C, N] → |STFT| [B*C, n_fft // 2 + 1, frames], Hann window, centred."""
+    x = wav.reshape(-1, wav.shape[-1]).float()
+    window = torch.hann_window(n_fft, device=x.device)
+    spec = torch.stft(x, n_fft, hop, n_fft, window, center=True, pad_mode="reflect", return_complex=True)
+    return spec.abs()
+
+
+class MelSpectrogram(nn.Module):
+    def __init__(self, sample_rate: int, n_fft: int, n_mels: int):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, n_fft // 4
+        self.register_buffer("fbank", mel_filterbank(sample_rate, n_fft, n_mels), persistent=False)
+
+    def forward(self, wav: Tensor) -> Tensor:  # [B, C, N] -> [B*C, n_mels, frames]
+        return torch.matmul(self.fbank, stft_magnitude(wav, self.n_fft, self.hop))
+
+
+class MultiScaleMelLoss(nn.Module):
+    """EnCodec's ℓ_f: mel spectrograms at windows 2^i; L1 on log-mel (what ears and our metric compare)
+    plus L2 on the linear mel (which weighs loud partials), averaged over scales."""
+
+    def __init__(self, sample_rate: int, n_ffts: tuple[int, ...], n_mels: int = 64, floor: float = 1e-5):
+        super().__init__()
+        # Small windows have few FFT bins; more mel bands than n_fft/4 would leave empty filters.
+        self.mels = nn.ModuleList(MelSpectrogram(sample_rate, n, min(n_mels, n // 4)) for n in n_ffts)
+        self.floor = floor
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        total = x.new_zeros((), dtype=torch.float32)
+        for mel in self.mels:
+            mx, my = mel(x), mel(y)
+            total = total + F.l1_loss(torch.log10(mx.clamp(min=self.floor)), torch.log10(my.clamp(min=self.floor)))
+            total = total + F.mse_loss(mx, my)
+        return total / len(self.mels)
+
+
+class MultiScaleSTFTLoss(nn.Module):
+    """Spectral convergence + log-magnitude L1 at several resolutions (Yamamoto et al. 2020, Parallel WaveGAN)."""
+
+    def __init__(self, n_ffts: tuple[int, ...] = (2048, 1024, 512), floor: float = 1e-5):
+        super().__init__()
+        self.n_ffts, self.floor = n_ffts, floor
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        total = x.new_zeros((), dtype=torch.float32)
+        for n_fft in self.n_ffts:
+            sx, sy = stft_magnitude(x, n_fft, n_fft // 4), stft_magnitude(y, n_fft, n_fft // 4)
+            convergence = torch.linalg.norm(sy - sx) / torch.linalg.norm(sy).clamp(min=self.floor)
+            log_mag = F.l1_loss(torch.log(sx.clamp(min=self.floor)), torch.log(sy.clamp(min=self.floor)))
+            total = total + convergence + log_mag
+        return total / len(self.n_ffts)
+
+
+# ---- adversarial (hinge, as EnCodec §3.4) -----------------------------------------------------------------
+def discriminator_loss(real_logits: list[Tensor], fake_logits: list[Tensor]) -> Tensor:
+    """L_d = mean_k [ max(0, 1 - D_k(x)) + max(0, 1 + D_k(x̂)) ]."""
+    losses = [F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real_logits, fake_logits, strict=True)]
+    return torch.stack(losses).mean()
+
+
+def generator_adversarial_loss(fake_logits: list[Tensor]) -> Tensor:
+    """ℓ_g = mean_k max(0, 1 - D_k(x̂))."""
+    return torch.stack([F.relu(1 - f).mean() for f in fake_logits]).mean()
+
+
+def feature_matching_loss(real_features: list[list[Tensor]], fake_features: list[list[Tensor]]) -> Tensor:
+    """ℓ_feat = mean_{k,l} ||D_k^l(x) - D_k^l(x̂)||_1 / mean |D_k^l(x)| (EnCodec's relative form)."""
+    losses = []
+    for real_k, fake_k in zip(real_features, fake_features, strict=True):
+        for r, f in zip(real_k, fake_k, strict=True):
+            r = r.detach()
+            losses.append(F.l1_loss(f, r) / r.abs().mean().clamp(min=1e-5))
+    return torch.stack(losses).mean()

@@ -1,0 +1,116 @@
+"""One runner for every recipe: run directory, loggers, Lightning Trainer, resume.
+
+    RUN_DIR/config.yaml        the resolved config (a resumed run reads this, not the --config file)
+    RUN_DIR/checkpoints/last.ckpt  Lightning checkpoint (resume only)
+    RUN_DIR/export/            the model as config.json + model.safetensors, refreshed with each checkpoint
+    RUN_DIR/csv/version_N/metrics.csv, RUN_DIR/wandb/   logs (one CSV version per launch)
+    RUN_DIR/samples/step_XXXXXXX/  audio + spectrograms
+
+wandb runs offline unless WANDB_MODE says otherwise, so it never needs a network or an account; if wandb
+fails in any way the run continues with CSV only.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import yaml
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from musiclm.config import to_dict
+from musiclm.errors import MusicLMError
+from musiclm.training.callbacks import LAST_CKPT, Checkpointer, StepSeed
+from musiclm.training.config import TrainerConfig, load_train_config
+
+CONFIG_FILE = "config.yaml"
+
+
+def prepare_run(cls: type, config_path: str | Path | None, run_dir: Path, resume: bool, force: bool,
+                overrides: dict[str, Any]) -> Any:
+    """Resolve the config of a run and write it to RUN_DIR/config.yaml.
+
+    A new run refuses a directory that already holds a checkpoint unless `force`; a resumed run reads the
+    saved config (only `overrides`, e.g. max_steps/devices, may change it)."""
+    saved = run_dir / CONFIG_FILE
+    if resume:
+        if not saved.is_file():
+            raise MusicLMError(f"--resume: {saved} not found; start the run without --resume first")
+        config = load_train_config(cls, saved, overrides)
+        if not (run_dir / "checkpoints" / LAST_CKPT).is_file():
+            warnings.warn(f"no checkpoint in {run_dir}/checkpoints yet: starting from step 0", stacklevel=2)
+    else:
+        if config_path is None:
+            raise MusicLMError("--config is required (or --resume an existing run directory)")
+        if (run_dir / "checkpoints" / LAST_CKPT).exists() and not force:
+            raise MusicLMError(f"{run_dir} already holds a run; pass --resume to continue it or --force to "
+                               "start over")
+        config = load_train_config(cls, config_path, overrides)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    return config
+
+
+def trainer_overrides(devices: int | None = None, num_nodes: int | None = None, strategy: str | None = None,
+                      max_steps: int | None = None) -> dict[str, Any]:
+    """CLI flags → {"trainer": {...}} overrides (None = keep the config's value)."""
+    values = {"devices": devices, "num_nodes": num_nodes, "strategy": strategy, "max_steps": max_steps}
+    trainer = {k: v for k, v in values.items() if v is not None}
+    return {"trainer": trainer} if trainer else {}
+
+
+def make_loggers(cfg: TrainerConfig, run_dir: Path, config_dict: dict) -> list:
+    loggers: list = [CSVLogger(str(run_dir), name="csv")]
+    if not cfg.wandb:
+        return loggers
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        from lightning.pytorch.loggers import WandbLogger
+
+        id_file = run_dir / "wandb_id.txt"
+        run_id = id_file.read_text().strip() if id_file.is_file() else None
+        logger = WandbLogger(project=cfg.wandb_project, save_dir=str(run_dir), id=run_id, resume="allow",
+                             name=run_dir.name, config=config_dict)
+        _ = logger.experiment  # start now, so a failure shows here and not mid-run
+        if logger.experiment is None or not hasattr(logger.experiment, "id"):
+            return loggers  # non-zero ranks
+        id_file.write_text(str(logger.experiment.id) + "\n")
+        loggers.append(logger)
+    except Exception as e:  # no wandb, no disk space, a service that would not start: CSV is enough
+        warnings.warn(f"wandb disabled ({type(e).__name__}: {e}); logging to CSV only", stacklevel=2)
+    return loggers
+
+
+def fit(module: pl.LightningModule, cfg: TrainerConfig, run_dir: Path, resume: bool,
+        callbacks: list | None = None, grad_clip: float = 0.0, val_every: int = 0) -> pl.Trainer:
+    """Train `module` (which provides its own train_dataloader) until cfg.max_steps."""
+    torch.set_num_threads(cfg.num_threads)
+    cuda = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
+    strategy: Any = cfg.strategy
+    if cfg.strategy == "ddp" and getattr(module, "has_unused_parameters", False):
+        # e.g. the discriminator before its warm-up ends takes no part in the loss
+        strategy = "ddp_find_unused_parameters_true"
+    checkpointer = Checkpointer(run_dir, cfg.checkpoint_every)
+    loggers = make_loggers(cfg, run_dir, getattr(module, "config_dict", {}))
+    trainer = pl.Trainer(
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=strategy,
+        precision=precision, max_steps=cfg.max_steps, max_epochs=-1, logger=loggers,
+        callbacks=[StepSeed(cfg.seed), TQDMProgressBar(refresh_rate=cfg.progress_every), *(callbacks or []),
+                   checkpointer],
+        log_every_n_steps=cfg.log_every, enable_checkpointing=False, use_distributed_sampler=False,
+        default_root_dir=str(run_dir), gradient_clip_val=grad_clip or None,
+        val_check_interval=val_every if val_every > 0 else None,
+        check_val_every_n_epoch=None if val_every > 0 else 1,
+        limit_val_batches=None if val_every > 0 else 0, num_sanity_val_steps=0,
+        enable_model_summary=True,
+    )
+    ckpt = checkpointer.ckpt_path if resume and checkpointer.ckpt_path.is_file() else None
+    trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
+    return trainer
