@@ -180,3 +180,24 @@ def test_codec_speed_measures_positive_rates(tiny_codec):
     row = measure_codec(tiny_codec, seconds=0.5, threads=1, repeats=1)
     assert row.encode_x_realtime > 0 and row.decode_x_realtime > 0
     assert torch.get_num_threads() >= 1
+
+
+def test_lm_perplexity_matches_the_training_loss(tmp_path):
+    """Teacher-forced perplexity of a tiny random LM equals exp(its own per-codebook loss), skipping the
+    delay pattern's empty cells; a random model is near uniform (perplexity near card)."""
+    from test_lm_model import tiny_lm, train_tokenizer
+
+    from musiclm.evaluation.lm_perplexity import lm_score_batch
+
+    model = tiny_lm()
+    model.tokenizer = train_tokenizer(tmp_path)
+    codes = torch.randint(0, model.card, (3, model.n_q + 2, 10))  # extra codebooks are ignored
+    texts = ["calm piano in c major, slow", "a fast folk tune", "slow string quartet in d minor"]
+    logits, targets, mask = lm_score_batch(model, codes, texts)
+    assert not mask.all() and (targets[~mask] == -1).all()
+    ppl = codebook_perplexity(logits, targets, mask)
+    from musiclm.lm import apply_delay
+
+    _, per_q = model.loss(logits, apply_delay(codes[:, : model.n_q], model.special_id))
+    assert ppl == pytest.approx(torch.exp(per_q).tolist(), rel=1e-4)
+    assert all(0.5 * model.card < p < 2 * model.card for p in ppl)

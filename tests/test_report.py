@@ -81,12 +81,27 @@ def test_report_notes_missing_test_clips(tmp_path, no_shipped, tiny_codec):
     assert "Speed" in page and "class=\"error\"" not in page
 
 
+def _tiny_lm_dir(tmp: Path) -> Path:
+    """A random tiny MusicLM with its own 25 frames/s codec and a SentencePiece tokenizer, saved to disk."""
+    import dataclasses
+
+    from test_lm_model import tiny_config, train_tokenizer
+
+    from musiclm.codec import Codec, CodecConfig, SEANetConfig
+    from musiclm.lm import MusicLM
+
+    lm_codec = Codec(CodecConfig(name="tiny-lm-codec", sample_rate=SR, seanet=SEANetConfig(
+        n_filters=4, dimension=16, ratios=(8, 5, 4, 2)), n_q=4, card=32, bandwidths=(0.5,)))
+    lm_codec.save_pretrained(tmp / "lm_codec")
+    config = dataclasses.replace(tiny_config(card=32, sample_rate=SR, frame_rate=25.0), max_frames=40)
+    model = MusicLM(config, tokenizer=train_tokenizer(tmp))
+    return model.save_pretrained(tmp / "model", codec_path="../lm_codec")
+
+
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory):
-    """A report with a tiny random codec, synthetic clips, a stub LM and a training log."""
+    """A report with a tiny random codec, synthetic clips, a tiny random LM and a training log."""
     from musiclm.codec import Codec, CodecConfig, SEANetConfig
-    from musiclm.evaluation import lm_eval
-    from musiclm.paths import checkpoints_dir  # noqa: F401  (MUSICLM_CHECKPOINTS is read at call time)
 
     tmp = tmp_path_factory.mktemp("full")
     torch.manual_seed(0)
@@ -95,26 +110,19 @@ def full_report(tmp_path_factory):
     codec_dir = codec.save_pretrained(tmp / "codec")
     manifest = _write_manifest(tmp / "data")
     _write_runs(tmp / "runs")
-
-    def stub_loader(model_dir, seconds):  # an "LM" that plays a tone whose pitch depends on the seed
-        def generate_fn(texts, cfg, seed):
-            t = torch.arange(int(seconds * SR)) / SR
-            gen = torch.Generator().manual_seed(seed)
-            f0 = 200 + 400 * torch.rand(len(texts), 1, generator=gen)
-            return (0.3 * torch.sin(2 * math.pi * f0 * t))[:, None, :], SR
-        return generate_fn, f"stub at {model_dir}"
-
+    model_dir = _tiny_lm_dir(tmp)
     mp = pytest.MonkeyPatch()
-    mp.setattr(lm_eval, "load_generate_fn", stub_loader)
     mp.setenv("MUSICLM_CHECKPOINTS", str(tmp / "no_checkpoints"))
-    (tmp / "model").mkdir()
-    cfg = ReportConfig(out=tmp / "report", codec=codec_dir, model=tmp / "model", runs=tmp / "runs",
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops run faster on one thread of a busy machine
+    cfg = ReportConfig(out=tmp / "report", codec=codec_dir, model=model_dir, runs=tmp / "runs",
                        manifests=(manifest,), lm_manifest=manifest, clips=2, clip_seconds=1.5,
                        speed_threads=(1,), speed_seconds=0.5, gen_seconds=1.0, seeds=2)
     try:
         index = build_report(cfg)
     finally:
         mp.undo()
+        torch.set_num_threads(threads)
     return index
 
 
@@ -137,7 +145,10 @@ def test_report_figures_and_files(full_report):
     assert figures["codec_speed"][0]["encode_x_realtime"] > 0
     assert figures["training"][0]["train/loss"] == pytest.approx(3 * math.exp(-190 / 50) + 0.1)
     lm = figures["lm"]
-    assert lm["diversity"][0]["mean_pairwise_distance"] > 0  # the stub's seeds differ
+    assert lm["diversity"][0]["mean_pairwise_distance"] > 0  # different seeds, different audio
+    assert len(lm["perplexity"]["per_codebook"]) == 4  # a random LM: near-uniform over 32 entries
+    assert all(8 < p < 128 for p in lm["perplexity"]["per_codebook"])
+    assert {f["set"] for f in lm["frechet"]} == {"generated, cfg=3", "generated, cfg=1"}
     if "adherence" in lm:
         assert {a["control"] for a in lm["adherence"]} == {"tempo", "mode", "brightness"}
         assert {a["cfg"] for a in lm["adherence"]} == {3.0, 1.0}

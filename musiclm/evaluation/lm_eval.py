@@ -22,13 +22,13 @@ DIVERSITY_PROMPT = "a moderate piece in G major played by piano, 100 BPM"
 
 
 def load_generate_fn(model_dir: Path, seconds: float):
-    """→ (generate_fn(texts, cfg, seed) -> (wav [B, C, N], sr), description) for a MusicLM directory."""
+    """→ (generate_fn(texts, cfg, seed) -> (wav [B, C, N], sr), description, model) for a MusicLM directory."""
     try:
         from musiclm.lm import MusicLM
     except ImportError as e:
         raise MusicLMError(f"the LM package is not available ({e})") from None
     model = MusicLM.from_pretrained(model_dir).eval()
-    sr = int(getattr(model, "sample_rate", 0) or model.codec.sample_rate)
+    sr = int(model.codec.sample_rate) if model.codec is not None else int(model.config.sample_rate)
 
     @torch.no_grad()
     def generate_fn(texts: list[str], cfg: float, seed: int):
@@ -36,7 +36,7 @@ def load_generate_fn(model_dir: Path, seconds: float):
         return wav.float().cpu(), sr
 
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    return generate_fn, f"{model_dir} ({params:.1f} M parameters incl. codec, {sr} Hz)"
+    return generate_fn, f"{model_dir} ({params:.1f} M LM parameters, {sr} Hz)", model
 
 
 def real_clips(manifest: Path | None, split: str, count: int, seconds: float) -> list[tuple]:
@@ -62,7 +62,7 @@ def real_clips(manifest: Path | None, split: str, count: int, seconds: float) ->
 def lm_report(page, cfg, model_dir: Path) -> str:
     from musiclm.evaluation.report import esc, note, table
 
-    generate_fn, description = load_generate_fn(model_dir, cfg.gen_seconds)
+    generate_fn, description, model = load_generate_fn(model_dir, cfg.gen_seconds)
     body = [note(f"Model {description}; {cfg.gen_seconds:g} s per generation, guidance cfg={cfg.cfg:g}.")]
     figures: dict = {}
 
@@ -140,16 +140,17 @@ def lm_report(page, cfg, model_dir: Path) -> str:
         "with published FAD numbers, and only between sets of equal size (FD is biased upward with few "
         f"clips). Diversity prompt: “{DIVERSITY_PROMPT}”."))
 
-    # Perplexity on held-out token shards.
+    # Perplexity on held-out music (test split, encoded with the model's codec).
     body.append("<h3>Per-codebook perplexity</h3>")
     try:
-        from musiclm.evaluation.lm_perplexity import shard_perplexity
+        from musiclm.evaluation.lm_perplexity import manifest_perplexity
 
-        ppl, where = shard_perplexity(model_dir)
+        ppl, where = manifest_perplexity(model, cfg.lm_manifest)
         figures["perplexity"] = {"per_codebook": ppl, "source": where}
         body.append(table(["codebook"] + [str(k) for k in range(len(ppl))], [["perplexity"] + ppl]))
-        body.append(note(f"Held-out tokens: {where}. Uniform guessing would give the codebook size."))
-    except (ImportError, MusicLMError) as e:
+        body.append(note(f"Held-out tokens: {where}. Uniform guessing would give {model.card}; the delay "
+                         "pattern lets later codebooks see earlier ones of the same frame."))
+    except MusicLMError as e:
         body.append(note(f"Not available: {e}"))
     page.figures["lm"] = figures
     return "\n".join(body)
