@@ -206,9 +206,11 @@ def decompress(source: Source, destination: str | Path | BinaryIO, codec=None, f
         check_codec(header, codec)
         with _output(destination) as out:
             writer = _AudioWriter(out, fmt, header)
-            for block in _decoded_blocks(f, header, codec, progress):
-                writer.write(block)
-            writer.close()
+            try:
+                for block in _decoded_blocks(f, header, codec, progress):
+                    writer.write(block)
+            finally:  # before the file under it closes (or is deleted, on failure)
+                writer.close()
     return header
 
 
@@ -327,9 +329,9 @@ class _AudioWriter:
             self.out.write(np.round(data * 32767).astype("<i2").tobytes())
 
     def close(self) -> None:
-        if self.sf is not None:
+        if self.sf is not None and not self.sf.closed:
             self.sf.close()
-        if self.peak > 1.0:
+        if self.peak > 1.0 and sys.exc_info()[0] is None:
             warnings.warn(f"decoded audio clips (peak {self.peak:.2f} > 1.0); clipped to [-1, 1]", stacklevel=3)
 
 

@@ -1,0 +1,222 @@
+"""The .mlc format: bit-exact round trips, clear errors on bad files, and a fuzz loop over the parser."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from musiclm.codec import bitstream
+from musiclm.codec.bitstream import FormatError, Header, pack_codes, read_mlc, unpack_codes, write_mlc
+from musiclm.codec.entropy import decode_codes, encode_codes
+from musiclm.errors import MusicLMError
+
+
+def make_header(**changes) -> Header:
+    fields = dict(codec_name="tiny", fingerprint="0123456789abcdef", sample_rate=24000, hop_length=320,
+                  channels=1, orig_sample_rate=44100, orig_channels=2, num_samples=24000 * 3 + 17,
+                  orig_num_samples=0, n_q=4, card=1024, bandwidth=3.0, chunk_frames=75, entropy=False)
+    fields.update(changes)
+    if not fields["orig_num_samples"]:  # the consistent original length
+        n, sr, osr = fields["num_samples"], fields["sample_rate"], fields["orig_sample_rate"]
+        fields["orig_num_samples"] = next(m for m in range(n * osr // sr - 2, n * osr // sr + 3)
+                                          if bitstream.resampled_length(m, osr, sr) == n)
+    return Header(**fields)
+
+
+def skewed_codes(header: Header, seed: int = 0) -> np.ndarray:
+    """Codes [n_q, T] with the uneven usage of a trained codec (so range coding has something to gain)."""
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.full(header.card, 0.2))
+    return rng.choice(header.card, size=(header.n_q, header.num_frames), p=p).astype(np.int64)
+
+
+def dumps(header: Header, codes: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    write_mlc(buf, header, codes)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("card", [2, 3, 64, 1000, 1024, 4096])
+@pytest.mark.parametrize("entropy", [False, True])
+def test_codes_round_trip_bit_exactly(card, entropy):
+    header = make_header(card=card, entropy=entropy, num_samples=24000 * 2 + 5)
+    codes = skewed_codes(header)
+    codes[0, 0], codes[-1, -1] = 0, card - 1  # both ends of the range
+    data = dumps(header, codes)
+    got_header, got = read_mlc(io.BytesIO(data))
+    assert got_header == header
+    assert got.dtype == np.int64 and np.array_equal(got, codes)
+
+
+def test_size_on_disk_is_bit_packed():
+    header = make_header(card=1024)  # 10 bits per code, not 16
+    data = dumps(header, skewed_codes(header))
+    payload = header.n_q * header.num_frames * 10 / 8
+    overhead = len(header.pack()) + header.num_chunks * 9  # mode + size + crc per chunk
+    assert len(data) == pytest.approx(payload + overhead, abs=header.num_chunks)
+
+
+def test_entropy_coding_saves_on_skewed_codes():
+    kw = dict(num_samples=24000 * 30, card=256, chunk_frames=750)
+    header = make_header(**kw)
+    codes = skewed_codes(header)
+    plain, coded = dumps(header, codes), dumps(make_header(**kw, entropy=True), codes)
+    assert len(coded) < 0.95 * len(plain)
+
+
+@given(st.integers(1, 12), st.integers(1, 5), st.integers(0, 2**31))
+@settings(max_examples=60, deadline=None)
+def test_pack_unpack_inverse(bits, n_q, seed):
+    rng = np.random.default_rng(seed)
+    frames = int(rng.integers(1, 40))
+    codes = rng.integers(0, 2**bits, size=(n_q, frames))
+    packed = pack_codes(codes, bits)
+    assert len(packed) == (n_q * frames * bits + 7) // 8
+    assert np.array_equal(unpack_codes(packed, n_q, frames, bits), codes)
+
+
+def test_range_coder_inverse_on_random_shapes():
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        card = int(rng.integers(2, 2048))
+        codes = rng.integers(0, card, size=(int(rng.integers(1, 6)), int(rng.integers(1, 200))))
+        assert np.array_equal(decode_codes(encode_codes(codes, card), *codes.shape, card), codes)
+
+
+# ---- bad files ---------------------------------------------------------------------------------------------
+def refix_header_crc(data: bytearray) -> None:
+    size = struct.unpack_from("<H", data, 6)[0]
+    end = 8 + size
+    if end + 4 <= len(data):
+        struct.pack_into("<I", data, end, zlib.crc32(bytes(data[:end])))
+
+
+@pytest.fixture(scope="module")
+def valid() -> bytes:
+    header = make_header()
+    return dumps(header, skewed_codes(header))
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d[:0], "empty input"),
+    (lambda d: b"RIFF" + d[4:], "wrong magic"),
+    (lambda d: d[:3], "truncated"),
+    (lambda d: d[:20], "truncated"),
+    (lambda d: d[:-1], "truncated"),
+    (lambda d: d[: len(d) // 2], "truncated"),
+    (lambda d: d + b"\0", "after the last chunk"),
+    (lambda d: d[:4] + struct.pack("<H", 9) + d[6:], "version 9"),
+])
+def test_bad_files_raise_clear_errors(valid, mutate, message):
+    with pytest.raises(FormatError, match=message):
+        read_mlc(io.BytesIO(mutate(valid)))
+
+
+def test_future_version_says_upgrade(valid):
+    data = valid[:4] + struct.pack("<H", bitstream.VERSION + 1) + valid[6:]
+    with pytest.raises(FormatError, match="newer musiclm"):
+        read_mlc(io.BytesIO(data))
+
+
+def test_flipped_bit_in_every_region_is_caught(valid):
+    header_end = 8 + struct.unpack_from("<H", valid, 6)[0] + 4
+    for pos in (5, 12, header_end - 2, header_end + 1, header_end + 30, len(valid) - 10, len(valid) - 2):
+        data = bytearray(valid)
+        data[pos] ^= 0x10
+        with pytest.raises(FormatError):
+            read_mlc(io.BytesIO(bytes(data)))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("sample_rate", 0, "sample_rate"),
+    ("orig_sample_rate", 0, "orig_sample_rate"),
+    ("num_samples", 2**62, "samples"),
+    ("hop_length", 0, "hop length"),
+    ("n_q", 0, "codebooks"),
+    ("card", 1, "codebook size"),
+    ("chunk_frames", 2**31, "frames per chunk"),
+    ("bandwidth", float("nan"), "bandwidth"),
+    ("orig_channels", 0, "channels"),
+])
+def test_absurd_header_fields_are_refused(field, value, message):
+    """Fields a forged header could carry (its CRC recomputed) never reach an allocation."""
+    header = make_header()
+    object.__setattr__(header, field, value)  # bypass nothing else: pack() writes what we set
+    try:
+        packed = bytearray(header.pack())
+    except struct.error:
+        pytest.skip("value does not fit the field")
+    refix_header_crc(packed)
+    with pytest.raises(FormatError, match=message):
+        bitstream.read_header(io.BytesIO(bytes(packed)))
+
+
+def mutate(data: bytes, rng: np.random.Generator) -> bytes:
+    """One random mutation; half of them re-seal the CRCs so the checks behind the CRC get exercised."""
+    d = bytearray(data)
+    kind = int(rng.integers(0, 7))
+    if kind == 0:  # flip bits
+        for _ in range(int(rng.integers(1, 4))):
+            d[int(rng.integers(0, len(d)))] ^= 1 << int(rng.integers(0, 8))
+    elif kind == 1:  # truncate
+        d = d[: int(rng.integers(0, len(d)))]
+    elif kind == 2:  # insert junk
+        pos = int(rng.integers(0, len(d)))
+        d[pos:pos] = rng.bytes(int(rng.integers(1, 16)))
+    elif kind == 3:  # delete a span
+        pos = int(rng.integers(0, len(d)))
+        del d[pos : pos + int(rng.integers(1, 16))]
+    elif kind == 4:  # a random value in a header field, header CRC re-sealed
+        pos = int(rng.integers(4, min(len(d), 60)))
+        d[pos : pos + 4] = rng.bytes(4)
+        refix_header_crc(d)
+    elif kind == 5:  # an extreme integer in a header field, CRC re-sealed
+        pos = int(rng.integers(8, min(len(d), 60)))
+        d[pos : pos + 8] = rng.choice([b"\xff" * 8, b"\0" * 8, b"\x7f" + b"\xff" * 7])
+        refix_header_crc(d)
+    else:  # garbage chunk payload with a valid chunk CRC: reaches unpack / the range decoder
+        start = 8 + struct.unpack_from("<H", d, 6)[0] + 4
+        mode, size = struct.unpack_from("<BI", d, start)
+        if size < len(d):
+            body = start + 5
+            d[body : body + size] = rng.bytes(size)
+            d[start] = int(rng.integers(0, 2))
+            struct.pack_into("<I", d, body + size, zlib.crc32(bytes(d[start : body + size])))
+    return bytes(d)
+
+
+def test_fuzz_parser_never_crashes_hangs_or_overallocates():
+    """Thousands of mutated files: each parses or raises FormatError, fast, with bounded memory."""
+    header = make_header(n_q=3, card=256, num_samples=24000 * 2, chunk_frames=40)
+    files = [dumps(header, skewed_codes(header)),
+             dumps(make_header(n_q=3, card=256, num_samples=24000 * 2, chunk_frames=40, entropy=True),
+                   skewed_codes(header))]
+    rng = np.random.default_rng(1234)
+    counts = {"ok": 0, "error": 0}
+    start = time.perf_counter()
+    for i in range(5000):
+        data = mutate(files[i % 2], rng)
+        traced = i < 300  # tracemalloc slows everything ~50x: watch allocations on a sample
+        if traced:
+            tracemalloc.start()
+        t = time.perf_counter()
+        try:
+            read_mlc(io.BytesIO(data))
+            counts["ok"] += 1
+        except MusicLMError:
+            counts["error"] += 1
+        assert time.perf_counter() - t < 1.0, f"case {i} took too long"
+        if traced:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert peak < 16 << 20, f"case {i}: peak allocation {peak / 1e6:.0f} MB"
+    assert counts["error"] > 4000  # nearly every mutation is detected
+    assert time.perf_counter() - start < 30

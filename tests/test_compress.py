@@ -1,0 +1,229 @@
+"""The compressor end to end with a tiny random codec: round trips, streaming == one-shot, safe CLI errors."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from musiclm.audio import convert_channels, resample
+from musiclm.cli import main
+from musiclm.codec import bitstream
+from musiclm.codec.model import Codec, CodecConfig
+from musiclm.codec.seanet import SEANetConfig
+from musiclm.codec.streaming import decode_chunks, encode_chunks, receptive_frames
+from musiclm.compress import compress, compress_bytes, decompress, decompress_bytes, read_info
+
+
+def tiny_codec(seed: int = 0, name: str = "tiny") -> Codec:
+    torch.manual_seed(seed)
+    cfg = CodecConfig(name=name, sample_rate=24000, seanet=SEANetConfig(n_filters=4, dimension=16), n_q=8,
+                      card=64, bandwidths=(0.9, 1.8, 3.6))
+    return Codec(cfg).eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions run ~50x slower with 2 threads on a loaded 2-core machine than with one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def codec_dir(tmp_path_factory) -> Path:
+    return tiny_codec().save_pretrained(tmp_path_factory.mktemp("codec"))
+
+
+@pytest.fixture(scope="module")
+def codec(codec_dir) -> Codec:
+    return Codec.from_pretrained(codec_dir)
+
+
+def music_like(seconds: float, sr: int, channels: int, seed: int = 0) -> np.ndarray:
+    """[N, C]: a few partials with vibrato plus a little noise, so every frame differs."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    x = sum(0.15 * np.sin(2 * np.pi * f * t + 3 * np.sin(2 * np.pi * 0.5 * t)) for f in (220, 331, 587))
+    return np.stack([x * (0.7 + 0.3 * c) + 0.01 * rng.standard_normal(len(t)) for c in range(channels)], 1)
+
+
+def one_shot(codec: Codec, wav: torch.Tensor, sr: int, bandwidth: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference path: whole signal resampled, encoded and decoded at once → (codes [K, T], wav [C, N])."""
+    x = resample(convert_channels(wav, codec.channels), sr, codec.sample_rate)
+    codes = codec.encode(x[None], n_q=codec.config.n_q_for_bandwidth(bandwidth))
+    y = codec.decode(codes, x.shape[-1])[0]
+    return codes[0], resample(convert_channels(y, wav.shape[0]), codec.sample_rate, sr)
+
+
+def test_file_round_trip_restores_rate_channels_length(tmp_path, codec_dir, codec):
+    audio = music_like(3.3, 44100, 2)
+    sf.write(tmp_path / "in.flac", audio, 44100)
+    header = compress(tmp_path / "in.flac", tmp_path / "x.mlc", codec=codec_dir, bandwidth=1.8, chunk_seconds=1)
+    assert (header.orig_sample_rate, header.orig_channels, header.orig_num_samples) == (44100, 2, len(audio))
+    assert header.fingerprint == codec.fingerprint() and header.n_q == 4 and header.num_chunks == 4
+    decompress(tmp_path / "x.mlc", tmp_path / "out.wav", codec=codec_dir)
+    info = sf.info(str(tmp_path / "out.wav"))
+    assert (info.samplerate, info.channels, info.frames) == (44100, 2, len(audio))
+    assert read_info(tmp_path / "x.mlc") == header
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary files left
+
+
+def test_streamed_path_equals_one_shot_path(codec):
+    """Codes in the file are the one-shot codes; decoded audio equals the one-shot decode (float rounding)."""
+    audio = torch.from_numpy(music_like(4.1, 32000, 2).T.astype(np.float32))
+    data = compress_bytes(audio, codec, sample_rate=32000, bandwidth=3.6, chunk_seconds=0.5)
+    header, codes = bitstream.read_mlc(io.BytesIO(data))
+    ref_codes, ref_wav = one_shot(codec, audio, 32000, 3.6)
+    assert (torch.from_numpy(codes) != ref_codes).float().mean() < 1e-3  # float ties may flip a rare argmin
+    wav, sr = decompress_bytes(data, codec)
+    assert sr == 32000 and wav.shape == audio.shape
+    _, ref_from_codes = one_shot(codec, audio, 32000, 3.6)
+    wav_ref = resample(convert_channels(codec.decode(torch.from_numpy(codes)[None], header.num_samples)[0], 2),
+                       24000, 32000)
+    assert torch.allclose(wav, wav_ref, atol=1e-5)
+
+
+def test_chunk_border_error_vanishes_with_enough_context(codec):
+    """Overlap-discard: with context ≥ the receptive field, borders are exact; without, they are not."""
+    x = torch.from_numpy(music_like(3.0, 24000, 1).T.astype(np.float32))
+    N, hop, chunk = x.shape[-1], codec.hop_length, 25
+    codes = codec.encode(x[None], n_q=4)[0]
+    ref = codec.decode(codes[None], N)[0].numpy()
+    border = np.zeros(N, bool)
+    for b in range(chunk * hop, N, chunk * hop):
+        border[b - 2 * hop : b + 2 * hop] = True
+    errors = {}
+    for context in (0, receptive_frames(codec)):
+        blocks = iter(codes.split(chunk, dim=-1))
+        wav = np.concatenate(list(decode_chunks(codec, blocks, N, chunk, context)), axis=-1)
+        err = np.abs(wav - ref)
+        errors[context] = (err[:, border].max(), err[:, ~border].max())
+        enc = torch.cat(list(encode_chunks(codec, iter(x.split(5000, -1)), N, chunk, context, 4)), -1)
+        errors[context] += (float((enc != codes).float().mean()),)
+    no_ctx, full_ctx = errors[0], errors[receptive_frames(codec)]
+    assert no_ctx[0] > 100 * max(no_ctx[1], 1e-7)  # without context the error sits at the borders
+    assert full_ctx[0] < 1e-5 and full_ctx[1] < 1e-5 and full_ctx[2] == 0.0
+
+
+def test_entropy_flag_round_trips_same_codes(tmp_path, codec_dir):
+    sf.write(tmp_path / "in.wav", music_like(2.0, 24000, 1), 24000)
+    compress(tmp_path / "in.wav", tmp_path / "a.mlc", codec=codec_dir)
+    compress(tmp_path / "in.wav", tmp_path / "b.mlc", codec=codec_dir, entropy=True)
+    _, a = bitstream.read_mlc(open(tmp_path / "a.mlc", "rb"))
+    hb, b = bitstream.read_mlc(open(tmp_path / "b.mlc", "rb"))
+    assert hb.entropy and np.array_equal(a, b)
+    assert (tmp_path / "b.mlc").stat().st_size <= (tmp_path / "a.mlc").stat().st_size
+
+
+def test_bitrate_on_disk_close_to_nominal(codec):
+    audio = torch.from_numpy(music_like(10.0, 24000, 1).T.astype(np.float32))
+    for bandwidth in codec.bandwidths:
+        kbps = len(compress_bytes(audio, codec, sample_rate=24000, bandwidth=bandwidth)) * 8 / 10.0 / 1000
+        nominal = codec.config.n_q_for_bandwidth(bandwidth) * math.log2(codec.card) * codec.frame_rate / 1000
+        assert nominal <= kbps < nominal * 1.05 + 0.1
+
+
+def test_other_input_formats_and_mono_to_stereo(tmp_path, codec_dir):
+    sf.write(tmp_path / "in.ogg", music_like(1.5, 22050, 1), 22050, format="OGG")
+    compress(tmp_path / "in.ogg", tmp_path / "x.mlc", codec=codec_dir)
+    decompress(tmp_path / "x.mlc", tmp_path / "out.flac", codec=codec_dir)
+    info = sf.info(str(tmp_path / "out.flac"))
+    assert (info.samplerate, info.channels, info.format) == (22050, 1, "FLAC")
+
+
+# ---- errors through the CLI: exit 2, one line on stderr, no output left ----------------------------------
+def cli(capsys, *argv) -> tuple[int, str]:
+    rc = main(list(map(str, argv)))
+    err = capsys.readouterr().err
+    return rc, err
+
+
+def assert_one_line_error(rc: int, err: str, pattern: str) -> None:
+    assert rc == 2, err
+    assert err.count("\n") == 1 and err.startswith("musiclm: error:") and "Traceback" not in err, err
+    assert pattern in err, err
+
+
+@pytest.fixture
+def mlc(tmp_path, codec_dir) -> Path:
+    sf.write(tmp_path / "in.wav", music_like(1.0, 24000, 1), 24000)
+    compress(tmp_path / "in.wav", tmp_path / "x.mlc", codec=codec_dir, chunk_seconds=0.3)
+    return tmp_path / "x.mlc"
+
+
+@pytest.mark.parametrize("damage, pattern", [
+    (lambda d: d[: len(d) - 7], "truncated"),
+    (lambda d: b"OggS" + d[4:], "wrong magic"),
+    (lambda d: d[:4] + b"\x05\x00" + d[6:], "version 5"),
+    (lambda d: d[:-20] + bytes([d[-20] ^ 1]) + d[-19:], "checksum"),
+    (lambda d: b"", "empty input"),
+])
+def test_decompress_bad_file(capsys, tmp_path, codec_dir, mlc, damage, pattern):
+    bad = tmp_path / "bad.mlc"
+    bad.write_bytes(damage(mlc.read_bytes()))
+    rc, err = cli(capsys, "decompress", bad, tmp_path / "out.wav", "--codec", codec_dir)
+    assert_one_line_error(rc, err, pattern)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mlc", "in.wav", "x.mlc"]
+
+
+def test_decompress_refuses_another_codec(capsys, tmp_path, mlc):
+    other = tiny_codec(seed=1).save_pretrained(tmp_path / "other")
+    rc, err = cli(capsys, "decompress", mlc, tmp_path / "out.wav", "--codec", other)
+    assert_one_line_error(rc, err, "encoded with codec 'tiny'")
+    assert not (tmp_path / "out.wav").exists()
+
+
+def test_compress_bad_inputs(capsys, tmp_path, codec_dir):
+    (tmp_path / "junk.wav").write_bytes(b"RIFF\x00\x00junk" * 10)
+    sf.write(tmp_path / "empty.wav", np.zeros((0, 1)), 24000)
+    for src, pattern in [("junk.wav", "unreadable audio"), ("empty.wav", "empty audio"), ("nope.wav", "no such")]:
+        rc, err = cli(capsys, "compress", tmp_path / src, tmp_path / "x.mlc", "--codec", codec_dir)
+        assert_one_line_error(rc, err, pattern)
+    sf.write(tmp_path / "ok.wav", music_like(0.5, 24000, 1), 24000)
+    rc, err = cli(capsys, "compress", tmp_path / "ok.wav", tmp_path / "x.mlc", "-b", "7", "--codec", codec_dir)
+    assert_one_line_error(rc, err, "not offered")
+    assert not (tmp_path / "x.mlc").exists()
+
+
+def test_refuses_to_overwrite_without_force(capsys, tmp_path, codec_dir, mlc):
+    out = tmp_path / "out.wav"
+    out.write_bytes(b"precious")
+    rc, err = cli(capsys, "decompress", mlc, out, "--codec", codec_dir)
+    assert_one_line_error(rc, err, "--force")
+    assert out.read_bytes() == b"precious"
+    rc, err = cli(capsys, "compress", tmp_path / "in.wav", mlc, "--codec", codec_dir)
+    assert_one_line_error(rc, err, "--force")
+    assert cli(capsys, "decompress", mlc, out, "--codec", codec_dir, "--force")[0] == 0
+    assert sf.info(str(out)).frames == 24000
+
+
+@pytest.mark.slow
+def test_pipes_and_no_traceback_in_a_real_process(tmp_path, codec_dir):
+    """`-` for stdin/stdout in a pipe, and a corrupt file in a real process: one line, exit 2."""
+    buf = io.BytesIO()
+    sf.write(buf, music_like(1.0, 48000, 2), 48000, format="WAV")
+    exe = [sys.executable, "-m", "musiclm.cli"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    enc = subprocess.run(exe + ["compress", "-", "-", "--codec", str(codec_dir)], input=buf.getvalue(),
+                         capture_output=True, env=env, timeout=120)
+    assert enc.returncode == 0, enc.stderr.decode()
+    dec = subprocess.run(exe + ["decompress", "-", "-", "--codec", str(codec_dir)], input=enc.stdout,
+                         capture_output=True, env=env, timeout=120)
+    assert dec.returncode == 0, dec.stderr.decode()
+    info = sf.info(io.BytesIO(dec.stdout))
+    assert (info.samplerate, info.channels, info.frames) == (48000, 2, 48000)
+    bad = subprocess.run(exe + ["decompress", "-", str(tmp_path / "o.wav"), "--codec", str(codec_dir)],
+                         input=enc.stdout[:-3], capture_output=True, env=env, timeout=120)
+    err = bad.stderr.decode()
+    assert bad.returncode == 2 and err.count("\n") == 1 and "truncated" in err, err
+    assert not (tmp_path / "o.wav").exists()
