@@ -29,6 +29,11 @@ DENSITY_WORDS = {
     "moderate": ("flowing", "moderately busy", "even"),
     "dense": ("dense", "busy", "intricate", "full of notes"),
 }
+BRIGHTNESS_WORDS = {
+    "dark": ("dark-toned", "mellow", "muted"),
+    "warm": ("warm", "rounded"),
+    "bright": ("bright", "brilliant", "sparkling"),
+}
 # Moods follow from mode, tempo and dynamics (a rough music-psychology mapping: major/fast → happy,
 # minor/slow → sad; loudness adds arousal).
 MOODS = {
@@ -133,11 +138,16 @@ def make_caption(fields: dict, seed: int) -> str:
     composer_text = rng.choice((f"by {composer}", f"in the style of {composer}")) if has_composer else ""
     who, instr = _instrument_text(fields, rng) if fields.get("instruments") or fields.get("ensemble") else ("", "")
 
+    if fields.get("brightness") in BRIGHTNESS_WORDS:  # measured on catalog audio; synth fields lack it
+        keep["brightness"] = rng.random() < 0.4
+        bright = rng.choice(BRIGHTNESS_WORDS[fields["brightness"]])
+        dens = f"{dens}, {bright}" if dens and keep["density"] else bright
+        keep["density"] = keep["density"] or keep["brightness"]
     adjs = [a for a, k in ((tempo_syn, "tempo"), (", ".join(mood), "mood"), (dyn, "dynamics"),
                            (dens, "density")) if a and keep[k]]
     rng.shuffle(adjs) if rng.random() < 0.3 else None
     genre = genre if keep["genre"] else "piece"
-    noun = genre if era in genre.split() or not keep["era"] else f"{era} {genre}"
+    noun = genre if not era or era in genre.split() or not keep["era"] else f"{era} {genre}"
     t = rng.randrange(5)
     if t == 0:  # "a slow, melancholic baroque chorale in D minor played by a string ensemble, 60 BPM, 4/4"
         parts = [_a(f"{', '.join(adjs) + ' ' if adjs else ''}{noun}")]

@@ -115,10 +115,6 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
         piece = f"{piece}#{n}"
     else:
         score = parsed
-    try:
-        score = score.expandRepeats()
-    except Exception:  # malformed repeat marks: render as written
-        pass
     parts = list(score.parts)
     if not parts:
         raise ValueError("score has no parts")
@@ -135,6 +131,21 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
     semitones = rng.randint(-5, 6)
     velocity = rng.randint(40, 115)
 
+    # Long works: cut a random run of measures first (music21 works in time proportional to the score),
+    # enough for the clips of one job.
+    bar_seconds = (float(ts.barDuration.quarterLength) if ts else 4.0) * 60.0 / quarter_bpm
+    span = cfg.max_clips_per_job * cfg.max_clip
+    n_measures = len(parts[0].getElementsByClass("Measure"))
+    wanted = int(math.ceil(span / bar_seconds)) + 1
+    if n_measures > wanted + 2:
+        first_number = parts[0].getElementsByClass("Measure")[0].number
+        m0 = rng.randint(first_number, first_number + n_measures - wanted)
+        score = score.measures(m0, m0 + wanted - 1)
+    else:
+        try:
+            score = score.expandRepeats()
+        except Exception:  # malformed repeat marks: render as written
+            pass
     if semitones:
         score = score.transpose(semitones)
     for el in list(score.recurse().getElementsByClass(("MetronomeMark", "TempoIndication", "Dynamic"))):
@@ -160,21 +171,25 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
         raise ValueError("score has no notes")
     notes_arr = np.array(notes, dtype=np.float64)  # [M, 3]
 
+    # Long works: clips come from a random stretch, not always the opening. Render only up to its end.
+    piece_end = float((notes_arr[:, 0] + notes_arr[:, 1]).max())
+    first = float(notes_arr[:, 0].min())
+    start = first
+    if piece_end - first > span + 5.0:
+        onsets = np.unique(notes_arr[:, 0])
+        start = float(onsets[np.searchsorted(onsets, rng.uniform(first, piece_end - span))])
+    end = min(piece_end, start + span) + 1.0  # 1 s of reverb tail, no long silence
+
     with tempfile.TemporaryDirectory(prefix="musiclm-synth-") as tmp:
-        mid, wav = Path(tmp) / "x.mid", Path(tmp) / "x.wav"
+        mid = Path(tmp) / "x.mid"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             score.write("midi", fp=str(mid))
-        cmd = ["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(cfg.sample_rate), "-F", str(wav),
-               cfg.soundfont, str(mid)]
-        proc = subprocess.run(cmd, capture_output=True, timeout=600)
-        if proc.returncode != 0 or not wav.is_file():
-            raise RuntimeError(f"fluidsynth failed: {proc.stderr.decode(errors='replace')[:200]}")
-        audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)  # [N, C]
-    assert sr == cfg.sample_rate, f"fluidsynth wrote {sr} Hz, asked {cfg.sample_rate}"
-    audio = audio.mean(1)  # [N] mono: the codec is mono; FluidSynth's stereo is only reverb/pan
-    end = float((notes_arr[:, 0] + notes_arr[:, 1]).max()) + 1.0  # 1 s of reverb tail, no long silence
-    audio = audio[: int(end * sr)]
+        audio = render_midi(mid, cfg.soundfont, cfg.sample_rate, end, Path(tmp) / "x.raw")
+    sr = cfg.sample_rate
+    audio = audio[int(start * sr):]
+    if len(audio) < sr * cfg.min_clip * 0.8:
+        raise ValueError(f"render too short ({len(audio) / sr:.1f} s)")
 
     # One gain for the whole render, from the chosen dynamic level: soft renders stay quieter than loud ones.
     rms_db = 20 * math.log10(float(np.sqrt(np.mean(audio**2))) + 1e-9)
@@ -185,7 +200,8 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
 
     rows = []
     out = Path(cfg.out)
-    t = max(0.0, float(notes_arr[:, 0].min()))
+    notes_arr[:, 0] -= start  # clip times below are relative to the rendered stretch
+    t = 0.0
     total = len(audio) / sr
     split = split_for_piece(piece)
     for k in range(cfg.max_clips_per_job):
@@ -223,6 +239,34 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
             "fields": fields, "source": "synth",
         })
     return {"piece": piece, "rows": rows}
+
+
+def render_midi(midi: Path, soundfont: str, sample_rate: int, seconds: float, scratch: Path,
+                timeout: float = 600.0) -> np.ndarray:
+    """FluidSynth `midi` → mono float32 [N] of at most `seconds`. FluidSynth renders until every voice has
+    died, and a note-off lost in a MIDI file keeps a sustained voice (organ, strings) alive forever: so it
+    writes headerless PCM that we watch, and it is stopped once it has written `seconds` of audio."""
+    need = int(seconds * sample_rate) * 2 * 2  # bytes: stereo, 16 bit
+    cmd = ["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(sample_rate), "-T", "raw", "-O", "s16",
+           "-E", "little", "-F", str(scratch), soundfont, str(midi)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    try:
+        while proc.poll() is None:
+            if scratch.is_file() and scratch.stat().st_size >= need:
+                break
+            if time.time() > deadline:
+                raise RuntimeError(f"fluidsynth took more than {timeout:g} s")
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate()
+    if not scratch.is_file() or scratch.stat().st_size == 0:
+        raise RuntimeError(f"fluidsynth wrote nothing: {err.decode(errors='replace')[:200]}")
+    pcm = np.fromfile(scratch, dtype="<i2")[: need // 2]
+    pcm = pcm[: len(pcm) // 2 * 2].reshape(-1, 2).astype(np.float32) / 32768.0  # [N, 2]
+    return pcm.mean(1)  # mono: the codec is mono; FluidSynth's stereo is only reverb and pan
 
 
 def _run_job(args: tuple) -> dict:
@@ -295,8 +339,9 @@ def build_corpus(cfg: SynthConfig, progress: bool = True, max_jobs: int | None =
             errors += record["error"] is not None
             new = sum(r["duration"] for r in record["rows"])
             rows.extend(record["rows"])
-            bar.update(round((min(total + new, target) - min(total, target)) / 60, 2))
             total += new
+            bar.n = round(min(total, target) / 60, 2)
+            bar.refresh()
             bar.set_postfix(jobs=record["index"] + 1, clips=len(rows))
             write_manifest(out / "manifest.jsonl", rows)
     finally:
