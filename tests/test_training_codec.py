@@ -164,3 +164,23 @@ def test_cli_refuses_to_overwrite_a_run_and_needs_a_run_to_resume(corpus, tmp_pa
         train_codec(DEBUG, run, overrides={"data": {"manifests": [str(corpus)]}})
     with pytest.raises(MusicLMError, match="unknown key"):
         train_codec(DEBUG, tmp_path / "other", overrides={"data": {"manifests": [str(corpus)], "bogus": 1}})
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(corpus, tmp_path):
+    """Lightning DDP (gloo) with 2 CPU processes, launched as a user would (`--devices 2 --strategy ddp`)."""
+    data = yaml.safe_load(DEBUG.read_text())
+    data["data"]["manifests"] = [str(corpus)]
+    data["loss"]["adversarial"] = True  # the discriminator joins after 2 steps: unused parameters before
+    data["trainer"].update(max_steps=3, checkpoint_every=0, sample_every=0, accelerator="cpu")
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    done = subprocess.run(_cli("train", "codec", "--config", str(config), "--out", str(run), "--devices", "2",
+                               "--strategy", "ddp"), env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "GLOBAL_RANK: 1" in done.stdout + done.stderr
+    assert int((run / "export" / "step.txt").read_text()) == 3
+    assert _weights(run)
