@@ -201,3 +201,17 @@ def test_lm_perplexity_matches_the_training_loss(tmp_path):
     _, per_q = model.loss(logits, apply_delay(codes[:, : model.n_q], model.special_id))
     assert ppl == pytest.approx(torch.exp(per_q).tolist(), rel=1e-4)
     assert all(0.5 * model.card < p < 2 * model.card for p in ppl)
+
+
+def test_estimator_ceiling_on_labelled_clips(estimators):
+    from musiclm.evaluation.adherence import estimator_ceiling
+
+    labels = [("C", "major", 60), ("D", "minor", 144), ("G", "major", 140), ("A", "minor", 64)]
+    clips = [(synth_for(f"a piece in {k} {m}, {b} BPM").numpy(), SR, {"mode": m, "bpm": b})
+             for k, m, b in labels]
+    scores = {s.control: s for s in estimator_ceiling(clips, estimators)}
+    assert scores["mode"].n == 4 and scores["mode"].rate == 1.0
+    assert scores["tempo"].n == 4 and scores["tempo"].rate == 1.0  # the 4 pairs with a 1.5x BPM ratio
+    flipped = [(x, sr, {"mode": "minor" if f["mode"] == "major" else "major", "bpm": 200 - f["bpm"]})
+               for x, sr, f in clips]
+    assert all(s.rate == 0.0 for s in estimator_ceiling(flipped, estimators))

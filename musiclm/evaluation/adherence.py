@@ -180,3 +180,23 @@ def evaluate_adherence(generate_fn: GenerateFn, cfg: float = 3.0, seed: int = 0,
     for c in dict.fromkeys([cfg] + ([1.0] if compare_unguided else [])):
         results[c] = score(measure(probes, generate_fn, c, seed, estimators, batch_size))
     return results
+
+
+def estimator_ceiling(clips: list[tuple[np.ndarray, int, dict]], estimators: Estimators) -> list[ControlScore]:
+    """How well the estimators read *real* clips whose fields are known: [(mono [N], sr, fields)] →
+    mode accuracy and tempo ordering (pairs whose BPM differ by at least 1.5x). A generated set cannot be
+    judged more reliably than this, so it is the ceiling to read adherence rates against."""
+    out = []
+    moded = [(x, sr, f) for x, sr, f in clips if f.get("mode") in ("major", "minor")]
+    if moded:
+        met = sum(str(estimators.key(x, sr)[1]).lower() == f["mode"] for x, sr, f in moded)
+        out.append(ControlScore("mode", len(moded), float(met), 0.5, _binom_p(met, len(moded), 0.5),
+                                {"what": "real clips, estimated vs labelled mode"}))
+    timed = [(float(estimators.tempo(x, sr)), float(f["bpm"])) for x, sr, f in clips if f.get("bpm")]
+    pairs = [(a, b) for i, a in enumerate(timed) for b in timed[i + 1:]
+             if max(a[1], b[1]) >= 1.5 * min(a[1], b[1])]
+    if pairs:
+        met = sum(1.0 if (a[0] - b[0]) * (a[1] - b[1]) > 0 else 0.5 if a[0] == b[0] else 0.0 for a, b in pairs)
+        out.append(ControlScore("tempo", len(pairs), met, 0.5, _binom_p(int(met), len(pairs), 0.5),
+                                {"what": "real clip pairs (BPM ratio >= 1.5), estimated order vs labels"}))
+    return out

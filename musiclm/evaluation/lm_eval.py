@@ -9,7 +9,7 @@ import torch
 
 from musiclm.errors import MusicLMError
 from musiclm.evaluation import plots
-from musiclm.evaluation.adherence import Estimators, evaluate_adherence
+from musiclm.evaluation.adherence import Estimators, estimator_ceiling, evaluate_adherence
 from musiclm.evaluation.embedding import embed_clips, feature_embedding
 from musiclm.evaluation.fad import diversity, frechet_distance
 
@@ -39,8 +39,9 @@ def load_generate_fn(model_dir: Path, seconds: float):
     return generate_fn, f"{model_dir} ({params:.1f} M LM parameters, {sr} Hz)", model
 
 
-def real_clips(manifest: Path | None, split: str, count: int, seconds: float) -> list[tuple]:
-    """Up to `count` clips (wav [C, N], sr) of `seconds` from distinct pieces of one split."""
+def real_clips(manifest: Path | None, split: str, count: int, seconds: float,
+               with_fields: bool = False) -> list[tuple]:
+    """Up to `count` clips (wav [C, N], sr[, fields]) of `seconds` from distinct pieces of one split."""
     from musiclm.audio import load_audio
     from musiclm.data.manifest import read_manifest, resolve_path
 
@@ -54,7 +55,8 @@ def real_clips(manifest: Path | None, split: str, count: int, seconds: float) ->
         if r["piece"] in pieces or float(r["duration"]) < seconds / 2:
             continue
         start = max(0.0, (float(r["duration"]) - seconds) / 2)
-        out.append(load_audio(resolve_path(manifest, r), start=start, duration=seconds))
+        wav, sr = load_audio(resolve_path(manifest, r), start=start, duration=seconds)
+        out.append((wav, sr, r.get("fields") or {}) if with_fields else (wav, sr))
         pieces.add(r["piece"])
     return out
 
@@ -106,6 +108,14 @@ def lm_report(page, cfg, model_dir: Path) -> str:
                          "estimated BPM is higher; mode: estimated mode equals the requested one; brightness: "
                          "the high instrument's spectral centroid (Hz) is higher. cfg=1 is guidance off. "
                          "p: one-sided binomial test against chance."))
+        labelled = real_clips(cfg.lm_manifest, "test", 24, cfg.gen_seconds, with_fields=True)
+        ceiling = estimator_ceiling([(w.mean(0).numpy(), r, f) for w, r, f in labelled], estimators)
+        if ceiling:
+            figures["estimator_ceiling"] = [{"control": s.control, "n": s.n, "rate": s.rate} for s in ceiling]
+            body.append(table(["control", "judgements", "estimator agrees with labels", "chance"],
+                              [[s.control, s.n, f"{100 * s.rate:.0f}%", "50%"] for s in ceiling]))
+            body.append(note("The same estimators on labelled real test clips of the same length: the "
+                             "ceiling the rates above can reach."))
 
     # Fréchet distance and diversity over hand-made features (see musiclm.evaluation.embedding).
     body.append("<h3>Fréchet distance and diversity</h3>")

@@ -114,9 +114,8 @@ def test_clips(manifests: tuple[Path, ...], count: int, seconds: float) -> tuple
         if not Path(manifest).is_file():
             continue
         rows = [r for r in read_manifest(manifest) if r["split"] == "test"]
-        rows.sort(key=lambda r: r["id"])
         clips, pieces = [], set()
-        for r in rows:
+        for r in _spread(rows):
             if r["piece"] in pieces or len(clips) >= count:
                 continue
             start = max(0.0, (float(r["duration"]) - seconds) / 2)
@@ -127,6 +126,18 @@ def test_clips(manifests: tuple[Path, ...], count: int, seconds: float) -> tuple
             return clips, f"{len(clips)} test-split clips of {seconds:g} s from {manifest}"
     return [], "no test clips: none of these manifests exists or has a test split: " + ", ".join(
         str(m) for m in manifests)
+
+
+def _spread(rows: list[dict]) -> list[dict]:
+    """Rows sorted by id, interleaved across collections (the id's first path part), so a few clips
+    cover several sources instead of one album."""
+    groups: dict[str, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: r["id"]):
+        groups.setdefault(r["id"].split("/")[0], []).append(r)
+    out = []
+    for i in range(max((len(g) for g in groups.values()), default=0)):
+        out += [g[i] for g in groups.values() if i < len(g)]
+    return out
 
 
 # ---- sections ---------------------------------------------------------------------------------------------
@@ -144,7 +155,8 @@ def environment_section(page: Page, cfg: ReportConfig) -> None:
         "command": " ".join(["musiclm"] + sys.argv[1:]) if sys.argv else "",
     }
     page.figures["environment"] = info
-    page.add("Environment", table(["", ""], [[k, v] for k, v in info.items()]))
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in info.items())
+    page.add("Environment", f'<table class="kv"><tbody>{rows}</tbody></table>')
 
 
 def codec_section(page: Page, cfg: ReportConfig) -> None:
@@ -251,7 +263,7 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #eee} .note{color:#555;font-size:.92em}
 .error{background:#fee;border:1px solid #e99;padding:.5em;white-space:pre-wrap;font-family:monospace}
 .players{display:flex;flex-wrap:wrap;gap:.8em} figure{margin:.3em} figcaption{font-size:.85em;color:#555}
-nav a{margin-right:1em}
+nav a{margin-right:1em} table.kv td{text-align:left}
 """
 
 
