@@ -197,3 +197,17 @@ def test_report_renders_in_headless_chromium(full_report, tmp_path):
         assert (out / src).is_file() and (out / src).read_bytes()[:4] == b"RIFF", src
     for src in images:
         assert (out / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", src
+
+
+def test_cli_report_and_errors(tmp_path, no_shipped, capsys):
+    from musiclm.cli import main
+
+    out = tmp_path / "r"
+    args = ["eval", "report", "--out", str(out), "--runs", str(tmp_path / "none"),
+            "--manifest", str(tmp_path / "none.jsonl"), "--lm-manifest", str(tmp_path / "none.jsonl")]
+    assert main(args) == 0 and (out / "index.html").is_file()
+    assert main(args) == 2 and "--force" in capsys.readouterr().err  # refuses to overwrite
+    assert main(args + ["--force"]) == 0
+    assert main(["eval", "report", "--out", str(out), "--codec", str(tmp_path / "nope")]) == 2
+    assert "codec directory not found" in capsys.readouterr().err
+    assert main(["eval", "speed", "--codec", str(tmp_path / "nope")]) == 2
