@@ -44,6 +44,7 @@ from musiclm.training.losses import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
+from musiclm.training.runner import lr_scheduler
 
 
 class CodecModule(pl.LightningModule):
@@ -89,7 +90,9 @@ class CodecModule(pl.LightningModule):
         groups = [{"params": list(self.codec.parameters()), "name": "generator"}]
         if self.discriminator is not None:
             groups.append({"params": list(self.discriminator.parameters()), "name": "discriminator"})
-        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        optimizer = torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        scheduler = lr_scheduler(optimizer, o, self.config.trainer.max_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def sample_n_q(self, step: int) -> int:
         """Quantizer dropout: a bandwidth drawn from (seed, step), identical across a resume."""
@@ -132,6 +135,7 @@ class CodecModule(pl.LightningModule):
         if d_loss is not None:
             _clip(self.discriminator.parameters(), clip)
         opt.step()
+        self.lr_schedulers().step()  # manual optimisation: Lightning leaves the schedule to us
 
         logs = {f"train/{k}": v.detach() for k, v in losses.items()}
         logs.update({f"grad_norm/{k}": v for k, v in norms.items()})

@@ -5,6 +5,7 @@
     loss: CodecLossConfig       loss weights, discriminator and balancer switches
     optim: OptimConfig          Adam(W) settings, gradient clipping, schedule
     trainer: TrainerConfig      steps, checkpoint/log cadence, devices, precision, logging
+and for the LM: lm (LMConfig), data (TokenDataConfig), optim, trainer, codec, init_from.
 
 `TrainerConfig` is shared by the codec and the LM recipes, so both run through the same runner and callbacks.
 """
@@ -18,6 +19,7 @@ from typing import Any
 from musiclm.codec import CodecConfig
 from musiclm.config import from_dict, load_yaml, to_dict
 from musiclm.errors import MusicLMError
+from musiclm.lm.model import LMConfig
 
 
 @dataclass
@@ -93,6 +95,31 @@ class CodecTrainConfig:
     loss: CodecLossConfig = field(default_factory=CodecLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+@dataclass
+class TokenDataConfig:
+    shards: list[str] = field(default_factory=list)  # token shard directories (`musiclm data tokenize`)
+    tokenizer: str = "tokenizer/musiclm.model"  # SentencePiece model; copied into the exported model
+    split: str = "train"
+    val_split: str = "valid"
+    frames: int = 500  # crop length T in codec frames (10 s at 50 Hz)
+    batch_size: int = 8
+    val_batches: int = 8  # fixed validation batches (crops from the start of each held-out item)
+    # Prompts for the audio samples logged every trainer.sample_every steps (needs `codec`).
+    sample_prompts: list[str] = field(default_factory=list)
+    sample_seconds: float = 4.0
+
+
+@dataclass
+class LMTrainConfig:
+    lm: LMConfig = field(default_factory=LMConfig)
+    data: TokenDataConfig = field(default_factory=TokenDataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        lr=5e-4, betas=(0.9, 0.95), weight_decay=0.1, grad_clip=1.0, warmup_steps=500, schedule="cosine"))
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    codec: str | None = None  # codec directory the shards were made with (samples; linked from the export)
+    init_from: str | None = None  # an LM directory to start from (fine-tuning); its `lm` config wins
 
 
 def load_train_config(cls: type, path: str | Path | None, overrides: dict[str, Any] | None = None):

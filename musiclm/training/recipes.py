@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from musiclm.errors import MusicLMError
 from musiclm.training.callbacks import AudioSamples
-from musiclm.training.config import CodecTrainConfig
+from musiclm.training.config import CodecTrainConfig, LMTrainConfig
 from musiclm.training.runner import fit, prepare_run
 
 
@@ -27,4 +29,45 @@ def train_codec(config_path: str | Path | None, run_dir: str | Path, resume: boo
 
 def train_lm(config_path: str | Path | None, run_dir: str | Path, resume: bool = False, force: bool = False,
              overrides: dict[str, Any] | None = None):
-    raise NotImplementedError("LM training lands with issue 7")
+    """Train (or resume) an LM run in `run_dir` over token shards; returns the Lightning Trainer.
+
+    The tokenizer is copied into the run directory on the first start, so a resume never depends on the
+    file the config named. With `init_from` (fine-tuning) the model, its config and its tokenizer come from
+    that LM directory."""
+    from musiclm.lm import MusicLM
+    from musiclm.text.tokenizer import TextTokenizer
+    from musiclm.training.lm_module import LMModule, check_compatible
+    from musiclm.training.token_dataset import load_token_items
+
+    run_dir = Path(run_dir)
+    config = prepare_run(LMTrainConfig, config_path, run_dir, resume, force, overrides or {})
+    tokenizer_copy = run_dir / "tokenizer.model"
+    torch.manual_seed(config.trainer.seed)  # the initial weights (a resume overwrites them anyway)
+    if config.init_from:
+        model = MusicLM.from_pretrained(config.init_from, load_codec=False)
+        config.lm = model.config
+        if not tokenizer_copy.is_file():
+            shutil.copyfile(model.tokenizer.path, tokenizer_copy)
+    else:
+        if not tokenizer_copy.is_file():
+            if not Path(config.data.tokenizer).is_file():
+                raise MusicLMError(f"tokenizer model not found: {config.data.tokenizer}")
+            shutil.copyfile(config.data.tokenizer, tokenizer_copy)
+        model = MusicLM(config.lm)
+    model.tokenizer = TextTokenizer(tokenizer_copy, add_eos=config.lm.text.add_eos)
+    if model.tokenizer.vocab_size != config.lm.text.vocab_size:
+        raise MusicLMError(f"the tokenizer has {model.tokenizer.vocab_size} pieces but lm.text.vocab_size is "
+                           f"{config.lm.text.vocab_size}; make them equal")
+    if not config.data.shards:
+        raise MusicLMError("data.shards is empty: name the token shard directories (musiclm data tokenize)")
+    train_items = load_token_items(config.data.shards, config.data.split, config.lm.n_q)
+    if not train_items:
+        raise MusicLMError(f"no {config.data.split!r} items in {config.data.shards}")
+    check_compatible(model, train_items)
+    val_items = load_token_items(config.data.shards, config.data.val_split, config.lm.n_q)
+    codec_dir = str(Path(config.codec).resolve()) if config.codec else None
+    module = LMModule(config, model, train_items, val_items, codec_dir)
+    samples = AudioSamples(run_dir, config.trainer.sample_every, config.lm.sample_rate)
+    val_every = config.trainer.val_every if val_items else 0
+    return fit(module, config.trainer, run_dir, resume, callbacks=[samples], grad_clip=config.optim.grad_clip,
+               val_every=val_every)

@@ -12,6 +12,7 @@ fails in any way the run continues with CSV only.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -26,7 +27,7 @@ from lightning.pytorch.loggers import CSVLogger
 from musiclm.config import to_dict
 from musiclm.errors import MusicLMError
 from musiclm.training.callbacks import LAST_CKPT, Checkpointer, StepSeed
-from musiclm.training.config import TrainerConfig, load_train_config
+from musiclm.training.config import OptimConfig, TrainerConfig, load_train_config
 
 CONFIG_FILE = "config.yaml"
 
@@ -114,3 +115,19 @@ def fit(module: pl.LightningModule, cfg: TrainerConfig, run_dir: Path, resume: b
     ckpt = checkpointer.ckpt_path if resume and checkpointer.ckpt_path.is_file() else None
     trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
     return trainer
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int):
+    """Linear warm-up over cfg.warmup_steps, then constant or cosine decay to min_lr_ratio at max_steps."""
+
+    def factor(step: int) -> float:
+        if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    if cfg.schedule not in ("constant", "cosine"):
+        raise MusicLMError(f"optim.schedule: {cfg.schedule!r} is not 'constant' or 'cosine'")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

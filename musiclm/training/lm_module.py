@@ -1,0 +1,134 @@
+"""LightningModule that trains the text-to-music LM over token shards (MusicGen recipe, Copet et al. 2023).
+
+A step: codes [B, K, T] (random crops, padding = special id) → apply_delay → [B, K, S] → MusicLM forward
+with the caption (condition dropout inside the model, §2.4) → cross-entropy over the valid delayed
+positions (real codes, not the special/padding token), averaged over codebooks. AdamW with a linear
+warm-up and cosine decay; Lightning clips gradients and runs bf16 on CUDA. Validation reports perplexity
+per codebook on fixed held-out crops.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from musiclm.config import to_dict
+from musiclm.errors import MusicLMError
+from musiclm.lm import MusicLM, apply_delay
+from musiclm.training.audio_dataset import StepSampler
+from musiclm.training.config import LMTrainConfig
+from musiclm.training.runner import lr_scheduler
+from musiclm.training.token_dataset import FixedBatches, TokenCrops, TokenItem
+
+
+class LMModule(pl.LightningModule):
+    def __init__(self, config: LMTrainConfig, model: MusicLM, train_items: list[TokenItem],
+                 val_items: list[TokenItem] | None = None, codec_dir: str | None = None):
+        super().__init__()
+        self.config = config
+        self.config_dict = to_dict(config)
+        self.model = model
+        self.train_items, self.val_items = train_items, val_items or []
+        self.codec_dir = codec_dir
+        self._val_sums: Tensor | None = None  # per codebook: Σ CE·count, Σ count
+
+    # ---- data ---------------------------------------------------------------------------------------------
+    def _tokens_args(self) -> tuple:
+        return self.model.tokenizer, self.model.config.text.max_len, self.model.special_id
+
+    def train_dataloader(self) -> DataLoader:
+        d = self.config.data
+        dataset = TokenCrops(self.train_items, d.frames, d.batch_size, self.config.trainer.seed,
+                             self.global_rank, *self._tokens_args())
+        # The sampler reads global_step when iteration starts, i.e. after a checkpoint was restored.
+        return DataLoader(dataset, batch_size=None, sampler=StepSampler(lambda: self.global_step),
+                          num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        d = self.config.data
+        return DataLoader(FixedBatches(self.val_items, d.frames, d.batch_size, d.val_batches,
+                                       *self._tokens_args()), batch_size=None)
+
+    # ---- steps --------------------------------------------------------------------------------------------
+    def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        codes = apply_delay(batch["codes"], self.model.special_id)  # [B, K, S]
+        logits = self.model(codes, batch["text_ids"], batch["text_mask"])  # [B, K, S, card]
+        loss, per_q = self.model.loss(logits, codes)
+        counts = self.model.valid_mask(codes).sum(dim=(0, 2))  # [K]
+        return loss, per_q, counts
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, per_q, _ = self._loss(batch)
+        logs = {"train/loss": loss.detach(), "train/lr": self.trainer.optimizers[0].param_groups[0]["lr"]}
+        logs.update({f"train/ce_k{k}": v.detach() for k, v in enumerate(per_q)})
+        self.log_dict(logs)
+        self.log("loss", loss.detach(), prog_bar=True, logger=False)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(2, self.model.n_q, dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        _, per_q, counts = self._loss(batch)
+        self._val_sums[0] += (per_q.double() * counts)
+        self._val_sums[1] += counts
+
+    def on_validation_epoch_end(self) -> None:
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        ce = sums[0] / sums[1].clamp(min=1)  # [K], token-weighted over the validation set
+        logs = {f"val/ppl_k{k}": math.exp(float(c)) for k, c in enumerate(ce)}
+        logs["val/ce"] = float(ce.mean())
+        logs["val/ppl"] = math.exp(float(ce.mean()))
+        self.log_dict(logs, sync_dist=False, rank_zero_only=True)
+
+    # ---- optimisation -------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        o = self.config.optim
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue  # e.g. a frozen T5 text encoder
+            # weight decay on matrices only, not on norms, biases or embeddings (nanoGPT)
+            (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
+        scheduler = lr_scheduler(optimizer, o, self.config.trainer.max_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- samples and export -------------------------------------------------------------------------------
+    def make_samples(self) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """Audio from the configured prompts (needs the codec); {name: wav [C, N]}."""
+        d = self.config.data
+        if not d.sample_prompts or not self.codec_dir:
+            return {}, {}
+        if getattr(self.model, "codec", None) is None:
+            from musiclm.lm.pretrained import attach_codec
+
+            attach_codec(self.model, Path(self.codec_dir))
+        wav = self.model.generate(d.sample_prompts, duration=d.sample_seconds, seed=0)  # [B, C, N]
+        return {f"prompt{i}": w for i, w in enumerate(wav)}, {}
+
+    def export(self, directory, state_dict: dict[str, Tensor] | None = None) -> None:
+        """MusicLM.save_pretrained: config.json + model.safetensors + tokenizer.model (+ codec link)."""
+        model = self.model
+        if state_dict is not None:
+            model = MusicLM(self.model.config, tokenizer=self.model.tokenizer)
+            prefix = "model."
+            model.load_state_dict({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
+        codec = os.path.relpath(Path(self.codec_dir).resolve(), Path(directory).resolve()) if self.codec_dir \
+            else None
+        config = model.config
+        model.save_pretrained(directory, codec_path=codec)
+        model.config = config  # save_pretrained rewrites `codec` relative to the directory; keep ours
+
+
+def check_compatible(model: MusicLM, items: list[TokenItem]) -> None:
+    top = max(int(it.codes.max()) for it in items)
+    if top >= model.card:
+        raise MusicLMError(f"the shards hold code {top}, but the LM has {model.card} entries per codebook")
