@@ -118,7 +118,9 @@ def fit(module: pl.LightningModule, cfg: TrainerConfig, run_dir: Path, resume: b
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int):
-    """Linear warm-up over cfg.warmup_steps, then constant or cosine decay to min_lr_ratio at max_steps."""
+    """Linear warm-up over cfg.warmup_steps, then constant or cosine decay to min_lr_ratio at
+    cfg.schedule_steps (or max_steps when that is 0)."""
+    max_steps = cfg.schedule_steps or max_steps
 
     def factor(step: int) -> float:
         if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
