@@ -46,7 +46,7 @@ def make_items(n: int, seed: int) -> list[TokenItem]:
 @pytest.fixture
 def fake_shards(monkeypatch):
     splits = {"train": make_items(12, 0), "valid": make_items(5, 1)}
-    monkeypatch.setattr(token_dataset, "load_token_items", lambda dirs, split, n_q: splits.get(split, []))
+    monkeypatch.setattr(token_dataset, "load_token_items", lambda dirs, split, n_q, fp=None: splits.get(split, []))
     return splits
 
 
@@ -126,3 +126,38 @@ def test_resume_is_exact_and_validation_reports_perplexity(fake_shards, tokenize
     assert model.config.card == CARD and model.tokenizer.vocab_size == 40
     for key, value in model.state_dict().items():
         assert torch.equal(value, a[key])
+
+
+@pytest.mark.slow
+def test_train_lm_from_real_shards_with_codec_samples(tiny_codec, tokenizer_path, tmp_path):
+    """Audio → `tokenize_manifest` shards → `musiclm train lm` → export that generates with the codec."""
+    import json
+
+    from musiclm.audio import save_audio
+    from musiclm.data.shards import tokenize_manifest
+    from musiclm.training.recipes import train_lm
+
+    codec_dir = tiny_codec.save_pretrained(tmp_path / "codec")
+    rows = []
+    for i in range(4):
+        t = torch.arange(4000) / 8000
+        save_audio(tmp_path / f"a{i}.wav", (0.3 * torch.sin(2 * math.pi * 220 * (i + 1) * t))[None], 8000)
+        rows.append({"id": f"a{i}", "path": f"a{i}.wav", "duration": 0.5, "sample_rate": 8000, "channels": 1,
+                     "piece": f"p{i}", "split": "valid" if i == 3 else "train", "caption": CAPTIONS[i],
+                     "fields": {}, "source": "synth"})
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tokenize_manifest(tmp_path / "m.jsonl", codec_dir, tmp_path / "shards", progress=False)
+
+    cfg = overrides(tokenizer_path, max_steps=2, sample_every=2)
+    cfg["lm"].update(card=tiny_codec.card, n_q=2, frame_rate=tiny_codec.frame_rate, sample_rate=8000)
+    cfg["data"].update(shards=[str(tmp_path / "shards")], sample_prompts=["calm piano"], sample_seconds=0.02)
+    cfg["codec"] = str(codec_dir)
+    cfg_file = tmp_path / "lm.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    trainer = train_lm(cfg_file, tmp_path / "run")
+    assert trainer.global_step == 2
+    assert list((tmp_path / "run" / "samples" / "step_0000002").glob("prompt0.wav"))
+    model = MusicLM.from_pretrained(tmp_path / "run" / "export")  # loads the codec through the relative link
+    assert model.codec is not None and model.codec.fingerprint() == tiny_codec.fingerprint()
+    wav = model.generate("calm piano", duration=0.01, seed=0)
+    assert wav.shape[0] == 1 and wav.shape[-1] == 80

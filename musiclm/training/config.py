@@ -101,7 +101,7 @@ class CodecTrainConfig:
 @dataclass
 class TokenDataConfig:
     shards: list[str] = field(default_factory=list)  # token shard directories (`musiclm data tokenize`)
-    tokenizer: str = "tokenizer/musiclm.model"  # SentencePiece model; copied into the exported model
+    tokenizer: str = "tokenizer/captions.model"  # SentencePiece model; copied into the exported model
     split: str = "train"
     val_split: str = "valid"
     frames: int = 500  # crop length T in codec frames (10 s at 50 Hz)

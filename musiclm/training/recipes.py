@@ -60,11 +60,16 @@ def train_lm(config_path: str | Path | None, run_dir: str | Path, resume: bool =
                            f"{config.lm.text.vocab_size}; make them equal")
     if not config.data.shards:
         raise MusicLMError("data.shards is empty: name the token shard directories (musiclm data tokenize)")
-    train_items = load_token_items(config.data.shards, config.data.split, config.lm.n_q)
+    fingerprint = None
+    if config.codec:
+        from musiclm.codec import Codec
+
+        fingerprint = Codec.from_pretrained(config.codec).fingerprint()
+    train_items = load_token_items(config.data.shards, config.data.split, config.lm.n_q, fingerprint)
     if not train_items:
         raise MusicLMError(f"no {config.data.split!r} items in {config.data.shards}")
     check_compatible(model, train_items)
-    val_items = load_token_items(config.data.shards, config.data.val_split, config.lm.n_q)
+    val_items = load_token_items(config.data.shards, config.data.val_split, config.lm.n_q, fingerprint)
     codec_dir = str(Path(config.codec).resolve()) if config.codec else None
     module = LMModule(config, model, train_items, val_items, codec_dir)
     samples = AudioSamples(run_dir, config.trainer.sample_every, config.lm.sample_rate)

@@ -24,13 +24,17 @@ class TokenItem:
     id: str = ""
 
 
-def load_token_items(shard_dirs: list[str], split: str, n_q: int) -> list[TokenItem]:
-    """All items of `split` from the shard directories, keeping the first `n_q` codebooks."""
+def load_token_items(shard_dirs: list[str], split: str, n_q: int,
+                     expect_fingerprint: str | None = None) -> list[TokenItem]:
+    """All items of `split` from the shard directories, keeping the first `n_q` codebooks; with
+    `expect_fingerprint`, shards made by another codec are refused."""
     from musiclm.data.shards import TokenShards
 
     items: list[TokenItem] = []
     for shard_dir in shard_dirs:
-        for row in TokenShards(shard_dir, split):
+        shards = TokenShards(shard_dir, split, expect_fingerprint=expect_fingerprint)
+        for i in range(len(shards)):
+            row = shards[i]
             codes = torch.as_tensor(row["codes"])
             if codes.dim() != 2 or codes.shape[0] < n_q:
                 raise MusicLMError(f"{shard_dir}: item {row.get('id')} has codes {list(codes.shape)}; "
