@@ -77,12 +77,16 @@ def evaluate(codec, clips: list[tuple[Tensor, int]], keep_audio: int = 2) -> Cod
     audio: list[dict[str, Tensor]] = [{} for _ in refs[:keep_audio]]
     rows, notes = [], []
     previous = codec.bandwidth
+    # Residual VQ is greedy, so the codes at a lower bandwidth are a prefix of those at the highest:
+    # encode each clip once and slice (SoundStream §3.3).
+    k_max = codec.config.n_q_for_bandwidth(max(bandwidths))
+    full = [codec.encode(ref[None], n_q=k_max) for ref in tqdm(refs, desc="encode", leave=False)]  # [1, K, T]
     try:
         for kbps in tqdm(bandwidths, desc="codec bandwidths", leave=False):
             codec.set_bandwidth(kbps)
             per_system: dict[str, list[dict]] = {"musiclm codec": [], "opus": []}
             for i, ref in enumerate(refs):
-                codes = codec.encode(ref[None])  # [1, K, T]
+                codes = full[i][:, : codec.config.n_q_for_bandwidth(kbps)]  # [1, K, T]
                 dec = codec.decode(codes, length=ref.shape[-1])[0]  # [C, N]
                 try:
                     disk = mlc_kbps(codec, codes[0], ref.shape[-1])
