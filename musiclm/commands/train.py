@@ -4,7 +4,7 @@ Examples:
   musiclm train codec --config configs/codec/small.yaml --out runs/codec-small
   musiclm train codec --out runs/codec-small --resume            # continue exactly where it stopped
   musiclm train codec --config configs/codec/small.yaml --devices 2 --strategy ddp
-  musiclm train lm --config configs/lm/small.yaml --out runs/lm-small
+  musiclm train lm --config configs/lm/default.yaml --shards data/shards/synth --codec checkpoints/codec
 
 A run directory holds config.yaml, checkpoints/last.ckpt (resume), export/ (the model as config.json +
 model.safetensors, usable with --model/from_pretrained), CSV and wandb (offline) logs, and audio samples.
@@ -36,6 +36,10 @@ def register(subparsers) -> None:
         q.add_argument("--devices", type=int, help="devices per node (Lightning)")
         q.add_argument("--num-nodes", type=int, help="nodes (Lightning)")
         q.add_argument("--strategy", choices=["auto", "ddp", "ddp_spawn", "fsdp"], help="Lightning strategy")
+        if what == "lm":
+            q.add_argument("--shards", nargs="+", metavar="DIR", help="override data.shards (token shard dirs)")
+            q.add_argument("--codec", metavar="DIR", help="override codec: the codec the shards were made with")
+            q.add_argument("--tokenizer", metavar="FILE", help="override data.tokenizer (SentencePiece model)")
         q.set_defaults(func=run)
 
 
@@ -56,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
         train_codec(args.config, run_dir, args.resume, args.force, overrides, args.refresh_data)
     else:
         from musiclm.training.recipes import train_lm
+
+        data = {k: v for k, v in (("shards", args.shards), ("tokenizer", args.tokenizer)) if v}
+        if data:
+            overrides["data"] = data
+        if args.codec:
+            overrides["codec"] = args.codec
 
         train_lm(args.config, run_dir, args.resume, args.force, overrides)
     print(f"run directory: {run_dir} (model in {run_dir / 'export'})")

@@ -62,9 +62,10 @@ def train_lm(config_path: str | Path | None, run_dir: str | Path, resume: bool =
         raise MusicLMError("data.shards is empty: name the token shard directories (musiclm data tokenize)")
     fingerprint = None
     if config.codec:
-        from musiclm.codec import Codec
+        from musiclm.lm.pretrained import attach_codec
 
-        fingerprint = Codec.from_pretrained(config.codec).fingerprint()
+        attach_codec(model, Path(config.codec))  # checks card, frame rate and sample rate against the LM
+        fingerprint = model.codec.fingerprint()
     train_items = load_token_items(config.data.shards, config.data.split, config.lm.n_q, fingerprint)
     if not train_items:
         raise MusicLMError(f"no {config.data.split!r} items in {config.data.shards}")
