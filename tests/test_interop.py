@@ -147,6 +147,10 @@ def test_legacy_weight_norm_keys_load_the_same(tmp_path):
     save_file(renamed, directory / "model.safetensors")
     old_style = Codec.from_pretrained(directory)
     assert old_style.fingerprint() == new_style.fingerprint()
+    # the same weights as a pickled pytorch_model.bin (loaded with weights_only=True)
+    (directory / "model.safetensors").unlink()
+    torch.save(renamed, directory / "pytorch_model.bin")
+    assert Codec.from_pretrained(directory).fingerprint() == new_style.fingerprint()
 
 
 def _rewrite(directory, edit) -> None:
@@ -195,12 +199,13 @@ def test_mismatched_directories_raise(tmp_path):
 
 
 # ---- the original `encodec` .th layout, without the encodec package ------------------------------------------
-def _as_encodec_th(codec: Codec) -> dict[str, torch.Tensor]:
+def _as_encodec_th(codec: Codec, legacy_weight_norm: bool = True) -> dict[str, torch.Tensor]:
     """Our state dict renamed to the `encodec` package's key names (what its .th files hold)."""
     out = {}
     for key, value in codec.state_dict().items():
-        key = key.replace("parametrizations.weight.original0", "weight_g")
-        key = key.replace("parametrizations.weight.original1", "weight_v")
+        if legacy_weight_norm:
+            key = key.replace("parametrizations.weight.original0", "weight_g")
+            key = key.replace("parametrizations.weight.original1", "weight_v")
         if key.startswith("quantizer.layers."):
             _, _, k, leaf = key.split(".")
             key = f"quantizer.vq.layers.{k}._codebook.{leaf}"
@@ -209,15 +214,15 @@ def _as_encodec_th(codec: Codec) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("true_skip", [False, True])
-def test_encodec_th_layout_infers_architecture(tmp_path, true_skip):
+@pytest.mark.parametrize(("true_skip", "legacy_weight_norm"), [(False, True), (True, False)])
+def test_encodec_th_layout_infers_architecture(tmp_path, true_skip, legacy_weight_norm):
     seanet = SEANetConfig(
         n_filters=4, dimension=16, ratios=(8, 5, 4, 2), causal=True, true_skip=true_skip, lstm=2, n_residual_layers=1
     )
     torch.manual_seed(0)
     source = Codec(CodecConfig(seanet=seanet, n_q=32, card=1024)).eval()
     path = tmp_path / "encodec_24khz-test.th"
-    torch.save(_as_encodec_th(source), path)
+    torch.save(_as_encodec_th(source, legacy_weight_norm), path)
     loaded = Codec.from_pretrained(path)
     assert loaded.config.seanet == seanet
     assert (loaded.config.n_q, loaded.card, loaded.sample_rate) == (32, 1024, 24000)
