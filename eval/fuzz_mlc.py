@@ -1,0 +1,137 @@
+"""Long-running fuzzer for the .mlc reader (the suite runs a few thousand cases; this runs millions).
+
+    .venv/bin/python eval/fuzz_mlc.py --minutes 480            # overnight
+    .venv/bin/python eval/fuzz_mlc.py --cases 100000 --seed 7  # a fixed budget
+    .venv/bin/python eval/fuzz_mlc.py --minutes 5 --decode     # also run a tiny neural decoder on survivors
+
+Each case is a valid .mlc file (random header fields, bit-packed or range-coded chunks) mutated by
+`tests/test_bitstream.py:mutate` (flips, truncation, insertion, deletion, forged fields with re-sealed CRCs,
+garbage payloads with valid CRCs). Every case must either parse or raise MusicLMError, within --max-seconds,
+allocating under --max-mb (checked with tracemalloc on one case in --trace-every). A failure writes the
+offending file to outputs/fuzz_failures/ and is reported at the end; exit status 1 if any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+import traceback
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from test_bitstream import mutate  # noqa: E402
+
+from musiclm.codec import bitstream  # noqa: E402
+from musiclm.codec.bitstream import Header  # noqa: E402
+from musiclm.errors import MusicLMError  # noqa: E402
+
+
+def random_file(rng: np.random.Generator) -> bytes:
+    """A valid .mlc with random, plausible header fields and skewed codes."""
+    sr = int(rng.choice([16000, 24000, 32000, 48000]))
+    hop = int(rng.choice([160, 320, 512, 640]))
+    orig_sr = int(rng.choice([8000, 22050, 44100, 48000, sr]))
+    orig_n = int(rng.integers(1, 5 * orig_sr))
+    card = int(rng.choice([2, 17, 256, 1000, 1024, 4096]))
+    header = Header(
+        codec_name="fuzz" * int(rng.integers(1, 4)), fingerprint=rng.bytes(8).hex(), sample_rate=sr,
+        hop_length=hop, channels=int(rng.integers(1, 3)), orig_sample_rate=orig_sr,
+        orig_channels=int(rng.integers(1, 7)), num_samples=bitstream.resampled_length(orig_n, orig_sr, sr),
+        orig_num_samples=orig_n, n_q=int(rng.integers(1, 9)), card=card, bandwidth=float(rng.uniform(0.5, 24)),
+        chunk_frames=int(rng.integers(1, 200)), entropy=bool(rng.integers(0, 2)),
+    )
+    p = rng.dirichlet(np.full(card, 0.3))
+    codes = rng.choice(card, size=(header.n_q, header.num_frames), p=p)
+    out = io.BytesIO()
+    bitstream.write_mlc(out, header, codes)
+    return out.getvalue()
+
+
+def tiny_decoder():
+    import torch
+
+    from musiclm.codec.model import Codec, CodecConfig
+    from musiclm.codec.seanet import SEANetConfig
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    return Codec(CodecConfig(name="fuzz", seanet=SEANetConfig(n_filters=4, dimension=16), n_q=8, card=64,
+                             bandwidths=(0.9, 1.8, 3.6))).eval()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=1.0)
+    p.add_argument("--cases", type=int, default=0, help="stop after this many cases (0: use --minutes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-seconds", type=float, default=2.0)
+    p.add_argument("--max-mb", type=float, default=64.0)
+    p.add_argument("--trace-every", type=int, default=50)
+    p.add_argument("--decode", action="store_true", help="decode mutated files of a tiny codec end to end")
+    p.add_argument("--failures", type=Path, default=ROOT / "outputs/fuzz_failures")
+    args = p.parse_args()
+
+    rng = np.random.default_rng(args.seed)
+    codec = tiny_decoder() if args.decode else None
+    if codec is not None:
+        from musiclm.compress import compress_bytes, decompress_bytes
+
+        t = np.arange(24000 * 2) / 24000
+        wav = np.sin(2 * np.pi * 440 * t)[None].astype(np.float32)
+        import torch
+
+        seeds = [compress_bytes(torch.from_numpy(wav), codec, sample_rate=24000, chunk_seconds=0.4,
+                                entropy=bool(e)) for e in (0, 1)]
+    deadline = time.monotonic() + args.minutes * 60
+    stats = {"cases": 0, "parsed": 0, "refused": 0, "failed": 0}
+    base = random_file(rng)
+    while (stats["cases"] < args.cases) if args.cases else (time.monotonic() < deadline):
+        i = stats["cases"]
+        if i % 100 == 0:
+            base = random_file(rng) if codec is None else seeds[(i // 100) % 2]
+        data = mutate(base, rng)
+        traced = i % args.trace_every == 0
+        if traced:
+            tracemalloc.start()
+        t = time.perf_counter()
+        problem = None
+        try:
+            if codec is None:
+                bitstream.read_mlc(io.BytesIO(data))
+            else:
+                decompress_bytes(data, codec)
+            stats["parsed"] += 1
+        except MusicLMError:
+            stats["refused"] += 1
+        except Exception:
+            problem = traceback.format_exc(limit=3).strip().splitlines()[-1]
+        elapsed = time.perf_counter() - t
+        if elapsed > args.max_seconds:
+            problem = f"took {elapsed:.1f} s"
+        if traced:
+            peak = tracemalloc.get_traced_memory()[1] / 1e6
+            tracemalloc.stop()
+            if peak > args.max_mb:
+                problem = f"allocated {peak:.0f} MB"
+        if problem:
+            stats["failed"] += 1
+            args.failures.mkdir(parents=True, exist_ok=True)
+            path = args.failures / f"case_{args.seed}_{i}.mlc"
+            path.write_bytes(data)
+            print(f"FAIL case {i}: {problem} → {path}", file=sys.stderr)
+        stats["cases"] += 1
+        if stats["cases"] % 10000 == 0:
+            print(stats, file=sys.stderr)
+    print(stats)
+    return 1 if stats["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
