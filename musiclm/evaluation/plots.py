@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -74,24 +75,40 @@ def _num(cell) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _group(name: str) -> tuple[str, str]:
+    """'val/mel_1.5kbps' → ('val/mel', '1.5kbps'): per-bandwidth series share one panel."""
+    m = re.match(r"^(.*)_([\d.]+kbps)$", name)
+    return (m.group(1), m.group(2)) if m else (name, "")
+
+
 def training_curves(csv_path: Path, png_path: Path, title: str = "", max_panels: int = 9) -> dict | None:
-    """Plot each logged metric against step (losses first); returns {metric: last value} or None if empty."""
+    """Plot each logged metric against step (losses first; per-bandwidth variants of a metric share a
+    panel); returns {metric: last value} or None if the file has no numeric column."""
     series = read_metrics_csv(csv_path)
     if not series:
         return None
-    names = sorted(series, key=lambda k: (("loss" not in k), k))[:max_panels]
-    cols = min(3, len(names))
-    rows = math.ceil(len(names) / cols)
+    panels: dict[str, list[tuple[str, str]]] = {}
+    for name in series:
+        group, label = _group(name)
+        panels.setdefault(group, []).append((label, name))
+    groups = sorted(panels, key=lambda g: (("loss" not in g), g))[:max_panels]
+    cols = min(3, len(groups))
+    rows = math.ceil(len(groups) / cols)
     plt = _plt()
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
-    for ax in axes.ravel()[len(names):]:
+    for ax in axes.ravel()[len(groups):]:
         ax.axis("off")
-    for ax, name in zip(axes.ravel(), names, strict=False):
-        steps, values = zip(*series[name], strict=True)
-        ax.plot(steps, values, lw=1, marker="." if len(values) < 30 else None)
-        if "loss" in name and min(values) > 0 and max(values) / max(min(values), 1e-12) > 20:
+    for ax, group in zip(axes.ravel(), groups, strict=False):
+        values_all = []
+        for label, name in sorted(panels[group], key=lambda p: _kbps(p[0])):
+            steps, values = zip(*series[name], strict=True)
+            values_all += values
+            ax.plot(steps, values, lw=1, marker="." if len(values) < 30 else None, label=label or None)
+        if "loss" in group and min(values_all) > 0 and max(values_all) / min(values_all) > 20:
             ax.set_yscale("log")  # losses spanning decades read better on a log axis
-        ax.set_title(name, fontsize=9)
+        if len(panels[group]) > 1:
+            ax.legend(fontsize=7)
+        ax.set_title(group, fontsize=9)
         ax.tick_params(labelsize=8)
         ax.set_xlabel("step", fontsize=8)
     if title:
@@ -100,4 +117,11 @@ def training_curves(csv_path: Path, png_path: Path, title: str = "", max_panels:
     png_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path, dpi=80)
     plt.close(fig)
-    return {name: series[name][-1][1] for name in names}
+    return {name: values[-1][1] for name, values in series.items()}
+
+
+def _kbps(label: str) -> float:
+    try:
+        return float(label.removesuffix("kbps"))
+    except ValueError:
+        return 0.0

@@ -80,7 +80,8 @@ def fmt(x, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
     if isinstance(x, float):
-        return f"{x:.{digits}f}"
+        # tiny values (learning rates, p-values) keep 3 significant digits instead of rounding to 0
+        return f"{x:.3g}" if 0 < abs(x) < 10**-digits else f"{x:.{digits}f}"
     return esc(x)
 
 
@@ -243,7 +244,9 @@ def training_section(page: Page, cfg: ReportConfig) -> None:
             body.append(note(f"{name}: metrics.csv has no numeric columns yet."))
             continue
         summary.append({"run": name, **last})
-        body.append(f"<h3>{esc(name)}</h3>{page.image(rel, 'training curves of ' + name)}")
+        finals = sorted(last.items())[:16]
+        body.append(f"<h3>{esc(name)}</h3>{page.image(rel, 'training curves of ' + name)}"
+                    + table(["last logged", "value"], [[k, v] for k, v in finals], digits=4))
     page.figures["training"] = summary
     page.add("Training curves", "\n".join(body))
 
