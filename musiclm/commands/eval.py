@@ -58,7 +58,7 @@ def register(subparsers) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from musiclm.evaluation.report import ReportConfig, build_report
+    from musiclm.evaluation.report import ReportConfig, build_report, headline
 
     if args.clips < 1 or args.clip_seconds <= 0 or args.gen_seconds <= 0:
         raise MusicLMError("--clips, --clip-seconds and --gen-seconds must be positive")
@@ -72,6 +72,8 @@ def run_report(args: argparse.Namespace) -> int:
         speed_threads=tuple(args.threads), force=args.force,
     )
     index = build_report(cfg)
+    for line in headline(json.loads((index.parent / "figures.json").read_text())):
+        print(line)
     print(f"wrote {index}")
     return 0
 

@@ -300,3 +300,24 @@ def build_report(cfg: ReportConfig) -> Path:
     (out / "figures.json").write_text(json.dumps(page.figures, indent=2, default=str) + "\n")
     index.write_text(doc, encoding="utf-8")
     return index
+
+
+def headline(figures: dict) -> list[str]:
+    """A few one-line figures from figures.json for a terminal or a README."""
+    lines = []
+    for r in figures.get("codec", []):
+        if r.get("si_snr") is not None:
+            lines.append(f"{r['system']:>13} @ {r['kbps']:g} kbps (on disk {r['kbps_on_disk']:.2f}): "
+                         f"SI-SNR {r['si_snr']:.2f} dB, log-mel {r['log_mel']:.3f}")
+    for r in figures.get("codec_speed", []):
+        lines.append(f"codec speed {r['device']} {r['threads']} thread(s): encode {r['encode_x_realtime']:.1f}x, "
+                     f"decode {r['decode_x_realtime']:.1f}x real time, peak {r['peak_memory_mb'] or 0:.0f} MB")
+    lm = figures.get("lm", {})
+    for r in lm.get("adherence", []):
+        lines.append(f"adherence {r['control']} cfg={r['cfg']:g}: {100 * r['rate']:.0f}% met "
+                     f"(chance {100 * r['chance']:.0f}%, n={r['n']}, p={r['p_value']:.3g})")
+    for r in lm.get("frechet", []):
+        lines.append(f"FD {r['set']}: {r['fd']:.1f} (n={r['n']})")
+    if "perplexity" in lm:
+        lines.append("perplexity per codebook: " + ", ".join(f"{p:.1f}" for p in lm["perplexity"]["per_codebook"]))
+    return lines
