@@ -256,3 +256,7 @@ def test_bad_th_files_raise(tmp_path):
     torch.save(state, truncated)
     with pytest.raises(MusicLMError, match=r"missing encoder\.model\.1\.block\.1\.conv\.conv\.bias"):
         Codec.from_pretrained(truncated)
+    state.pop("encoder.model.3.conv.conv.weight_v")  # a strided conv: its kernel gives a ratio
+    torch.save(state, truncated)
+    with pytest.raises(MusicLMError, match=r"incomplete EnCodec state dict .*encoder\.model\.3\.conv\.conv"):
+        Codec.from_pretrained(truncated)

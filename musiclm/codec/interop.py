@@ -193,7 +193,11 @@ def load_encodec_th(path: Path) -> Codec:
     if any(".norm." in k for k in raw):  # time_group_norm convs: only the 48 kHz model has them
         raise MusicLMError(f"{path}: {_UNSUPPORTED_48KHZ}")
     state = {_th_to_ours(k): v for k, v in raw.items()}
-    return _load_mapped(Codec(_infer_th_config(state, path)), state, path)
+    try:
+        config = _infer_th_config(state, path)
+    except (KeyError, IndexError) as e:  # a layer the shapes were read from is missing
+        raise MusicLMError(f"{path}: incomplete EnCodec state dict (no {e})") from None
+    return _load_mapped(Codec(config), state, path)
 
 
 # ---- transformers EncodecModel directory ----------------------------------------------------------------------
@@ -242,6 +246,8 @@ def _transformers_config(meta: dict, path: Path) -> CodecConfig:
         )
     # transformers' `num_quantizers`: as many codebooks as the largest bandwidth uses.
     n_q = int(1000 * max(bandwidths) // ((sample_rate // seanet.hop_length) * (card.bit_length() - 1)))
+    if n_q < 1:
+        raise MusicLMError(f"{path}: target_bandwidths {list(bandwidths)} leave no codebook")
     khz = f"{sample_rate / 1000:g}"
     return CodecConfig(
         name=f"encodec_{khz}khz",
