@@ -121,6 +121,9 @@ class LMTrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     codec: str | None = None  # codec directory the shards were made with (samples; linked from the export)
     init_from: str | None = None  # an LM directory to start from (fine-tuning); its `lm` config wins
+    # Fine-tuning: only parameters whose names start with one of these prefixes train (e.g. "blocks.5.",
+    # "norm.", "heads."); the rest stay frozen. Empty: everything trains.
+    train_only: list[str] = field(default_factory=list)
 
 
 def load_train_config(cls: type, path: str | Path | None, overrides: dict[str, Any] | None = None):
