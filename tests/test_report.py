@@ -149,6 +149,7 @@ def test_report_figures_and_files(full_report):
     assert len(lm["perplexity"]["per_codebook"]) == 4  # a random LM: near-uniform over 32 entries
     assert all(8 < p < 128 for p in lm["perplexity"]["per_codebook"])
     assert {f["set"] for f in lm["frechet"]} == {"generated, cfg=3", "generated, cfg=1"}
+    assert all(f["fd"] >= 0 and f["fd_codec"] >= 0 for f in lm["frechet"])
     if "adherence" in lm:
         assert {a["control"] for a in lm["adherence"]} == {"tempo", "mode", "brightness"}
         assert {a["cfg"] for a in lm["adherence"]} == {3.0, 1.0}

@@ -10,7 +10,7 @@ import torch
 from musiclm.errors import MusicLMError
 from musiclm.evaluation import plots
 from musiclm.evaluation.adherence import Estimators, estimator_ceiling, evaluate_adherence
-from musiclm.evaluation.embedding import embed_clips, feature_embedding
+from musiclm.evaluation.embedding import CodecEmbedding, embed_clips, feature_embedding
 from musiclm.evaluation.fad import diversity, frechet_distance
 
 DEMO_PROMPTS = (
@@ -126,16 +126,25 @@ def lm_report(page, cfg, model_dir: Path) -> str:
     elif len(real) < 2:
         body.append(note(f"No real test clips to compare with (manifest: {cfg.lm_manifest})."))
     else:
-        real_emb = embed_clips(real)
-        rows = []
+        embedders = [("hand-made features", feature_embedding)]
+        if getattr(model, "codec", None) is not None:
+            embedders.append(("codec latents", CodecEmbedding(model.codec)))
+        sets = []
         reference = real_clips(cfg.lm_manifest, "valid", len(real), cfg.gen_seconds)
         if len(reference) >= 2:
-            rows.append(["real clips (valid split) — floor", len(reference),
-                         frechet_distance(embed_clips(reference), real_emb)])
-        for c, clips in generated.items():
-            rows.append([f"generated, cfg={c:g}", len(clips), frechet_distance(embed_clips(clips), real_emb)])
-        figures["frechet"] = [{"set": r[0], "n": r[1], "fd": r[2]} for r in rows]
-        body.append(table(["set", "clips", f"FD to {len(real)} real test clips ↓"], rows))
+            sets.append(("real clips (valid split): the floor", reference))
+        sets += [(f"generated, cfg={c:g}", clips) for c, clips in generated.items()]
+        fds = {name: [] for name, _ in sets}
+        for _, embed in embedders:
+            real_emb = embed_clips(real, embed)
+            for name, clips in sets:
+                fds[name].append(frechet_distance(embed_clips(clips, embed), real_emb))
+        rows = [[name, len(clips)] + fds[name] for name, clips in sets]
+        figures["frechet"] = [{"set": name, "n": len(clips), "fd": fds[name][0],
+                               **({"fd_codec": fds[name][1]} if len(embedders) > 1 else {})}
+                              for name, clips in sets]
+        body.append(table(["set", "clips"] + [f"FD over {e} ↓" for e, _ in embedders], rows))
+        body.append(note(f"Each set against {len(real)} real test clips of {cfg.gen_seconds:g} s."))
     seeds_wav = [generate_fn([DIVERSITY_PROMPT], cfg.cfg, s) for s in range(cfg.seeds)]
     div_rows = [[f"one prompt, {cfg.seeds} seeds", diversity(embed_clips([(w[0], r) for w, r in seeds_wav]))]]
     if len(real) >= 2:
@@ -148,7 +157,9 @@ def lm_report(page, cfg, model_dir: Path) -> str:
         "VGGish/CLAP weights of the usual FAD cannot be downloaded here. It is not trained on human "
         "judgements, so FD only ranks along spectral balance, harmony and rhythm; values are not comparable "
         "with published FAD numbers, and only between sets of equal size (FD is biased upward with few "
-        f"clips). Diversity prompt: “{DIVERSITY_PROMPT}”."))
+        "clips). The codec-latent FD (mean and std over time of the LM's codec encoder output) follows what "
+        "that codec encodes and changes whenever it is retrained; compare it only within one model. "
+        f"Diversity uses the hand-made features; its prompt: “{DIVERSITY_PROMPT}”."))
 
     # Perplexity on held-out music (test split, encoded with the model's codec).
     body.append("<h3>Per-codebook perplexity</h3>")
