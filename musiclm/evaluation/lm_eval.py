@@ -36,7 +36,7 @@ def load_generate_fn(model_dir: Path, seconds: float):
         return wav.float().cpu(), sr
 
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    return generate_fn, f"{model_dir} ({params:.1f} M LM parameters, {sr} Hz)", model
+    return generate_fn, f"{model_dir} ({params:.2f} M LM parameters, {sr} Hz)", model
 
 
 def real_clips(manifest: Path | None, split: str, count: int, seconds: float,
@@ -96,7 +96,8 @@ def lm_report(page, cfg, model_dir: Path) -> str:
         rows = []
         for c, scores in results.items():
             for s in scores:
-                detail = ", ".join(f"{k} {v:.3g}" for k, v in s.detail.items())
+                detail = ", ".join(f"{k} {v:.0f}" if abs(v) >= 10 else f"{k} {v:.2f}"
+                                   for k, v in s.detail.items())
                 rows.append([s.control, f"{c:g}", s.n, f"{100 * s.rate:.0f}%", f"{100 * s.chance:.0f}%",
                              s.p_value, detail])
         figures["adherence"] = [{"cfg": c, "control": s.control, "n": s.n, "rate": s.rate,

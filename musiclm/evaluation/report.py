@@ -87,7 +87,11 @@ def fmt(x, digits: int = 2) -> str:
 
 def table(header: list[str], rows: list[list], digits: int = 2) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{fmt(c, digits)}</td>" for c in r) + "</tr>" for r in rows)
+    def cell(c) -> str:  # text reads left-aligned, numbers right-aligned
+        left = isinstance(c, str) and not c.rstrip("%").replace(".", "", 1).lstrip("-").isdigit()
+        return f'<td class="t">{fmt(c, digits)}</td>' if left else f"<td>{fmt(c, digits)}</td>"
+
+    body = "".join("<tr>" + "".join(cell(c) for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -272,7 +276,7 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #eee} .note{color:#555;font-size:.92em}
 .error{background:#fee;border:1px solid #e99;padding:.5em;white-space:pre-wrap;font-family:monospace}
 .players{display:flex;flex-wrap:wrap;gap:.8em} figure{margin:.3em} figcaption{font-size:.85em;color:#555}
-nav a{margin-right:1em} table.kv td{text-align:left}
+nav a{margin-right:1em} table.kv td,td.t{text-align:left}
 """
 
 
