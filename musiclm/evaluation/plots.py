@@ -78,7 +78,17 @@ def _num(cell) -> float | None:
 def _group(name: str) -> tuple[str, str]:
     """'val/mel_1.5kbps' → ('val/mel', '1.5kbps'): per-bandwidth series share one panel."""
     m = re.match(r"^(.*)_([\d.]+kbps)$", name)
-    return (m.group(1), m.group(2)) if m else (name, "")
+    if m:
+        return m.group(1), m.group(2)
+    if name.startswith("grad_norm/"):  # diagnostics: one panel for all of them
+        return "grad_norm", name.split("/", 1)[1]
+    return name, ""
+
+
+def _priority(group: str) -> tuple:
+    """Validation figures first, then training losses, then diagnostics."""
+    rank = 0 if group.startswith("val") else 1 if group.startswith("train") or "loss" in group else 2
+    return rank, "loss" not in group, group
 
 
 def training_curves(csv_path: Path, png_path: Path, title: str = "", max_panels: int = 9) -> dict | None:
@@ -91,7 +101,7 @@ def training_curves(csv_path: Path, png_path: Path, title: str = "", max_panels:
     for name in series:
         group, label = _group(name)
         panels.setdefault(group, []).append((label, name))
-    groups = sorted(panels, key=lambda g: (("loss" not in g), g))[:max_panels]
+    groups = sorted(panels, key=_priority)[:max_panels]
     cols = min(3, len(groups))
     rows = math.ceil(len(groups) / cols)
     plt = _plt()
@@ -100,7 +110,7 @@ def training_curves(csv_path: Path, png_path: Path, title: str = "", max_panels:
         ax.axis("off")
     for ax, group in zip(axes.ravel(), groups, strict=False):
         values_all = []
-        for label, name in sorted(panels[group], key=lambda p: _kbps(p[0])):
+        for label, name in sorted(panels[group], key=lambda p: (_kbps(p[0]), p[0])):
             steps, values = zip(*series[name], strict=True)
             values_all += values
             ax.plot(steps, values, lw=1, marker="." if len(values) < 30 else None, label=label or None)
