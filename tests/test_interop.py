@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from musiclm.codec import Codec, CodecConfig, SEANetConfig
-from musiclm.codec.interop import load_encodec_th
+from musiclm.codec.interop import load_encodec_th, load_musicgen_audio_encoder
 from musiclm.errors import MusicLMError
 
 transformers = pytest.importorskip("transformers")
@@ -151,6 +151,27 @@ def test_legacy_weight_norm_keys_load_the_same(tmp_path):
     (directory / "model.safetensors").unlink()
     torch.save(renamed, directory / "pytorch_model.bin")
     assert Codec.from_pretrained(directory).fingerprint() == new_style.fingerprint()
+
+
+def test_musicgen_directory_audio_encoder(tmp_path):
+    """A MusicGen checkpoint keeps its EnCodec under `audio_encoder` beside the text encoder and the LM."""
+    ref, directory = _save_transformers(tmp_path, "32khz-musicgen")
+    musicgen = tmp_path / "musicgen"
+    musicgen.mkdir()
+    meta = {
+        "model_type": "musicgen",
+        "audio_encoder": ref.config.to_dict(),
+        "decoder": {"model_type": "musicgen_decoder"},
+    }
+    (musicgen / "config.json").write_text(json.dumps(meta))
+    state = {f"audio_encoder.{k}": v for k, v in load_file(directory / "model.safetensors").items()}
+    state["decoder.model.decoder.embed_positions.weights"] = torch.zeros(4, 4)
+    save_file(state, musicgen / "model.safetensors")
+    codec = load_musicgen_audio_encoder(musicgen)
+    assert codec.fingerprint() == Codec.from_pretrained(directory).fingerprint()
+    assert (codec.sample_rate, codec.config.n_q, codec.card) == (32000, 4, 2048)
+    with pytest.raises(MusicLMError, match="no EnCodec `audio_encoder`"):
+        load_musicgen_audio_encoder(directory)
 
 
 def _rewrite(directory, edit) -> None:

@@ -13,6 +13,7 @@ WN stands for `parametrizations.weight`:
         encoder.layers.{i}.block.{j}.conv.bias      -> encoder.model.{i}.block.{j}.conv.conv.bias
         decoder.layers.{i}.conv.* (a ConvTranspose) -> decoder.model.{i}.convtr.convtr.*
         quantizer.layers.{k}.codebook.embed         -> quantizer.layers.{k}.embed
+    a transformers MusicGen directory holds the same under `audio_encoder.` (config: its `audio_encoder` part)
 
 Weight norm may come as old-style `weight_g`/`weight_v` or as `parametrizations.weight.original0/1`
 (what torch's parametrization API and transformers 5 save); g is original0, v is original1 in both.
@@ -27,7 +28,7 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
 from torch import Tensor
 
 from musiclm.codec.model import Codec, CodecConfig
@@ -260,26 +261,37 @@ def _transformers_config(meta: dict, path: Path) -> CodecConfig:
     )
 
 
-def _read_transformers_weights(path: Path) -> dict[str, Tensor]:
+def _weight_files(path: Path) -> list[Path]:
+    if (path / "model.safetensors").is_file():
+        return [path / "model.safetensors"]
     index = path / "model.safetensors.index.json"
+    if index.is_file():  # sharded: {"weight_map": {key: shard file}}
+        return [path / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    if (path / "pytorch_model.bin").is_file():
+        return [path / "pytorch_model.bin"]
+    raise MusicLMError(f"{path}: no model.safetensors or pytorch_model.bin")
+
+
+def _read_transformers_weights(path: Path, prefix: str = "") -> dict[str, Tensor]:
+    """The tensors named `prefix`... (prefix removed); only those are read, so a MusicGen file costs its EnCodec."""
+    state: dict[str, Tensor] = {}
     try:
-        if (path / "model.safetensors").is_file():
-            return load_file(str(path / "model.safetensors"))
-        if index.is_file():  # sharded: {"weight_map": {key: shard file}}
-            state: dict[str, Tensor] = {}
-            for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-                state.update(load_file(str(path / shard)))
-            return state
-        if (path / "pytorch_model.bin").is_file():
-            state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-            if not isinstance(state, dict):
-                raise ValueError(f"expected a state dict, got {type(state).__name__}")
-            return state
+        for file in _weight_files(path):
+            if file.suffix == ".bin":
+                tensors = torch.load(file, map_location="cpu", weights_only=True)
+                if not isinstance(tensors, dict):
+                    raise ValueError(f"expected a state dict, got {type(tensors).__name__}")
+                state.update({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+                continue
+            with safe_open(str(file), framework="pt") as f:
+                state.update({k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)})
     except MusicLMError:
         raise
     except Exception as e:  # safetensors/pickle/JSON raise many types for corrupt files
         raise MusicLMError(f"{path}: unreadable EnCodec weights ({type(e).__name__}: {e})") from None
-    raise MusicLMError(f"{path}: no model.safetensors or pytorch_model.bin")
+    if not state:
+        raise MusicLMError(f"{path}: no EnCodec weights{f' (nothing under {prefix!r})' if prefix else ''}")
+    return state
 
 
 def _transformers_to_ours(key: str, transposed: set[str]) -> str | None:
@@ -299,12 +311,9 @@ def _transformers_to_ours(key: str, transposed: set[str]) -> str | None:
     return f"{module}.{rest}"
 
 
-def load_transformers_encodec(path: Path) -> Codec:
-    """Load a transformers `EncodecModel` directory (config.json with model_type "encodec") as our Codec."""
-    path = Path(path)
-    meta = json.loads((path / "config.json").read_text())
+def _load_transformers(path: Path, meta: dict, prefix: str) -> Codec:
     config = _transformers_config(meta, path)
-    raw = _read_transformers_weights(path)
+    raw = _read_transformers_weights(path, prefix)
     if any(".norm." in k for k in raw):
         raise MusicLMError(f"{path}: {_UNSUPPORTED_48KHZ}")
     codec = Codec(config)
@@ -315,3 +324,23 @@ def load_transformers_encodec(path: Path) -> Codec:
         if ours is not None:
             state[ours] = value
     return _load_mapped(codec, state, path)
+
+
+def load_transformers_encodec(path: Path) -> Codec:
+    """Load a transformers `EncodecModel` directory (config.json with model_type "encodec") as our Codec."""
+    path = Path(path)
+    return _load_transformers(path, json.loads((path / "config.json").read_text()), prefix="")
+
+
+def load_musicgen_audio_encoder(path: Path) -> Codec:
+    """Load the EnCodec inside a transformers MusicGen directory (config.json with model_type "musicgen" or
+    "musicgen_melody": the `audio_encoder` sub-config, weights named `audio_encoder.*`) as our Codec."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise MusicLMError(f"{path}: unreadable config.json ({e})") from None
+    sub = meta.get("audio_encoder")
+    if not isinstance(sub, dict) or sub.get("model_type", "encodec") != "encodec":
+        raise MusicLMError(f"{path}/config.json: no EnCodec `audio_encoder` (is this a MusicGen checkpoint?)")
+    return _load_transformers(path, sub, prefix="audio_encoder.")
