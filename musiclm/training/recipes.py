@@ -44,7 +44,8 @@ def train_lm(config_path: str | Path | None, run_dir: str | Path, resume: bool =
     tokenizer_copy = run_dir / "tokenizer.model"
     torch.manual_seed(config.trainer.seed)  # the initial weights (a resume overwrites them anyway)
     if config.init_from:
-        model = MusicLM.from_pretrained(config.init_from, load_codec=False)
+        # from_pretrained returns eval mode; Lightning keeps it, which would turn condition dropout off
+        model = MusicLM.from_pretrained(config.init_from, load_codec=False).train()
         config.lm = model.config
         if not tokenizer_copy.is_file():
             shutil.copyfile(model.tokenizer.path, tokenizer_copy)

@@ -1,0 +1,137 @@
+"""`musiclm finetune` end to end: a tiny catalog (a corrupt file, a sidecar caption) → fine-tuned model dir."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+import yaml
+from test_lm_model import one_thread, tiny_config, train_tokenizer  # noqa: F401 (autouse fixture)
+
+from musiclm.audio import save_audio
+from musiclm.cli import main
+from musiclm.errors import MusicLMError
+from musiclm.lm import MusicLM
+
+SR = 8000
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """checkpoints-like layout: <root>/codec (random, 50 frames/s) and <root>/musiclm with codec "../codec"."""
+    from musiclm.codec import Codec, CodecConfig, SEANetConfig
+
+    root = tmp_path_factory.mktemp("base")
+    torch.manual_seed(0)
+    codec = Codec(CodecConfig(name="debug", sample_rate=SR, seanet=SEANetConfig(n_filters=4, dimension=16,
+                  ratios=(5, 4, 4, 2)), n_q=4, card=64, bandwidths=(1.2,)))  # hop 160: 50 frames/s
+    codec.save_pretrained(root / "codec")
+    torch.manual_seed(1)
+    lm = MusicLM(tiny_config(card=64, frame_rate=50.0, sample_rate=SR), tokenizer=train_tokenizer(root))
+    lm.save_pretrained(root / "musiclm", codec_path="../codec")
+    return root / "musiclm"
+
+
+def tune(seconds: float = 2.5, seed: int = 0) -> torch.Tensor:
+    """A four-note figure repeated every 0.4 s (20 codec frames): a signal a small LM can learn."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * SR)) / SR
+    note = (t / 0.1).long() % 4
+    freq = torch.tensor([330.0, 440.0, 550.0, 660.0])[note]
+    wav = 0.4 * torch.sin(2 * math.pi * freq * t) * (1 - (t % 0.1) / 0.15)
+    return (wav + 0.003 * torch.randn(wav.shape, generator=g))[None]  # [1, N]
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    root = tmp_path_factory.mktemp("catalog")
+    for i in range(6):
+        folder = root / ("album" if i % 2 else "")
+        folder.mkdir(exist_ok=True)
+        save_audio(folder / f"track{i}.wav", tune(seed=i), SR)
+    (root / "track0.txt").write_text("a bright little music box tune, fast\n")
+    (root / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage" * 10)
+    return root
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    path = tmp_path_factory.mktemp("recipe") / "ft.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": {"batch_size": 4, "val_batches": 1},
+        "optim": {"lr": 3e-3, "betas": [0.9, 0.95], "warmup_steps": 5, "schedule": "cosine"},
+        "trainer": {"max_steps": 40, "checkpoint_every": 10, "log_every": 5, "sample_every": 0, "val_every": 0,
+                    "num_threads": 1, "num_workers": 0, "wandb": False, "progress_every": 10}}))
+    return path
+
+
+@pytest.mark.slow
+def test_finetune_end_to_end_then_resume(base_dir, catalog, recipe, tmp_path, capsys):
+    from musiclm.finetune import finetune
+
+    out = tmp_path / "mine"
+    report = finetune(catalog, out, model=base_dir, config=recipe, train_layers=1, progress=False)
+
+    # the corrupt file is skipped and reported; the sidecar caption is used
+    assert [s["path"].endswith("broken.wav") for s in report["skipped"]] == [True]
+    assert "broken.wav" in capsys.readouterr().out
+    assert report["indexed"] == 6 and report["caption_sources"].get("sidecar") == 1
+    assert len(report["heldout_files"]) == 1 and report["train_files"] == 5
+    rows = [json.loads(line) for line in (out / "finetune" / "manifest.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in rows if r["split"] == "valid"} == set(report["heldout_files"])
+    assert next(r["caption"] for r in rows if r["id"] == "track0") == "a bright little music box tune, fast"
+
+    # fine-tuning lowers the held-out perplexity on this catalog
+    assert report["steps"] == 40 and report["start_step"] == 0
+    assert report["ppl_after"] < 0.7 * report["ppl_before"], report
+
+    # only the last block, the final norm and the heads changed
+    base, tuned = MusicLM.from_pretrained(base_dir), MusicLM.from_pretrained(out)
+    b, t = base.state_dict(), tuned.state_dict()
+    changed = {k for k in b if not torch.equal(b[k], t[k])}
+    assert changed and all(k.startswith(("blocks.1.", "norm.", "heads.")) for k in changed), changed
+    assert any(k.startswith("blocks.1.") for k in changed)
+
+    # the model directory stands alone: the codec was copied, `generate --model OUT` works
+    assert tuned.codec.fingerprint() == base.codec.fingerprint()
+    assert (out / "codec" / "config.json").is_file() and tuned.config.codec == "codec"
+    wav_path = tmp_path / "gen.wav"
+    assert main(["generate", "a bright music box tune", "-o", str(wav_path), "--duration", "0.5", "--seed", "0",
+                 "--model", str(out)]) == 0
+    assert wav_path.is_file()
+
+    # the same command with more steps resumes every stage instead of restarting
+    again = finetune(catalog, out, model=base_dir, config=recipe, steps=50, train_layers=1, progress=False)
+    assert again["start_step"] == 40 and again["steps"] == 50
+    index_report = json.loads((out / "finetune" / "catalog.jsonl.report.json").read_text())
+    assert index_report["reused"] == 6
+    assert again["ppl_before"] == pytest.approx(report["ppl_before"])
+    metrics = sorted((out / "finetune" / "run" / "csv").glob("version_*/metrics.csv"))
+    assert len(metrics) == 2
+    steps_logged = [int(r["step"]) for r in csv.DictReader(open(metrics[1])) if r.get("step")]
+    assert steps_logged and min(steps_logged) >= 40  # the second launch logged only steps after 40
+
+
+def test_refuses_missing_or_empty_catalog_and_foreign_out(base_dir, catalog, tmp_path, capsys):
+    from musiclm.finetune import finetune
+
+    with pytest.raises(MusicLMError, match="catalog folder not found"):
+        finetune(tmp_path / "nope", tmp_path / "out", model=base_dir, progress=False)
+    (tmp_path / "empty").mkdir()
+    assert main(["finetune", str(tmp_path / "empty"), "--out", str(tmp_path / "o1"), "--model",
+                 str(base_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "no audio files" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.wav").write_bytes(b"not audio at all")
+    with pytest.raises(MusicLMError, match="no usable audio"):
+        finetune(tmp_path / "bad", tmp_path / "o2", model=base_dir, progress=False)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(MusicLMError, match="--force"):
+        finetune(catalog, tmp_path / "taken", model=base_dir, progress=False)
+    assert main(["finetune", str(catalog), "--out", str(tmp_path / "o3"), "--model", str(tmp_path / "nomodel")]) == 2
+    assert "model directory not found" in capsys.readouterr().err
