@@ -17,13 +17,33 @@ KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66,
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
-def key_from_chroma(chroma: np.ndarray) -> tuple[str, str, float]:
-    """12-bin pitch-class weights (C first) → (tonic, mode, confidence = best correlation - runner-up)."""
+def _with_harmonics(profile: np.ndarray, decay: float = 0.8, n: int = 6) -> np.ndarray:
+    """What `profile` looks like in an audio chroma: each note also sounds its harmonics 2..n (octave, fifth,
+    major third, ...) with amplitude decay**(h-1). Without this the 3rd harmonic pulls estimates a fifth up
+    (Gómez 2006, "Tonal description of music audio signals", §4.2: harmonic-aware key templates)."""
+    spread = np.zeros(12)
+    for h in range(1, n + 1):
+        spread[int(round(12 * np.log2(h))) % 12] += decay ** (h - 1)
+    return np.array([sum(profile[p] * spread[(q - p) % 12] for p in range(12)) for q in range(12)])
+
+
+# decay 0.8 was chosen on the train split of the synthesized corpus (exact-key agreement 0.49 → 0.67);
+# eval/check_captions.py reports the valid split.
+AUDIO_MAJOR, AUDIO_MINOR = _with_harmonics(KK_MAJOR), _with_harmonics(KK_MINOR)
+
+
+def key_from_chroma(chroma: np.ndarray, audio: bool = False) -> tuple[str, str, float]:
+    """12-bin pitch-class weights (C first) → (tonic, mode, confidence = best correlation - runner-up).
+
+    `audio=True` uses profiles that expect harmonics (a chroma measured from sound); False suits a chroma
+    counted from notes (a score)."""
     chroma = np.asarray(chroma, dtype=np.float64)
     if chroma.sum() <= 0:
         return "C", "major", 0.0
     scores = []
-    for mode, profile in (("major", KK_MAJOR), ("minor", KK_MINOR)):
+    profiles = (("major", AUDIO_MAJOR), ("minor", AUDIO_MINOR)) if audio else (("major", KK_MAJOR),
+                                                                             ("minor", KK_MINOR))
+    for mode, profile in profiles:
         for tonic in range(12):
             r = np.corrcoef(chroma, np.roll(profile, tonic))[0, 1]
             scores.append((0.0 if np.isnan(r) else float(r), tonic, mode))
@@ -76,10 +96,14 @@ def onset_envelope(wav, sr: int) -> np.ndarray:
     return np.maximum(flux, 0.0)
 
 
-def estimate_tempo(wav, sr: int, min_bpm: float = 40.0, max_bpm: float = 240.0, prior_bpm: float = 120.0) -> float:
+def estimate_tempo(wav, sr: int, min_bpm: float = 40.0, max_bpm: float = 240.0, prior_bpm: float = 90.0) -> float:
     """Beats per minute from the autocorrelation of the onset envelope, weighted by a log-normal prior
     (centre `prior_bpm`, one octave wide) that resolves the octave ambiguity towards common tempi — the
-    approach of Ellis 2007 ("Beat tracking by dynamic programming", §3.1). 0.0 for silence."""
+    approach of Ellis 2007 ("Beat tracking by dynamic programming", §3.1). 0.0 for silence.
+
+    The prior's centre, 90, was chosen on the synthesized corpus's train split, whose captions count beats
+    of the meter (half notes in 4/2, dotted quarters in 6/8): 120 (Ellis's) gave 53% within 4%, 90 gives 83%.
+    """
     env = onset_envelope(wav, sr)
     if len(env) < 4 or env.max() <= 0:
         return 0.0
@@ -137,7 +161,7 @@ def chroma(wav, sr: int, fmin: float = 55.0, fmax: float = 2000.0) -> np.ndarray
 
 def estimate_key(wav, sr: int) -> tuple[str, str, float]:
     """(tonic like "D" or "Eb", "major"|"minor", confidence) by Krumhansl-Schmuckler on the chroma."""
-    return key_from_chroma(chroma(wav, sr))
+    return key_from_chroma(chroma(wav, sr), audio=True)
 
 
 def brightness(wav, sr: int) -> float:
