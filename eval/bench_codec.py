@@ -131,6 +131,34 @@ def bench_opus(kbps: float, clips, sr: int) -> dict:
             "entropy": None, **mean(scores), "enc_rt": audio_s / t_enc, "dec_rt": audio_s / t_dec}
 
 
+def border_errors(codec, clip: torch.Tensor, chunk_seconds: float = 2.0) -> str:
+    """Streamed vs one-shot decode of one clip, split at chunk borders (±2 frames) and inside chunks, for no
+    context, a little, and the measured receptive field (what the compressor uses)."""
+    from musiclm.codec.streaming import decode_chunks, encode_chunks, receptive_frames
+
+    n_q = codec.config.n_q_for_bandwidth(max(codec.bandwidths))
+    N, hop = clip.shape[-1], codec.hop_length
+    chunk = max(1, round(chunk_seconds * codec.frame_rate))
+    codes = codec.encode(clip[None], n_q=n_q)[0]
+    ref = codec.decode(codes[None], N)[0].numpy()
+    border = np.zeros(N, bool)
+    for b in range(chunk * hop, N, chunk * hop):
+        border[max(0, b - 2 * hop) : b + 2 * hop] = True
+    rf = receptive_frames(codec)
+    lines = [f"Streaming vs one-shot on a {N / codec.sample_rate:.0f} s clip, {chunk_seconds:g} s chunks, "
+             f"{n_q} codebooks; receptive field {rf} frames. Errors are max |streamed − one-shot| "
+             "(full scale 1).", "",
+             "| context frames | decode error at borders | decode error inside chunks | codes differing (encode) |",
+             "|---|---|---|---|"]
+    for context in sorted({0, max(1, rf // 4), rf}):
+        wav = np.concatenate(list(decode_chunks(codec, iter(codes.split(chunk, -1)), N, chunk, context)), -1)
+        err = np.abs(wav - ref)
+        enc = torch.cat(list(encode_chunks(codec, iter(clip.split(1 << 15, -1)), N, chunk, context, n_q)), -1)
+        lines.append(f"| {context} | {err[:, border].max():.2e} | {err[:, ~border].max():.2e} | "
+                     f"{float((enc != codes).float().mean()):.2%} |")
+    return "\n".join(lines)
+
+
 def mean(scores: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
 
@@ -182,6 +210,7 @@ def main() -> int:
     if use_opus:
         for kbps in sorted({k for bw in codec.bandwidths for k in (bw, 2 * bw)}):
             rows.append(bench_opus(kbps, clips, sr))
+    streaming = border_errors(codec, torch.cat([c for _, c in clips[:3]], dim=-1))
     name = "a RANDOM untrained tiny codec (script check only)" if args.random_codec else \
         f"codec '{codec.config.name}' ({args.codec or 'shipped'}, fingerprint {codec.fingerprint()})"
     report = "\n".join([
@@ -196,6 +225,7 @@ def main() -> int:
         "second of compute (ours: the whole compress_bytes/decompress_bytes path incl. resampling; Opus: one "
         "ffmpeg process per clip). Clips: " + ", ".join(c for c, _ in clips) + ".",
         "" if use_opus else "Opus rows missing: ffmpeg not found or --no-opus.",
+        "", streaming,
     ])
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import sys
 import warnings
@@ -68,6 +69,8 @@ class _AudioSource:
                 audio = io.BytesIO(sys.stdin.buffer.read())
             elif isinstance(audio, bytes):
                 audio = io.BytesIO(audio)
+            if isinstance(audio, io.BytesIO) and not audio.getbuffer().nbytes:
+                raise MusicLMError(f"{self.name}: empty input (no data)")
             elif isinstance(audio, (str, Path)) and not Path(audio).is_file():
                 raise MusicLMError(f"{audio}: no such file")
             try:
@@ -343,7 +346,7 @@ def _progress(header: Header, progress: bool | None, what: str) -> tqdm:
 
 
 def _short(e: Exception) -> str:
-    text = str(e).strip()
+    text = re.sub(r"^Error opening .*?: ", "", str(e).strip())  # soundfile repeats the file object's repr
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
