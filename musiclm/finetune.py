@@ -216,7 +216,9 @@ def finetune(catalog: str | Path, out: str | Path, model: str | Path | None = No
     t = time.time()
     trainer = train_lm(None if resume else recipe, run_dir, resume=resume, overrides=overrides)
     times["train_s"] = round(time.time() - t, 1)
-    end_step = int(trainer.global_step)
+    end_step, max_steps = int(trainer.global_step), int(trainer.max_steps)
+    if end_step < max_steps:  # Ctrl-C / SIGTERM: the checkpoint is saved; keep what was learned so far
+        print(f"musiclm: training stopped at step {end_step} of {max_steps}; rerun the same command to continue")
 
     t = time.time()
     tuned = MusicLM.from_pretrained(run_dir / "export")  # the codec through the export's relative link
@@ -233,7 +235,7 @@ def finetune(catalog: str | Path, out: str | Path, model: str | Path | None = No
         "tokenize_skipped": tokens["skipped_reasons"], "caption_sources": index["caption_sources"],
         "heldout_files": held, "train_files": n_train, "heldout_tokens": before["tokens"],
         "train_only": prefixes or "all", "trainable_params": trainable, "total_params": total,
-        "start_step": start_step, "steps": end_step,
+        "tokenized_now": tokens["encoded_now"], "start_step": start_step, "steps": end_step, "max_steps": max_steps,
         "ppl_before": round(before["ppl"], 4), "ppl_after": round(after["ppl"], 4),
         "ppl_k_before": [round(p, 4) for p in before["ppl_k"]], "ppl_k_after": [round(p, 4) for p in after["ppl_k"]],
         **times,

@@ -105,7 +105,7 @@ def test_finetune_end_to_end_then_resume(base_dir, catalog, recipe, tmp_path, ca
 
     # the same command with more steps resumes every stage instead of restarting
     again = finetune(catalog, out, model=base_dir, config=recipe, steps=50, train_layers=1, progress=False)
-    assert again["start_step"] == 40 and again["steps"] == 50
+    assert again["start_step"] == 40 and again["steps"] == 50 and again["tokenized_now"] == 0
     index_report = json.loads((out / "finetune" / "catalog.jsonl.report.json").read_text())
     assert index_report["reused"] == 6
     assert again["ppl_before"] == pytest.approx(report["ppl_before"])
@@ -113,6 +113,14 @@ def test_finetune_end_to_end_then_resume(base_dir, catalog, recipe, tmp_path, ca
     assert len(metrics) == 2
     steps_logged = [int(r["step"]) for r in csv.DictReader(open(metrics[1])) if r.get("step")]
     assert steps_logged and min(steps_logged) >= 40  # the second launch logged only steps after 40
+
+    # --force starts over (CLI): a fresh run from step 0
+    assert main(["finetune", str(catalog), "--out", str(out), "--model", str(base_dir), "--config", str(recipe),
+                 "--steps", "5", "--layers", "1", "--force"]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out perplexity" in printed and "broken.wav" in printed
+    fresh = json.loads((out / "finetune" / "report.json").read_text())
+    assert fresh["start_step"] == 0 and fresh["steps"] == 5 and fresh["tokenized_now"] == 6
 
 
 def test_refuses_missing_or_empty_catalog_and_foreign_out(base_dir, catalog, tmp_path, capsys):
@@ -135,3 +143,4 @@ def test_refuses_missing_or_empty_catalog_and_foreign_out(base_dir, catalog, tmp
         finetune(catalog, tmp_path / "taken", model=base_dir, progress=False)
     assert main(["finetune", str(catalog), "--out", str(tmp_path / "o3"), "--model", str(tmp_path / "nomodel")]) == 2
     assert "model directory not found" in capsys.readouterr().err
+
