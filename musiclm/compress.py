@@ -18,6 +18,7 @@ import os
 import re
 import struct
 import sys
+import types
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -349,6 +350,16 @@ def _short(e: Exception) -> str:
     text = re.sub(r"^Error opening .*?: ", "", str(e).strip())  # soundfile repeats the file object's repr
     return text.splitlines()[0][:200] if text else type(e).__name__
 
+
+class _CallableModule(types.ModuleType):
+    """`musiclm.compress(...)` calls `compress(...)` while `musiclm.compress` stays this module (the issue
+    asks for that spelling; a function of the same name as the module would shadow it)."""
+
+    def __call__(self, *args, **kwargs) -> Header:
+        return compress(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["compress", "decompress", "compress_bytes", "decompress_bytes", "read_info", "check_codec",
            "load_codec"]

@@ -227,3 +227,12 @@ def test_pipes_and_no_traceback_in_a_real_process(tmp_path, codec_dir):
     err = bad.stderr.decode()
     assert bad.returncode == 2 and err.count("\n") == 1 and "truncated" in err, err
     assert not (tmp_path / "o.wav").exists()
+
+
+def test_module_is_callable_as_musiclm_compress(tmp_path, codec_dir):
+    import musiclm
+    import musiclm.compress
+
+    sf.write(tmp_path / "in.wav", music_like(0.5, 16000, 1), 16000)
+    header = musiclm.compress(tmp_path / "in.wav", tmp_path / "x.mlc", codec=codec_dir)
+    assert header.orig_sample_rate == 16000 and (tmp_path / "x.mlc").is_file()
