@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SCORE_EXTENSIONS = (".mxl", ".xml", ".musicxml", ".krn", ".abc")
+# Whole quartets in one file and 1 MB trecento credos take music21 minutes to parse; a job should take
+# seconds. (Books of ABC tunes are fine: synth.py parses only the tune it plays.)
+MAX_SCORE_BYTES = {".mxl": 120_000, ".xml": 600_000, ".musicxml": 600_000, ".krn": 600_000}
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ def list_pieces(source: Source) -> list[str]:
     for p in corpus.getPaths():
         parts = Path(p).parts
         i = parts.index("corpus") if "corpus" in parts else -1
-        if i >= 0 and len(parts) > i + 1 and parts[i + 1] in source.folders and Path(p).suffix in SCORE_EXTENSIONS:
-            out.append(str(p))
+        suffix = Path(p).suffix
+        if i >= 0 and len(parts) > i + 1 and parts[i + 1] in source.folders and suffix in SCORE_EXTENSIONS:
+            if Path(p).stat().st_size <= MAX_SCORE_BYTES.get(suffix, 10**9):
+                out.append(str(p))
     return sorted(out)

@@ -17,6 +17,7 @@ import json
 import math
 import multiprocessing as mp
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -39,6 +40,8 @@ from musiclm.data.sources import SOURCES, Ensemble, choose_ensemble, list_pieces
 from musiclm.errors import MusicLMError
 
 DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+# Bumped whenever the job list or a job's output changes, so a resume never mixes two recipes.
+CORPUS_VERSION = 2
 
 
 @dataclass
@@ -105,16 +108,18 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
     from music21 import converter, instrument, tempo
 
     src = next(s for s in SOURCES if s.name == source_name)
+    piece = src.piece_id(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        parsed = converter.parse(path)
-    piece = src.piece_id(path)
-    if type(parsed).__name__ == "Opus":  # a file of many tunes: each tune is its own piece
-        n = rng.randrange(len(parsed.scores))
-        score = parsed.scores[n]
-        piece = f"{piece}#{n}"
-    else:
-        score = parsed
+        tunes = abc_tunes(path) if path.endswith(".abc") else []
+        if len(tunes) > 1:  # a book of tunes: each tune is its own piece; parse only the one we play
+            n = rng.randrange(len(tunes))
+            score = converter.parse(tunes[n], format="abc")
+            piece = f"{piece}#{n}"
+        else:
+            score = converter.parse(path)
+        if type(score).__name__ == "Opus":
+            score = score.scores[0]
     parts = list(score.parts)
     if not parts:
         raise ValueError("score has no parts")
@@ -140,12 +145,12 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
     if n_measures > wanted + 2:
         first_number = parts[0].getElementsByClass("Measure")[0].number
         m0 = rng.randint(first_number, first_number + n_measures - wanted)
-        score = score.measures(m0, m0 + wanted - 1)
+        score = strip_repeats(score.measures(m0, m0 + wanted - 1))  # an excerpt cuts through repeats
     else:
         try:
             score = score.expandRepeats()
-        except Exception:  # malformed repeat marks: render as written
-            pass
+        except Exception:  # malformed repeat marks: play it once as written
+            score = strip_repeats(score)
     if semitones:
         score = score.transpose(semitones)
     for el in list(score.recurse().getElementsByClass(("MetronomeMark", "TempoIndication", "Dynamic"))):
@@ -241,6 +246,32 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
     return {"piece": piece, "rows": rows}
 
 
+def abc_tunes(path: str) -> list[str]:
+    """The tunes of an ABC file, each with the file's header lines (a book of tunes opens with `X:` lines;
+    music21 would parse all of them, minutes for a 300-tune book)."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    chunks = re.split(r"(?m)^(?=X:)", text)
+    header, tunes = (chunks[0], chunks[1:]) if not chunks[0].startswith("X:") else ("", chunks)
+    return [header + t for t in tunes if t.strip()]
+
+
+def strip_repeats(score):
+    """Remove repeat barlines and jumps (D.C., segno, ...) so music21's MIDI export, which expands repeats,
+    cannot fail on an excerpt or a badly formed score; the music is then played once as written."""
+    from music21 import bar, repeat, spanner
+
+    for m in score.recurse().getElementsByClass("Measure"):
+        if isinstance(m.leftBarline, bar.Repeat):
+            m.leftBarline = None
+        if isinstance(m.rightBarline, bar.Repeat):
+            m.rightBarline = bar.Barline("regular")
+    for el in list(score.recurse().getElementsByClass((repeat.RepeatExpression, spanner.RepeatBracket))):
+        el.activeSite.remove(el)
+    for sp in list(score.recurse().getElementsByClass(spanner.RepeatBracket)):
+        sp.activeSite.remove(sp)
+    return score
+
+
 def render_midi(midi: Path, soundfont: str, sample_rate: int, seconds: float, scratch: Path,
                 timeout: float = 600.0) -> np.ndarray:
     """FluidSynth `midi` → mono float32 [N] of at most `seconds`. FluidSynth renders until every voice has
@@ -299,14 +330,15 @@ def build_corpus(cfg: SynthConfig, progress: bool = True, max_jobs: int | None =
     check_renderer(cfg.soundfont)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"seed": cfg.seed, "sample_rate": cfg.sample_rate, "min_clip": cfg.min_clip,
+    settings = {"version": CORPUS_VERSION, "seed": cfg.seed, "sample_rate": cfg.sample_rate, "min_clip": cfg.min_clip,
                 "max_clip": cfg.max_clip, "max_clips_per_job": cfg.max_clips_per_job,
                 "audio_format": cfg.audio_format, "soundfont": Path(cfg.soundfont).name}
     settings_path = out / "synth.json"
     if settings_path.is_file():
         old = json.loads(settings_path.read_text())
         if old != settings:
-            raise MusicLMError(f"{out} holds a corpus made with other settings ({old}); use another --out")
+            raise MusicLMError(f"{out} holds a corpus made with other settings or an older recipe ({old}); "
+                               "use another --out")
     else:
         with atomic_write(settings_path) as tmp:
             Path(tmp).write_text(json.dumps(settings, indent=2))
@@ -322,7 +354,10 @@ def build_corpus(cfg: SynthConfig, progress: bool = True, max_jobs: int | None =
         while total < target:
             # keep workers + 1 jobs ahead; finished jobs on disk are read instead of rendered (resume)
             while len(pending) < cfg.workers + 1 and (max_jobs is None or submitted < max_jobs):
-                i, name, path = next(jobs)
+                job = next(jobs, None)
+                if job is None:  # every job done: the corpus is smaller than asked
+                    break
+                i, name, path = job
                 done = out / "jobs" / f"{i:06d}.json"
                 if done.is_file():
                     pending.append((json.loads(done.read_text()), None))
