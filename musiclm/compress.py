@@ -149,10 +149,10 @@ def compress(source: Source, destination: str | Path | BinaryIO, codec=None, ban
              progress: bool | None = None) -> Header:
     """Compress an audio file (path, '-', bytes or file object) to .mlc at `destination` (path, '-' or a
     binary file object). `bandwidth` in kbps (default 6 when offered); `entropy` adds range coding."""
-    codec = load_codec(codec)
     _check_destination(source, destination, force)
-    src = _AudioSource(source)
+    src = _AudioSource(source)  # bad input fails before the codec loads
     try:
+        codec = load_codec(codec)
         with _output(destination) as out:
             return _encode_to(out, src, codec, bandwidth, entropy, chunk_seconds, progress)
     finally:

@@ -19,7 +19,7 @@ from musiclm.cli import main
 from musiclm.codec import bitstream
 from musiclm.codec.model import Codec, CodecConfig
 from musiclm.codec.seanet import SEANetConfig
-from musiclm.codec.streaming import decode_chunks, encode_chunks, receptive_frames
+from musiclm.codec.streaming import decode_chunks, encode_chunks, receptive_frames, resampled_blocks
 from musiclm.compress import compress, compress_bytes, decompress, decompress_bytes, read_info
 
 
@@ -91,6 +91,14 @@ def test_streamed_path_equals_one_shot_path(codec):
     wav_ref = resample(convert_channels(codec.decode(torch.from_numpy(codes)[None], header.num_samples)[0], 2),
                        24000, 32000)
     assert torch.allclose(wav, wav_ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("orig_sr, new_sr", [(44100, 24000), (24000, 44100), (22050, 24000), (48000, 48000)])
+def test_streamed_resampling_equals_whole_signal(orig_sr, new_sr):
+    x = np.random.default_rng(0).standard_normal((2, 54321)).astype(np.float32)
+    blocks = iter([x[:, i : i + 4097] for i in range(0, x.shape[1], 4097)])
+    got = np.concatenate(list(resampled_blocks(blocks, orig_sr, new_sr, x.shape[1], 2)), axis=-1)
+    assert np.array_equal(got, resample(torch.from_numpy(x), orig_sr, new_sr).numpy())
 
 
 def test_chunk_border_error_vanishes_with_enough_context(codec):
