@@ -65,8 +65,15 @@ def _os_errors(fn):
         raise MusicLMError(f"{where}{e.strerror or e}") from None
 
 
+def _no_binary_to_terminal(output: str) -> None:
+    if output == "-" and sys.stdout.isatty():
+        raise MusicLMError("refusing to write binary data to a terminal; redirect stdout or name a file")
+
+
 def run_compress(args: argparse.Namespace) -> int:
     from musiclm.compress import compress
+
+    _no_binary_to_terminal(args.output)
 
     header = _os_errors(lambda: compress(
         args.input, args.output, codec=args.codec, bandwidth=args.bandwidth, entropy=args.entropy,
@@ -83,6 +90,8 @@ def run_compress(args: argparse.Namespace) -> int:
 
 def run_decompress(args: argparse.Namespace) -> int:
     from musiclm.compress import decompress
+
+    _no_binary_to_terminal(args.output)
 
     _os_errors(lambda: decompress(args.input, args.output, codec=args.codec, force=args.force,
                                   progress=False if args.quiet else None))
