@@ -14,7 +14,8 @@ from musiclm.codec import Codec
 
 encodec = pytest.importorskip("encodec")
 
-pytestmark = pytest.mark.reference
+# encodec builds its convs with the deprecated torch.nn.utils.weight_norm
+pytestmark = [pytest.mark.reference, pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")]
 
 LENGTHS = (1, 1601, 4807)  # odd lengths: reflect padding on short input, extra padding, final trim
 
