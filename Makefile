@@ -50,7 +50,7 @@ $(REF_VENV)/.installed: pyproject.toml
 	touch $@
 
 test-reference: $(REF_VENV)/.installed
-	$(REF_VENV)/bin/python -m pytest -q -m reference tests/test_reference_*.py
+	$(REF_VENV)/bin/python -m pytest -q -m reference
 
 demo: install
 	mkdir -p demo
