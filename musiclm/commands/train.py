@@ -35,6 +35,8 @@ def register(subparsers) -> None:
         q.add_argument("--max-steps", type=int, help="override trainer.max_steps")
         q.add_argument("--devices", type=int, help="devices per node (Lightning)")
         q.add_argument("--num-nodes", type=int, help="nodes (Lightning)")
+        q.add_argument("--threads", type=int, help="override trainer.num_threads (CPU; 1 is fastest on a "
+                       "busy machine: two threads fighting other processes can be several times slower)")
         q.add_argument("--strategy", choices=["auto", "ddp", "ddp_spawn", "fsdp"], help="Lightning strategy")
         if what == "lm":
             q.add_argument("--shards", nargs="+", metavar="DIR", help="override data.shards (token shard dirs)")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path("runs") / f"{args.what}-{Path(args.config).stem}"
     else:
         raise MusicLMError("give --out (the run directory) or --config")
-    overrides = trainer_overrides(args.devices, args.num_nodes, args.strategy, args.max_steps)
+    overrides = trainer_overrides(args.devices, args.num_nodes, args.strategy, args.max_steps, args.threads)
     if args.what == "codec":
         from musiclm.training.recipes import train_codec
 

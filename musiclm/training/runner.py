@@ -58,9 +58,10 @@ def prepare_run(cls: type, config_path: str | Path | None, run_dir: Path, resume
 
 
 def trainer_overrides(devices: int | None = None, num_nodes: int | None = None, strategy: str | None = None,
-                      max_steps: int | None = None) -> dict[str, Any]:
+                      max_steps: int | None = None, num_threads: int | None = None) -> dict[str, Any]:
     """CLI flags → {"trainer": {...}} overrides (None = keep the config's value)."""
-    values = {"devices": devices, "num_nodes": num_nodes, "strategy": strategy, "max_steps": max_steps}
+    values = {"devices": devices, "num_nodes": num_nodes, "strategy": strategy, "max_steps": max_steps,
+              "num_threads": num_threads}
     trainer = {k: v for k, v in values.items() if v is not None}
     return {"trainer": trainer} if trainer else {}
 
