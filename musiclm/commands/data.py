@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     s.add_argument("--sample-rate", type=int, default=24000)
     s.add_argument("--soundfont", default=None, help="GM soundfont (default: FluidR3_GM from fluid-soundfont-gm)")
     s.add_argument("--format", default="flac", choices=("flac", "wav"), help="clip format (default: flac)")
+    s.add_argument("--only-split", default=None, choices=("train", "valid", "test"),
+                   help="render only works of this split (splits are by piece, the same in every corpus)")
     s.set_defaults(func=run_synth)
 
     i = sub.add_parser("index", help="caption a folder of your own audio into a manifest",
@@ -59,7 +61,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
     cfg = SynthConfig(out=args.out, minutes=args.minutes, seed=args.seed, workers=max(1, args.workers),
                       sample_rate=args.sample_rate, soundfont=args.soundfont or DEFAULT_SOUNDFONT,
-                      audio_format=args.format)
+                      audio_format=args.format, only_split=args.only_split)
     summary = build_corpus(cfg)
     print(json.dumps(summary, indent=2))
     return 0

@@ -31,6 +31,7 @@ from musiclm.data.manifest import split_for_piece, write_manifest
 from musiclm.errors import MusicLMError
 
 ANALYSIS_SECONDS = 60.0  # analyse at most this much from the middle of a long track
+SAVE_EVERY_SECONDS = 10.0  # how often the manifest is rewritten during a run (what an interruption keeps)
 _KEY_TAG = re.compile(r"^\s*([A-Ga-g])\s*(#|b|♯|♭|sharp|flat)?\s*(m|min|minor|maj|major)?\s*$", re.I)
 
 
@@ -262,7 +263,7 @@ def index_catalog(directory: str | Path, out_manifest: str | Path, min_duration:
         row["split"] = split_for_piece(row["piece"], valid, test)
         row["stat"] = stat
         rows.append(row)
-        if time.time() - last_write > 10:  # an interrupted run keeps what it has done
+        if time.time() - last_write >= SAVE_EVERY_SECONDS:  # an interrupted run keeps what it has done
             write_manifest(out, rows)
             last_write = time.time()
     write_manifest(out, rows)

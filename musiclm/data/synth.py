@@ -56,19 +56,24 @@ class SynthConfig:
     max_clip: float = 30.0
     max_clips_per_job: int = 3
     audio_format: str = "flac"
+    only_split: str | None = None  # render only the works of this split (e.g. a larger held-out set)
     extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- the job list (deterministic in the seed)
 
 
-def job_list(seed: int, limit: int = 200_000):
+def job_list(seed: int, limit: int = 200_000, only_split: str | None = None):
     """Yield (index, source name, corpus path) forever-ish: sources drawn by weight, works shuffled per
-    source and cycled (a second pass over a work gets other instruments/tempo, since job seeds differ)."""
+    source and cycled (a second pass over a work gets other instruments/tempo, since job seeds differ).
+    `only_split` keeps the works of one split (books of ABC tunes stay: the job picks a tune of that split)."""
     rng = random.Random(seed)
     pools = {}
     for src in SOURCES:
         paths = list_pieces(src)
+        if only_split:
+            paths = [p for p in paths if split_for_piece(src.piece_id(p)) == only_split
+                     or (p.endswith(".abc") and len(abc_tunes(p)) > 1)]
         if paths:
             rng.shuffle(paths)
             pools[src.name] = deque(paths)
@@ -113,7 +118,11 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
         warnings.simplefilter("ignore")
         tunes = abc_tunes(path) if path.endswith(".abc") else []
         if len(tunes) > 1:  # a book of tunes: each tune is its own piece; parse only the one we play
-            n = rng.randrange(len(tunes))
+            if cfg.only_split:
+                n = rng.choice([k for k in range(len(tunes)) if split_for_piece(f"{piece}#{k}") == cfg.only_split]
+                               or [0])
+            else:
+                n = rng.randrange(len(tunes))
             score = converter.parse(tunes[n], format="abc")
             piece = f"{piece}#{n}"
         else:
@@ -209,6 +218,8 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
     t = 0.0
     total = len(audio) / sr
     split = split_for_piece(piece)
+    if cfg.only_split and split != cfg.only_split:
+        return {"piece": piece, "rows": []}
     for k in range(cfg.max_clips_per_job):
         length = rng.uniform(cfg.min_clip, cfg.max_clip)
         if total - t < cfg.min_clip * 0.8:
@@ -332,7 +343,7 @@ def build_corpus(cfg: SynthConfig, progress: bool = True, max_jobs: int | None =
     out.mkdir(parents=True, exist_ok=True)
     settings = {"version": CORPUS_VERSION, "seed": cfg.seed, "sample_rate": cfg.sample_rate, "min_clip": cfg.min_clip,
                 "max_clip": cfg.max_clip, "max_clips_per_job": cfg.max_clips_per_job,
-                "audio_format": cfg.audio_format, "soundfont": Path(cfg.soundfont).name}
+                "audio_format": cfg.audio_format, "only_split": cfg.only_split, "soundfont": Path(cfg.soundfont).name}
     settings_path = out / "synth.json"
     if settings_path.is_file():
         old = json.loads(settings_path.read_text())
@@ -346,7 +357,7 @@ def build_corpus(cfg: SynthConfig, progress: bool = True, max_jobs: int | None =
     target = cfg.minutes * 60.0
     rows: list[dict] = []
     total, new_total, submitted, rendered, errors, t_start = 0.0, 0.0, 0, 0, 0, time.time()
-    jobs = job_list(cfg.seed)
+    jobs = job_list(cfg.seed, only_split=cfg.only_split)
     pending: deque = deque()  # futures in job order, so the corpus does not depend on which worker is faster
     bar = tqdm(total=round(cfg.minutes, 2), unit="min", disable=not progress, desc="synth")
     pool = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=mp.get_context("fork"))
