@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from musiclm.errors import MusicLMError
 from musiclm.lm import MusicLM, apply_delay
 from musiclm.training import token_dataset
 from musiclm.training.config import OptimConfig
@@ -134,6 +135,7 @@ def test_train_lm_from_real_shards_with_codec_samples(tiny_codec, tokenizer_path
     import json
 
     from musiclm.audio import save_audio
+    from musiclm.cli import main
     from musiclm.data.shards import tokenize_manifest
     from musiclm.training.recipes import train_lm
 
@@ -150,12 +152,17 @@ def test_train_lm_from_real_shards_with_codec_samples(tiny_codec, tokenizer_path
 
     cfg = overrides(tokenizer_path, max_steps=2, sample_every=2)
     cfg["lm"].update(card=tiny_codec.card, n_q=2, frame_rate=tiny_codec.frame_rate, sample_rate=8000)
-    cfg["data"].update(shards=[str(tmp_path / "shards")], sample_prompts=["calm piano"], sample_seconds=0.02)
-    cfg["codec"] = str(codec_dir)
+    cfg["data"].update(shards=[], sample_prompts=["calm piano"], sample_seconds=0.02)
     cfg_file = tmp_path / "lm.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
-    trainer = train_lm(cfg_file, tmp_path / "run")
-    assert trainer.global_step == 2
+    with pytest.raises(MusicLMError, match="data.shards is empty"):
+        train_lm(cfg_file, tmp_path / "run0")
+    # the CLI names the shards and the codec on the command line
+    assert main(["train", "lm", "--config", str(cfg_file), "--shards", str(tmp_path / "shards"),
+                 "--codec", str(codec_dir), "--out", str(tmp_path / "run"), "--threads", "1"]) == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["codec"] == str(codec_dir) and saved["data"]["shards"] == [str(tmp_path / "shards")]
+    assert (tmp_path / "run" / "export" / "step.txt").read_text().strip() == "2"
     assert list((tmp_path / "run" / "samples" / "step_0000002").glob("prompt0.wav"))
     model = MusicLM.from_pretrained(tmp_path / "run" / "export")  # loads the codec through the relative link
     assert model.codec is not None and model.codec.fingerprint() == tiny_codec.fingerprint()
