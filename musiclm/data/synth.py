@@ -129,6 +129,9 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
             score = converter.parse(path)
         if type(score).__name__ == "Opus":
             score = score.scores[0]
+    split = split_for_piece(piece)
+    if cfg.only_split and split != cfg.only_split:
+        return {"piece": piece, "rows": []}
     parts = list(score.parts)
     if not parts:
         raise ValueError("score has no parts")
@@ -217,9 +220,6 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
     notes_arr[:, 0] -= start  # clip times below are relative to the rendered stretch
     t = 0.0
     total = len(audio) / sr
-    split = split_for_piece(piece)
-    if cfg.only_split and split != cfg.only_split:
-        return {"piece": piece, "rows": []}
     for k in range(cfg.max_clips_per_job):
         length = rng.uniform(cfg.min_clip, cfg.max_clip)
         if total - t < cfg.min_clip * 0.8:
