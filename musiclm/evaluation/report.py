@@ -187,13 +187,14 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
         result = codec_eval.evaluate(codec, [(w, sr) for _, w, sr in clips], keep_audio=cfg.players)
         page.figures["codec"] = result.rows
         body.append(table(
-            ["requested kbps", "system", "kbps on disk", "SI-SNR dB ↑", "log-mel dist ↓", "MS-STFT dist ↓",
-             "loudness diff LU ↓"],
-            [[r["kbps"], _system_label(r), r["kbps_on_disk"], r.get("si_snr"), r.get("log_mel"), r.get("stft"),
-              r.get("loudness")] for r in result.rows]))
+            ["requested kbps", "system", "kbps on disk", "range-coded", "SI-SNR dB ↑", "log-mel dist ↓",
+             "MS-STFT dist ↓", "loudness diff LU ↓"],
+            [[r["kbps"], _system_label(r), r["kbps_on_disk"], r.get("kbps_range_coded"), r.get("si_snr"),
+              r.get("log_mel"), r.get("stft"), r.get("loudness")] for r in result.rows]))
         body.append(note("Means over the clips. SI-SNR: scale-invariant signal-to-noise ratio. log-mel and "
                          "MS-STFT: L1 distances of log spectra (lower is closer). Opus via ffmpeg libopus at "
                          "the same requested bitrate; libopus cannot go below ~6 kbps, see its kbps on disk. "
+                         "range-coded: the .mlc size with `musiclm compress --entropy`. "
                          + result.note))
         mid = result.mid_bandwidth
         for i, (clip_id, wav, sr) in enumerate(clips[: cfg.players]):
