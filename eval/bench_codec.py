@@ -2,6 +2,7 @@
 
     .venv/bin/python eval/bench_codec.py --codec checkpoints/codec            # the trained codec
     .venv/bin/python eval/bench_codec.py --random-codec --clips 3             # smoke test of the script
+    .venv/bin/python eval/bench_codec.py --random-codec --random-config configs/codec/small.yaml  # speed only
 
 Cuts `--clips` clips of `--clip-seconds` from the test split of a manifest (rows with "path" relative to the
 manifest's folder and "split"), at the codec's rate and channel count (the reference for every metric).
@@ -178,11 +179,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def random_codec():
+def random_codec(config_yaml: Path | None):
+    """Untrained weights: quality numbers mean nothing, speed and bitrate are those of the architecture."""
     from musiclm.codec.model import Codec, CodecConfig
     from musiclm.codec.seanet import SEANetConfig
+    from musiclm.config import from_dict, load_yaml
 
     torch.manual_seed(0)
+    if config_yaml is not None:
+        data = load_yaml(config_yaml)
+        return Codec(from_dict(CodecConfig, data.get("codec", data))).eval()
     return Codec(CodecConfig(name="random-tiny", seanet=SEANetConfig(n_filters=8, dimension=32))).eval()
 
 
@@ -192,6 +198,9 @@ def main() -> int:
     p.add_argument("--split", default="test")
     p.add_argument("--codec", default=None, help="codec directory (default: the shipped codec)")
     p.add_argument("--random-codec", action="store_true", help="a random tiny codec: checks the script only")
+    p.add_argument("--random-config", type=Path, default=None,
+                   help="with --random-codec: build it from this YAML (e.g. configs/codec/small.yaml) to time "
+                        "the real architecture")
     p.add_argument("--clips", type=int, default=8)
     p.add_argument("--clip-seconds", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
@@ -201,7 +210,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    codec = random_codec() if args.random_codec else load_codec(args.codec)
+    codec = random_codec(args.random_config) if args.random_codec else load_codec(args.codec)
     sr = codec.sample_rate
     clips = pick_clips(args.manifest, args.split, args.clips, args.clip_seconds, sr, codec.channels, args.seed)
     print(f"{len(clips)} clips of {args.clip_seconds:g} s from the '{args.split}' split", file=sys.stderr)
@@ -211,7 +220,7 @@ def main() -> int:
         for kbps in sorted({k for bw in codec.bandwidths for k in (bw, 2 * bw)}):
             rows.append(bench_opus(kbps, clips, sr))
     streaming = border_errors(codec, torch.cat([c for _, c in clips[:3]], dim=-1))
-    name = "a RANDOM untrained tiny codec (script check only)" if args.random_codec else \
+    name = f"a RANDOM untrained codec '{codec.config.name}': speed and bitrate only" if args.random_codec else \
         f"codec '{codec.config.name}' ({args.codec or 'shipped'}, fingerprint {codec.fingerprint()})"
     report = "\n".join([
         f"### Codec vs Opus on held-out recorded music ({name})", "",
