@@ -1,6 +1,6 @@
 """Control adherence: does generated audio do what the prompt asked?
 
-Prompts come in pairs that differ in one control only and are generated with the same seed:
+Prompts come in pairs that differ in one control only and are generated in one batch with one seed:
 
 * tempo:      "... slow ..., 60 BPM"   vs "... fast ..., 144 BPM"  → met when the fast clip's estimated
               tempo is higher (ties count half). Chance: 50%.

@@ -105,10 +105,10 @@ def lm_report(page, cfg, model_dir: Path) -> str:
                                 for c, scores in results.items() for s in scores]
         body.append("<h3>Control adherence</h3>" + table(
             ["control", "cfg", "judgements", "met", "chance", "p (vs chance)", "measured"], rows, digits=3))
-        body.append(note("Prompt pairs differ in one control and share a seed. tempo: the fast prompt's "
-                         "estimated BPM is higher; mode: estimated mode equals the requested one; brightness: "
-                         "the high instrument's spectral centroid (Hz) is higher. cfg=1 is guidance off. "
-                         "p: one-sided binomial test against chance."))
+        body.append(note("Prompt pairs differ in one control and are generated in one batch with one seed. "
+                         "tempo: the fast prompt's estimated BPM is higher; mode: estimated mode equals the "
+                         "requested one; brightness: the brighter instrument's spectral centroid (Hz) is "
+                         "higher. cfg=1 is guidance off. p: one-sided binomial test against chance."))
         labelled = real_clips(cfg.lm_manifest, "test", 24, cfg.gen_seconds, with_fields=True)
         ceiling = estimator_ceiling([(w.mean(0).numpy(), r, f) for w, r, f in labelled], estimators)
         if ceiling:
