@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def short_jobs(seed: int, limit: int = 10):
+def short_jobs(seed: int, limit: int = 10, only_split: str | None = None):
     """Four short chorales/tunes instead of the whole corpus, so a test renders in seconds."""
     from music21 import corpus
 
