@@ -168,3 +168,24 @@ def test_train_lm_from_real_shards_with_codec_samples(tiny_codec, tokenizer_path
     assert model.codec is not None and model.codec.fingerprint() == tiny_codec.fingerprint()
     wav = model.generate("calm piano", duration=0.01, seed=0)
     assert wav.shape[0] == 1 and wav.shape[-1] == 80
+
+
+@pytest.mark.slow
+def test_init_from_and_train_only_freeze_the_rest(fake_shards, tokenizer_path, tmp_path):
+    """Fine-tuning: start from an exported LM, train only the named prefixes; the rest stays bit-identical."""
+    from musiclm.training.recipes import train_lm
+
+    cfg = overrides(tokenizer_path, max_steps=1, val_every=0, checkpoint_every=0)
+    cfg_file = tmp_path / "lm.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    train_lm(cfg_file, tmp_path / "base")
+    base = _export_state(tmp_path / "base")
+    tune = {"init_from": str(tmp_path / "base" / "export"), "train_only": ["blocks.1.", "norm.", "heads."],
+            "trainer": {"max_steps": 2}}
+    with pytest.raises(MusicLMError, match="matches no parameter"):
+        train_lm(cfg_file, tmp_path / "bad", overrides={**tune, "train_only": ["nothing."]})
+    train_lm(cfg_file, tmp_path / "tuned", overrides=tune)
+    tuned = _export_state(tmp_path / "tuned")
+    for key in base:
+        same = torch.equal(base[key], tuned[key])
+        assert same != key.startswith(("blocks.1.", "norm.", "heads.")), key

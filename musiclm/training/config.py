@@ -121,6 +121,8 @@ class LMTrainConfig:
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(val_every=500))
     codec: str | None = None  # codec directory the shards were made with (samples; linked from the export)
     init_from: str | None = None  # an LM directory to start from (fine-tuning); its `lm` config wins
+    # Parameter-name prefixes that train (e.g. ["blocks.5.", "norm.", "heads."]); empty: all of them.
+    train_only: list[str] = field(default_factory=list)
     # Fine-tuning: only parameters whose names start with one of these prefixes train (e.g. "blocks.5.",
     # "norm.", "heads."); the rest stay frozen. Empty: everything trains.
     train_only: list[str] = field(default_factory=list)

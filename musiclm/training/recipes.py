@@ -64,6 +64,13 @@ def train_lm(config_path: str | Path | None, run_dir: str | Path, resume: bool =
             p.requires_grad_(name.startswith(tuple(config.train_only)))
         if not any(p.requires_grad for p in model.parameters()):
             raise MusicLMError(f"train_only {config.train_only} matches no parameter of the model")
+    if config.train_only:
+        prefixes = tuple(config.train_only)
+        names = [n for n, _ in model.named_parameters()]
+        if not any(n.startswith(prefixes) for n in names):
+            raise MusicLMError(f"train_only {list(prefixes)} matches no parameter of the model")
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(prefixes))  # frozen ones stay out of the optimizer
     if not config.data.shards:
         raise MusicLMError("data.shards is empty: name the token shard directories (musiclm data tokenize)")
     fingerprint = None
