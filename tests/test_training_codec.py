@@ -178,3 +178,28 @@ def test_ddp_two_processes_on_cpu(corpus, tmp_path):
     assert "GLOBAL_RANK: 1" in done.stdout + done.stderr
     assert int((run / "export" / "step.txt").read_text()) == 3
     assert _weights(run)
+
+
+@pytest.mark.slow
+def test_init_from_an_exported_codec(corpus, tmp_path):
+    """A later session continues from a shipped codec directory (weights + EMA codebooks)."""
+    from musiclm.codec import Codec
+    from musiclm.training.codec_module import build_codec_module
+    from musiclm.training.config import CodecTrainConfig, load_train_config
+
+    over = {"data": {"manifests": [str(corpus)]}}
+    config = load_train_config(CodecTrainConfig, DEBUG, over)
+    torch.manual_seed(3)
+    source = Codec(config.codec)
+    source.quantizer.layers[0].inited.fill_(True)
+    source.save_pretrained(tmp_path / "shipped")
+    config = load_train_config(CodecTrainConfig, DEBUG, {**over, "init_from": str(tmp_path / "shipped")})
+    (tmp_path / "run").mkdir()
+    module = build_codec_module(config, tmp_path / "run", reuse_files=False)
+    for key, value in source.state_dict().items():
+        assert torch.equal(module.codec.state_dict()[key], value), key
+    bad = load_train_config(CodecTrainConfig, DEBUG, {**over, "init_from": str(tmp_path / "shipped"),
+                                                      "codec": {"card": 32}})
+    (tmp_path / "run2").mkdir()
+    with pytest.raises(MusicLMError, match="differs in \\['card'\\]"):
+        build_codec_module(bad, tmp_path / "run2", reuse_files=False)

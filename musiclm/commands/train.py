@@ -38,6 +38,8 @@ def register(subparsers) -> None:
         q.add_argument("--threads", type=int, help="override trainer.num_threads (CPU; 1 is fastest on a "
                        "busy machine: two threads fighting other processes can be several times slower)")
         q.add_argument("--strategy", choices=["auto", "ddp", "ddp_spawn", "fsdp"], help="Lightning strategy")
+        q.add_argument("--init-from", metavar="DIR", help="start from this exported model directory (e.g. the "
+                       "shipped one) instead of random weights; a new run only")
         if what == "lm":
             q.add_argument("--shards", nargs="+", metavar="DIR", help="override data.shards (token shard dirs)")
             q.add_argument("--codec", metavar="DIR", help="override codec: the codec the shards were made with")
@@ -56,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise MusicLMError("give --out (the run directory) or --config")
     overrides = trainer_overrides(args.devices, args.num_nodes, args.strategy, args.max_steps, args.threads)
+    if args.init_from:
+        overrides["init_from"] = args.init_from
     if args.what == "codec":
         from musiclm.training.recipes import train_codec
 

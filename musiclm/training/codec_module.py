@@ -200,4 +200,13 @@ def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: boo
         save_file_list(files, files_json)
     held_out = read_manifests(d.manifests, d.sample_split) if d.num_samples > 0 else []
     clips = fixed_clips(held_out or files, c.sample_rate, c.seanet.channels, d.sample_seconds, d.num_samples)
-    return CodecModule(config, files, clips)
+    module = CodecModule(config, files, clips)
+    if config.init_from:
+        start = Codec.from_pretrained(config.init_from)
+        ours, theirs = to_dict(config.codec), to_dict(start.config)
+        ours.pop("name"), theirs.pop("name")
+        if ours != theirs:
+            diff = sorted(k for k in ours if ours[k] != theirs.get(k))
+            raise MusicLMError(f"init_from {config.init_from}: its codec config differs in {diff}")
+        module.codec.load_state_dict(start.state_dict())  # weights and EMA codebook statistics
+    return module

@@ -96,6 +96,9 @@ class CodecTrainConfig:
     loss: CodecLossConfig = field(default_factory=CodecLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # A codec directory (save_pretrained) to start from, e.g. the shipped checkpoints/codec, so training
+    # continues across sessions and machines (the optimizer starts afresh). Its config must match `codec`.
+    init_from: str | None = None
 
 
 @dataclass
