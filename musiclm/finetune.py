@@ -49,9 +49,11 @@ def trainable_prefixes(n_layers: int, train_layers: int) -> list[str]:
 
 
 @torch.no_grad()
-def heldout_perplexity(model, items, window: int, batch_size: int = 8, progress: bool = True) -> dict:
+def heldout_perplexity(model, items, window: int, batch_size: int = 8, max_windows: int = 256,
+                       progress: bool = True) -> dict:
     """Perplexity of `model` over every frame of `items` (TokenItem: codes [K, T] + caption), in windows of
     `window` frames scored by teacher forcing with their captions; eval mode (no condition dropout).
+    Past `max_windows` an evenly spaced subset is scored (a large catalog's held-out part can be hours).
     Returns {"ppl": exp(mean CE over codebooks), "ppl_k": [K], "tokens": n}."""
     from tqdm import tqdm
 
@@ -61,6 +63,7 @@ def heldout_perplexity(model, items, window: int, batch_size: int = 8, progress:
     model.eval()
     windows = [(it.codes[:, s:s + window].long(), it.caption) for it in items
                for s in range(0, it.codes.shape[1], window)]
+    windows = windows[::math.ceil(len(windows) / max_windows)]
     windows.sort(key=lambda w: -w[0].shape[1])  # similar lengths together: little padding
     acc = PerplexityAccumulator()
     for i in tqdm(range(0, len(windows), batch_size), desc="perplexity", unit="batch", disable=not progress,
@@ -96,7 +99,7 @@ def _prepare_out(out: Path, state: dict, force: bool) -> None:
     state_path = work / "state.json"
     if state_path.is_file():
         old = json.loads(state_path.read_text())
-        for key, what in (("catalog", "catalog"), ("base_model", "base model")):
+        for key, what in (("catalog", "catalog"), ("base_model", "base model"), ("codec", "codec")):
             if old.get(key) != state[key]:
                 raise MusicLMError(f"{out} holds a fine-tune of {what} {old.get(key)}, not {state[key]}; use "
                                    "another --out or pass --force to start over")
@@ -165,8 +168,8 @@ def finetune(catalog: str | Path, out: str | Path, model: str | Path | None = No
     if base.codec is None:
         raise MusicLMError(f"{base_dir}: the model names no codec to tokenize the catalog with; pass --codec")
     prefixes = trainable_prefixes(base.config.n_layers, train_layers)
-    state = {"catalog": str(catalog.resolve()), "base_model": str(base_dir.resolve()), "train_only": prefixes,
-             "lr": lr}
+    state = {"catalog": str(catalog.resolve()), "base_model": str(base_dir.resolve()),
+             "codec": str(Path(codec).resolve()) if codec is not None else None, "train_only": prefixes, "lr": lr}
     _prepare_out(out, state, force)
     work = out / WORK
     times: dict[str, float] = {}
@@ -188,7 +191,11 @@ def finetune(catalog: str | Path, out: str | Path, model: str | Path | None = No
     times["index_s"] = round(time.time() - t, 1)
 
     t = time.time()
-    tokens = tokenize_manifest(work / "manifest.jsonl", codec_dir, work / "shards", progress=progress)
+    # the smallest bandwidth that gives the LM its codebooks: the RVQ stops there, the shards stay small
+    enough = [b for b in base.codec.bandwidths if base.codec.config.n_q_for_bandwidth(b) >= base.n_q]
+    bandwidth = min(enough) if enough else max(base.codec.bandwidths)
+    tokens = tokenize_manifest(work / "manifest.jsonl", codec_dir, work / "shards", bandwidth=bandwidth,
+                               progress=progress)
     times["tokenize_s"] = round(time.time() - t, 1)
     fingerprint = base.codec.fingerprint()
     valid_items = load_token_items([str(work / "shards")], "valid", base.n_q, fingerprint)
