@@ -63,7 +63,7 @@ def heldout_perplexity(model, items, window: int, batch_size: int = 8, max_windo
     model.eval()
     windows = [(it.codes[:, s:s + window].long(), it.caption) for it in items
                for s in range(0, it.codes.shape[1], window)]
-    windows = windows[::math.ceil(len(windows) / max_windows)]
+    windows = windows[::max(1, math.ceil(len(windows) / max_windows))]
     windows.sort(key=lambda w: -w[0].shape[1])  # similar lengths together: little padding
     acc = PerplexityAccumulator()
     for i in tqdm(range(0, len(windows), batch_size), desc="perplexity", unit="batch", disable=not progress,

@@ -144,3 +144,24 @@ def test_refuses_missing_or_empty_catalog_and_foreign_out(base_dir, catalog, tmp
     assert main(["finetune", str(catalog), "--out", str(tmp_path / "o3"), "--model", str(tmp_path / "nomodel")]) == 2
     assert "model directory not found" in capsys.readouterr().err
 
+
+
+def test_heldout_perplexity_ignores_padding_and_split_is_by_file(base_dir):
+    from musiclm.finetune import choose_heldout, heldout_perplexity
+    from musiclm.training.token_dataset import TokenItem
+
+    model = MusicLM.from_pretrained(base_dir, load_codec=False)
+    g = torch.Generator().manual_seed(0)
+    items = [TokenItem(torch.randint(0, 64, (4, T), generator=g), "calm piano", f"f{T}") for T in (30, 11, 5)]
+    batched = heldout_perplexity(model, items, window=24, batch_size=4, progress=False)
+    alone = heldout_perplexity(model, items, window=24, batch_size=1, progress=False)
+    assert batched["tokens"] == alone["tokens"] == 4 * (30 + 11 + 5)  # every real code scored once
+    assert batched["ppl_k"] == pytest.approx(alone["ppl_k"], rel=1e-5)
+    assert 1 < batched["ppl"] < 10 * 64
+
+    ids = [f"album/track{i}" for i in range(20)]
+    held = choose_heldout(ids, 0.1)
+    assert len(held) == 2 and held == choose_heldout(list(reversed(ids)), 0.1)  # order-free
+    assert choose_heldout(["a", "b"], 0.9) in (["a"], ["b"])  # never every file
+    with pytest.raises(MusicLMError, match="at least 2"):
+        choose_heldout(["a"], 0.1)
