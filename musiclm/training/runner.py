@@ -23,6 +23,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from musiclm.config import to_dict
 from musiclm.errors import MusicLMError
@@ -79,10 +80,8 @@ def make_loggers(cfg: TrainerConfig, run_dir: Path, config_dict: dict) -> list:
         run_id = id_file.read_text().strip() if id_file.is_file() else None
         logger = WandbLogger(project=cfg.wandb_project, save_dir=str(run_dir), id=run_id, resume="allow",
                              name=run_dir.name, config=config_dict)
-        _ = logger.experiment  # start now, so a failure shows here and not mid-run
-        if logger.experiment is None or not hasattr(logger.experiment, "id"):
-            return loggers  # non-zero ranks
-        id_file.write_text(str(logger.experiment.id) + "\n")
+        if rank_zero_only.rank == 0:  # other ranks get Lightning's no-op experiment
+            id_file.write_text(str(logger.experiment.id) + "\n")  # starts wandb now: fail here, not mid-run
         loggers.append(logger)
     except Exception as e:  # no wandb, no disk space, a service that would not start: CSV is enough
         warnings.warn(f"wandb disabled ({type(e).__name__}: {e}); logging to CSV only", stacklevel=2)
