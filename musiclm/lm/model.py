@@ -163,10 +163,15 @@ class MusicLM(nn.Module):
                         memory.device)
         for block in self.blocks:
             k, v = block.cross_attn.project_memory(memory)
-            cache.cross_k.append(k.to(dtype))
-            cache.cross_v.append(v.to(dtype))
-        cache.cross_mask = padding_attn_mask(memory_mask)
-        cache.pos_emb = sinusoidal_embedding(torch.arange(max_steps, device=memory.device), c.dim).to(dtype)
+            cache.cross_k.append(k.to(dtype).contiguous())
+            cache.cross_v.append(v.to(dtype).contiguous())
+        allowed = padding_attn_mask(memory_mask)  # [B, 1, 1, L] bool
+        if not bool(allowed.all()):  # one host read per window, never per step
+            cache.cross_mask = torch.zeros(allowed.shape, dtype=dtype, device=memory.device).masked_fill(
+                ~allowed, float("-inf"))
+        # in the parameters' dtype: the embeddings it is added to are not autocast
+        cache.pos_emb = sinusoidal_embedding(torch.arange(max_steps, device=memory.device), c.dim).to(
+            self.embed.weight.dtype)
         return cache
 
     def decode_step(self, tokens: Tensor, cache: KVCache, input_pos: Tensor, kv_len: int | None) -> Tensor:
@@ -174,7 +179,13 @@ class MusicLM(nn.Module):
 
         kv_len: positions filled after this call (eager, reads cache[:kv_len]); None: static shapes."""
         step = CachedStep.make(cache, input_pos, kv_len)
-        x = self._embed(tokens) + cache.pos_emb[input_pos].to(self.embed.weight.dtype)
+        x = self._embed(tokens) + cache.pos_emb.index_select(0, input_pos)  # [B, S_in, D]
+        B, K, S_in = tokens.shape
+        if S_in == 1:  # the decode loop: 2-D activations through `Block.decode_one`
+            x = x.view(B, -1)
+            for block in self.blocks:
+                x = block.decode_one(x, step)
+            return self.heads(self.norm(x)).view(B, K, self.card)
         for block in self.blocks:
             x = block(x, step=step)
         return self._logits(x[:, -1:])[:, :, 0]

@@ -58,22 +58,34 @@ def filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if 0 < top_p < 1:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        # drop a token once the mass before it already exceeds p; the most likely token always stays
-        drop = probs.cumsum(-1) - probs > top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, _nucleus(sorted_logits, top_p))
     return logits
 
 
 def sample_next(logits: Tensor, params: SamplingParams, generator: torch.Generator) -> Tensor:
     """logits [B, K, card] → tokens [B, K]. Sampling by the exponential race (argmax of p / E, E ~ Exp(1)),
-    which equals a multinomial draw but needs no host synchronisation on CUDA."""
+    which equals a multinomial draw but needs no host synchronisation on CUDA. With top-k the race runs
+    over the k candidates only (sorted by `topk`, so top-p needs no further sort): k random numbers per
+    codebook instead of `card`."""
     if params.temperature == 0:
         return logits.argmax(-1)
-    probs = filter_logits(logits / params.temperature, params.top_k, params.top_p).softmax(-1)
+    if 0 < params.top_k < logits.shape[-1]:
+        values, candidates = torch.topk(logits, params.top_k, dim=-1)  # [B, K, k], descending
+        probs = _nucleus(values / params.temperature, params.top_p).softmax(-1)
+        race = torch.empty_like(probs).exponential_(1.0, generator=generator)
+        return candidates.gather(-1, (probs / race).argmax(-1, keepdim=True))[..., 0]
+    probs = filter_logits(logits / params.temperature, 0, params.top_p).softmax(-1)
     race = torch.empty_like(probs).exponential_(1.0, generator=generator)
     return (probs / race).argmax(-1)
+
+
+def _nucleus(sorted_logits: Tensor, top_p: float) -> Tensor:
+    """Top-p on logits already sorted in descending order."""
+    if not 0 < top_p < 1:
+        return sorted_logits
+    probs = sorted_logits.softmax(-1)
+    # drop a token once the mass before it already exceeds p; the most likely token always stays
+    return sorted_logits.masked_fill(probs.cumsum(-1) - probs > top_p, float("-inf"))
 
 
 @dataclass
@@ -106,10 +118,12 @@ def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
 def generate_codes(model, text_ids: Tensor, text_mask: Tensor, n_frames: int,
                    params: SamplingParams | None = None, seed: int | None = None, prompt: Tensor | None = None,
                    window: int | None = None, stride: int | None = None, progress: bool = False,
-                   compile: bool = False, amp_dtype: torch.dtype | None = torch.bfloat16) -> Tensor:
+                   compile: bool = False, amp_dtype: torch.dtype | None = torch.bfloat16,
+                   threads: int | None = 1) -> Tensor:
     """Captions (ids/mask [B, L]) → codes [B, K, n_frames]; with `prompt` codes [B or 1, >=K, Tp] the
     output starts with the prompt. `window`/`stride` in frames (default: config.max_frames and half of it).
-    On CUDA the steps run under `amp_dtype` autocast; `compile` compiles the single-step decode."""
+    On CUDA the steps run under `amp_dtype` autocast; `compile` compiles the single-step decode.
+    On CPU the decode loop runs on `threads` intra-op threads (None: torch's current setting)."""
     params = params or SamplingParams(model.config.temperature, model.config.top_k, model.config.top_p,
                                       model.config.cfg)
     params.check()
@@ -140,7 +154,7 @@ def generate_codes(model, text_ids: Tensor, text_mask: Tensor, n_frames: int,
     guided = params.cfg != 1.0
     cache_dtype = amp_dtype if device.type == "cuda" and amp_dtype is not None else None
     step_fn = _compiled_step(model) if compile else model.decode_step
-    with _autocast(device, amp_dtype):
+    with _autocast(device, amp_dtype), _cpu_threads(device, threads):
         memory, memory_mask = model.encode_text(text_ids.to(device), text_mask.to(device))
         if guided:
             null, null_mask = model.null_condition(memory, memory_mask)
@@ -153,6 +167,22 @@ def generate_codes(model, text_ids: Tensor, text_mask: Tensor, n_frames: int,
                                        w.length, params, generator, guided, step_fn, compile, cache_dtype, bar)
                 codes = torch.cat([codes, new[..., w.keep:]], dim=-1)
     return codes
+
+
+@contextlib.contextmanager
+def _cpu_threads(device: torch.device, threads: int | None):
+    """One decode step is ~40 small ops per layer on a few rows: splitting each across cores costs a barrier
+    per op, more than it saves, and on a shared machine a barrier can wait for a descheduled thread (measured
+    on the project's busy 2-core machines: 66 steps/s on one thread, 2-18 on two, d256 x 6 layers)."""
+    if device.type != "cpu" or threads is None or threads == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _compiled_step(model):
