@@ -76,16 +76,29 @@ def main(argv: list[str] | None = None) -> int:
         key_exact.append(rel == "exact")
         key_mirex.append(score)
         relations[rel] = relations.get(rel, 0) + 1
-        per_clip.append({"id": row["id"], "bpm": f["bpm"], "est_bpm": round(bpm, 1), "key": f"{f['key']} {f['mode']}",
-                         "est_key": f"{tonic} {mode}", "relation": rel})
+        per_clip.append(
+            {
+                "id": row["id"],
+                "bpm": f["bpm"],
+                "est_bpm": round(bpm, 1),
+                "key": f"{f['key']} {f['mode']}",
+                "est_key": f"{tonic} {mode}",
+                "relation": rel,
+            }
+        )
     n = len(rows)
     summary = {
-        "manifest": args.manifest, "split": args.split, "clips": n,
-        "tempo_acc1": round(float(np.mean(acc1)), 3), "tempo_acc2": round(float(np.mean(acc2)), 3),
-        "key_exact": round(float(np.mean(key_exact)), 3), "key_mirex": round(float(np.mean(key_mirex)), 3),
+        "manifest": args.manifest,
+        "split": args.split,
+        "clips": n,
+        "tempo_acc1": round(float(np.mean(acc1)), 3),
+        "tempo_acc2": round(float(np.mean(acc2)), 3),
+        "key_exact": round(float(np.mean(key_exact)), 3),
+        "key_mirex": round(float(np.mean(key_mirex)), 3),
         "key_relations": relations,
-        "caption_states_key": round(float(np.mean([("major" in r["caption"] or "minor" in r["caption"])
-                                                   for r in rows])), 3),
+        "caption_states_key": round(
+            float(np.mean([("major" in r["caption"] or "minor" in r["caption"]) for r in rows])), 3
+        ),
     }
     print(json.dumps(summary, indent=2))
     if args.json:

@@ -20,7 +20,7 @@ def click_track(bpm: float, seconds: float = 12.0, sr: int = SR) -> np.ndarray:
     period = 60.0 / bpm
     for k in range(int(seconds / period)):
         i = int(round(k * period * sr))
-        x[i:i + len(click)] += click[: len(x) - i]
+        x[i : i + len(click)] += click[: len(x) - i]
     return x
 
 
@@ -31,8 +31,10 @@ def chord_progression(tonic_midi: int, minor: bool, sr: int = SR) -> np.ndarray:
     t = np.arange(sr) / sr
     out = []
     for chord in chords:
-        wave = sum(sum(0.3 / h * np.sin(2 * np.pi * 440 * 2 ** ((tonic_midi + n - 69) / 12) * h * t)
-                       for h in (1, 2, 3)) for n in chord)
+        wave = sum(
+            sum(0.3 / h * np.sin(2 * np.pi * 440 * 2 ** ((tonic_midi + n - 69) / 12) * h * t) for h in (1, 2, 3))
+            for n in chord
+        )
         out.append(wave * np.exp(-1.5 * t))
     return np.concatenate(out)
 

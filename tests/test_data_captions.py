@@ -17,13 +17,21 @@ from musiclm.data.manifest import read_manifest, split_for_piece, write_manifest
 def random_fields(rng: random.Random) -> dict:
     mode = rng.choice(("major", "minor"))
     bpm = float(rng.randint(40, 220))
-    return {"composer": rng.choice(("J. S. Bach", "Palestrina", "traditional")), "era": rng.choice(
-        ("baroque", "renaissance", "traditional", "")), "genre": rng.choice(("chorale", "folk reel", "madrigal")),
-        "key": key_name(rng.randrange(12), mode), "mode": mode, "bpm": bpm, "tempo_word": tempo_word(bpm),
-        "meter": rng.choice(("4/4", "3/4", "6/8", "2/2")), "instruments": rng.choice((["violin", "viola", "cello"],
-        ["flute"], ["piano"])), "ensemble": rng.choice(("string quartet", "", "solo flute")),
-        "density": rng.choice(("sparse", "moderate", "dense")), "dynamics": rng.choice(("soft", "moderate", "loud")),
-        "mood": ["calm", "serene"]}
+    return {
+        "composer": rng.choice(("J. S. Bach", "Palestrina", "traditional")),
+        "era": rng.choice(("baroque", "renaissance", "traditional", "")),
+        "genre": rng.choice(("chorale", "folk reel", "madrigal")),
+        "key": key_name(rng.randrange(12), mode),
+        "mode": mode,
+        "bpm": bpm,
+        "tempo_word": tempo_word(bpm),
+        "meter": rng.choice(("4/4", "3/4", "6/8", "2/2")),
+        "instruments": rng.choice((["violin", "viola", "cello"], ["flute"], ["piano"])),
+        "ensemble": rng.choice(("string quartet", "", "solo flute")),
+        "density": rng.choice(("sparse", "moderate", "dense")),
+        "dynamics": rng.choice(("soft", "moderate", "loud")),
+        "mood": ["calm", "serene"],
+    }
 
 
 def test_stated_controls_read_back_exactly():
@@ -69,9 +77,21 @@ def test_key_spellings_parse():
 
 
 def test_manifest_round_trip_and_piece_splits(tmp_path):
-    rows = [{"id": f"c{i}", "path": f"a/{i}.flac", "duration": 1.5, "sample_rate": 24000, "channels": 1,
-             "piece": f"p{i // 3}", "split": split_for_piece(f"p{i // 3}"), "caption": "x", "fields": {},
-             "source": "synth"} for i in range(30)]
+    rows = [
+        {
+            "id": f"c{i}",
+            "path": f"a/{i}.flac",
+            "duration": 1.5,
+            "sample_rate": 24000,
+            "channels": 1,
+            "piece": f"p{i // 3}",
+            "split": split_for_piece(f"p{i // 3}"),
+            "caption": "x",
+            "fields": {},
+            "source": "synth",
+        }
+        for i in range(30)
+    ]
     write_manifest(tmp_path / "m.jsonl", rows)
     assert read_manifest(tmp_path / "m.jsonl") == rows
     by_piece: dict[str, set] = {}

@@ -23,7 +23,7 @@ def music(seconds: float = 4.0, tonic: int = 62, seed: int = 0) -> np.ndarray:
     clicks = np.zeros_like(t)
     for k in range(int(seconds * 2)):
         i = int(k * 0.5 * SR)
-        clicks[i:i + 200] += np.random.default_rng(seed + k).standard_normal(len(clicks[i:i + 200])) * 0.3
+        clicks[i : i + 200] += np.random.default_rng(seed + k).standard_normal(len(clicks[i : i + 200])) * 0.3
     return (chord * (0.6 + 0.4 * np.cos(2 * np.pi * 2 * t)) + clicks).astype(np.float32)
 
 
@@ -64,12 +64,18 @@ def test_caption_sources_and_skips(folder, tmp_path):
     rows = {r["id"]: r for r in read_manifest(out)}
     assert set(rows) == {"plain", "side", "side2", "sub/listed", "sub/jsonl", "tagged"}
     assert {s["path"].split("/")[-1]: s["reason"].split(" ")[0] for s in report["skipped"]} == {
-        "corrupt.flac": "unreadable", "silent.wav": "silent", "short.wav": "too"}
+        "corrupt.flac": "unreadable",
+        "silent.wav": "silent",
+        "short.wav": "too",
+    }
 
     assert rows["side"]["caption"] == "a calm piano piece for testing"
     assert rows["side2"]["caption"] == "json caption"
     assert (rows["side2"]["fields"]["bpm"], rows["side2"]["fields"]["key"], rows["side2"]["fields"]["mode"]) == (
-        100.0, "A", "minor")
+        100.0,
+        "A",
+        "minor",
+    )
     assert rows["sub/listed"]["caption"] == "csv caption" and rows["sub/listed"]["fields"]["genre"] == "jazz"
     assert rows["sub/jsonl"]["caption"] == "jsonl caption"
 

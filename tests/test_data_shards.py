@@ -32,9 +32,20 @@ def corpus(tmp_path):
         path = tmp_path / "audio" / f"c{i}.wav"
         path.parent.mkdir(exist_ok=True)
         sf.write(path, (rng.standard_normal((8000 + 1111 * i, 2)) * 0.2).astype(np.float32), 16000)
-        rows.append({"id": f"c{i}", "path": f"audio/c{i}.wav", "duration": (8000 + 1111 * i) / 16000,
-                     "sample_rate": 16000, "channels": 2, "piece": f"p{i}", "split": "valid" if i == 4 else "train",
-                     "caption": f"clip {i}", "fields": {"bpm": 100.0 + i}, "source": "synth"})
+        rows.append(
+            {
+                "id": f"c{i}",
+                "path": f"audio/c{i}.wav",
+                "duration": (8000 + 1111 * i) / 16000,
+                "sample_rate": 16000,
+                "channels": 2,
+                "piece": f"p{i}",
+                "split": "valid" if i == 4 else "train",
+                "caption": f"clip {i}",
+                "fields": {"bpm": 100.0 + i},
+                "source": "synth",
+            }
+        )
     (tmp_path / "audio" / "bad.wav").write_bytes(b"RIFF0000WAVEjunk")
     rows.append(dict(rows[0], id="bad", path="audio/bad.wav"))
     write_manifest(tmp_path / "manifest.jsonl", rows)

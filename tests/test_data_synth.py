@@ -24,15 +24,20 @@ def short_jobs(seed: int, limit: int = 10, only_split: str | None = None):
     """Four short chorales/tunes instead of the whole corpus, so a test renders in seconds."""
     from music21 import corpus
 
-    works = [("bach", "bach/bwv269.mxl"), ("fiddle", "ryansMammoth/MountainReel.abc"), ("bach", "bach/bwv281.mxl"),
-             ("fiddle", "ryansMammoth/DefianceHornpipe.abc")]
+    works = [
+        ("bach", "bach/bwv269.mxl"),
+        ("fiddle", "ryansMammoth/MountainReel.abc"),
+        ("bach", "bach/bwv281.mxl"),
+        ("fiddle", "ryansMammoth/DefianceHornpipe.abc"),
+    ]
     for i, (source, name) in enumerate(works[:limit]):
         yield i, source, str(corpus.getWork(name))
 
 
 def config(out: Path, minutes: float) -> synth.SynthConfig:
-    return synth.SynthConfig(out=str(out), minutes=minutes, seed=3, workers=2, max_clips_per_job=1,
-                             min_clip=4.0, max_clip=6.0)
+    return synth.SynthConfig(
+        out=str(out), minutes=minutes, seed=3, workers=2, max_clips_per_job=1, min_clip=4.0, max_clip=6.0
+    )
 
 
 @pytest.mark.slow

@@ -28,6 +28,9 @@ def test_special_ids_and_round_trip():
 @pytest.mark.slow
 def test_rebuild_is_deterministic_and_matches_committed(tmp_path):
     out = tmp_path / "rebuilt.model"
-    subprocess.run([sys.executable, str(ROOT / "tokenizer" / "build_tokenizer.py"), "--out", str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "tokenizer" / "build_tokenizer.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
     assert out.read_bytes() == MODEL.read_bytes(), "re-run tokenizer/build_tokenizer.py and commit the model"

@@ -62,10 +62,21 @@ def synthetic_captions(n: int, seed: int) -> list[str]:
         speed = "slow" if bpm < 92 else "fast" if bpm >= 120 else "mid"
         pool = MOODS[(mode, speed, "loud" if dyn == "loud" else "soft")]
         key = key_name(rng.randrange(12), mode)
-        fields = {"composer": src.composer, "era": src.era, "genre": src.genre, "key": key, "mode": mode,
-                  "bpm": bpm, "tempo_word": tw, "meter": rng.choice(METERS), "instruments": names,
-                  "ensemble": ensemble, "density": rng.choice(("sparse", "moderate", "dense")), "dynamics": dyn,
-                  "mood": rng.sample(pool, 2)}
+        fields = {
+            "composer": src.composer,
+            "era": src.era,
+            "genre": src.genre,
+            "key": key,
+            "mode": mode,
+            "bpm": bpm,
+            "tempo_word": tw,
+            "meter": rng.choice(METERS),
+            "instruments": names,
+            "ensemble": ensemble,
+            "density": rng.choice(("sparse", "moderate", "dense")),
+            "dynamics": dyn,
+            "mood": rng.sample(pool, 2),
+        }
         out.append(make_caption(fields, rng.randrange(2**31)))
     return out
 
@@ -94,18 +105,32 @@ def main(argv: list[str] | None = None) -> int:
         os.chdir(tmp)  # the model records its prefix: a fixed relative one keeps builds byte-identical
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(lines), model_prefix="captions", vocab_size=args.vocab_size,
-                model_type="unigram", character_coverage=1.0, byte_fallback=True,
-                normalization_rule_name="nmt_nfkc_cf", pad_id=0, unk_id=1, bos_id=2, eos_id=3, num_threads=1,
-                shuffle_input_sentence=False, input_sentence_size=0, split_digits=False, minloglevel=2,
+                sentence_iterator=iter(lines),
+                model_prefix="captions",
+                vocab_size=args.vocab_size,
+                model_type="unigram",
+                character_coverage=1.0,
+                byte_fallback=True,
+                normalization_rule_name="nmt_nfkc_cf",
+                pad_id=0,
+                unk_id=1,
+                bos_id=2,
+                eos_id=3,
+                num_threads=1,
+                shuffle_input_sentence=False,
+                input_sentence_size=0,
+                split_digits=False,
+                minloglevel=2,
             )
         finally:
             os.chdir(cwd)
         shutil.move(os.path.join(tmp, "captions.model"), model)
     sp = spm.SentencePieceProcessor(model_file=str(model))
     example = "a slow, melancholic baroque chorale in D minor played by a string ensemble, 60 BPM, 4/4"
-    print(f"{model}: vocab {sp.get_piece_size()}, {len(lines)} training lines, "
-          f"sha256 {hashlib.sha256(model.read_bytes()).hexdigest()[:16]}")
+    print(
+        f"{model}: vocab {sp.get_piece_size()}, {len(lines)} training lines, "
+        f"sha256 {hashlib.sha256(model.read_bytes()).hexdigest()[:16]}"
+    )
     print(f"  {example!r} -> {sp.encode(example, out_type=str)}")
     return 0
 

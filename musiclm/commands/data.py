@@ -1,8 +1,8 @@
 """`musiclm data synth|index|tokenize`: build training data.
 
-  synth     render a captioned corpus from the music21 corpus with FluidSynth (offline, deterministic)
-  index     caption a folder of your own audio (sidecars, captions.csv/metadata.jsonl, tags, or analysis)
-  tokenize  encode a manifest with a codec into token shards the LM trains from
+synth     render a captioned corpus from the music21 corpus with FluidSynth (offline, deterministic)
+index     caption a folder of your own audio (sidecars, captions.csv/metadata.jsonl, tags, or analysis)
+tokenize  encode a manifest with a codec into token shards the LM trains from
 """
 
 from __future__ import annotations
@@ -12,15 +12,22 @@ import json
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("data", help="build training data (synth corpus, catalog index, token shards)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "data",
+        help="build training data (synth corpus, catalog index, token shards)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
 
-    s = sub.add_parser("synth", help="render a captioned corpus from the music21 corpus with FluidSynth",
-                       description="Render real compositions (Bach chorales, Palestrina, string quartets, "
-                       "folk tunes, ...) with varied GM instruments, tempo, transposition and dynamics into "
-                       "10-30 s mono clips with captions. Resumable: run it again to continue or to grow "
-                       "the corpus with a larger --minutes. Deterministic in --seed.")
+    s = sub.add_parser(
+        "synth",
+        help="render a captioned corpus from the music21 corpus with FluidSynth",
+        description="Render real compositions (Bach chorales, Palestrina, string quartets, "
+        "folk tunes, ...) with varied GM instruments, tempo, transposition and dynamics into "
+        "10-30 s mono clips with captions. Resumable: run it again to continue or to grow "
+        "the corpus with a larger --minutes. Deterministic in --seed.",
+    )
     s.add_argument("--out", default="data/synth", help="output folder (default: data/synth)")
     s.add_argument("--minutes", type=float, default=10.0, help="minutes of audio to render (default: 10)")
     s.add_argument("--seed", type=int, default=0)
@@ -28,24 +35,34 @@ def register(subparsers) -> None:
     s.add_argument("--sample-rate", type=int, default=24000)
     s.add_argument("--soundfont", default=None, help="GM soundfont (default: FluidR3_GM from fluid-soundfont-gm)")
     s.add_argument("--format", default="flac", choices=("flac", "wav"), help="clip format (default: flac)")
-    s.add_argument("--only-split", default=None, choices=("train", "valid", "test"),
-                   help="render only works of this split (splits are by piece, the same in every corpus)")
+    s.add_argument(
+        "--only-split",
+        default=None,
+        choices=("train", "valid", "test"),
+        help="render only works of this split (splits are by piece, the same in every corpus)",
+    )
     s.set_defaults(func=run_synth)
 
-    i = sub.add_parser("index", help="caption a folder of your own audio into a manifest",
-                       description="Walk DIR for wav/flac/ogg/mp3. Captions come from, in order: a sidecar "
-                       ".txt/.json beside the file, a captions.csv or metadata.jsonl in the folder, embedded "
-                       "tags (title, artist, genre, BPM, key), else analysis (tempo, key, loudness, "
-                       "brightness). Bad files are skipped and listed in a report; reruns resume.")
+    i = sub.add_parser(
+        "index",
+        help="caption a folder of your own audio into a manifest",
+        description="Walk DIR for wav/flac/ogg/mp3. Captions come from, in order: a sidecar "
+        ".txt/.json beside the file, a captions.csv or metadata.jsonl in the folder, embedded "
+        "tags (title, artist, genre, BPM, key), else analysis (tempo, key, loudness, "
+        "brightness). Bad files are skipped and listed in a report; reruns resume.",
+    )
     i.add_argument("dir", help="folder of audio files")
     i.add_argument("--out", required=True, help="manifest to write (JSONL)")
     i.add_argument("--min-duration", type=float, default=2.0, help="skip files shorter than this (s)")
     i.add_argument("--force", action="store_true", help="re-index files already in the manifest")
     i.set_defaults(func=run_index)
 
-    t = sub.add_parser("tokenize", help="encode a manifest with a codec into token shards",
-                       description="Encode every clip of MANIFEST with the codec in --codec into safetensors "
-                       "shards plus index.jsonl. Resumable: clips already encoded are skipped.")
+    t = sub.add_parser(
+        "tokenize",
+        help="encode a manifest with a codec into token shards",
+        description="Encode every clip of MANIFEST with the codec in --codec into safetensors "
+        "shards plus index.jsonl. Resumable: clips already encoded are skipped.",
+    )
     t.add_argument("manifest")
     t.add_argument("--codec", default=None, help="codec directory (default: the shipped codec)")
     t.add_argument("--out", required=True, help="shard directory")
@@ -59,9 +76,16 @@ def register(subparsers) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     from musiclm.data.synth import DEFAULT_SOUNDFONT, SynthConfig, build_corpus
 
-    cfg = SynthConfig(out=args.out, minutes=args.minutes, seed=args.seed, workers=max(1, args.workers),
-                      sample_rate=args.sample_rate, soundfont=args.soundfont or DEFAULT_SOUNDFONT,
-                      audio_format=args.format, only_split=args.only_split)
+    cfg = SynthConfig(
+        out=args.out,
+        minutes=args.minutes,
+        seed=args.seed,
+        workers=max(1, args.workers),
+        sample_rate=args.sample_rate,
+        soundfont=args.soundfont or DEFAULT_SOUNDFONT,
+        audio_format=args.format,
+        only_split=args.only_split,
+    )
     summary = build_corpus(cfg)
     print(json.dumps(summary, indent=2))
     return 0
@@ -80,7 +104,13 @@ def run_index(args: argparse.Namespace) -> int:
 def run_tokenize(args: argparse.Namespace) -> int:
     from musiclm.data.shards import tokenize_manifest
 
-    summary = tokenize_manifest(args.manifest, args.codec, args.out, bandwidth=args.bandwidth,
-                                shard_frames=args.shard_frames, device=args.device)
+    summary = tokenize_manifest(
+        args.manifest,
+        args.codec,
+        args.out,
+        bandwidth=args.bandwidth,
+        shard_frames=args.shard_frames,
+        device=args.device,
+    )
     print(json.dumps(summary, indent=2))
     return 0

@@ -41,8 +41,7 @@ def key_from_chroma(chroma: np.ndarray, audio: bool = False) -> tuple[str, str, 
     if chroma.sum() <= 0:
         return "C", "major", 0.0
     scores = []
-    profiles = (("major", AUDIO_MAJOR), ("minor", AUDIO_MINOR)) if audio else (("major", KK_MAJOR),
-                                                                             ("minor", KK_MINOR))
+    profiles = (("major", AUDIO_MAJOR), ("minor", AUDIO_MINOR)) if audio else (("major", KK_MAJOR), ("minor", KK_MINOR))
     for mode, profile in profiles:
         for tonic in range(12):
             r = np.corrcoef(chroma, np.roll(profile, tonic))[0, 1]
@@ -197,8 +196,11 @@ def analyze(wav, sr: int) -> dict:
 
     x = to_mono(wav)
     level = loudness_db(x, sr)
-    out = {"duration": len(x) / sr, "loudness_db": round(level, 2) if np.isfinite(level) else level,
-           "silent": not np.isfinite(level) or level < -60.0}
+    out = {
+        "duration": len(x) / sr,
+        "loudness_db": round(level, 2) if np.isfinite(level) else level,
+        "silent": not np.isfinite(level) or level < -60.0,
+    }
     if out["silent"]:
         return out
     bpm = estimate_tempo(x, sr)
@@ -210,11 +212,18 @@ def analyze(wav, sr: int) -> dict:
     onsets = [p for j, p in enumerate(peaks) if j == 0 or p - peaks[j - 1] >= 5]
     rate = len(onsets) / max(out["duration"], 1e-9)
     centroid = brightness(x, sr)
-    out.update({
-        "bpm": round(bpm, 1), "tempo_word": tempo_word(bpm) if bpm > 0 else "", "key": tonic, "mode": mode,
-        "key_confidence": conf, "brightness_hz": round(centroid, 1),
-        "brightness": "dark" if centroid < 1000 else "bright" if centroid > 2500 else "warm",
-        "onset_rate": round(rate, 2), "density": density_word(rate),
-        "dynamics": "soft" if level < -30 else "loud" if level > -18 else "moderate",
-    })
+    out.update(
+        {
+            "bpm": round(bpm, 1),
+            "tempo_word": tempo_word(bpm) if bpm > 0 else "",
+            "key": tonic,
+            "mode": mode,
+            "key_confidence": conf,
+            "brightness_hz": round(centroid, 1),
+            "brightness": "dark" if centroid < 1000 else "bright" if centroid > 2500 else "warm",
+            "onset_rate": round(rate, 2),
+            "density": density_word(rate),
+            "dynamics": "soft" if level < -30 else "loud" if level > -18 else "moderate",
+        }
+    )
     return out

@@ -83,7 +83,7 @@ def key_name(pitch_class: int, mode: str) -> str:
 
 
 def _key_text(key: str, mode: str, rng: random.Random) -> str:
-    """"Eb minor" / "E flat minor", "F# major" / "F sharp major"."""
+    """ "Eb minor" / "E flat minor", "F# major" / "F sharp major"."""
     rng.random()  # kept so captions of existing corpora stay reproducible (an earlier draw was unused)
     sharp = " sharp" if rng.random() < 0.3 else "#"
     if len(key) > 1 and key[1] == "b":
@@ -112,8 +112,9 @@ def _instrument_text(fields: dict, rng: random.Random) -> tuple[str, str]:
     else:
         label = ", ".join(names[:-1]) + " and " + names[-1] if names else "instruments"
     who = label if label.startswith("solo") or "," in label or " and " in label else _a(label)
-    return who, rng.choice((f"played by {who}", f"for {label}", f"on {label}", f"performed on {label}",
-                            f"with {label}"))
+    return who, rng.choice(
+        (f"played by {who}", f"for {label}", f"on {label}", f"performed on {label}", f"with {label}")
+    )
 
 
 def make_caption(fields: dict, seed: int) -> str:
@@ -121,9 +122,22 @@ def make_caption(fields: dict, seed: int) -> str:
     rng = random.Random(seed)
     tw = fields.get("tempo_word") or (tempo_word(fields["bpm"]) if fields.get("bpm") else "")
     tempo_syn = next((rng.choice(syn) for _, w, syn in TEMPO_WORDS if w == tw), tw)
-    keep = {name: rng.random() < p for name, p in (
-        ("key", 0.9), ("bpm", 0.85), ("tempo", 0.8), ("mood", 0.7), ("era", 0.6), ("genre", 0.85),
-        ("composer", 0.35), ("meter", 0.5), ("instruments", 0.9), ("density", 0.35), ("dynamics", 0.45))}
+    keep = {
+        name: rng.random() < p
+        for name, p in (
+            ("key", 0.9),
+            ("bpm", 0.85),
+            ("tempo", 0.8),
+            ("mood", 0.7),
+            ("era", 0.6),
+            ("genre", 0.85),
+            ("composer", 0.35),
+            ("meter", 0.5),
+            ("instruments", 0.9),
+            ("density", 0.35),
+            ("dynamics", 0.45),
+        )
+    }
     key = _key_text(fields["key"], fields["mode"], rng) if fields.get("key") and fields.get("mode") else ""
     bpm = _bpm_text(fields["bpm"], rng) if fields.get("bpm") else ""
     mood = list(fields.get("mood") or [])[: rng.choice((1, 1, 2))]
@@ -143,8 +157,11 @@ def make_caption(fields: dict, seed: int) -> str:
         bright = rng.choice(BRIGHTNESS_WORDS[fields["brightness"]])
         dens = f"{dens}, {bright}" if dens and keep["density"] else bright
         keep["density"] = keep["density"] or keep["brightness"]
-    adjs = [a for a, k in ((tempo_syn, "tempo"), (", ".join(mood), "mood"), (dyn, "dynamics"),
-                           (dens, "density")) if a and keep[k]]
+    adjs = [
+        a
+        for a, k in ((tempo_syn, "tempo"), (", ".join(mood), "mood"), (dyn, "dynamics"), (dens, "density"))
+        if a and keep[k]
+    ]
     rng.shuffle(adjs) if rng.random() < 0.3 else None
     genre = genre if keep["genre"] else "piece"
     noun = genre if not era or era in genre.split() or not keep["era"] else f"{era} {genre}"
@@ -161,21 +178,46 @@ def make_caption(fields: dict, seed: int) -> str:
         rng.shuffle(tail)
         return ", ".join(parts + tail)
     if t == 1:  # comma-separated tags in shuffled order
-        tags = [x for x, k in ((noun, "genre"), (key, "key"), (bpm, "bpm"), (tempo_syn, "tempo"),
-                               (", ".join(mood), "mood"), (dyn, "dynamics"), (dens, "density"),
-                               (meter_text, "meter"), (composer_text, "composer"),
-                               (who, "instruments")) if x and keep[k]]
+        tags = [
+            x
+            for x, k in (
+                (noun, "genre"),
+                (key, "key"),
+                (bpm, "bpm"),
+                (tempo_syn, "tempo"),
+                (", ".join(mood), "mood"),
+                (dyn, "dynamics"),
+                (dens, "density"),
+                (meter_text, "meter"),
+                (composer_text, "composer"),
+                (who, "instruments"),
+            )
+            if x and keep[k]
+        ]
         rng.shuffle(tags)
         return ", ".join(tags) if tags else noun
     if t == 2:  # instrument first
         s = f"{who or 'an ensemble'} playing {_a((', '.join(adjs) + ' ' if adjs else '') + noun)}"
-        extras = [x for x, k in ((f"in {key}" if key else "", "key"), (bpm, "bpm"), (meter_text, "meter"),
-                                 (composer_text, "composer")) if x and keep[k]]
+        extras = [
+            x
+            for x, k in (
+                (f"in {key}" if key else "", "key"),
+                (bpm, "bpm"),
+                (meter_text, "meter"),
+                (composer_text, "composer"),
+            )
+            if x and keep[k]
+        ]
         return s + (", " + ", ".join(extras) if extras else "")
     if t == 3:  # full sentences
         head = _a(f"{dyn + ' ' if dyn and keep['dynamics'] else ''}{noun}")
-        s = [head[0].upper() + head[1:] + (f" {instr}" if instr and keep["instruments"] else "")
-             + (f" in {key}" if key and keep["key"] else "") + "."]
+        s = [
+            head[0].upper()
+            + head[1:]
+            + (f" {instr}" if instr and keep["instruments"] else "")
+            + (f" in {key}" if key and keep["key"] else "")
+            + "."
+        ]
         if keep["tempo"] or keep["bpm"]:
             tempo_bits = [x for x, k in ((tempo_syn, "tempo"), (bpm, "bpm")) if x and keep[k]]
             s.append(f"The tempo is {' '.join(tempo_bits)}.") if tempo_bits else None

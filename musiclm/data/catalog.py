@@ -36,7 +36,7 @@ _KEY_TAG = re.compile(r"^\s*([A-Ga-g])\s*(#|b|♯|♭|sharp|flat)?\s*(m|min|mino
 
 
 def parse_key_tag(text: str) -> tuple[str, str] | None:
-    """"Am", "F#m", "Db major", "e minor" → (tonic, mode); None for anything else (e.g. Camelot codes)."""
+    """ "Am", "F#m", "Db major", "e minor" → (tonic, mode); None for anything else (e.g. Camelot codes)."""
     m = _KEY_TAG.match(text or "")
     if not m:
         return None
@@ -88,8 +88,7 @@ def _folder_tables(root: Path) -> dict[Path, dict[str, dict]]:
                 with open(table, newline="", encoding="utf-8") as f:
                     records = list(csv.DictReader(f))
             else:
-                records = [json.loads(line) for line in table.read_text(encoding="utf-8").splitlines()
-                           if line.strip()]
+                records = [json.loads(line) for line in table.read_text(encoding="utf-8").splitlines() if line.strip()]
         except Exception as e:
             raise MusicLMError(f"{table}: unreadable ({e})") from None
         for rec in records:
@@ -97,9 +96,12 @@ def _folder_tables(root: Path) -> dict[Path, dict[str, dict]]:
             text = next((rec[k] for k in ("caption", "text", "description") if rec.get(k)), None)
             if name is None:
                 raise MusicLMError(f"{table}: a row has no file/file_name column: {rec}")
-            fields = {k: v for k, v in rec.items()
-                      if k not in ("file_name", "file", "filename", "path", "audio", "caption", "text",
-                                   "description") and v not in (None, "")}
+            fields = {
+                k: v
+                for k, v in rec.items()
+                if k not in ("file_name", "file", "filename", "path", "audio", "caption", "text", "description")
+                and v not in (None, "")
+            }
             entries[str(name)] = {"caption": text, "fields": fields, "via": table.name}
     return tables
 
@@ -204,15 +206,33 @@ def index_file(path: Path, root: Path, tables: dict, min_duration: float = 2.0) 
         caption = make_caption(fields, seed)
         if tags.get("title"):
             caption = f"{tags['title']}: {caption}"
-    return {"id": piece, "duration": round(duration, 4), "sample_rate": int(info.samplerate),
-            "channels": int(info.channels), "piece": piece, "caption": caption, "fields": fields,
-            "source": "catalog", "caption_source": via,
-            "analysis": {k: measured[k] for k in ("bpm", "key", "mode", "key_confidence", "loudness_db",
-                                                  "brightness_hz") if k in measured}}
+    return {
+        "id": piece,
+        "duration": round(duration, 4),
+        "sample_rate": int(info.samplerate),
+        "channels": int(info.channels),
+        "piece": piece,
+        "caption": caption,
+        "fields": fields,
+        "source": "catalog",
+        "caption_source": via,
+        "analysis": {
+            k: measured[k]
+            for k in ("bpm", "key", "mode", "key_confidence", "loudness_db", "brightness_hz")
+            if k in measured
+        },
+    }
 
 
-def index_catalog(directory: str | Path, out_manifest: str | Path, min_duration: float = 2.0,
-                  force: bool = False, progress: bool = True, valid: float = 0.05, test: float = 0.05) -> dict:
+def index_catalog(
+    directory: str | Path,
+    out_manifest: str | Path,
+    min_duration: float = 2.0,
+    force: bool = False,
+    progress: bool = True,
+    valid: float = 0.05,
+    test: float = 0.05,
+) -> dict:
     """Index every audio file under `directory` into `out_manifest`; return the report (also written to
     `<manifest>.report.json`): counts, minutes, caption sources and the skipped files with reasons."""
     from tqdm import tqdm
@@ -222,8 +242,11 @@ def index_catalog(directory: str | Path, out_manifest: str | Path, min_duration:
         raise MusicLMError(f"{directory}: not a folder")
     out = Path(out_manifest)
     report_path = out.with_name(out.name + ".report.json")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
-                   and not p.name.startswith("."))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+    )
     if not files:
         raise MusicLMError(f"{directory}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
     tables = _folder_tables(root)
@@ -237,8 +260,9 @@ def index_catalog(directory: str | Path, out_manifest: str | Path, min_duration:
                 previous[row.get("stat", {}).get("file", "")] = row
     old_skips: dict[str, dict] = {}
     if report_path.is_file() and not force:
-        old_skips = {s["stat"]["file"]: s for s in json.loads(report_path.read_text()).get("skipped", [])
-                     if "stat" in s}
+        old_skips = {
+            s["stat"]["file"]: s for s in json.loads(report_path.read_text()).get("skipped", []) if "stat" in s
+        }
 
     rows, skipped, reused, t0 = [], [], 0, time.time()
     last_write = time.time()
@@ -270,9 +294,17 @@ def index_catalog(directory: str | Path, out_manifest: str | Path, min_duration:
     sources: dict[str, int] = {}
     for r in rows:
         sources[r.get("caption_source", "?")] = sources.get(r.get("caption_source", "?"), 0) + 1
-    report = {"manifest": str(out), "files": len(files), "indexed": len(rows), "reused": reused,
-              "skipped_count": len(skipped), "minutes": round(sum(r["duration"] for r in rows) / 60, 2),
-              "caption_sources": sources, "seconds": round(time.time() - t0, 1), "skipped": skipped}
+    report = {
+        "manifest": str(out),
+        "files": len(files),
+        "indexed": len(rows),
+        "reused": reused,
+        "skipped_count": len(skipped),
+        "minutes": round(sum(r["duration"] for r in rows) / 60, 2),
+        "caption_sources": sources,
+        "seconds": round(time.time() - t0, 1),
+        "skipped": skipped,
+    }
     with atomic_write(report_path) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2))
     return report

@@ -16,11 +16,22 @@ from pathlib import Path
 from musiclm.audio import atomic_write
 from musiclm.errors import MusicLMError
 
-REQUIRED_KEYS = ("id", "path", "duration", "sample_rate", "channels", "piece", "split", "caption", "fields",
-                 "source")
+REQUIRED_KEYS = ("id", "path", "duration", "sample_rate", "channels", "piece", "split", "caption", "fields", "source")
 SPLITS = ("train", "valid", "test")
-FIELD_KEYS = ("composer", "era", "genre", "key", "mode", "bpm", "tempo_word", "meter", "instruments",
-              "density", "dynamics", "mood")
+FIELD_KEYS = (
+    "composer",
+    "era",
+    "genre",
+    "key",
+    "mode",
+    "bpm",
+    "tempo_word",
+    "meter",
+    "instruments",
+    "density",
+    "dynamics",
+    "mood",
+)
 
 
 def read_manifest(path: str | Path) -> list[dict]:

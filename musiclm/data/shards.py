@@ -42,10 +42,20 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def codec_meta(codec, bandwidth: float) -> dict:
-    return {"format": FORMAT, "version": VERSION, "codec_fingerprint": codec.fingerprint(),
-            "codec_name": codec.config.name, "sample_rate": codec.sample_rate, "channels": codec.channels,
-            "frame_rate": codec.frame_rate, "hop_length": codec.hop_length, "n_q": codec.n_q,
-            "card": codec.card, "bandwidth": bandwidth, "dtype": "int16"}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "codec_fingerprint": codec.fingerprint(),
+        "codec_name": codec.config.name,
+        "sample_rate": codec.sample_rate,
+        "channels": codec.channels,
+        "frame_rate": codec.frame_rate,
+        "hop_length": codec.hop_length,
+        "n_q": codec.n_q,
+        "card": codec.card,
+        "bandwidth": bandwidth,
+        "dtype": "int16",
+    }
 
 
 @torch.no_grad()
@@ -54,14 +64,22 @@ def encode_clip(codec, wav: torch.Tensor, device: str = "cpu") -> torch.Tensor:
     chunk = int(CHUNK_SECONDS * codec.sample_rate) // codec.hop_length * codec.hop_length
     parts = []
     for start in range(0, wav.shape[-1], chunk):
-        piece = wav[:, start:start + chunk].unsqueeze(0).to(device)  # [1, C, n]
+        piece = wav[:, start : start + chunk].unsqueeze(0).to(device)  # [1, C, n]
         parts.append(codec.encode(piece)[0].cpu())  # [K, t]
     return torch.cat(parts, dim=-1)
 
 
-def tokenize_manifest(manifest: str | Path, codec_dir: str | Path | None, out_dir: str | Path,
-                      bandwidth: float | None = None, shard_frames: int = 1_000_000, device: str = "cpu",
-                      flush_seconds: float = 120.0, progress: bool = True, max_clips: int | None = None) -> dict:
+def tokenize_manifest(
+    manifest: str | Path,
+    codec_dir: str | Path | None,
+    out_dir: str | Path,
+    bandwidth: float | None = None,
+    shard_frames: int = 1_000_000,
+    device: str = "cpu",
+    flush_seconds: float = 120.0,
+    progress: bool = True,
+    max_clips: int | None = None,
+) -> dict:
     """Encode every clip of `manifest` into shards under `out_dir`; resume where an earlier run stopped.
 
     A shard is written when it reaches `shard_frames` frames or `flush_seconds` of work, whichever first.
@@ -86,9 +104,11 @@ def tokenize_manifest(manifest: str | Path, codec_dir: str | Path | None, out_di
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
         if old != meta:
-            raise MusicLMError(f"{out} holds shards of another codec or bandwidth "
-                               f"({old.get('codec_name')} {old.get('codec_fingerprint')}, "
-                               f"{old.get('bandwidth')} kbps); use another --out")
+            raise MusicLMError(
+                f"{out} holds shards of another codec or bandwidth "
+                f"({old.get('codec_name')} {old.get('codec_fingerprint')}, "
+                f"{old.get('bandwidth')} kbps); use another --out"
+            )
     else:
         with atomic_write(meta_path) as tmp:
             Path(tmp).write_text(json.dumps(meta, indent=2))
@@ -114,12 +134,25 @@ def tokenize_manifest(manifest: str | Path, codec_dir: str | Path | None, out_di
         lengths = torch.tensor([c.shape[-1] for _, c in buffer], dtype=torch.int64)
         offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])  # [clips + 1]
         with atomic_write(out / name) as tmp:
-            save_file({"codes": codes.contiguous(), "offsets": offsets}, tmp,
-                      metadata={"format": FORMAT, "codec_fingerprint": meta["codec_fingerprint"]})
+            save_file(
+                {"codes": codes.contiguous(), "offsets": offsets},
+                tmp,
+                metadata={"format": FORMAT, "codec_fingerprint": meta["codec_fingerprint"]},
+            )
         for (row, _), off, frames in zip(buffer, offsets[:-1].tolist(), lengths.tolist(), strict=True):
-            index.append({"id": row["id"], "shard": name, "offset": off, "frames": frames,
-                          "caption": row["caption"], "fields": row.get("fields", {}), "split": row["split"],
-                          "piece": row["piece"], "duration": row.get("duration")})
+            index.append(
+                {
+                    "id": row["id"],
+                    "shard": name,
+                    "offset": off,
+                    "frames": frames,
+                    "caption": row["caption"],
+                    "fields": row.get("fields", {}),
+                    "split": row["split"],
+                    "piece": row["piece"],
+                    "duration": row.get("duration"),
+                }
+            )
         _write_jsonl(index_path, index)  # after the shard: the index never points at a missing file
         buffer, buffered_frames, next_shard, last_flush = [], 0, next_shard + 1, time.time()
 
@@ -128,8 +161,9 @@ def tokenize_manifest(manifest: str | Path, codec_dir: str | Path | None, out_di
         if max_clips is not None and encoded >= max_clips:
             break
         try:
-            wav, _ = load_audio(resolve_path(manifest, row), sample_rate=codec.sample_rate,
-                                channels=codec.channels)  # [C, N]
+            wav, _ = load_audio(
+                resolve_path(manifest, row), sample_rate=codec.sample_rate, channels=codec.channels
+            )  # [C, N]
             codes = encode_clip(codec, wav, device)  # [K, T]
         except MusicLMError as e:
             skipped.append({"id": row["id"], "reason": str(e)})
@@ -144,11 +178,19 @@ def tokenize_manifest(manifest: str | Path, codec_dir: str | Path | None, out_di
     bar.close()
 
     frames = sum(r["frames"] for r in index)
-    return {"shard_dir": str(out), "clips": len(index), "encoded_now": encoded,
-            "hours": round(frames / meta["frame_rate"] / 3600, 4), "tokens": frames * meta["n_q"],
-            "n_q": meta["n_q"], "frame_rate": meta["frame_rate"], "codec": meta["codec_fingerprint"],
-            "skipped": len(skipped), "skipped_reasons": [f"{s['id']}: {s['reason']}" for s in skipped[:20]],
-            "seconds": round(time.time() - t0, 1)}
+    return {
+        "shard_dir": str(out),
+        "clips": len(index),
+        "encoded_now": encoded,
+        "hours": round(frames / meta["frame_rate"] / 3600, 4),
+        "tokens": frames * meta["n_q"],
+        "n_q": meta["n_q"],
+        "frame_rate": meta["frame_rate"],
+        "codec": meta["codec_fingerprint"],
+        "skipped": len(skipped),
+        "skipped_reasons": [f"{s['id']}: {s['reason']}" for s in skipped[:20]],
+        "seconds": round(time.time() - t0, 1),
+    }
 
 
 class TokenShards:
@@ -165,8 +207,10 @@ class TokenShards:
             raise MusicLMError(f"{shard_dir}: not a token shard directory (no meta.json)")
         self.meta = json.loads(meta_path.read_text())
         if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
-            raise MusicLMError(f"{shard_dir}: unsupported shard format {self.meta.get('format')} "
-                               f"v{self.meta.get('version')} (expected {FORMAT} v{VERSION})")
+            raise MusicLMError(
+                f"{shard_dir}: unsupported shard format {self.meta.get('format')} "
+                f"v{self.meta.get('version')} (expected {FORMAT} v{VERSION})"
+            )
         if expect_fingerprint is not None:
             self._check(expect_fingerprint)
         rows = _read_index(self.dir / "index.jsonl")
@@ -191,9 +235,11 @@ class TokenShards:
 
     def _check(self, fingerprint: str) -> None:
         if fingerprint != self.fingerprint:
-            raise MusicLMError(f"{self.dir}: shards were made with codec {self.meta.get('codec_name')} "
-                               f"({self.fingerprint}), not this one ({fingerprint}); re-run "
-                               "`musiclm data tokenize` with this codec")
+            raise MusicLMError(
+                f"{self.dir}: shards were made with codec {self.meta.get('codec_name')} "
+                f"({self.fingerprint}), not this one ({fingerprint}); re-run "
+                "`musiclm data tokenize` with this codec"
+            )
 
     def check_codec(self, codec) -> None:
         self._check(codec.fingerprint())
@@ -210,9 +256,15 @@ class TokenShards:
 
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
-        codes = self._handle(row["shard"]).get_slice("codes")[:, row["offset"]:row["offset"] + row["frames"]]
-        return {"codes": codes.long(), "caption": row["caption"], "fields": row["fields"], "id": row["id"],
-                "split": row["split"], "piece": row["piece"]}
+        codes = self._handle(row["shard"]).get_slice("codes")[:, row["offset"] : row["offset"] + row["frames"]]
+        return {
+            "codes": codes.long(),
+            "caption": row["caption"],
+            "fields": row["fields"],
+            "id": row["id"],
+            "split": row["split"],
+            "piece": row["piece"],
+        }
 
     def __getstate__(self) -> dict:  # open handles do not pickle; workers reopen their own
         state = dict(self.__dict__)

@@ -17,16 +17,13 @@ import json
 import math
 import multiprocessing as mp
 import random
-import re
-import shutil
-import subprocess
 import tempfile
 import time
 import warnings
 import zlib
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +33,10 @@ from musiclm.audio import atomic_write
 from musiclm.data.analysis import key_from_chroma
 from musiclm.data.captions import density_word, dynamics_word, make_caption, mood_words, tempo_word
 from musiclm.data.manifest import split_for_piece, write_manifest
+from musiclm.data.render import DEFAULT_SOUNDFONT, abc_tunes, check_renderer, render_midi, strip_repeats
 from musiclm.data.sources import SOURCES, Ensemble, choose_ensemble, list_pieces
 from musiclm.errors import MusicLMError
 
-DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 # Bumped whenever the job list or a job's output changes, so a resume never mixes two recipes.
 CORPUS_VERSION = 2
 
@@ -57,7 +54,6 @@ class SynthConfig:
     max_clips_per_job: int = 3
     audio_format: str = "flac"
     only_split: str | None = None  # render only the works of this split (e.g. a larger held-out set)
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- the job list (deterministic in the seed)
@@ -72,8 +68,11 @@ def job_list(seed: int, limit: int = 200_000, only_split: str | None = None):
     for src in SOURCES:
         paths = list_pieces(src)
         if only_split:
-            paths = [p for p in paths if split_for_piece(src.piece_id(p)) == only_split
-                     or (p.endswith(".abc") and len(abc_tunes(p)) > 1)]
+            paths = [
+                p
+                for p in paths
+                if split_for_piece(src.piece_id(p)) == only_split or (p.endswith(".abc") and len(abc_tunes(p)) > 1)
+            ]
         if paths:
             rng.shuffle(paths)
             pools[src.name] = deque(paths)
@@ -119,8 +118,9 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
         tunes = abc_tunes(path) if path.endswith(".abc") else []
         if len(tunes) > 1:  # a book of tunes: each tune is its own piece; parse only the one we play
             if cfg.only_split:
-                n = rng.choice([k for k in range(len(tunes)) if split_for_piece(f"{piece}#{k}") == cfg.only_split]
-                               or [0])
+                n = rng.choice(
+                    [k for k in range(len(tunes)) if split_for_piece(f"{piece}#{k}") == cfg.only_split] or [0]
+                )
             else:
                 n = rng.randrange(len(tunes))
             score = converter.parse(tunes[n], format="abc")
@@ -204,7 +204,7 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
             score.write("midi", fp=str(mid))
         audio = render_midi(mid, cfg.soundfont, cfg.sample_rate, end, Path(tmp) / "x.raw")
     sr = cfg.sample_rate
-    audio = audio[int(start * sr):]
+    audio = audio[int(start * sr) :]
     if len(audio) < sr * cfg.min_clip * 0.8:
         raise ValueError(f"render too short ({len(audio) / sr:.1f} s)")
 
@@ -225,7 +225,7 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
         if total - t < cfg.min_clip * 0.8:
             break
         length = min(length, total - t)
-        clip = audio[int(t * sr): int((t + length) * sr)]
+        clip = audio[int(t * sr) : int((t + length) * sr)]
         t0, t1, t = t, t + length, t + length
         in_clip = notes_arr[(notes_arr[:, 0] < t1) & (notes_arr[:, 0] + notes_arr[:, 1] > t0)]
         if len(in_clip) == 0 or 20 * math.log10(float(np.sqrt(np.mean(clip**2))) + 1e-9) < -55:
@@ -239,76 +239,40 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
         tw = tempo_word(bpm)
         clip_id = f"synth-{index:06d}-{k}"
         fields = {
-            "composer": src.composer, "era": src.era, "genre": src.genre_for(path, rng), "key": key,
-            "mode": mode, "bpm": round(bpm, 1), "tempo_word": tw, "meter": meter,
-            "instruments": ensemble.instrument_names(), "density": density_word(onsets / length),
-            "dynamics": dyn, "mood": mood_words(mode, tw, dyn, rng), "ensemble": ensemble.label,
-            "transpose": semitones, "velocity": velocity,
+            "composer": src.composer,
+            "era": src.era,
+            "genre": src.genre_for(path, rng),
+            "key": key,
+            "mode": mode,
+            "bpm": round(bpm, 1),
+            "tempo_word": tw,
+            "meter": meter,
+            "instruments": ensemble.instrument_names(),
+            "density": density_word(onsets / length),
+            "dynamics": dyn,
+            "mood": mood_words(mode, tw, dyn, rng),
+            "ensemble": ensemble.label,
+            "transpose": semitones,
+            "velocity": velocity,
         }
         rel = f"audio/{index // 1000:03d}/{clip_id}.{cfg.audio_format}"
         with atomic_write(out / rel) as tmpf:
             sf.write(tmpf, clip, sr, format=cfg.audio_format.upper(), subtype="PCM_16")
-        rows.append({
-            "id": clip_id, "path": rel, "duration": round(len(clip) / sr, 4), "sample_rate": sr,
-            "channels": 1, "piece": piece, "split": split,
-            "caption": make_caption(fields, zlib.crc32(f"{cfg.seed}:{clip_id}".encode())),
-            "fields": fields, "source": "synth",
-        })
+        rows.append(
+            {
+                "id": clip_id,
+                "path": rel,
+                "duration": round(len(clip) / sr, 4),
+                "sample_rate": sr,
+                "channels": 1,
+                "piece": piece,
+                "split": split,
+                "caption": make_caption(fields, zlib.crc32(f"{cfg.seed}:{clip_id}".encode())),
+                "fields": fields,
+                "source": "synth",
+            }
+        )
     return {"piece": piece, "rows": rows}
-
-
-def abc_tunes(path: str) -> list[str]:
-    """The tunes of an ABC file, each with the file's header lines (a book of tunes opens with `X:` lines;
-    music21 would parse all of them, minutes for a 300-tune book)."""
-    text = Path(path).read_text(encoding="utf-8", errors="replace")
-    chunks = re.split(r"(?m)^(?=X:)", text)
-    header, tunes = (chunks[0], chunks[1:]) if not chunks[0].startswith("X:") else ("", chunks)
-    return [header + t for t in tunes if t.strip()]
-
-
-def strip_repeats(score):
-    """Remove repeat barlines and jumps (D.C., segno, ...) so music21's MIDI export, which expands repeats,
-    cannot fail on an excerpt or a badly formed score; the music is then played once as written."""
-    from music21 import bar, repeat, spanner
-
-    for m in score.recurse().getElementsByClass("Measure"):
-        if isinstance(m.leftBarline, bar.Repeat):
-            m.leftBarline = None
-        if isinstance(m.rightBarline, bar.Repeat):
-            m.rightBarline = bar.Barline("regular")
-    for el in list(score.recurse().getElementsByClass((repeat.RepeatExpression, spanner.RepeatBracket))):
-        el.activeSite.remove(el)
-    for sp in list(score.recurse().getElementsByClass(spanner.RepeatBracket)):
-        sp.activeSite.remove(sp)
-    return score
-
-
-def render_midi(midi: Path, soundfont: str, sample_rate: int, seconds: float, scratch: Path,
-                timeout: float = 600.0) -> np.ndarray:
-    """FluidSynth `midi` → mono float32 [N] of at most `seconds`. FluidSynth renders until every voice has
-    died, and a note-off lost in a MIDI file keeps a sustained voice (organ, strings) alive forever: so it
-    writes headerless PCM that we watch, and it is stopped once it has written `seconds` of audio."""
-    need = int(seconds * sample_rate) * 2 * 2  # bytes: stereo, 16 bit
-    cmd = ["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(sample_rate), "-T", "raw", "-O", "s16",
-           "-E", "little", "-F", str(scratch), soundfont, str(midi)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + timeout
-    try:
-        while proc.poll() is None:
-            if scratch.is_file() and scratch.stat().st_size >= need:
-                break
-            if time.time() > deadline:
-                raise RuntimeError(f"fluidsynth took more than {timeout:g} s")
-            time.sleep(0.02)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        _, err = proc.communicate()
-    if not scratch.is_file() or scratch.stat().st_size == 0:
-        raise RuntimeError(f"fluidsynth wrote nothing: {err.decode(errors='replace')[:200]}")
-    pcm = np.fromfile(scratch, dtype="<i2")[: need // 2]
-    pcm = pcm[: len(pcm) // 2 * 2].reshape(-1, 2).astype(np.float32) / 32768.0  # [N, 2]
-    return pcm.mean(1)  # mono: the codec is mono; FluidSynth's stereo is only reverb and pan
 
 
 def _run_job(args: tuple) -> dict:
@@ -323,14 +287,6 @@ def _run_job(args: tuple) -> dict:
 # ---------------------------------------------------------------- the corpus
 
 
-def check_renderer(soundfont: str) -> None:
-    if shutil.which("fluidsynth") is None:
-        raise MusicLMError("fluidsynth is not installed (run `make system-deps` or apt-get install fluidsynth)")
-    if not Path(soundfont).is_file():
-        raise MusicLMError(f"soundfont {soundfont} not found (run `make system-deps` or apt-get install "
-                           "fluid-soundfont-gm, or pass --soundfont)")
-
-
 def build_corpus(cfg: SynthConfig, progress: bool = True, max_jobs: int | None = None) -> dict:
     """Render until the clips reach `cfg.minutes`; resume from finished jobs. Returns a summary.
 
@@ -341,15 +297,24 @@ def build_corpus(cfg: SynthConfig, progress: bool = True, max_jobs: int | None =
     check_renderer(cfg.soundfont)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"version": CORPUS_VERSION, "seed": cfg.seed, "sample_rate": cfg.sample_rate, "min_clip": cfg.min_clip,
-                "max_clip": cfg.max_clip, "max_clips_per_job": cfg.max_clips_per_job,
-                "audio_format": cfg.audio_format, "only_split": cfg.only_split, "soundfont": Path(cfg.soundfont).name}
+    settings = {
+        "version": CORPUS_VERSION,
+        "seed": cfg.seed,
+        "sample_rate": cfg.sample_rate,
+        "min_clip": cfg.min_clip,
+        "max_clip": cfg.max_clip,
+        "max_clips_per_job": cfg.max_clips_per_job,
+        "audio_format": cfg.audio_format,
+        "only_split": cfg.only_split,
+        "soundfont": Path(cfg.soundfont).name,
+    }
     settings_path = out / "synth.json"
     if settings_path.is_file():
         old = json.loads(settings_path.read_text())
         if old != settings:
-            raise MusicLMError(f"{out} holds a corpus made with other settings or an older recipe ({old}); "
-                               "use another --out")
+            raise MusicLMError(
+                f"{out} holds a corpus made with other settings or an older recipe ({old}); use another --out"
+            )
     else:
         with atomic_write(settings_path) as tmp:
             Path(tmp).write_text(json.dumps(settings, indent=2))
@@ -397,13 +362,15 @@ def build_corpus(cfg: SynthConfig, progress: bool = True, max_jobs: int | None =
                 fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
     wall = time.time() - t_start
-    return {"clips": len(rows), "minutes": round(total / 60, 2), "pieces": len({r["piece"] for r in rows}),
-            "rendered_jobs": rendered, "failed_jobs": errors, "wall_minutes": round(wall / 60, 2),
-            "rendered_minutes": round(new_total / 60, 2),
-            "audio_minutes_per_wall_minute": round(new_total / max(wall, 1e-9), 2),
-            "splits": {s: sum(r["split"] == s for r in rows) for s in ("train", "valid", "test")},
-            "manifest": str(out / "manifest.jsonl")}
-
-
-def config_dict(cfg: SynthConfig) -> dict:
-    return asdict(cfg)
+    return {
+        "clips": len(rows),
+        "minutes": round(total / 60, 2),
+        "pieces": len({r["piece"] for r in rows}),
+        "rendered_jobs": rendered,
+        "failed_jobs": errors,
+        "wall_minutes": round(wall / 60, 2),
+        "rendered_minutes": round(new_total / 60, 2),
+        "audio_minutes_per_wall_minute": round(new_total / max(wall, 1e-9), 2),
+        "splits": {s: sum(r["split"] == s for r in rows) for s in ("train", "valid", "test")},
+        "manifest": str(out / "manifest.jsonl"),
+    }
