@@ -195,7 +195,7 @@ def _decoded_blocks(f: BinaryIO, header: Header, codec, progress: bool | None) -
 
     blocks = decode_chunks(codec, code_chunks(), header.num_samples, header.chunk_frames, receptive_frames(codec))
     yield from resampled_blocks(blocks, header.sample_rate, header.orig_sample_rate, header.num_samples,
-                                header.orig_channels)
+                                header.orig_channels, header.orig_num_samples)
 
 
 def decompress(source: Source, destination: str | Path | BinaryIO, codec=None, force: bool = False,

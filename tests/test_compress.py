@@ -123,6 +123,15 @@ def test_chunk_border_error_vanishes_with_enough_context(codec):
     assert full_ctx[0] < 1e-5 and full_ctx[1] < 1e-5 and full_ctx[2] == 0.0
 
 
+@pytest.mark.parametrize("n, sr, channels", [(1, 44100, 1), (7, 8000, 3), (319, 24000, 2), (12345, 44100, 2)])
+def test_odd_lengths_rates_and_channel_counts_come_back_exactly(codec, n, sr, channels):
+    x = torch.rand(channels, n) - 0.5
+    for entropy in (False, True):
+        wav, got_sr = decompress_bytes(compress_bytes(x, codec, sample_rate=sr, chunk_seconds=0.05,
+                                                      entropy=entropy), codec)
+        assert wav.shape == x.shape and got_sr == sr
+
+
 def test_entropy_flag_round_trips_same_codes(tmp_path, codec_dir):
     sf.write(tmp_path / "in.wav", music_like(2.0, 24000, 1), 24000)
     compress(tmp_path / "in.wav", tmp_path / "a.mlc", codec=codec_dir)

@@ -31,11 +31,14 @@ from musiclm.audio import convert_channels
 class StreamResampler:
     """Resample a stream of blocks [C, L] from `orig_sr` to `new_sr` (length rule: ceil(N * new / orig))."""
 
-    def __init__(self, orig_sr: int, new_sr: int, total_in: int):
+    def __init__(self, orig_sr: int, new_sr: int, total_in: int, total_out: int | None = None):
         ratio = Fraction(new_sr, orig_sr)
         self.up, self.down = ratio.numerator, ratio.denominator
         self.total_in = total_in
-        self.total_out = -(-total_in * self.up // self.down)
+        # A round trip a → b → a can give a sample more than it started with (ceil twice): callers that
+        # know the true length pass it as `total_out`, and the output stops there.
+        natural = -(-total_in * self.up // self.down)
+        self.total_out = natural if total_out is None else min(natural, total_out)
         # resample_poly's filter reaches 10 * max(up, down) upsampled samples each way (its default window).
         reach = 10 * max(self.up, self.down) / self.up + 2
         self.margin = self.down * math.ceil(reach / self.down)  # input samples, a multiple of `down`
@@ -84,9 +87,9 @@ class StreamResampler:
 
 
 def resampled_blocks(blocks: Iterator[np.ndarray], orig_sr: int, new_sr: int, total_in: int,
-                     channels: int) -> Iterator[np.ndarray]:
+                     channels: int, total_out: int | None = None) -> Iterator[np.ndarray]:
     """Blocks [C_in, L] at orig_sr → blocks [channels, L'] at new_sr, mixed then resampled."""
-    resampler = StreamResampler(orig_sr, new_sr, total_in)
+    resampler = StreamResampler(orig_sr, new_sr, total_in, total_out)
     for block in blocks:
         mixed = convert_channels(torch.from_numpy(block), channels).numpy()
         out = resampler.push(mixed)
