@@ -178,6 +178,8 @@ class Codec(nn.Module):
             raise MusicLMError(f"{config_path}: invalid JSON ({e})") from None
         if meta.get("model_type") == "encodec":
             return interop.load_transformers_encodec(path)
+        if meta.get("model_type") in ("musicgen", "musicgen_melody"):
+            return interop.load_musicgen_audio_encoder(path)
         if meta.pop("model_type", None) != MODEL_TYPE:
             raise MusicLMError(f"{config_path}: not a musiclm codec or EnCodec config")
         model = cls(from_dict(CodecConfig, meta))

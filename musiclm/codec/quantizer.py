@@ -52,10 +52,11 @@ class EuclideanCodebook(nn.Module):
         self.register_buffer("embed_avg", self.embed.clone())
 
     def encode(self, x: Tensor) -> Tensor:  # [M, D] -> [M]
-        embed = self.embed.to(x.dtype)
-        # argmin ||x - e||^2 = argmax (2 x.e - ||e||^2); ||x||^2 is constant per row.
-        score = 2 * x @ embed.t() - embed.pow(2).sum(1)[None]
-        return score.argmax(dim=-1)
+        embed = self.embed.to(x.dtype).t()
+        # The full -||x - e||^2, term for term as EnCodec computes it, so near-ties round the same way and
+        # official weights give bit-identical codes.
+        dist = -(x.pow(2).sum(1, keepdim=True) - 2 * x @ embed + embed.pow(2).sum(0, keepdim=True))
+        return dist.max(dim=-1).indices
 
     def decode(self, codes: Tensor) -> Tensor:  # [...] -> [..., D]
         return F.embedding(codes, self.embed)
