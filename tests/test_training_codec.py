@@ -203,3 +203,20 @@ def test_init_from_an_exported_codec(corpus, tmp_path):
     (tmp_path / "run2").mkdir()
     with pytest.raises(MusicLMError, match="differs in \\['card'\\]"):
         build_codec_module(bad, tmp_path / "run2", reuse_files=False)
+
+
+def test_cli_set_overrides_fields_and_rejects_unknown_ones(corpus, tmp_path, capsys):
+    from musiclm.cli import main
+
+    base = ["train", "codec", "--config", str(DEBUG), "--set", f"data.manifests=[{corpus}]", "--threads", "1"]
+    assert main([*base, "--out", str(tmp_path / "bad"), "--set", "loss.bogus=1"]) == 2
+    assert "unknown key" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "run"), "--max-steps", "1", "--set", "optim.lr=1e-4",
+                 "--set", "trainer.sample_every=0"]) == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["optim"]["lr"] == 1e-4 and saved["data"]["manifests"] == [str(corpus)]
+    assert main(["train", "codec", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "2",
+                 "--set", "optim.schedule=cosine", "--set", "optim.decay_start=1"]) == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["optim"]["schedule"] == "cosine" and saved["optim"]["lr"] == 1e-4
+    assert (tmp_path / "run" / "export" / "step.txt").read_text().strip() == "2"

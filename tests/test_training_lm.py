@@ -189,3 +189,15 @@ def test_init_from_and_train_only_freeze_the_rest(fake_shards, tokenizer_path, t
     for key in base:
         same = torch.equal(base[key], tuned[key])
         assert same != key.startswith(("blocks.1.", "norm.", "heads.")), key
+
+
+def test_decay_start_keeps_the_rate_then_anneals():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    cfg = OptimConfig(lr=1.0, schedule="cosine", decay_start=10, min_lr_ratio=0.0)
+    sched = lr_scheduler(opt, cfg, 20)
+    lrs = []
+    for _ in range(21):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:11] == [1.0] * 11 and lrs[15] == pytest.approx(0.5) and lrs[20] == pytest.approx(0.0, abs=1e-9)

@@ -38,6 +38,9 @@ def register(subparsers) -> None:
         q.add_argument("--threads", type=int, help="override trainer.num_threads (CPU; 1 is fastest on a "
                        "busy machine: two threads fighting other processes can be several times slower)")
         q.add_argument("--strategy", choices=["auto", "ddp", "ddp_spawn", "fsdp"], help="Lightning strategy")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any config field, e.g. --set optim.lr=1e-4 --set loss.adversarial=true "
+                       "(VALUE is YAML; repeatable; also on --resume)")
         q.add_argument("--init-from", metavar="DIR", help="start from this exported model directory (e.g. the "
                        "shipped one) instead of random weights; a new run only")
         if what == "lm":
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = trainer_overrides(args.devices, args.num_nodes, args.strategy, args.max_steps, args.threads)
     if args.init_from:
         overrides["init_from"] = args.init_from
+    for item in args.set:
+        _set(overrides, item)
     if args.what == "codec":
         from musiclm.training.recipes import train_codec
 
@@ -76,3 +81,27 @@ def run(args: argparse.Namespace) -> int:
         train_lm(args.config, run_dir, args.resume, args.force, overrides)
     print(f"run directory: {run_dir} (model in {run_dir / 'export'})")
     return 0
+
+
+def _set(overrides: dict, item: str) -> None:
+    """'a.b.c=VALUE' → overrides["a"]["b"]["c"] = yaml(VALUE); the config loader rejects unknown keys."""
+    import yaml
+
+    from musiclm.errors import MusicLMError
+
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise MusicLMError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=1e-4")
+    *parents, leaf = key.strip().split(".")
+    node = overrides
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise MusicLMError(f"--set {item!r}: {part} is not a section")
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):
+        try:
+            parsed = float(parsed)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        except ValueError:
+            pass
+    node[leaf] = parsed

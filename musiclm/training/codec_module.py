@@ -140,7 +140,7 @@ class CodecModule(pl.LightningModule):
         logs = {f"train/{k}": v.detach() for k, v in losses.items()}
         logs.update({f"grad_norm/{k}": v for k, v in norms.items()})
         logs.update({"train/commit": q.commit_loss.detach(), "train/n_q": float(n_q),
-                     "train/grad_norm": g_norm})
+                     "train/grad_norm": g_norm, "train/lr": opt.param_groups[0]["lr"]})
         if d_loss is not None:
             logs["train/disc"] = d_loss.detach()
         self.log_dict(logs, prog_bar=False, sync_dist=False)

@@ -51,6 +51,7 @@ class OptimConfig:
     warmup_steps: int = 0  # linear warm-up, then `schedule`
     schedule: str = "constant"  # "constant" or "cosine" (to min_lr_ratio * lr at trainer.max_steps)
     min_lr_ratio: float = 0.1
+    decay_start: int = 0  # cosine: stay at lr until this step (0: decay right after the warm-up)
     schedule_steps: int = 0  # length of the cosine; 0: trainer.max_steps (fix it so --max-steps keeps the curve)
 
 

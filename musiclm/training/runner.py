@@ -118,16 +118,20 @@ def fit(module: pl.LightningModule, cfg: TrainerConfig, run_dir: Path, resume: b
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int):
-    """Linear warm-up over cfg.warmup_steps, then constant or cosine decay to min_lr_ratio at
-    cfg.schedule_steps (or max_steps when that is 0)."""
-    max_steps = cfg.schedule_steps or max_steps
+    """Linear warm-up over cfg.warmup_steps, constant until cfg.decay_start, then (schedule "cosine") a
+    cosine decay to min_lr_ratio at cfg.schedule_steps (or max_steps when that is 0).
+
+    Changing these on `--resume --set optim....` takes effect from the restored step on, e.g. to anneal
+    the last part of a run that started with a constant rate."""
+    end = cfg.schedule_steps or max_steps
+    start = max(cfg.warmup_steps, cfg.decay_start)
 
     def factor(step: int) -> float:
         if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
-        if cfg.schedule == "constant":
+        if cfg.schedule == "constant" or step < start:
             return 1.0
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, max_steps - cfg.warmup_steps))
+        progress = min(1.0, (step - start) / max(1, end - start))
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     if cfg.schedule not in ("constant", "cosine"):
