@@ -220,3 +220,32 @@ def test_cli_set_overrides_fields_and_rejects_unknown_ones(corpus, tmp_path, cap
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["optim"]["schedule"] == "cosine" and saved["optim"]["lr"] == 1e-4
     assert (tmp_path / "run" / "export" / "step.txt").read_text().strip() == "2"
+
+
+def test_freeze_encoder_keeps_codes_and_trains_the_decoder(corpus, tmp_path):
+    """Decoder-only training: the codes (encoder + codebooks) stay bit-identical, the decoder moves."""
+    from musiclm.training.codec_module import build_codec_module
+    from musiclm.training.config import CodecTrainConfig, load_train_config
+
+    config = load_train_config(CodecTrainConfig, DEBUG, {"data": {"manifests": [str(corpus)]}, "freeze_encoder": True})
+    (tmp_path / "run").mkdir()
+    module = build_codec_module(config, tmp_path / "run", reuse_files=False)
+    codec = module.codec
+    codec.train()
+    codec(torch.randn(4, codec.channels, 4000) * 0.3)  # k-means init + EMA, as a trained codec would have
+    probe = torch.randn(1, codec.channels, 4000) * 0.3
+    codes_before = codec.eval().encode(probe)
+    decoder_before = {k: v.clone() for k, v in codec.decoder.state_dict().items()}
+    optimizer = module.configure_optimizers()["optimizer"]
+    frozen = {id(p) for p in codec.encoder.parameters()}
+    assert not any(id(p) in frozen for group in optimizer.param_groups for p in group["params"])
+    for _ in range(3):
+        codec.train()
+        codec.encoder.eval(), codec.quantizer.eval()  # what training_step does when frozen
+        recon, q = codec(torch.randn(4, codec.channels, 4000) * 0.3)
+        loss = (recon.abs()).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.equal(codec.eval().encode(probe), codes_before)
+    assert any(not torch.equal(v, codec.decoder.state_dict()[k]) for k, v in decoder_before.items())

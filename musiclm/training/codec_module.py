@@ -71,6 +71,8 @@ class CodecModule(pl.LightningModule):
         # n_q per bandwidth, e.g. 1.5/3/6/12 kbps at 50 Hz × 10 bits → 3/6/12/24 codebooks
         self.n_qs = sorted({config.codec.n_q_for_bandwidth(bw) for bw in config.codec.bandwidths})
         self.has_unused_parameters = loss.adversarial and loss.adv_warmup_steps > 0
+        if config.freeze_encoder:
+            self.codec.encoder.requires_grad_(False)
 
     # ---- data ---------------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
@@ -87,7 +89,7 @@ class CodecModule(pl.LightningModule):
     # ---- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self):
         o = self.config.optim
-        groups = [{"params": list(self.codec.parameters()), "name": "generator"}]
+        groups = [{"params": [p for p in self.codec.parameters() if p.requires_grad], "name": "generator"}]
         if self.discriminator is not None:
             groups.append({"params": list(self.discriminator.parameters()), "name": "discriminator"})
         optimizer = torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
@@ -106,6 +108,9 @@ class CodecModule(pl.LightningModule):
         wav = batch  # [B, C, N]
         step = self.global_step
         n_q = self.sample_n_q(step)
+        if self.config.freeze_encoder:  # Lightning sets train mode each epoch; frozen codebooks take no EMA step
+            self.codec.encoder.eval()
+            self.codec.quantizer.eval()
         recon, q = self.codec(wav, n_q)  # [B, C, N]
         losses = {
             "l1": torch.nn.functional.l1_loss(recon.float(), wav.float()),

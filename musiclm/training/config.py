@@ -100,6 +100,9 @@ class CodecTrainConfig:
     # A codec directory (save_pretrained) to start from, e.g. the shipped checkpoints/codec, so training
     # continues across sessions and machines (the optimizer starts afresh). Its config must match `codec`.
     init_from: str | None = None
+    # Train the decoder only: encoder and codebooks stay fixed, so the codes do not change and an LM can
+    # train on tokens from this codec while its decoder keeps improving.
+    freeze_encoder: bool = False
 
 
 @dataclass
@@ -126,9 +129,6 @@ class LMTrainConfig:
     codec: str | None = None  # codec directory the shards were made with (samples; linked from the export)
     init_from: str | None = None  # an LM directory to start from (fine-tuning); its `lm` config wins
     # Parameter-name prefixes that train (e.g. ["blocks.5.", "norm.", "heads."]); empty: all of them.
-    train_only: list[str] = field(default_factory=list)
-    # Fine-tuning: only parameters whose names start with one of these prefixes train (e.g. "blocks.5.",
-    # "norm.", "heads."); the rest stay frozen. Empty: everything trains.
     train_only: list[str] = field(default_factory=list)
 
 

@@ -59,11 +59,6 @@ def train_lm(config_path: str | Path | None, run_dir: str | Path, resume: bool =
     if model.tokenizer.vocab_size != config.lm.text.vocab_size:
         raise MusicLMError(f"the tokenizer has {model.tokenizer.vocab_size} pieces but lm.text.vocab_size is "
                            f"{config.lm.text.vocab_size}; make them equal")
-    if config.train_only:  # parameter-efficient fine-tuning: the optimizer skips frozen parameters
-        for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith(tuple(config.train_only)))
-        if not any(p.requires_grad for p in model.parameters()):
-            raise MusicLMError(f"train_only {config.train_only} matches no parameter of the model")
     if config.train_only:
         prefixes = tuple(config.train_only)
         names = [n for n, _ in model.named_parameters()]
