@@ -69,18 +69,25 @@ def quality(ref: torch.Tensor, est: torch.Tensor, sr: int) -> dict[str, float]:
     return {name: float(fn(ref, est, sr)) for name, fn in METRICS.items()}
 
 
-def entropy_kbps(data: bytes, seconds: float) -> float:
-    """Size of the same codes re-written with range coding (no second pass through the network)."""
+def entropy_kbps(data: bytes, seconds: float, codec, learned: bool) -> float:
+    """Size of the same codes re-written with range coding (no second pass through the network): with the
+    codec's learned prior as `--entropy` does (falls back to adaptive-only for an untrained codec), or
+    adaptive-only."""
+    from musiclm.codec.entropy import prior_hash
+    from musiclm.compress import codec_prior
+
     header, codes = bitstream.read_mlc(io.BytesIO(data))
+    prior = codec_prior(codec, header.n_q) if learned else None
+    fields = {**header.__dict__, "entropy": True, "prior": prior_hash(prior) if prior is not None else ""}
     out = io.BytesIO()
-    bitstream.write_mlc(out, bitstream.Header(**{**header.__dict__, "entropy": True}), codes)
+    bitstream.write_mlc(out, bitstream.Header(**fields), codes, prior)
     return len(out.getvalue()) * 8 / seconds / 1000
 
 
 def bench_codec(codec, clips, sr: int) -> list[dict]:
     rows = []
     for bw in codec.bandwidths:
-        scores, size, ent, t_enc, t_dec, audio_s = [], 0, 0.0, 0.0, 0.0, 0.0
+        scores, size, ent, ent_adaptive, t_enc, t_dec, audio_s = [], 0, 0.0, 0.0, 0.0, 0.0, 0.0
         for _, ref in clips:
             seconds = ref.shape[-1] / sr
             t = time.perf_counter()
@@ -91,11 +98,13 @@ def bench_codec(codec, clips, sr: int) -> list[dict]:
             t_dec += time.perf_counter() - t
             scores.append(quality(ref, est, sr))
             size += len(data)
-            ent += entropy_kbps(data, seconds) * seconds
+            ent += entropy_kbps(data, seconds, codec, learned=True) * seconds
+            ent_adaptive += entropy_kbps(data, seconds, codec, learned=False) * seconds
             audio_s += seconds
         n_q = codec.config.n_q_for_bandwidth(bw)
         rows.append({"system": "musiclm codec", "nominal": bw, "codes": n_q * math.log2(codec.card) *
                      codec.frame_rate / 1000, "disk": size * 8 / audio_s / 1000, "entropy": ent / audio_s,
+                     "adaptive": ent_adaptive / audio_s,
                      **mean(scores), "enc_rt": audio_s / t_enc, "dec_rt": audio_s / t_dec})
         print(f"  codec {bw:g} kbps done", file=sys.stderr)
     return rows
@@ -129,7 +138,7 @@ def bench_opus(kbps: float, clips, sr: int) -> dict:
             audio_s += ref.shape[-1] / sr
     print(f"  opus {kbps:g} kbps done", file=sys.stderr)
     return {"system": "Opus (libopus CBR)", "nominal": kbps, "codes": None, "disk": size * 8 / audio_s / 1000,
-            "entropy": None, **mean(scores), "enc_rt": audio_s / t_enc, "dec_rt": audio_s / t_dec}
+            "entropy": None, "adaptive": None, **mean(scores), "enc_rt": audio_s / t_enc, "dec_rt": audio_s / t_dec}
 
 
 def border_errors(codec, clip: torch.Tensor, chunk_seconds: float = 2.0) -> str:
@@ -168,11 +177,12 @@ def table(rows: list[dict]) -> str:
     def fmt(v, spec=".2f"):
         return "–" if v is None else format(v, spec)
 
-    head = ["system", "nominal kbps", "codes kbps", "on disk kbps", "with --entropy", *METRICS,
+    head = ["system", "nominal kbps", "codes kbps", "on disk kbps", "with --entropy", "adaptive only", *METRICS,
             "encode ×RT", "decode ×RT"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: (r["nominal"], r["system"])):
         cells = [r["system"], fmt(r["nominal"], "g"), fmt(r["codes"]), fmt(r["disk"]), fmt(r["entropy"]),
+                 fmt(r["adaptive"]),
                  *(fmt(r[m], ".2f" if "SI-SNR" in m or "LU" in m else ".3f") for m in METRICS),
                  fmt(r["enc_rt"], ".1f"), fmt(r["dec_rt"], ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
@@ -230,7 +240,9 @@ def main() -> int:
         f"`{' '.join(sys.argv[1:])}`.", "",
         table(rows), "",
         "nominal = requested bitrate; codes = n_q × log2(card) × frame rate; on disk = .mlc (header, chunk "
-        "CRCs) or .opus (Ogg) size over duration. Opus rows use `-vbr off`; ×RT = audio seconds per "
+        "CRCs) or .opus (Ogg) size over duration; with --entropy = the same codes range-coded from the codec's "
+        "learned code-usage prior (10 s chunks), adaptive only = without that prior. Opus rows use "
+        "`-vbr off`; ×RT = audio seconds per "
         "second of compute (ours: the whole compress_bytes/decompress_bytes path incl. resampling; Opus: one "
         "ffmpeg process per clip). Clips: " + ", ".join(c for c, _ in clips) + ".",
         "" if use_opus else "Opus rows missing: ffmpeg not found or --no-opus.",

@@ -53,6 +53,20 @@ def load_codec(codec=None):
     return Codec.from_pretrained(codec)
 
 
+def codec_prior(codec, n_q: int) -> np.ndarray | None:
+    """Initial counts [n_q, card] for the range coder from the codec's EMA code usage in training
+    (`cluster_size`); None for an untrained codec (nothing learned: the model starts uniform)."""
+    from musiclm.codec.entropy import MAX_ENTROPY_CARD, prior_counts
+
+    layers = codec.quantizer.layers[:n_q]
+    if codec.card > MAX_ENTROPY_CARD or not all(bool(layer.inited) for layer in layers):
+        return None
+    usage = torch.stack([layer.cluster_size.detach().float().cpu() for layer in layers]).numpy()
+    if not np.isfinite(usage).all() or (usage.sum(-1) <= 0).any():
+        return None
+    return prior_counts(usage)
+
+
 class _AudioSource:
     """Sequential reader of an audio file or a tensor: rate, channels, length, and blocks [C, L] float32."""
 
@@ -129,17 +143,21 @@ def _encode_to(out: BinaryIO, src: _AudioSource, codec, bandwidth: float | None,
         header.validate()
     except bitstream.FormatError as e:
         raise MusicLMError(f"{src.name}: cannot be stored ({str(e).split(': ', 1)[-1]})") from None
+    prior = None
     if entropy:
-        from musiclm.codec.entropy import _check_card
+        from musiclm.codec.entropy import _check_card, prior_hash
 
         _check_card(codec.card)
+        prior = codec_prior(codec, header.n_q)
+        if prior is not None:
+            header = Header(**{**header.__dict__, "prior": prior_hash(prior)})
     out.write(header.pack())
     blocks = resampled_blocks(src.blocks(), src.sample_rate, codec.sample_rate, src.frames, codec.channels)
     chunks = encode_chunks(codec, blocks, header.num_samples, header.chunk_frames, receptive_frames(codec),
                            header.n_q)
     with _progress(header, progress, "compress") as bar:
         for i, codes in enumerate(chunks):
-            bitstream.write_chunk(out, header, codes.numpy())
+            bitstream.write_chunk(out, header, codes.numpy(), prior)
             bar.update(header.chunk_length(i) / header.frame_rate)
     return header
 
@@ -185,11 +203,21 @@ def check_codec(header: Header, codec) -> None:
 
 def _decoded_blocks(f: BinaryIO, header: Header, codec, progress: bool | None) -> Iterator[np.ndarray]:
     """Blocks [orig_channels, L] at the original rate, orig_num_samples in all; checks the file's end."""
+    prior = codec_prior(codec, header.n_q) if header.prior else None
+    if header.prior:
+        from musiclm.codec.entropy import prior_hash
+
+        if prior is None or prior_hash(prior) != header.prior:
+            raise MusicLMError(
+                f"this file was range-coded with code statistics {header.prior}, but the codec's "
+                f"are {prior_hash(prior) if prior is not None else 'missing'} (same weights, other training "
+                "statistics?); decode with the codec directory that encoded it"
+            )
 
     def code_chunks() -> Iterator[Tensor]:
         with _progress(header, progress, "decompress") as bar:
             for i in range(header.num_chunks):
-                yield torch.from_numpy(bitstream.read_chunk(f, header, i))
+                yield torch.from_numpy(bitstream.read_chunk(f, header, i, prior))
                 bar.update(header.chunk_length(i) / header.frame_rate)
         bitstream.check_end(f)
 

@@ -72,6 +72,27 @@ def test_entropy_coding_saves_on_skewed_codes():
     assert len(coded) < 0.95 * len(plain)
 
 
+def test_learned_prior_round_trips_and_must_match():
+    from musiclm.codec.entropy import prior_counts, prior_hash
+
+    header = make_header(num_samples=24000 * 10, card=1024, chunk_frames=750)
+    rng = np.random.default_rng(3)
+    usage = rng.dirichlet(np.full(1024, 0.2), size=header.n_q)
+    codes = np.stack([rng.choice(1024, size=header.num_frames, p=p) for p in usage])
+    prior = prior_counts(usage * 1000)
+    with_prior = make_header(num_samples=24000 * 10, card=1024, chunk_frames=750, entropy=True,
+                             prior=prior_hash(prior))
+    buf = io.BytesIO()
+    write_mlc(buf, with_prior, codes, prior)
+    got_header, got = read_mlc(io.BytesIO(buf.getvalue()), prior)
+    assert got_header.prior == prior_hash(prior) and np.array_equal(got, codes)
+    adaptive = dumps(make_header(num_samples=24000 * 10, card=1024, chunk_frames=750, entropy=True), codes)
+    assert len(buf.getvalue()) < 0.97 * len(adaptive)  # the prior helps where the adaptive model cannot
+    for wrong in (None, prior_counts(usage[::-1] * 1000)):
+        with pytest.raises(FormatError, match="code statistics"):
+            read_mlc(io.BytesIO(buf.getvalue()), wrong)
+
+
 @given(st.integers(1, 12), st.integers(1, 5), st.integers(0, 2**31))
 @settings(max_examples=60, deadline=None)
 def test_pack_unpack_inverse(bits, n_q, seed):

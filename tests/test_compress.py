@@ -21,6 +21,7 @@ from musiclm.codec.model import Codec, CodecConfig
 from musiclm.codec.seanet import SEANetConfig
 from musiclm.codec.streaming import decode_chunks, encode_chunks, receptive_frames, resampled_blocks
 from musiclm.compress import compress, compress_bytes, decompress, decompress_bytes, read_info
+from musiclm.errors import MusicLMError
 
 
 def tiny_codec(seed: int = 0, name: str = "tiny") -> Codec:
@@ -140,6 +141,24 @@ def test_entropy_flag_round_trips_same_codes(tmp_path, codec_dir):
     hb, b = bitstream.read_mlc(open(tmp_path / "b.mlc", "rb"))
     assert hb.entropy and np.array_equal(a, b)
     assert (tmp_path / "b.mlc").stat().st_size <= (tmp_path / "a.mlc").stat().st_size
+
+
+def test_entropy_prior_from_training_statistics(tmp_path, codec):
+    """A trained codec's code usage starts the range coder; a codec with other statistics is refused."""
+    trained = tiny_codec()
+    for k, layer in enumerate(trained.quantizer.layers):
+        layer.inited.fill_(True)
+        layer.cluster_size.copy_(torch.rand(64, generator=torch.Generator().manual_seed(k)) ** 4 * 100)
+    assert trained.fingerprint() == codec.fingerprint()  # statistics are not part of the weights' identity
+    audio = torch.from_numpy(music_like(2.0, 24000, 1).T.astype(np.float32))
+    data = compress_bytes(audio, trained, sample_rate=24000, entropy=True)
+    header = bitstream.read_header(io.BytesIO(data))
+    assert header.prior
+    wav, _ = decompress_bytes(data, trained)
+    ref, _ = decompress_bytes(compress_bytes(audio, trained, sample_rate=24000), trained)
+    assert torch.equal(wav, ref)  # same codes, whatever the coding
+    with pytest.raises(MusicLMError, match="code statistics"):
+        decompress_bytes(data, codec)
 
 
 def test_bitrate_on_disk_close_to_nominal(codec):

@@ -30,6 +30,7 @@ MAGIC = b"MLC\x1a"  # \x1a stops `type`/`cat` on some systems from dumping binar
 VERSION = 1
 MODE_PACKED, MODE_RANGE = 0, 1
 FLAG_ENTROPY = 1  # the encoder tried range coding (a chunk still says which mode it used)
+FLAG_PRIOR = 2  # the range coder's model starts from the codec's code-usage statistics (`prior` names them)
 
 # Limits a valid file never reaches; anything beyond them is corruption and is refused before allocating.
 MAX_NAME_BYTES = 64
@@ -39,7 +40,7 @@ MAX_HOURS = 100
 MAX_N_Q = 256
 MAX_CARD = 1 << 20
 MAX_CHUNK_BYTES = 16 << 20
-_FIELDS = struct.Struct("<B8sIIBIHQQHIdI")  # after the name; see Header.pack
+_FIELDS = struct.Struct("<B8sIIBIHQQHIdI8s")  # after the name; see Header.pack
 _PREFIX = struct.Struct("<4sHH")
 _CHUNK_HEAD = struct.Struct("<BI")
 _CRC = struct.Struct("<I")
@@ -65,6 +66,7 @@ class Header:
     bandwidth: float  # nominal kbps
     chunk_frames: int
     entropy: bool = False
+    prior: str = ""  # 16 hex chars naming the initial counts of the range coder's model; "" = uniform
 
     @property
     def frame_rate(self) -> float:
@@ -122,13 +124,18 @@ class Header:
             raise bad(f"bandwidth {self.bandwidth} kbps")
         if not 1 <= self.chunk_frames or self.packed_size(self.chunk_frames) > MAX_CHUNK_BYTES:
             raise bad(f"{self.chunk_frames} frames per chunk")
+        if self.prior and (not self.entropy or len(self.prior) != 16
+                           or any(c not in "0123456789abcdef" for c in self.prior)):
+            raise bad(f"entropy prior {self.prior!r}")
 
     def pack(self) -> bytes:
         name = self.codec_name.encode()
         fields = bytes([len(name)]) + name + _FIELDS.pack(
-            FLAG_ENTROPY if self.entropy else 0, bytes.fromhex(self.fingerprint), self.sample_rate,
+            (FLAG_ENTROPY if self.entropy else 0) | (FLAG_PRIOR if self.prior else 0),
+            bytes.fromhex(self.fingerprint), self.sample_rate,
             self.hop_length, self.channels, self.orig_sample_rate, self.orig_channels, self.num_samples,
             self.orig_num_samples, self.n_q, self.card, self.bandwidth, self.chunk_frames,
+            bytes.fromhex(self.prior) if self.prior else bytes(8),
         )
         head = _PREFIX.pack(MAGIC, VERSION, len(fields)) + fields
         return head + _CRC.pack(zlib.crc32(head))
@@ -196,23 +203,26 @@ def read_header(f: BinaryIO) -> Header:
     except UnicodeDecodeError:
         raise FormatError("corrupt .mlc header: codec name is not UTF-8") from None
     (flags, fingerprint, sr, hop, channels, orig_sr, orig_channels, n, orig_n, n_q, card, bandwidth,
-     chunk_frames) = _FIELDS.unpack(fields[1 + name_len :])
-    if flags & ~FLAG_ENTROPY:
+     chunk_frames, prior) = _FIELDS.unpack(fields[1 + name_len :])
+    if flags & ~(FLAG_ENTROPY | FLAG_PRIOR) or (prior != bytes(8)) != bool(flags & FLAG_PRIOR):
         raise FormatError(f"corrupt .mlc header: unknown flags {flags:#x}")
     header = Header(name, fingerprint.hex(), sr, hop, channels, orig_sr, orig_channels, n, orig_n, n_q, card,
-                    float(bandwidth), chunk_frames, bool(flags & FLAG_ENTROPY))
+                    float(bandwidth), chunk_frames, bool(flags & FLAG_ENTROPY),
+                    prior.hex() if flags & FLAG_PRIOR else "")
     header.validate()
     return header
 
 
-def write_chunk(f: BinaryIO, header: Header, codes: np.ndarray) -> int:
-    """Write codes [n_q, t] as one chunk; returns bytes written. Range coding is used when it is smaller."""
+def write_chunk(f: BinaryIO, header: Header, codes: np.ndarray, prior: np.ndarray | None = None) -> int:
+    """Write codes [n_q, t] as one chunk; returns bytes written. Range coding is used when it is smaller;
+    `prior` [n_q, card] are the model's initial counts, named by header.prior."""
     assert codes.shape[0] == header.n_q, f"chunk has {codes.shape[0]} codebooks, header says {header.n_q}"
     mode, payload = MODE_PACKED, pack_codes(codes, header.bits)
     if header.entropy:
         from musiclm.codec.entropy import encode_codes
 
-        coded = encode_codes(codes, header.card)
+        _check_prior(header, prior)
+        coded = encode_codes(codes, header.card, prior)
         if len(coded) < len(payload):
             mode, payload = MODE_RANGE, coded
     head = _CHUNK_HEAD.pack(mode, len(payload))
@@ -220,8 +230,17 @@ def write_chunk(f: BinaryIO, header: Header, codes: np.ndarray) -> int:
     return _CHUNK_HEAD.size + len(payload) + _CRC.size
 
 
-def read_chunk(f: BinaryIO, header: Header, index: int) -> np.ndarray:
-    """Read chunk `index` → codes [n_q, t] int64, every code < card."""
+def _check_prior(header: Header, prior: np.ndarray | None) -> None:
+    from musiclm.codec.entropy import prior_hash
+
+    if header.prior and (prior is None or prior_hash(prior) != header.prior):
+        raise FormatError("this file's range coder starts from code statistics "
+                          f"{header.prior}, which the codec given does not carry")
+    assert header.prior or prior is None, "a prior must be named in the header"
+
+
+def read_chunk(f: BinaryIO, header: Header, index: int, prior: np.ndarray | None = None) -> np.ndarray:
+    """Read chunk `index` → codes [n_q, t] int64, every code < card. `prior`: see write_chunk."""
     frames = header.chunk_length(index)
     where = f"chunk {index + 1}/{header.num_chunks}"
     head = _read_exact(f, _CHUNK_HEAD.size, where)
@@ -238,7 +257,8 @@ def read_chunk(f: BinaryIO, header: Header, index: int) -> np.ndarray:
     if mode == MODE_RANGE:
         from musiclm.codec.entropy import decode_codes
 
-        codes = decode_codes(payload, header.n_q, frames, header.card)
+        _check_prior(header, prior)
+        codes = decode_codes(payload, header.n_q, frames, header.card, prior)
     else:
         codes = unpack_codes(payload, header.n_q, frames, header.bits)
     if codes.size and int(codes.max()) >= header.card:
@@ -251,19 +271,19 @@ def check_end(f: BinaryIO) -> None:
         raise FormatError("corrupt .mlc file: unexpected data after the last chunk")
 
 
-def write_mlc(f: BinaryIO, header: Header, codes: np.ndarray) -> None:
+def write_mlc(f: BinaryIO, header: Header, codes: np.ndarray, prior: np.ndarray | None = None) -> None:
     """Whole-file writer: codes [n_q, T] with T == header.num_frames."""
     header.validate()
     assert codes.shape == (header.n_q, header.num_frames), f"codes {codes.shape} vs header"
     f.write(header.pack())
     for i in range(header.num_chunks):
         start = i * header.chunk_frames
-        write_chunk(f, header, codes[:, start : start + header.chunk_length(i)])
+        write_chunk(f, header, codes[:, start : start + header.chunk_length(i)], prior)
 
 
-def read_mlc(f: BinaryIO) -> tuple[Header, np.ndarray]:
+def read_mlc(f: BinaryIO, prior: np.ndarray | None = None) -> tuple[Header, np.ndarray]:
     """Whole-file reader → (header, codes [n_q, T] int64). Memory is bounded by the bytes actually read."""
     header = read_header(f)
-    chunks = [read_chunk(f, header, i) for i in range(header.num_chunks)]
+    chunks = [read_chunk(f, header, i, prior) for i in range(header.num_chunks)]
     check_end(f)
     return header, np.concatenate(chunks, axis=1)
