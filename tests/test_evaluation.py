@@ -215,3 +215,26 @@ def test_estimator_ceiling_on_labelled_clips(estimators):
     flipped = [(x, sr, {"mode": "minor" if f["mode"] == "major" else "major", "bpm": 200 - f["bpm"]})
                for x, sr, f in clips]
     assert all(s.rate == 0.0 for s in estimator_ceiling(flipped, estimators))
+
+
+@pytest.mark.slow
+def test_shard_perplexity_scores_held_out_tokens_of_the_models_codec(tmp_path):
+    from test_report import _tiny_lm_dir, _write_manifest
+
+    from musiclm.codec import Codec
+    from musiclm.data.shards import tokenize_manifest
+    from musiclm.evaluation.lm_perplexity import shard_perplexity
+    from musiclm.lm import MusicLM
+
+    manifest = _write_manifest(tmp_path / "data")
+    model = MusicLM.from_pretrained(_tiny_lm_dir(tmp_path))
+    tokenize_manifest(manifest, tmp_path / "lm_codec", tmp_path / "shards", progress=False)
+    ppl, where = shard_perplexity(model, tmp_path / "shards")
+    assert "2 test-split clips" in where
+    assert len(ppl) == model.n_q and all(0.5 * model.card < p < 2 * model.card for p in ppl)
+    other = Codec.from_pretrained(tmp_path / "lm_codec")
+    torch.nn.init.normal_(other.quantizer.layers[0].embed if hasattr(other.quantizer, "layers") else
+                          next(other.parameters()))
+    object.__setattr__(model, "codec", other)
+    with pytest.raises(MusicLMError, match="shards were made with codec"):
+        shard_perplexity(model, tmp_path / "shards")

@@ -35,6 +35,8 @@ def register(subparsers) -> None:
                         f"clips wins (default: {', '.join(DEFAULT_MANIFESTS)})")
     r.add_argument("--lm-manifest", type=Path, default=Path("data/synth/manifest.jsonl"),
                    help="real clips the generations are compared with")
+    r.add_argument("--shards", type=Path, help="token shard directory whose test split scores perplexity "
+                   "(default: encode the --lm-manifest test split with the model's codec)")
     r.add_argument("--clips", type=int, default=3, help="codec test clips (default 3)")
     r.add_argument("--clip-seconds", type=float, default=6.0)
     r.add_argument("--gen-seconds", type=float, default=6.0, help="length of each generation")
@@ -68,6 +70,7 @@ def run_report(args: argparse.Namespace) -> int:
     cfg = ReportConfig(
         out=args.out, codec=args.codec, model=args.model, runs=args.runs,
         manifests=tuple(args.manifest or [Path(m) for m in DEFAULT_MANIFESTS]), lm_manifest=args.lm_manifest,
+        shards=args.shards,
         clips=args.clips, clip_seconds=args.clip_seconds, gen_seconds=args.gen_seconds, cfg=args.cfg,
         speed_threads=tuple(args.threads), force=args.force,
     )

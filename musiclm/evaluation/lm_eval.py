@@ -165,9 +165,12 @@ def lm_report(page, cfg, model_dir: Path) -> str:
     # Perplexity on held-out music (test split, encoded with the model's codec).
     body.append("<h3>Per-codebook perplexity</h3>")
     try:
-        from musiclm.evaluation.lm_perplexity import manifest_perplexity
+        from musiclm.evaluation.lm_perplexity import manifest_perplexity, shard_perplexity
 
-        ppl, where = manifest_perplexity(model, cfg.lm_manifest)
+        if cfg.shards is not None:
+            ppl, where = shard_perplexity(model, cfg.shards)
+        else:
+            ppl, where = manifest_perplexity(model, cfg.lm_manifest)
         figures["perplexity"] = {"per_codebook": ppl, "source": where}
         body.append(table(["codebook"] + [str(k) for k in range(len(ppl))], [["perplexity"] + ppl]))
         body.append(note(f"Held-out tokens: {where}. Uniform guessing would give {model.card}; the delay "

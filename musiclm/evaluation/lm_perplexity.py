@@ -61,3 +61,33 @@ def manifest_perplexity(model, manifest: str | Path, split: str = "test", clips:
         acc.update(*lm_score_batch(model, codes, [r["caption"] for r in batch]))
     total = int(acc.count.sum()) if acc.count is not None else 0
     return acc.perplexity(), f"{len(rows)} {split}-split clips of ≤{seconds:g} s from {manifest} ({total} tokens)"
+
+
+@torch.no_grad()
+def shard_perplexity(model, shard_dir: str | Path, split: str = "test", clips: int = 64,
+                     max_frames: int | None = None) -> tuple[list[float], str]:
+    """Perplexity per codebook [K] over up to `clips` clips of `split` in a token shard directory (made by
+    `musiclm data tokenize` with the model's codec), each cropped to the model's training window."""
+    from tqdm import tqdm
+
+    from musiclm.data.shards import TokenShards
+
+    if model is None or getattr(model, "tokenizer", None) is None:
+        raise MusicLMError("shard perplexity needs a MusicLM with its tokenizer")
+    shards = TokenShards(shard_dir, split=split)
+    if model.codec is not None:
+        shards.check_codec(model.codec)  # tokens of another codec would mean nothing to this LM
+    if shards.n_q < model.n_q or shards.card != model.card:
+        raise MusicLMError(f"{shard_dir}: {shards.n_q} codebooks of {shards.card}, the LM needs {model.n_q} of "
+                           f"{model.card}")
+    if len(shards) == 0:
+        raise MusicLMError(f"{shard_dir}: no clips in the {split} split")
+    model.eval()
+    max_frames = max_frames or model.config.max_frames
+    acc = PerplexityAccumulator()
+    n = min(clips, len(shards))
+    for i in tqdm(range(n), desc="perplexity", leave=False):
+        item = shards[i]
+        codes = item["codes"][None, :, :max_frames]  # [1, K, T]
+        acc.update(*lm_score_batch(model, codes, [item["caption"]]))
+    return acc.perplexity(), f"{n} {split}-split clips of ≤{max_frames} frames from token shards {shard_dir}"

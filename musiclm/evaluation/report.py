@@ -39,6 +39,7 @@ class ReportConfig:
     runs: Path | None = None  # folder searched for Lightning CSVLogger metrics.csv files
     manifests: tuple[Path, ...] = ()  # manifests whose test split gives reference clips (first found wins)
     lm_manifest: Path | None = None  # real clips the generations are compared with (FD)
+    shards: Path | None = None  # token shards for held-out perplexity (else the lm_manifest's test split)
     clips: int = 3  # reference clips for codec figures
     clip_seconds: float = 6.0
     players: int = 2  # clips with spectrograms and audio players
