@@ -134,3 +134,17 @@ def test_key_tags_and_errors(tmp_path):
         index_catalog(tmp_path, tmp_path / "m.jsonl", progress=False)
     with pytest.raises(MusicLMError, match="not a folder"):
         index_catalog(tmp_path / "missing", tmp_path / "m.jsonl", progress=False)
+
+
+def test_duplicate_recordings_share_a_piece(tmp_path):
+    root = tmp_path / "music"
+    for lang in ("en", "fr", "it"):
+        (root / lang).mkdir(parents=True)
+        sf.write(root / lang / "track1.wav", music(seed=1), SR)
+        sf.write(root / lang / f"only_{lang}.wav", music(seed=hash(lang) % 100 + 10), SR)
+    index_catalog(root, tmp_path / "m.jsonl", progress=False)
+    rows = read_manifest(tmp_path / "m.jsonl")
+    copies = [r for r in rows if r["id"].endswith("track1")]
+    assert len(copies) == 3 and {r["piece"] for r in copies} == {"en/track1"}
+    assert len({r["split"] for r in copies}) == 1
+    assert len({r["piece"] for r in rows}) == 4

@@ -17,6 +17,7 @@ after an interruption only reads files it has not seen.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -224,6 +225,18 @@ def index_file(path: Path, root: Path, tables: dict, min_duration: float = 2.0) 
     }
 
 
+def _same_file(old: dict, new: dict) -> bool:
+    return old.get("size") == new["size"] and old.get("mtime") == new["mtime"] and "sha1" in old
+
+
+def _sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def index_catalog(
     directory: str | Path,
     out_manifest: str | Path,
@@ -266,11 +279,15 @@ def index_catalog(
 
     rows, skipped, reused, t0 = [], [], 0, time.time()
     last_write = time.time()
+    # The same recording twice (a copy per language folder, a re-download) is one piece: it must not land
+    # in train and test at once. The first path (sorted order) names the piece.
+    piece_of: dict[str, str] = {}
     for path in tqdm(files, desc="index", unit="file", disable=not progress):
         st = path.stat()
         stat = {"file": str(path), "size": st.st_size, "mtime": round(st.st_mtime, 3)}
         old = previous.get(str(path))
-        if old is not None and old.get("stat") == stat:
+        if old is not None and old.get("stat", {}).get("file") == stat["file"] and _same_file(old["stat"], stat):
+            piece_of.setdefault(old["stat"]["sha1"], old["piece"])
             rows.append(old)
             reused += 1
             continue
@@ -283,6 +300,8 @@ def index_catalog(
             reason = str(e).split(": ", 1)[-1] if str(e).startswith(str(path)) else str(e)
             skipped.append({"path": str(path), "reason": reason, "stat": stat})
             continue
+        stat["sha1"] = _sha1(path)
+        row["piece"] = piece_of.setdefault(stat["sha1"], row["piece"])
         row["path"] = os.path.relpath(path, out.resolve().parent)
         row["split"] = split_for_piece(row["piece"], valid, test)
         row["stat"] = stat
