@@ -150,9 +150,12 @@ class Codec(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"model_type": MODEL_TYPE, **to_dict(self.config)}
         (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        # embed_avg is not saved: it equals embed x cluster_size (the EMA's own invariant, up to smoothing),
+        # so it is rebuilt on load and the file is half the size.
         state = {
             k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
             for k, v in self.state_dict().items()
+            if not k.endswith("embed_avg")
         }
         save_file(state, str(directory / WEIGHTS_NAME), metadata={"model_type": MODEL_TYPE})
         return directory
@@ -190,5 +193,13 @@ class Codec(nn.Module):
             state = load_file(str(weights), device=map_location)
         except Exception as e:  # safetensors raises several types for corrupt files
             raise MusicLMError(f"{weights}: unreadable weights ({e})") from None
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        for i in range(model.config.n_q):
+            prefix = f"quantizer.layers.{i}."
+            if prefix + "embed_avg" not in state and prefix + "embed" in state:
+                state[prefix + "embed_avg"] = state[prefix + "embed"] * state[prefix + "cluster_size"][:, None]
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise MusicLMError(f"{weights}: weights do not match config.json ({str(e).splitlines()[0]})") from None
         return model.eval()
