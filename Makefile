@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE := offline
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install system-deps test test-fast test-reference demo lint format bench corpus clean
+.PHONY: install system-deps test test-fast test-reference demo lint format bench corpus recorded clean
 
 install: $(VENV)/.installed
 
@@ -70,6 +70,15 @@ format: install
 bench: install system-deps
 	$(PY) eval/bench_codec.py
 	$(PY) eval/bench_lm.py
+
+# A 10-minute captioned corpus rendered from the music21 corpus (grow it with a larger MINUTES).
+MINUTES ?= 10
+corpus: install system-deps
+	$(VENV)/bin/musiclm data synth --out data/synth-v2 --minutes $(MINUTES)
+
+# Real recorded music from freely licensed Debian packages, 24 kHz mono, split by track (test = held out).
+recorded: install system-deps
+	$(PY) train/fetch_recorded_music.py --out data/recorded
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) *.egg-info .pytest_cache demo
