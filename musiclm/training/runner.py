@@ -113,7 +113,8 @@ def fit(module: pl.LightningModule, cfg: TrainerConfig, run_dir: Path, resume: b
         enable_model_summary=True,
     )
     ckpt = checkpointer.ckpt_path if resume and checkpointer.ckpt_path.is_file() else None
-    trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
+    # weights_only: a resume never unpickles arbitrary objects (the checkpoint holds tensors and plain data)
+    trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     return trainer
 
 
