@@ -6,13 +6,13 @@ gains INCREMENT each time it is seen, so frequent codes get cheaper as the chunk
 when the total would exceed what the coder resolves (BOTTOM). The model restarts in each chunk, which keeps
 chunks independently decodable.
 
-A chunk is short (500 codes per codebook in 10 s at 50 Hz) next to a codebook (1024 entries), so an
-adaptive model alone learns little. The learned prior fixes that: each codebook's EMA usage counts from
-training (`cluster_size`, kept with the weights) become its initial counts (`prior_counts`), so codes the
-codec uses often are cheap from the first frame. A trained RVQ uses its codebooks unevenly, which is where
-the saving comes from; EnCodec §3.3 gets more with a small transformer predicting codes, at far more compute.
+A chunk is short (500 codes per codebook in 10 s at 50 Hz) next to a codebook (1024 entries), so the
+learned prior gives the model a head start: each codebook's EMA usage counts from training (`cluster_size`,
+kept with the weights) become its initial counts (`prior_counts`), lightly weighted (PRIOR_MASS) so the
+music at hand still dominates after a few frames. The saving comes from a trained RVQ using its codebooks
+unevenly; EnCodec §3.3 gets more with a small transformer predicting codes, at far more compute.
 
-Pure Python: about 10 µs per code, i.e. ~0.2 s per 10 s of audio at 24 kbps (24,000 codes).
+Pure Python: a few µs per code (~0.1 s per 10 s of audio at 12 kbps, 12,000 codes, on an idle core).
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ BOTTOM = 1 << 16  # the model's total count must stay at or below this
 MASK = 0xFFFFFFFF
 INCREMENT = 16  # measured: broad code distributions (8-9.5 bits of 10) favour slow adaptation
 MAX_ENTROPY_CARD = 4096  # one count per code must leave room to adapt under BOTTOM
-PRIOR_MASS = 16  # prior counts per code on average: the prior weighs as much as ~16 chunks' worth of codes
+# Prior counts per code on average. Measured on 60 s of held-out music with a codec checkpoint (step 1400,
+# 6 kbps, 10 s chunks), bits relative to bit-packing: adaptive only 0.863, prior mass 1: 0.850, 2: 0.851,
+# 4: 0.861, 16: 0.904. A light prior helps the first frames; a heavy one slows adaptation to the music.
+PRIOR_MASS = 2
 
 
 class AdaptiveModel:
