@@ -75,10 +75,9 @@ def test_report_says_what_is_missing_instead_of_crashing(tmp_path, no_shipped):
 def test_report_notes_missing_test_clips(tmp_path, no_shipped, tiny_codec):
     codec_dir = tiny_codec.save_pretrained(tmp_path / "codec")
     cfg = ReportConfig(out=tmp_path / "report", codec=codec_dir, manifests=(tmp_path / "none.jsonl",),
-                       speed_threads=(1,), speed_seconds=0.5)
+                       speed_threads=())  # speed is covered by the full report below
     page = build_report(cfg).read_text()
-    assert "no test clips" in page
-    assert "Speed" in page and "class=\"error\"" not in page
+    assert "no test clips" in page and "class=\"error\"" not in page
 
 
 def _tiny_lm_dir(tmp: Path) -> Path:
@@ -116,7 +115,7 @@ def full_report(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops run faster on one thread of a busy machine
     cfg = ReportConfig(out=tmp / "report", codec=codec_dir, model=model_dir, runs=tmp / "runs",
-                       manifests=(manifest,), lm_manifest=manifest, clips=2, clip_seconds=1.5,
+                       manifests=(manifest,), lm_manifest=manifest, clips=1, clip_seconds=1.5,
                        speed_threads=(1,), speed_seconds=0.5, gen_seconds=1.0, seeds=2)
     try:
         index = build_report(cfg)
@@ -194,7 +193,7 @@ def test_report_renders_in_headless_chromium(full_report, tmp_path):
     assert "musiclm evaluation report" in dom
     audio = re.findall(r'<audio[^>]*src="([^"]+)"', dom)
     images = re.findall(r'<img[^>]*src="([^"]+)"', dom)
-    assert len(audio) >= 4 and len(images) >= 3
+    assert len(audio) >= 4 and len(images) >= 2
     for src in audio:
         assert (out / src).is_file() and (out / src).read_bytes()[:4] == b"RIFF", src
     for src in images:

@@ -108,7 +108,9 @@ def feature_embedding(wav: Tensor, sr: int) -> np.ndarray:
     """One clip wav [C, N] at `sr` → hand-made feature vector [FEATURE_DIM] (see the module docstring)."""
     x = _mono16k(wav, sr)
     power = power_spectrogram(x)  # [F, T]
-    log_mel = np.log(mel_filterbank() @ power + 1e-8)  # [N_MELS, T]
+    # the one large matrix product, in torch: it keeps to torch.set_num_threads (OpenBLAS threads thrash)
+    mel = torch.from_numpy(mel_filterbank()) @ torch.from_numpy(power)
+    log_mel = np.log(mel.numpy() + 1e-8)  # [N_MELS, T]
     chroma = _chroma(power)
     env = onset_envelope(log_mel)
     freqs = np.linspace(0, EMBED_SR / 2, power.shape[0])[:, None]

@@ -225,12 +225,18 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
 
         speed_rows.append(asdict(measure_codec(codec, cfg.speed_seconds, 1, "cuda")))
     page.figures["codec_speed"] = speed_rows
+    if not speed_rows:
+        body.append("<h3>Speed</h3>" + note("Not measured (no thread counts given)."))
+        page.add("Codec", "\n".join(body))
+        return
     body.append("<h3>Speed</h3>" + table(
         ["device", "threads", "kbps", "audio s", "encode × real time", "decode × real time", "peak memory MB"],
         [[r["device"], r["threads"], r["bandwidth"], r["seconds"], r["encode_x_realtime"],
           r["decode_x_realtime"], r["peak_memory_mb"]] for r in speed_rows], digits=1))
-    body.append(note("× real time = audio seconds per wall second (higher is faster). CPU peak memory: peak "
-                     "RSS of a fresh process that imports torch, loads the codec and codes the audio."))
+    body.append(note("× real time = audio seconds per wall second (higher is faster), best of 2 runs, codec "
+                     "at its highest bandwidth. CPU peak memory: peak RSS of a fresh process that imports "
+                     "torch, loads the codec and codes the audio. Other jobs on the machine slow these down, "
+                     "more so with more threads."))
     page.add("Codec", "\n".join(body))
 
 
