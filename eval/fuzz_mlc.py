@@ -30,11 +30,12 @@ from test_bitstream import mutate  # noqa: E402
 
 from musiclm.codec import bitstream  # noqa: E402
 from musiclm.codec.bitstream import Header  # noqa: E402
+from musiclm.codec.entropy import prior_counts, prior_hash  # noqa: E402
 from musiclm.errors import MusicLMError  # noqa: E402
 
 
-def random_file(rng: np.random.Generator) -> bytes:
-    """A valid .mlc with random, plausible header fields and skewed codes."""
+def random_file(rng: np.random.Generator) -> tuple[bytes, np.ndarray | None]:
+    """A valid .mlc with random, plausible header fields and skewed codes → (bytes, entropy prior or None)."""
     sr = int(rng.choice([16000, 24000, 32000, 48000]))
     hop = int(rng.choice([160, 320, 512, 640]))
     orig_sr = int(rng.choice([8000, 22050, 44100, 48000, sr]))
@@ -49,9 +50,13 @@ def random_file(rng: np.random.Generator) -> bytes:
     )
     p = rng.dirichlet(np.full(card, 0.3))
     codes = rng.choice(card, size=(header.n_q, header.num_frames), p=p)
+    prior = None
+    if header.entropy and rng.integers(0, 2):  # half the range-coded files start from a learned prior
+        prior = prior_counts(rng.dirichlet(np.full(card, 0.3), size=header.n_q))
+        header = Header(**{**header.__dict__, "prior": prior_hash(prior)})
     out = io.BytesIO()
-    bitstream.write_mlc(out, header, codes)
-    return out.getvalue()
+    bitstream.write_mlc(out, header, codes, prior)
+    return out.getvalue(), prior
 
 
 def tiny_decoder():
@@ -71,7 +76,7 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=1.0)
     p.add_argument("--cases", type=int, default=0, help="stop after this many cases (0: use --minutes)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-seconds", type=float, default=2.0)
+    p.add_argument("--max-seconds", type=float, default=10.0, help="per case; generous for loaded machines")
     p.add_argument("--max-mb", type=float, default=64.0)
     p.add_argument("--trace-every", type=int, default=50)
     p.add_argument("--decode", action="store_true", help="decode mutated files of a tiny codec end to end")
@@ -91,11 +96,11 @@ def main() -> int:
                                 entropy=bool(e)) for e in (0, 1)]
     deadline = time.monotonic() + args.minutes * 60
     stats = {"cases": 0, "parsed": 0, "refused": 0, "failed": 0}
-    base = random_file(rng)
+    base, prior = random_file(rng)
     while (stats["cases"] < args.cases) if args.cases else (time.monotonic() < deadline):
         i = stats["cases"]
         if i % 100 == 0:
-            base = random_file(rng) if codec is None else seeds[(i // 100) % 2]
+            base, prior = random_file(rng) if codec is None else (seeds[(i // 100) % 2], None)
         data = mutate(base, rng)
         traced = i % args.trace_every == 0
         if traced:
@@ -104,7 +109,7 @@ def main() -> int:
         problem = None
         try:
             if codec is None:
-                bitstream.read_mlc(io.BytesIO(data))
+                bitstream.read_mlc(io.BytesIO(data), prior)
             else:
                 decompress_bytes(data, codec)
             stats["parsed"] += 1

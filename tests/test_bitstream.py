@@ -234,7 +234,7 @@ def test_fuzz_parser_never_crashes_hangs_or_overallocates():
             counts["ok"] += 1
         except MusicLMError:
             counts["error"] += 1
-        assert time.perf_counter() - t < 1.0, f"case {i} took too long"
+        assert time.perf_counter() - t < 5.0, f"case {i} took too long"  # a hang, not a busy machine
         if traced:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
