@@ -1,4 +1,4 @@
-"""`musiclm info`: what a model directory or .mlc file holds."""
+"""`musiclm info`: what a codec or LM directory, or a compressed .mlc file, holds."""
 
 from __future__ import annotations
 
@@ -6,29 +6,49 @@ import argparse
 import json
 from pathlib import Path
 
-from musiclm.errors import MusicLMError
-
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("info", help="describe a codec/LM directory", description=__doc__)
-    p.add_argument("path", nargs="?", help="model directory (default: the shipped codec)")
+    p = subparsers.add_parser(
+        "info", help="describe a model directory or a .mlc file", description=__doc__,
+        epilog="Examples: `musiclm info` (the shipped codec), `musiclm info song.mlc`, "
+               "`musiclm info checkpoints/musiclm`",
+    )
+    p.add_argument("path", nargs="?", help="model directory or .mlc file (default: the shipped codec)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from musiclm.codec import Codec
-
-    if args.path and Path(args.path).is_dir() and (Path(args.path) / "config.json").is_file():
-        meta = json.loads((Path(args.path) / "config.json").read_text())
-        if meta.get("model_type") not in ("musiclm-codec", "encodec"):
+    path = Path(args.path) if args.path else None
+    if path is not None and path.is_file() and path.suffix != ".th":
+        return _describe_mlc(path)
+    if path is not None and (path / "config.json").is_file():
+        meta = json.loads((path / "config.json").read_text())
+        if meta.get("model_type") not in ("musiclm-codec", "encodec", "musicgen", "musicgen_melody"):
             print(json.dumps(meta, indent=2))
             return 0
-    codec = Codec.from_pretrained(args.path)
+    return _describe_codec(path)
+
+
+def _describe_codec(path: Path | None) -> int:
+    from musiclm.codec import Codec
+
+    codec = Codec.from_pretrained(path)
     params = sum(p.numel() for p in codec.parameters())
     print(f"codec {codec.config.name}  fingerprint {codec.fingerprint()}")
     print(f"  sample rate {codec.sample_rate} Hz, {codec.channels} channel(s), frame rate {codec.frame_rate:g} Hz")
     print(f"  {codec.config.n_q} codebooks x {codec.card} entries, bandwidths {list(codec.bandwidths)} kbps")
     print(f"  parameters {params / 1e6:.2f} M")
-    if params == 0:
-        raise MusicLMError("empty model")
+    return 0
+
+
+def _describe_mlc(path: Path) -> int:
+    from musiclm.compress import read_info
+
+    h = read_info(path)
+    seconds = h.orig_num_samples / h.orig_sample_rate
+    kbps = path.stat().st_size * 8 / seconds / 1000 if seconds else 0.0
+    print(f"{path}: {seconds:.2f} s of audio, originally {h.orig_sample_rate} Hz x {h.orig_channels} channel(s)")
+    print(f"  codec {h.codec_name} ({h.fingerprint}), {h.sample_rate} Hz, {h.frame_rate:g} frames/s")
+    print(f"  {h.n_q} codebooks x {h.card} at {h.bandwidth:g} kbps nominal, {kbps:.2f} kbps on disk"
+          f"{', entropy coded' if h.entropy else ''}")
     return 0
