@@ -188,7 +188,7 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
         result = codec_eval.evaluate(codec, [(w, sr) for _, w, sr in clips], keep_audio=cfg.players)
         page.figures["codec"] = result.rows
         body.append(table(
-            ["requested kbps", "system", "kbps on disk", "range-coded", "SI-SNR dB ↑", "log-mel dist ↓",
+            ["requested kbps", "system", "kbps on disk", "kbps range-coded", "SI-SNR dB ↑", "log-mel dist ↓",
              "MS-STFT dist ↓", "loudness diff LU ↓"],
             [[r["kbps"], _system_label(r), r["kbps_on_disk"], r.get("kbps_range_coded"), r.get("si_snr"),
               r.get("log_mel"), r.get("stft"), r.get("loudness")] for r in result.rows]))
