@@ -6,7 +6,11 @@ MusicGen interop, with guidance on (CFG 3, a doubled batch), top-k 250, batch 1 
 run, on CPU and on CUDA when present. Then the default LM config (configs/lm/default.yaml) end to end:
 10 s of audio with the codec of configs/codec/small.yaml (random weights: speed only).
 
-    .venv/bin/python eval/bench_lm.py [--threads 2] [--steps 200] [--batches 1 8]
+    .venv/bin/python eval/bench_lm.py [--threads 1] [--steps 503] [--batches 1 8]
+
+Threads default to 1: on the project's shared 2-core machines two intra-op threads collapse both samplers
+(measured: transformers 0.5 steps/s, ours 0.8, at batch 1), which would compare nothing. 503 steps are
+10 s of audio at 50 Hz with 4 codebooks.
 """
 
 from __future__ import annotations
@@ -25,8 +29,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CAPTIONS = ["calm piano in c major, slow", "a fast bright folk tune on flute", "slow strings in d minor",
-            "bright brass fanfare", "gentle guitar ballad", "lively dance for violin and drums"] * 4
+CAPTIONS = [
+    "calm piano in c major, slow",
+    "a fast bright folk tune on flute",
+    "slow strings in d minor",
+    "bright brass fanfare",
+    "gentle guitar ballad",
+    "lively dance for violin and drums",
+] * 4
 
 
 def build_pair(dim: int, layers: int, heads: int, ffn: int, K: int, card: int, workdir: Path):
@@ -42,17 +52,40 @@ def build_pair(dim: int, layers: int, heads: int, ffn: int, K: int, card: int, w
 
     from musiclm.lm import MusicLM
 
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(CAPTIONS), model_prefix=str(workdir / "sp"),
-                                   vocab_size=48, hard_vocab_limit=False, minloglevel=2, pad_id=0, eos_id=1,
-                                   unk_id=2, bos_id=-1)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CAPTIONS),
+        model_prefix=str(workdir / "sp"),
+        vocab_size=48,
+        hard_vocab_limit=False,
+        minloglevel=2,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+    )
     torch.manual_seed(0)
     t5 = T5Config(vocab_size=48, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
-    audio = EncodecConfig(sampling_rate=32000, target_bandwidths=[2.2], upsampling_ratios=[8, 5, 4, 4],
-                          num_filters=4, hidden_size=16, codebook_size=card, num_lstm_layers=1)
-    decoder = MusicgenDecoderConfig(vocab_size=card, hidden_size=dim, num_hidden_layers=layers,
-                                    num_attention_heads=heads, ffn_dim=ffn, num_codebooks=K,
-                                    max_position_embeddings=2048, pad_token_id=card, bos_token_id=card,
-                                    decoder_start_token_id=card)
+    audio = EncodecConfig(
+        sampling_rate=32000,
+        target_bandwidths=[2.2],
+        upsampling_ratios=[8, 5, 4, 4],
+        num_filters=4,
+        hidden_size=16,
+        codebook_size=card,
+        num_lstm_layers=1,
+    )
+    decoder = MusicgenDecoderConfig(
+        vocab_size=card,
+        hidden_size=dim,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        ffn_dim=ffn,
+        num_codebooks=K,
+        max_position_embeddings=2048,
+        pad_token_id=card,
+        bos_token_id=card,
+        decoder_start_token_id=card,
+    )
     config = MusicgenConfig(text_encoder=t5.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
     theirs = MusicgenForConditionalGeneration(config).eval()
     theirs.save_pretrained(workdir / "musicgen")
@@ -73,31 +106,43 @@ def time_theirs(model, ids, mask, steps: int, device: str) -> tuple[float, float
     start, cpu = time.perf_counter(), time.process_time()
     with torch.no_grad():
         try:
-            model.generate(input_ids=ids, attention_mask=mask.long(), do_sample=True, top_k=250,
-                           guidance_scale=3.0, max_new_tokens=steps)
+            model.generate(
+                input_ids=ids,
+                attention_mask=mask.long(),
+                do_sample=True,
+                top_k=250,
+                guidance_scale=3.0,
+                max_new_tokens=steps,
+            )
         except (AttributeError, TypeError):
             pass  # our patched audio decode returns None at the very end; generation itself is complete
     sync(device)
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def time_ours(model, ids, mask, steps: int, device: str, amp_dtype,
-              threads: int | None = None) -> tuple[float, float]:
+def time_ours(model, ids, mask, steps: int, device: str, amp_dtype, threads: int | None = None) -> tuple[float, float]:
     from musiclm.lm.sample import SamplingParams, generate_codes
 
     sync(device)
     start, cpu = time.perf_counter(), time.process_time()
     # threads=None: the same intra-op threads as transformers gets (--threads)
-    generate_codes(model, ids, mask, steps - model.n_q + 1, SamplingParams(top_k=250, cfg=3.0), seed=0,
-                   amp_dtype=amp_dtype, threads=threads)
+    generate_codes(
+        model,
+        ids,
+        mask,
+        steps - model.n_q + 1,
+        SamplingParams(top_k=250, cfg=3.0),
+        seed=0,
+        amp_dtype=amp_dtype,
+        threads=threads,
+    )
     sync(device)
     return time.perf_counter() - start, time.process_time() - cpu
 
 
 def compare(args, device: str, rows: list) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        theirs, ours = build_pair(args.dim, args.layers, args.heads, args.ffn, args.codebooks, args.card,
-                                  Path(tmp))
+        theirs, ours = build_pair(args.dim, args.layers, args.heads, args.ffn, args.codebooks, args.card, Path(tmp))
     theirs, ours = theirs.to(device), ours.to(device)
     frame_rate = 50.0
     for batch in args.batches:
@@ -106,14 +151,24 @@ def compare(args, device: str, rows: list) -> None:
         time_theirs(theirs, ids, mask, 8, device)  # warm-up
         time_ours(ours, ids, mask, 8, device, None)
         n = args.steps
-        candidates = [("transformers generate", lambda i=ids, m=mask, n=n: time_theirs(theirs, i, m, n, device)),
-                      ("musiclm (ours)", lambda i=ids, m=mask, n=n: time_ours(ours, i, m, n, device, None))]
+        candidates = [
+            ("transformers generate", lambda i=ids, m=mask, n=n: time_theirs(theirs, i, m, n, device)),
+            ("musiclm (ours)", lambda i=ids, m=mask, n=n: time_ours(ours, i, m, n, device, None)),
+        ]
         if device == "cpu" and args.threads > 1:
-            candidates.append(("musiclm (ours, default: decode on 1 thread)",
-                               lambda i=ids, m=mask, n=n: time_ours(ours, i, m, n, device, None, threads=1)))
+            candidates.append(
+                (
+                    "musiclm (ours, default: decode on 1 thread)",
+                    lambda i=ids, m=mask, n=n: time_ours(ours, i, m, n, device, None, threads=1),
+                )
+            )
         if device == "cuda":
-            candidates.append(("musiclm (ours, bf16 autocast)",
-                               lambda i=ids, m=mask, n=n: time_ours(ours, i, m, n, device, torch.bfloat16)))
+            candidates.append(
+                (
+                    "musiclm (ours, bf16 autocast)",
+                    lambda i=ids, m=mask, n=n: time_ours(ours, i, m, n, device, torch.bfloat16),
+                )
+            )
         best: dict[str, tuple[float, float]] = {}
         for _ in range(args.repeats):  # interleaved, best of N: the machine is shared and noisy
             for name, fn in candidates:
@@ -156,17 +211,19 @@ def default_model_timing(device: str, threads: int) -> str:
     steps = n_frames + config.n_q - 1
     params = sum(p.numel() for p in model.parameters()) / 1e6
     seconds = wav.shape[-1] / codec.sample_rate
-    return (f"default LM ({params:.1f} M params, d{config.dim} x {config.n_layers} layers) on {device}, LM on "
-            f"1 thread, codec on {threads}: {seconds:g} s of audio ({steps} steps, CFG 3) in "
-            f"{lm_s + dec_s:.2f} s wall (LM {lm_s:.2f} s = {steps / lm_s:.0f} steps/s, codec decode {dec_s:.2f} s)"
-            f" = {seconds / (lm_s + dec_s):.2f}x real time; CPU time {lm_cpu + dec_cpu:.2f} s (LM {lm_cpu:.2f} s = "
-            f"{steps / lm_cpu:.0f} steps per CPU s, codec {dec_cpu:.2f} s) = {seconds / (lm_cpu + dec_cpu):.2f}x")
+    return (
+        f"default LM ({params:.1f} M params, d{config.dim} x {config.n_layers} layers) on {device}, LM on "
+        f"1 thread, codec on {threads}: {seconds:g} s of audio ({steps} steps, CFG 3) in "
+        f"{lm_s + dec_s:.2f} s wall (LM {lm_s:.2f} s = {steps / lm_s:.0f} steps/s, codec decode {dec_s:.2f} s)"
+        f" = {seconds / (lm_s + dec_s):.2f}x real time; CPU time {lm_cpu + dec_cpu:.2f} s (LM {lm_cpu:.2f} s = "
+        f"{steps / lm_cpu:.0f} steps per CPU s, codec {dec_cpu:.2f} s) = {seconds / (lm_cpu + dec_cpu):.2f}x"
+    )
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=200, help="decode steps per run")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both samplers")
+    p.add_argument("--steps", type=int, default=503, help="decode steps per run (503 = 10 s of audio)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--dim", type=int, default=256)
@@ -183,19 +240,29 @@ def main() -> int:
     rows: list = []
     for device in devices:
         compare(args, device, rows)
-    print(f"\nload average (1 min) before / after the comparison: {load:.1f} / {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} CPUs")
-    print(f"MusicGen decoder d{args.dim} x {args.layers} layers, {args.heads} heads, ffn {args.ffn}, "
-          f"K={args.codebooks} x {args.card}; CFG 3 (doubled batch), top-k 250; {args.steps} steps; "
-          f"CPU threads {args.threads}; best of {args.repeats}")
-    print("| device | batch | sampler | steps/s | audio s / wall s | vs transformers | steps per CPU s | vs "
-          "transformers (CPU time) |")
+    print(
+        f"\nload average (1 min) before / after the comparison: {load:.1f} / {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(
+        f"MusicGen decoder d{args.dim} x {args.layers} layers, {args.heads} heads, ffn {args.ffn}, "
+        f"K={args.codebooks} x {args.card}; CFG 3 (doubled batch), top-k 250; {args.steps} steps; "
+        f"CPU threads {args.threads}; best of {args.repeats}"
+    )
+    print(
+        "| device | batch | sampler | steps/s | audio s / wall s | vs transformers | steps per CPU s | vs "
+        "transformers (CPU time) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for device, batch, name, rate, audio_rate, speedup, cpu_rate, cpu_speedup in rows:
-        print(f"| {device} | {batch} | {name} | {rate:.1f} | {audio_rate:.2f} | {speedup:.2f}x | {cpu_rate:.1f} | "
-              f"{cpu_speedup:.2f}x |")
-    print("(CPU time: this process's CPU seconds, less sensitive than wall time to other jobs on a shared "
-          "machine; on CUDA it counts host time only)")
+        print(
+            f"| {device} | {batch} | {name} | {rate:.1f} | {audio_rate:.2f} | {speedup:.2f}x | {cpu_rate:.1f} | "
+            f"{cpu_speedup:.2f}x |"
+        )
+    print(
+        "(CPU time: this process's CPU seconds, less sensitive than wall time to other jobs on a shared "
+        "machine; on CUDA it counts host time only)"
+    )
     if not args.skip_default:
         print()
         for device in devices:

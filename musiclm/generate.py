@@ -32,8 +32,13 @@ def load_model(model: str | Path | MusicLM | None = None, device: str | None = N
     return _loaded[key]
 
 
-def sampling_params(model: MusicLM, cfg: float | None = None, temperature: float | None = None,
-                    top_k: int | None = None, top_p: float | None = None) -> SamplingParams:
+def sampling_params(
+    model: MusicLM,
+    cfg: float | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> SamplingParams:
     """The model's shipped defaults, overridden where a value is given."""
     c = model.config
     params = SamplingParams(
@@ -46,10 +51,19 @@ def sampling_params(model: MusicLM, cfg: float | None = None, temperature: float
     return params
 
 
-def generate_wav(model: MusicLM, texts: list[str] | str, duration: float = 10.0, seed: int | None = None,
-                 cfg: float | None = None, temperature: float | None = None, top_k: int | None = None,
-                 top_p: float | None = None, prompt_wav: Tensor | None = None, progress: bool = False,
-                 compile: bool = False) -> Tensor:
+def generate_wav(
+    model: MusicLM,
+    texts: list[str] | str,
+    duration: float = 10.0,
+    seed: int | None = None,
+    cfg: float | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    prompt_wav: Tensor | None = None,
+    progress: bool = False,
+    compile: bool = False,
+) -> Tensor:
     """Captions → wav [B, C, N] at `model.codec.sample_rate`, N = round(duration * sample_rate).
 
     prompt_wav [B or 1, C, N0] (at the codec's rate) is continued; `duration` counts it too."""
@@ -68,21 +82,42 @@ def generate_wav(model: MusicLM, texts: list[str] | str, duration: float = 10.0,
             raise MusicLMError(f"expected prompt audio shaped [B, C, N], got {list(prompt_wav.shape)}")
         prompt_seconds = prompt_wav.shape[-1] / codec.sample_rate
         if prompt_seconds >= duration:
-            raise MusicLMError(f"the prompt ({prompt_seconds:.2f} s) must be shorter than --duration "
-                               f"({duration:g} s), which counts the prompt too")
+            raise MusicLMError(
+                f"the prompt ({prompt_seconds:.2f} s) must be shorter than --duration "
+                f"({duration:g} s), which counts the prompt too"
+            )
         prompt = codec.encode(prompt_wav.to(model.device), n_q=model.n_q)
     ids, mask = model.tokenizer.encode(texts, model.config.text.max_len)
     params = sampling_params(model, cfg, temperature, top_k, top_p)
-    codes = generate_codes(model, ids, mask, n_frames, params, seed=seed, prompt=prompt, progress=progress,
-                           compile=compile)
+    codes = generate_codes(
+        model, ids, mask, n_frames, params, seed=seed, prompt=prompt, progress=progress, compile=compile
+    )
     return codec.decode(codes, length=round(duration * codec.sample_rate))
 
 
-def generate(texts: list[str] | str, model: str | Path | MusicLM | None = None, duration: float = 10.0,
-             seed: int | None = None, cfg: float | None = None, temperature: float | None = None,
-             top_k: int | None = None, top_p: float | None = None, prompt_wav: Tensor | None = None,
-             progress: bool = False) -> Tensor:
+def generate(
+    texts: list[str] | str,
+    model: str | Path | MusicLM | None = None,
+    duration: float = 10.0,
+    seed: int | None = None,
+    cfg: float | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    prompt_wav: Tensor | None = None,
+    progress: bool = False,
+) -> Tensor:
     """Captions → wav [B, C, N] with the shipped model (or `model`: a directory or a loaded MusicLM)."""
     lm = load_model(model)
-    return generate_wav(lm, texts, duration=duration, seed=seed, cfg=cfg, temperature=temperature, top_k=top_k,
-                        top_p=top_p, prompt_wav=prompt_wav, progress=progress)
+    return generate_wav(
+        lm,
+        texts,
+        duration=duration,
+        seed=seed,
+        cfg=cfg,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        prompt_wav=prompt_wav,
+        progress=progress,
+    )

@@ -22,8 +22,16 @@ def model_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
-    codec = Codec(CodecConfig(name="debug", sample_rate=SR, seanet=SEANetConfig(n_filters=4, dimension=16,
-                  ratios=(5, 4, 4, 2)), n_q=4, card=64, bandwidths=(1.2,)))  # hop 160: 50 frames/s
+    codec = Codec(
+        CodecConfig(
+            name="debug",
+            sample_rate=SR,
+            seanet=SEANetConfig(n_filters=4, dimension=16, ratios=(5, 4, 4, 2)),
+            n_q=4,
+            card=64,
+            bandwidths=(1.2,),
+        )
+    )  # hop 160: 50 frames/s
     codec.save_pretrained(root / "codec")
     torch.manual_seed(1)
     config = tiny_config(card=64, frame_rate=50.0, sample_rate=SR)
@@ -55,8 +63,18 @@ def test_python_api_continuation_keeps_the_prompt_codes(model_dir):
 
 def test_cli_end_to_end(model_dir, tmp_path, capsys):
     out = tmp_path / "x.wav"
-    args = ["generate", "calm piano in c major", "-o", str(out), "--duration", "1", "--seed", "1",
-            "--model", str(model_dir)]
+    args = [
+        "generate",
+        "calm piano in c major",
+        "-o",
+        str(out),
+        "--duration",
+        "1",
+        "--seed",
+        "1",
+        "--model",
+        str(model_dir),
+    ]
     assert main(args) == 0
     audio, sr = sf.read(out, dtype="float32")
     assert sr == SR and audio.shape == (SR,) and np.isfinite(audio).all()
@@ -70,14 +88,50 @@ def test_cli_end_to_end(model_dir, tmp_path, capsys):
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# demo prompts\nslow strings in d minor\n\nfast folk flute\n")
-    assert main(["generate", "--prompts", str(prompts), "bright brass", "-o", str(tmp_path / "many.flac"),
-                 "--duration", "1", "--seed", "2", "--model", str(model_dir), "--top-p", "0.9"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--prompts",
+                str(prompts),
+                "bright brass",
+                "-o",
+                str(tmp_path / "many.flac"),
+                "--duration",
+                "1",
+                "--seed",
+                "2",
+                "--model",
+                str(model_dir),
+                "--top-p",
+                "0.9",
+            ]
+        )
+        == 0
+    )
     written = sorted(p.name for p in tmp_path.glob("many-*.flac"))
     assert written == ["many-1.flac", "many-2.flac", "many-3.flac"]
     assert sf.info(tmp_path / "many-1.flac").format == "FLAC"
 
-    assert main(["generate", "the same, continued", "--continue", str(out), "--duration", "1.5", "--seed", "1",
-                 "-o", str(tmp_path / "longer.wav"), "--model", str(model_dir)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "the same, continued",
+                "--continue",
+                str(out),
+                "--duration",
+                "1.5",
+                "--seed",
+                "1",
+                "-o",
+                str(tmp_path / "longer.wav"),
+                "--model",
+                str(model_dir),
+            ]
+        )
+        == 0
+    )
     assert sf.info(tmp_path / "longer.wav").frames == int(1.5 * SR)
 
 

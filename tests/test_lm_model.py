@@ -12,9 +12,12 @@ from musiclm.lm import LMConfig, MusicLM, apply_delay, delay_valid_mask, undo_de
 from musiclm.text import TextConfig, TextTokenizer
 
 CAPTIONS = [
-    "calm piano in c major, slow", "a fast bright folk tune on flute in g major",
-    "slow melancholic string quartet in d minor", "bright brass fanfare, fast tempo",
-    "gentle guitar ballad in a minor", "lively dance for violin and drums",
+    "calm piano in c major, slow",
+    "a fast bright folk tune on flute in g major",
+    "slow melancholic string quartet in d minor",
+    "bright brass fanfare, fast tempo",
+    "gentle guitar ballad in a minor",
+    "lively dance for violin and drums",
 ] * 4
 
 
@@ -33,8 +36,14 @@ def train_tokenizer(directory, vocab_size: int = 48, t5_ids: bool = False) -> Te
 
     ids = dict(pad_id=0, eos_id=1, unk_id=2, bos_id=-1) if t5_ids else {}
     prefix = directory / "sp"
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(CAPTIONS), model_prefix=str(prefix),
-                                   vocab_size=vocab_size, hard_vocab_limit=False, minloglevel=2, **ids)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CAPTIONS),
+        model_prefix=str(prefix),
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        minloglevel=2,
+        **ids,
+    )
     return TextTokenizer(f"{prefix}.model", add_eos=t5_ids)
 
 
@@ -52,7 +61,7 @@ def text_batch(B: int = 2, L: int = 6, vocab: int = 48):
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, vocab, (B, L), generator=g)
     mask = torch.ones(B, L, dtype=torch.bool)
-    mask[-1, L // 2:] = False  # one padded caption
+    mask[-1, L // 2 :] = False  # one padded caption
     return ids, mask
 
 
@@ -66,7 +75,7 @@ def test_delay_round_trip_and_layout(K, T):
     valid = delay_valid_mask(K, T)
     assert torch.equal(valid.expand_as(delayed), delayed != 16)
     for k in range(K):  # delayed[k, s] == codes[k, s - k]
-        assert torch.equal(delayed[:, k, k:k + T], codes[:, k])
+        assert torch.equal(delayed[:, k, k : k + T], codes[:, k])
 
 
 # ---- the decoder ------------------------------------------------------------------------------------
@@ -81,8 +90,10 @@ def test_cached_steps_equal_full_forward():
         memory, memory_mask = model.encode_text(ids, mask)
         for static in (False, True):  # eager prefix reads and static masked reads
             cache = model.new_cache(memory, memory_mask, S)
-            steps = [model.decode_step(inputs[..., s:s + 1], cache, torch.tensor([s]), None if static else s + 1)
-                     for s in range(S)]
+            steps = [
+                model.decode_step(inputs[..., s : s + 1], cache, torch.tensor([s]), None if static else s + 1)
+                for s in range(S)
+            ]
             torch.testing.assert_close(torch.stack(steps, dim=2), full, atol=1e-5, rtol=1e-5)
         cache = model.new_cache(memory, memory_mask, S)  # prefill of 5, then single steps
         first = model.decode_step(inputs[..., :5], cache, torch.arange(5), 5)
@@ -154,7 +165,8 @@ def test_frozen_t5_text_encoder_round_trips(tmp_path):
 
     torch.manual_seed(0)
     T5EncoderModel(T5Config(vocab_size=48, d_model=24, d_kv=6, d_ff=32, num_layers=1, num_heads=4)).save_pretrained(
-        tmp_path / "t5")
+        tmp_path / "t5"
+    )
     text, t5_state = t5_text_config(tmp_path / "t5", max_len=16)
     config = tiny_config()
     config.text = text

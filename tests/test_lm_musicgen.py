@@ -32,11 +32,27 @@ def musicgen_dir(tmp_path_factory):
     tokenizer = train_tokenizer(path, t5_ids=True)
     torch.manual_seed(0)
     t5 = T5Config(vocab_size=tokenizer.vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
-    audio = EncodecConfig(sampling_rate=32000, target_bandwidths=[2.2], upsampling_ratios=[8, 5, 4, 4],
-                          num_filters=4, hidden_size=16, codebook_size=CARD, num_lstm_layers=1)
-    decoder = MusicgenDecoderConfig(vocab_size=CARD, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-                                    ffn_dim=96, num_codebooks=K, max_position_embeddings=256, pad_token_id=CARD,
-                                    bos_token_id=CARD, decoder_start_token_id=CARD)
+    audio = EncodecConfig(
+        sampling_rate=32000,
+        target_bandwidths=[2.2],
+        upsampling_ratios=[8, 5, 4, 4],
+        num_filters=4,
+        hidden_size=16,
+        codebook_size=CARD,
+        num_lstm_layers=1,
+    )
+    decoder = MusicgenDecoderConfig(
+        vocab_size=CARD,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        ffn_dim=96,
+        num_codebooks=K,
+        max_position_embeddings=256,
+        pad_token_id=CARD,
+        bos_token_id=CARD,
+        decoder_start_token_id=CARD,
+    )
     config = MusicgenConfig(text_encoder=t5.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
     model = MusicgenForConditionalGeneration(config).eval()
     model.save_pretrained(path / "model")
@@ -71,8 +87,9 @@ def test_greedy_generation_gives_the_same_tokens(musicgen_dir):
     reference.audio_encoder.decode = capture
     try:
         with torch.no_grad():
-            reference.generate(input_ids=ids, attention_mask=mask.long(), do_sample=False, guidance_scale=3.0,
-                               max_new_tokens=20)
+            reference.generate(
+                input_ids=ids, attention_mask=mask.long(), do_sample=False, guidance_scale=3.0, max_new_tokens=20
+            )
     finally:
         reference.audio_encoder.decode = decode
     theirs = captured["codes"][0]  # [B, K, T]

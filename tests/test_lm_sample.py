@@ -95,8 +95,8 @@ def test_batch_members_do_not_influence_each_other():
     ids, mask = text_batch()
     both = generate_codes(model, ids, mask, 8, SamplingParams(temperature=0, cfg=3.0))
     for i in range(2):
-        alone = generate_codes(model, ids[i:i + 1], mask[i:i + 1], 8, SamplingParams(temperature=0, cfg=3.0))
-        assert torch.equal(both[i:i + 1], alone)
+        alone = generate_codes(model, ids[i : i + 1], mask[i : i + 1], 8, SamplingParams(temperature=0, cfg=3.0))
+        assert torch.equal(both[i : i + 1], alone)
 
 
 def test_plan_windows_covers_the_length_within_the_window():

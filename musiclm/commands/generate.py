@@ -23,27 +23,48 @@ FORMATS = ("wav", "flac")
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "generate", help="text → music", description=__doc__,
+        "generate",
+        help="text → music",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("prompts", nargs="*", metavar="PROMPT", help="text description(s); one file per prompt")
-    p.add_argument("-o", "--output", help="output file (several prompts: NAME-1.wav, NAME-2.wav, ...) or an "
-                   "existing directory / a path ending in '/' (one file per prompt, named after it); "
-                   "default: named after the prompt in the current directory")
-    p.add_argument("--duration", type=float, default=10.0,
-                   help="seconds of audio (with --continue: the total, prompt included); longer than the "
-                   "model's window continues window by window (default 10)")
-    p.add_argument("--seed", type=int, help="random seed: the same seed gives the same audio (default: random, "
-                   "printed)")
-    p.add_argument("--cfg", type=float, help="classifier-free guidance: 1 = off, higher follows the text more "
-                   "closely (default: the model's, 3)")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="output file (several prompts: NAME-1.wav, NAME-2.wav, ...) or an "
+        "existing directory / a path ending in '/' (one file per prompt, named after it); "
+        "default: named after the prompt in the current directory",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        help="seconds of audio (with --continue: the total, prompt included); longer than the "
+        "model's window continues window by window (default 10)",
+    )
+    p.add_argument(
+        "--seed", type=int, help="random seed: the same seed gives the same audio (default: random, printed)"
+    )
+    p.add_argument(
+        "--cfg",
+        type=float,
+        help="classifier-free guidance: 1 = off, higher follows the text more closely (default: the model's, 3)",
+    )
     p.add_argument("--temperature", type=float, help="sampling temperature; 0 = greedy (default: the model's, 1)")
     p.add_argument("--top-k", type=int, help="sample among the K likeliest tokens; 0 = off (default: the model's)")
     p.add_argument("--top-p", type=float, help="nucleus sampling mass; 0 = off (default: the model's)")
-    p.add_argument("--model", metavar="DIR", help="model directory (default: the shipped model); a transformers "
-                   "MusicGen directory also works")
-    p.add_argument("--prompts", dest="prompts_file", metavar="FILE",
-                   help="read prompts from FILE, one per line ('#' comments and blank lines skipped)")
+    p.add_argument(
+        "--model",
+        metavar="DIR",
+        help="model directory (default: the shipped model); a transformers MusicGen directory also works",
+    )
+    p.add_argument(
+        "--prompts",
+        dest="prompts_file",
+        metavar="FILE",
+        help="read prompts from FILE, one per line ('#' comments and blank lines skipped)",
+    )
     p.add_argument("--continue", dest="continue_wav", metavar="WAV", help="continue this audio file")
     p.add_argument("--format", choices=FORMATS, help="output format (default: from the -o suffix, else wav)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
@@ -77,8 +98,7 @@ def output_paths(prompts: list[str], output: str | None, fmt: str | None) -> tup
         fmt = fmt or "wav"
         folder = Path(output) if output else Path(".")
         names = [slug(p) for p in prompts]
-        paths = [folder / (f"{n}.{fmt}" if names.count(n) == 1 else f"{n}-{i + 1}.{fmt}")
-                 for i, n in enumerate(names)]
+        paths = [folder / (f"{n}.{fmt}" if names.count(n) == 1 else f"{n}-{i + 1}.{fmt}") for i, n in enumerate(names)]
         return paths, fmt
     path = Path(output)
     suffix = path.suffix.lstrip(".").lower()
@@ -122,18 +142,25 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     for first in range(0, len(prompts), args.batch_size):
-        batch = prompts[first:first + args.batch_size]
+        batch = prompts[first : first + args.batch_size]
         # a batch's seed is offset by its first prompt's index, so batches do not repeat each other
-        wav = generate_wav(model, batch, duration=args.duration, seed=seed + first, cfg=args.cfg,
-                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                           prompt_wav=prompt_wav, progress=True)
+        wav = generate_wav(
+            model,
+            batch,
+            duration=args.duration,
+            seed=seed + first,
+            cfg=args.cfg,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            prompt_wav=prompt_wav,
+            progress=True,
+        )
         for i, audio in enumerate(wav):
             path = paths[first + i]
             save_audio(path, audio, codec.sample_rate, format=fmt)
-            print(f"wrote {path} ({audio.shape[-1] / codec.sample_rate:.2f} s, {codec.sample_rate} Hz): "
-                  f"{batch[i]!r}")
+            print(f"wrote {path} ({audio.shape[-1] / codec.sample_rate:.2f} s, {codec.sample_rate} Hz): {batch[i]!r}")
     elapsed = time.perf_counter() - start
     total = args.duration * len(prompts)
-    print(f"generated {total:.1f} s of audio in {elapsed:.1f} s ({total / elapsed:.2f}x real time)",
-          file=sys.stderr)
+    print(f"generated {total:.1f} s of audio in {elapsed:.1f} s ({total / elapsed:.2f}x real time)", file=sys.stderr)
     return 0

@@ -4,5 +4,4 @@ from musiclm.lm.delay import apply_delay, delay_valid_mask, undo_delay
 from musiclm.lm.model import LMConfig, MusicLM
 from musiclm.lm.sample import SamplingParams, generate_codes
 
-__all__ = ["LMConfig", "MusicLM", "SamplingParams", "apply_delay", "delay_valid_mask", "generate_codes",
-           "undo_delay"]
+__all__ = ["LMConfig", "MusicLM", "SamplingParams", "apply_delay", "delay_valid_mask", "generate_codes", "undo_delay"]

@@ -56,8 +56,16 @@ class MusicLM(nn.Module):
         self.embed = nn.Embedding(K * (card + 1), D)
         self.register_buffer("embed_offsets", torch.arange(K) * (card + 1), persistent=False)
         self.blocks = nn.ModuleList(
-            Block(D, config.n_heads, config.ffn_dim, i, causal=True, cross=True, dropout=config.dropout,
-                  activation=config.activation)
+            Block(
+                D,
+                config.n_heads,
+                config.ffn_dim,
+                i,
+                causal=True,
+                cross=True,
+                dropout=config.dropout,
+                activation=config.activation,
+            )
             for i in range(config.n_layers)
         )
         self.norm = nn.LayerNorm(D)
@@ -137,8 +145,9 @@ class MusicLM(nn.Module):
         memory, memory_mask = self.encode_text(text_ids, text_mask)
         B, K, S = codes.shape
         inputs = torch.cat([codes.new_full((B, K, 1), self.special_id), codes[..., :-1]], dim=-1)
-        x = self._embed(inputs) + sinusoidal_embedding(torch.arange(S, device=codes.device),
-                                                       self.config.dim).to(self.embed.weight.dtype)
+        x = self._embed(inputs) + sinusoidal_embedding(torch.arange(S, device=codes.device), self.config.dim).to(
+            self.embed.weight.dtype
+        )
         for block in self.blocks:
             x = block(x, memory, memory_mask)
         return self._logits(x)
@@ -146,21 +155,22 @@ class MusicLM(nn.Module):
     def loss(self, logits: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-entropy over valid positions → (mean over codebooks, per-codebook [K])."""
         valid = self.valid_mask(codes)  # [B, K, S]
-        ce = F.cross_entropy(logits.float().reshape(-1, self.card), codes.clamp(max=self.card - 1).reshape(-1),
-                             reduction="none").view_as(codes)
+        ce = F.cross_entropy(
+            logits.float().reshape(-1, self.card), codes.clamp(max=self.card - 1).reshape(-1), reduction="none"
+        ).view_as(codes)
         per_q = (ce * valid).sum(dim=(0, 2)) / valid.sum(dim=(0, 2)).clamp(min=1)
         return per_q.mean(), per_q
 
     # ---- generation ----------------------------------------------------------------------------------
-    def new_cache(self, memory: Tensor, memory_mask: Tensor, max_steps: int,
-                  dtype: torch.dtype | None = None) -> KVCache:
+    def new_cache(
+        self, memory: Tensor, memory_mask: Tensor, max_steps: int, dtype: torch.dtype | None = None
+    ) -> KVCache:
         """A cache for one generation window of `max_steps` positions; projects the text k/v once.
 
         memory [B, L, D], memory_mask [B, L] (already doubled for classifier-free guidance)."""
         c = self.config
         dtype = dtype or self.heads.weight.dtype
-        cache = KVCache(c.n_layers, memory.shape[0], c.n_heads, c.dim // c.n_heads, max_steps, dtype,
-                        memory.device)
+        cache = KVCache(c.n_layers, memory.shape[0], c.n_heads, c.dim // c.n_heads, max_steps, dtype, memory.device)
         for block in self.blocks:
             k, v = block.cross_attn.project_memory(memory)
             cache.cross_k.append(k.to(dtype).contiguous())
@@ -168,10 +178,12 @@ class MusicLM(nn.Module):
         allowed = padding_attn_mask(memory_mask)  # [B, 1, 1, L] bool
         if not bool(allowed.all()):  # one host read per window, never per step
             cache.cross_mask = torch.zeros(allowed.shape, dtype=dtype, device=memory.device).masked_fill(
-                ~allowed, float("-inf"))
+                ~allowed, float("-inf")
+            )
         # in the parameters' dtype: the embeddings it is added to are not autocast
         cache.pos_emb = sinusoidal_embedding(torch.arange(max_steps, device=memory.device), c.dim).to(
-            self.embed.weight.dtype)
+            self.embed.weight.dtype
+        )
         return cache
 
     def decode_step(self, tokens: Tensor, cache: KVCache, input_pos: Tensor, kv_len: int | None) -> Tensor:
@@ -191,10 +203,19 @@ class MusicLM(nn.Module):
         return self._logits(x[:, -1:])[:, :, 0]
 
     @torch.no_grad()
-    def generate(self, texts: list[str] | str, duration: float = 10.0, seed: int | None = None,
-                 cfg: float | None = None, temperature: float | None = None, top_k: int | None = None,
-                 top_p: float | None = None, prompt_wav: Tensor | None = None, progress: bool = False,
-                 compile: bool = False) -> Tensor:
+    def generate(
+        self,
+        texts: list[str] | str,
+        duration: float = 10.0,
+        seed: int | None = None,
+        cfg: float | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        prompt_wav: Tensor | None = None,
+        progress: bool = False,
+        compile: bool = False,
+    ) -> Tensor:
         """Captions → wav [B, C, N] at the codec's sample rate, N = duration * sample_rate.
 
         `duration` counts the whole output, including `prompt_wav` [B or 1, C, N0] (continuation): the
@@ -203,8 +224,19 @@ class MusicLM(nn.Module):
         """
         from musiclm.generate import generate_wav
 
-        return generate_wav(self, texts, duration=duration, seed=seed, cfg=cfg, temperature=temperature,
-                            top_k=top_k, top_p=top_p, prompt_wav=prompt_wav, progress=progress, compile=compile)
+        return generate_wav(
+            self,
+            texts,
+            duration=duration,
+            seed=seed,
+            cfg=cfg,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            prompt_wav=prompt_wav,
+            progress=progress,
+            compile=compile,
+        )
 
     # ---- checkpoints (musiclm.lm.pretrained) ---------------------------------------------------------
     def save_pretrained(self, directory, codec_path: str | None = None):

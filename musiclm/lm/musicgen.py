@@ -61,18 +61,38 @@ def musicgen_config(meta: dict, generation: dict, path: Path):
     for r in audio.get("upsampling_ratios", [8, 5, 4, 4]):
         hop *= int(r)
     sample_rate = int(audio.get("sampling_rate", 32000))
-    text = TextConfig(kind="t5", vocab_size=int(t5["vocab_size"]), dim=int(t5["d_model"]),
-                      n_layers=int(t5["num_layers"]), n_heads=int(t5["num_heads"]), ffn_dim=int(t5["d_ff"]),
-                      max_len=64, add_eos=True, t5_config=t5)
+    text = TextConfig(
+        kind="t5",
+        vocab_size=int(t5["vocab_size"]),
+        dim=int(t5["d_model"]),
+        n_layers=int(t5["num_layers"]),
+        n_heads=int(t5["num_heads"]),
+        ffn_dim=int(t5["d_ff"]),
+        max_len=64,
+        add_eos=True,
+        t5_config=t5,
+    )
     max_length = int(generation.get("max_length") or 1500)  # steps incl. BOS; MusicGen trained on 30 s
     return LMConfig(
-        name=f"musicgen:{path.name}", n_q=K, card=card, dim=int(dec["hidden_size"]),
-        n_layers=int(dec["num_hidden_layers"]), n_heads=int(dec["num_attention_heads"]),
-        ffn_dim=int(dec["ffn_dim"]), activation=ACTIVATIONS[act], dropout=0.0, condition_dropout=0.0,
+        name=f"musicgen:{path.name}",
+        n_q=K,
+        card=card,
+        dim=int(dec["hidden_size"]),
+        n_layers=int(dec["num_hidden_layers"]),
+        n_heads=int(dec["num_attention_heads"]),
+        ffn_dim=int(dec["ffn_dim"]),
+        activation=ACTIVATIONS[act],
+        dropout=0.0,
+        condition_dropout=0.0,
         max_frames=max(1, min(max_length, int(dec.get("max_position_embeddings", 2048))) - K),
-        frame_rate=sample_rate / hop, sample_rate=sample_rate, codec=None, text=text,
-        temperature=float(generation.get("temperature") or 1.0), top_k=int(generation.get("top_k") or 250),
-        top_p=float(generation.get("top_p") or 0.0), cfg=float(generation.get("guidance_scale") or 3.0),
+        frame_rate=sample_rate / hop,
+        sample_rate=sample_rate,
+        codec=None,
+        text=text,
+        temperature=float(generation.get("temperature") or 1.0),
+        top_k=int(generation.get("top_k") or 250),
+        top_p=float(generation.get("top_p") or 0.0),
+        cfg=float(generation.get("guidance_scale") or 3.0),
     )
 
 
@@ -85,16 +105,17 @@ def convert_state(state: dict[str, Tensor], K: int, n_layers: int, embed_scale: 
         out["norm.weight"], out["norm.bias"] = state[f"{d}layer_norm.weight"], state[f"{d}layer_norm.bias"]
         for i in range(n_layers):
             src, dst = f"{d}layers.{i}.", f"blocks.{i}."
-            for ours, theirs in (("norm_self", "self_attn_layer_norm"), ("norm_cross", "encoder_attn_layer_norm"),
-                                 ("norm_ffn", "final_layer_norm")):
+            for ours, theirs in (
+                ("norm_self", "self_attn_layer_norm"),
+                ("norm_cross", "encoder_attn_layer_norm"),
+                ("norm_ffn", "final_layer_norm"),
+            ):
                 out[f"{dst}{ours}.weight"] = state[f"{src}{theirs}.weight"]
                 out[f"{dst}{ours}.bias"] = state[f"{src}{theirs}.bias"]
-            out[f"{dst}self_attn.qkv.weight"] = torch.cat(
-                [state[f"{src}self_attn.{p}_proj.weight"] for p in "qkv"])
+            out[f"{dst}self_attn.qkv.weight"] = torch.cat([state[f"{src}self_attn.{p}_proj.weight"] for p in "qkv"])
             out[f"{dst}self_attn.out.weight"] = state[f"{src}self_attn.out_proj.weight"]
             out[f"{dst}cross_attn.q.weight"] = state[f"{src}encoder_attn.q_proj.weight"]
-            out[f"{dst}cross_attn.kv.weight"] = torch.cat(
-                [state[f"{src}encoder_attn.{p}_proj.weight"] for p in "kv"])
+            out[f"{dst}cross_attn.kv.weight"] = torch.cat([state[f"{src}encoder_attn.{p}_proj.weight"] for p in "kv"])
             out[f"{dst}cross_attn.out.weight"] = state[f"{src}encoder_attn.out_proj.weight"]
             out[f"{dst}fc1.weight"] = state[f"{src}fc1.weight"]
             out[f"{dst}fc2.weight"] = state[f"{src}fc2.weight"]
@@ -102,7 +123,7 @@ def convert_state(state: dict[str, Tensor], K: int, n_layers: int, embed_scale: 
         raise MusicLMError(f"MusicGen weights lack {e.args[0]}") from None
     if "enc_to_dec_proj.weight" in state:
         out["text_proj.weight"], out["text_proj.bias"] = state["enc_to_dec_proj.weight"], state["enc_to_dec_proj.bias"]
-    t5 = {k[len("text_encoder."):]: v for k, v in state.items() if k.startswith("text_encoder.")}
+    t5 = {k[len("text_encoder.") :]: v for k, v in state.items() if k.startswith("text_encoder.")}
     # T5 ties its input embedding to `shared`; a saved file may hold only one of the two names
     for a, b in (("shared.weight", "encoder.embed_tokens.weight"), ("encoder.embed_tokens.weight", "shared.weight")):
         if a in t5 and b not in t5:
@@ -115,7 +136,7 @@ def load_musicgen_codec(path: Path, meta: dict, state: dict[str, Tensor]):
     """The audio_encoder part of a MusicGen directory through our EnCodec interop (public API only)."""
     from musiclm.codec import Codec
 
-    audio = {k[len("audio_encoder."):]: v.contiguous() for k, v in state.items() if k.startswith("audio_encoder.")}
+    audio = {k[len("audio_encoder.") :]: v.contiguous() for k, v in state.items() if k.startswith("audio_encoder.")}
     if not audio:
         raise MusicLMError(f"{path}: no audio_encoder weights")
     with tempfile.TemporaryDirectory(prefix="musicgen-encodec-") as tmp:

@@ -69,8 +69,9 @@ def load_state(path: Path, map_location: str = "cpu") -> dict[str, torch.Tensor]
 def load_weights(model, state: dict[str, torch.Tensor], where: Path) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise MusicLMError(f"{where}: weights do not match the config (missing {missing[:3]}, "
-                           f"unexpected {unexpected[:3]})")
+        raise MusicLMError(
+            f"{where}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
 
 
 def attach_codec(model, codec_dir: Path) -> None:
@@ -84,8 +85,10 @@ def attach_codec(model, codec_dir: Path) -> None:
     if codec.config.n_q < c.n_q:
         raise MusicLMError(f"codec {codec_dir} has {codec.config.n_q} codebooks, the LM needs {c.n_q}")
     if abs(codec.frame_rate - c.frame_rate) > 1e-6 or codec.sample_rate != c.sample_rate:
-        raise MusicLMError(f"codec {codec_dir} runs at {codec.sample_rate} Hz / {codec.frame_rate:g} frames/s, "
-                           f"the LM was trained at {c.sample_rate} Hz / {c.frame_rate:g} frames/s")
+        raise MusicLMError(
+            f"codec {codec_dir} runs at {codec.sample_rate} Hz / {codec.frame_rate:g} frames/s, "
+            f"the LM was trained at {c.sample_rate} Hz / {c.frame_rate:g} frames/s"
+        )
     object.__setattr__(model, "codec", codec.eval())
 
 
@@ -109,8 +112,9 @@ def from_pretrained(path: str | Path | None = None, map_location: str = "cpu", l
     config = from_dict(LMConfig, meta)
     tokenizer = TextTokenizer(path / TOKENIZER_NAME, add_eos=config.text.add_eos)
     if tokenizer.vocab_size != config.text.vocab_size:
-        raise MusicLMError(f"{path / TOKENIZER_NAME}: {tokenizer.vocab_size} pieces, the model expects "
-                           f"{config.text.vocab_size}")
+        raise MusicLMError(
+            f"{path / TOKENIZER_NAME}: {tokenizer.vocab_size} pieces, the model expects {config.text.vocab_size}"
+        )
     model = MusicLM(config, tokenizer=tokenizer)
     load_weights(model, load_state(path, map_location), path)
     if load_codec and config.codec:

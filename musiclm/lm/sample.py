@@ -115,17 +115,28 @@ def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
 
 
 @torch.inference_mode()
-def generate_codes(model, text_ids: Tensor, text_mask: Tensor, n_frames: int,
-                   params: SamplingParams | None = None, seed: int | None = None, prompt: Tensor | None = None,
-                   window: int | None = None, stride: int | None = None, progress: bool = False,
-                   compile: bool = False, amp_dtype: torch.dtype | None = torch.bfloat16,
-                   threads: int | None = 1) -> Tensor:
+def generate_codes(
+    model,
+    text_ids: Tensor,
+    text_mask: Tensor,
+    n_frames: int,
+    params: SamplingParams | None = None,
+    seed: int | None = None,
+    prompt: Tensor | None = None,
+    window: int | None = None,
+    stride: int | None = None,
+    progress: bool = False,
+    compile: bool = False,
+    amp_dtype: torch.dtype | None = torch.bfloat16,
+    threads: int | None = 1,
+) -> Tensor:
     """Captions (ids/mask [B, L]) → codes [B, K, n_frames]; with `prompt` codes [B or 1, >=K, Tp] the
     output starts with the prompt. `window`/`stride` in frames (default: config.max_frames and half of it).
     On CUDA the steps run under `amp_dtype` autocast; `compile` compiles the single-step decode.
     On CPU the decode loop runs on `threads` intra-op threads (None: torch's current setting)."""
-    params = params or SamplingParams(model.config.temperature, model.config.top_k, model.config.top_p,
-                                      model.config.cfg)
+    params = params or SamplingParams(
+        model.config.temperature, model.config.top_k, model.config.top_p, model.config.cfg
+    )
     params.check()
     device, K = model.device, model.n_q
     B = text_ids.shape[0]
@@ -140,8 +151,10 @@ def generate_codes(model, text_ids: Tensor, text_mask: Tensor, n_frames: int,
         raise MusicLMError(f"prompt batch {prompt.shape[0]} does not match {B} captions")
     prompt = prompt.expand(B, -1, -1)
     if prompt.shape[-1] >= n_frames:
-        raise MusicLMError(f"the prompt ({prompt.shape[-1]} frames) is not shorter than the requested "
-                           f"length ({n_frames} frames): nothing to generate")
+        raise MusicLMError(
+            f"the prompt ({prompt.shape[-1]} frames) is not shorter than the requested "
+            f"length ({n_frames} frames): nothing to generate"
+        )
     window = window or model.config.max_frames
     stride = stride or max(1, window // 2)
     plan = plan_windows(n_frames, prompt.shape[-1], window, stride)
@@ -163,9 +176,21 @@ def generate_codes(model, text_ids: Tensor, text_mask: Tensor, n_frames: int,
         steps = sum(w.length + K - 1 - w.keep for w in plan)
         with tqdm(total=steps, unit="step", desc="generating", disable=not progress, leave=False) as bar:
             for w in plan:
-                new = _generate_window(model, memory, memory_mask, codes[..., codes.shape[-1] - w.keep:],
-                                       w.length, params, generator, guided, step_fn, compile, cache_dtype, bar)
-                codes = torch.cat([codes, new[..., w.keep:]], dim=-1)
+                new = _generate_window(
+                    model,
+                    memory,
+                    memory_mask,
+                    codes[..., codes.shape[-1] - w.keep :],
+                    w.length,
+                    params,
+                    generator,
+                    guided,
+                    step_fn,
+                    compile,
+                    cache_dtype,
+                    bar,
+                )
+                codes = torch.cat([codes, new[..., w.keep :]], dim=-1)
     return codes
 
 
@@ -192,9 +217,20 @@ def _compiled_step(model):
     return model._compiled_decode_step
 
 
-def _generate_window(model, memory: Tensor, memory_mask: Tensor, prompt: Tensor, n_frames: int,
-                     params: SamplingParams, generator: torch.Generator, guided: bool, step_fn, static: bool,
-                     cache_dtype: torch.dtype | None, bar) -> Tensor:
+def _generate_window(
+    model,
+    memory: Tensor,
+    memory_mask: Tensor,
+    prompt: Tensor,
+    n_frames: int,
+    params: SamplingParams,
+    generator: torch.Generator,
+    guided: bool,
+    step_fn,
+    static: bool,
+    cache_dtype: torch.dtype | None,
+    bar,
+) -> Tensor:
     """One window: prompt [B, K, Tp] (Tp < n_frames) → codes [B, K, n_frames] starting with the prompt."""
     B, K, Tp = prompt.shape
     special, device = model.special_id, memory.device

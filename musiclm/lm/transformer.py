@@ -49,8 +49,16 @@ class KVCache:
     k, v: [n_layers, B, H, max_steps, Dh]; cross_k[l], cross_v[l]: [B, H, L, Dh]; cross_mask [B, 1, 1, L].
     """
 
-    def __init__(self, n_layers: int, batch: int, n_heads: int, head_dim: int, max_steps: int,
-                 dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        n_layers: int,
+        batch: int,
+        n_heads: int,
+        head_dim: int,
+        max_steps: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ):
         shape = (n_layers, batch, n_heads, max_steps, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
@@ -63,8 +71,7 @@ class KVCache:
         self.cross_mask: Tensor | None = None  # additive float mask, or None when nothing is padded
         self.pos_emb: Tensor | None = None  # [max_steps, D]
 
-    def update(self, layer: int, input_pos: Tensor, k: Tensor, v: Tensor,
-               kv_len: int | None) -> tuple[Tensor, Tensor]:
+    def update(self, layer: int, input_pos: Tensor, k: Tensor, v: Tensor, kv_len: int | None) -> tuple[Tensor, Tensor]:
         """Write k, v [B, H, S_in, Dh] at `input_pos` [S_in]; return the keys/values to attend to."""
         ck, cv = self.k_layers[layer], self.v_layers[layer]
         ck.index_copy_(2, input_pos, k if k.dtype == ck.dtype else k.to(ck.dtype))
@@ -141,8 +148,9 @@ class CrossAttention(nn.Module):
         k, v = self.kv(memory).view(B, L, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return k, v
 
-    def forward(self, x: Tensor, memory: Tensor | None, memory_mask: Tensor | None,
-                step: CachedStep | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, memory: Tensor | None, memory_mask: Tensor | None, step: CachedStep | None = None
+    ) -> Tensor:
         B, S, D = x.shape
         q = self.q(x).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)
         if step is not None:
@@ -163,8 +171,17 @@ class CrossAttention(nn.Module):
 class Block(nn.Module):
     """Pre-norm block: x += SelfAttn(LN x); [x += CrossAttn(LN x, text)]; x += FFN(LN x)."""
 
-    def __init__(self, dim: int, n_heads: int, ffn_dim: int, layer: int, causal: bool, cross: bool,
-                 dropout: float = 0.0, activation: str = "gelu"):
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        ffn_dim: int,
+        layer: int,
+        causal: bool,
+        cross: bool,
+        dropout: float = 0.0,
+        activation: str = "gelu",
+    ):
         super().__init__()
         self.norm_self = nn.LayerNorm(dim)
         self.self_attn = SelfAttention(dim, n_heads, layer, causal, dropout)
@@ -183,8 +200,14 @@ class Block(nn.Module):
             return F.relu(x)
         return F.gelu(x, approximate="tanh" if self.activation == "gelu_tanh" else "none")
 
-    def forward(self, x: Tensor, memory: Tensor | None = None, memory_mask: Tensor | None = None,
-                step: CachedStep | None = None, key_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        step: CachedStep | None = None,
+        key_mask: Tensor | None = None,
+    ) -> Tensor:
         # dropout is called only while training: in the decode loop every skipped call is time saved
         drop = self.drop if self.training else _identity
         x = x + drop(self.self_attn(self.norm_self(x), step, key_mask))

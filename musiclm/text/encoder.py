@@ -39,16 +39,16 @@ class TrainableTextEncoder(nn.Module):
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.dim)
         self.blocks = nn.ModuleList(
-            Block(config.dim, config.n_heads, config.ffn_dim, i, causal=False, cross=False,
-                  dropout=config.dropout)
+            Block(config.dim, config.n_heads, config.ffn_dim, i, causal=False, cross=False, dropout=config.dropout)
             for i in range(config.n_layers)
         )
         self.norm = nn.LayerNorm(config.dim)
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
         """ids, mask [B, L] → [B, L, Dt]."""
-        x = self.embed(ids) + sinusoidal_embedding(torch.arange(ids.shape[1], device=ids.device),
-                                                   self.config.dim).to(self.embed.weight.dtype)
+        x = self.embed(ids) + sinusoidal_embedding(torch.arange(ids.shape[1], device=ids.device), self.config.dim).to(
+            self.embed.weight.dtype
+        )
         for block in self.blocks:
             x = block(x, key_mask=mask)
         return self.norm(x)
@@ -95,7 +95,15 @@ def t5_text_config(directory: str | Path, max_len: int = 64) -> tuple[TextConfig
         raise MusicLMError(f"{directory}: not a transformers T5 directory (no config.json)")
     model = T5EncoderModel.from_pretrained(str(directory), local_files_only=True)
     t5_config = model.config.to_dict()
-    config = TextConfig(kind="t5", vocab_size=model.config.vocab_size, dim=model.config.d_model,
-                        n_layers=model.config.num_layers, n_heads=model.config.num_heads,
-                        ffn_dim=model.config.d_ff, max_len=max_len, add_eos=True, t5_config=t5_config)
+    config = TextConfig(
+        kind="t5",
+        vocab_size=model.config.vocab_size,
+        dim=model.config.d_model,
+        n_layers=model.config.num_layers,
+        n_heads=model.config.num_heads,
+        ffn_dim=model.config.d_ff,
+        max_len=max_len,
+        add_eos=True,
+        t5_config=t5_config,
+    )
     return config, {f"t5.{k}": v for k, v in model.state_dict().items()}
