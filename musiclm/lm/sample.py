@@ -174,7 +174,7 @@ def generate_codes(
             memory, memory_mask = torch.cat([memory, null]), torch.cat([memory_mask, null_mask])
         codes = prompt
         steps = sum(w.length + K - 1 - w.keep for w in plan)
-        with tqdm(total=steps, unit="step", desc="generating", disable=not progress, leave=False) as bar:
+        with tqdm(total=steps, unit="step", desc="generating", disable=not progress, leave=True) as bar:
             for w in plan:
                 new = _generate_window(
                     model,
