@@ -54,9 +54,9 @@ test-reference: $(REF_VENV)/.installed
 
 demo: install
 	mkdir -p demo
-	$(VENV)/bin/musiclm generate --duration 8 --seed 1 -o demo/piano_calm.wav "calm piano in C major, slow"
-	$(VENV)/bin/musiclm generate --duration 8 --seed 2 -o demo/strings_minor.wav "a slow, melancholic string ensemble in D minor"
-	$(VENV)/bin/musiclm generate --duration 8 --seed 3 -o demo/fast_folk.wav "a fast, bright folk tune on flute in G major"
+	$(VENV)/bin/musiclm generate --force --duration 8 --seed 1 -o demo/piano_calm.wav "calm piano in C major, slow"
+	$(VENV)/bin/musiclm generate --force --duration 8 --seed 2 -o demo/strings_minor.wav "a slow, melancholic string ensemble in D minor"
+	$(VENV)/bin/musiclm generate --force --duration 8 --seed 3 -o demo/fast_folk.wav "a fast, bright folk tune on flute in G major"
 	@echo "demo files written to demo/"
 
 lint: install
