@@ -8,8 +8,10 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE := offline
 export PYTHONDONTWRITEBYTECODE := 1
+# numpy's BLAS threads fight torch's on 2 cores (a 166x166 matmul took 2000x longer under load)
+export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: install system-deps test test-fast test-reference demo lint format bench corpus recorded clean
+.PHONY: install system-deps test test-fast test-reference demo lint format bench report corpus recorded clean
 
 install: $(VENV)/.installed
 
@@ -79,6 +81,10 @@ corpus: install system-deps
 # Real recorded music from freely licensed Debian packages, 24 kHz mono, split by track (test = held out).
 recorded: install system-deps
 	$(PY) train/fetch_recorded_music.py --out data/recorded
+
+# Static HTML report of the shipped models: tables, spectrograms, audio players, training curves.
+report: install system-deps
+	$(VENV)/bin/musiclm eval report --out outputs/report --force
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) *.egg-info .pytest_cache demo

@@ -37,12 +37,17 @@ from musiclm.errors import MusicLMError
 from musiclm.evaluation import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
-METRICS = {"SI-SNR dB ↑": metrics.si_snr, "log-mel ↓": metrics.log_mel_distance,
-           "MS-STFT ↓": metrics.multiscale_stft_distance, "loudness Δ LU ↓": metrics.loudness_difference}
+METRICS = {
+    "SI-SNR dB ↑": metrics.si_snr,
+    "log-mel ↓": metrics.log_mel_distance,
+    "MS-STFT ↓": metrics.multiscale_stft_distance,
+    "loudness Δ LU ↓": metrics.loudness_difference,
+}
 
 
-def pick_clips(manifest: Path, split: str, n: int, seconds: float, sr: int, channels: int,
-               seed: int) -> list[tuple[str, torch.Tensor]]:
+def pick_clips(
+    manifest: Path, split: str, n: int, seconds: float, sr: int, channels: int, seed: int
+) -> list[tuple[str, torch.Tensor]]:
     """n clips [C, N] at (sr, channels), round-robin over the split's tracks at seeded offsets; near-silent
     clips are redrawn (silence flatters every codec)."""
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
@@ -102,10 +107,19 @@ def bench_codec(codec, clips, sr: int) -> list[dict]:
             ent_adaptive += entropy_kbps(data, seconds, codec, learned=False) * seconds
             audio_s += seconds
         n_q = codec.config.n_q_for_bandwidth(bw)
-        rows.append({"system": "musiclm codec", "nominal": bw, "codes": n_q * math.log2(codec.card) *
-                     codec.frame_rate / 1000, "disk": size * 8 / audio_s / 1000, "entropy": ent / audio_s,
-                     "adaptive": ent_adaptive / audio_s,
-                     **mean(scores), "enc_rt": audio_s / t_enc, "dec_rt": audio_s / t_dec})
+        rows.append(
+            {
+                "system": "musiclm codec",
+                "nominal": bw,
+                "codes": n_q * math.log2(codec.card) * codec.frame_rate / 1000,
+                "disk": size * 8 / audio_s / 1000,
+                "entropy": ent / audio_s,
+                "adaptive": ent_adaptive / audio_s,
+                **mean(scores),
+                "enc_rt": audio_s / t_enc,
+                "dec_rt": audio_s / t_dec,
+            }
+        )
         print(f"  codec {bw:g} kbps done", file=sys.stderr)
     return rows
 
@@ -137,8 +151,17 @@ def bench_opus(kbps: float, clips, sr: int) -> dict:
             size += enc.stat().st_size
             audio_s += ref.shape[-1] / sr
     print(f"  opus {kbps:g} kbps done", file=sys.stderr)
-    return {"system": "Opus (libopus CBR)", "nominal": kbps, "codes": None, "disk": size * 8 / audio_s / 1000,
-            "entropy": None, "adaptive": None, **mean(scores), "enc_rt": audio_s / t_enc, "dec_rt": audio_s / t_dec}
+    return {
+        "system": "Opus (libopus CBR)",
+        "nominal": kbps,
+        "codes": None,
+        "disk": size * 8 / audio_s / 1000,
+        "entropy": None,
+        "adaptive": None,
+        **mean(scores),
+        "enc_rt": audio_s / t_enc,
+        "dec_rt": audio_s / t_dec,
+    }
 
 
 def border_errors(codec, clip: torch.Tensor, chunk_seconds: float = 2.0) -> str:
@@ -155,17 +178,22 @@ def border_errors(codec, clip: torch.Tensor, chunk_seconds: float = 2.0) -> str:
     for b in range(chunk * hop, N, chunk * hop):
         border[max(0, b - 2 * hop) : b + 2 * hop] = True
     rf = receptive_frames(codec)
-    lines = [f"Streaming vs one-shot on a {N / codec.sample_rate:.0f} s clip, {chunk_seconds:g} s chunks, "
-             f"{n_q} codebooks; receptive field {rf} frames. Errors are max |streamed − one-shot| "
-             "(full scale 1).", "",
-             "| context frames | decode error at borders | decode error inside chunks | codes differing (encode) |",
-             "|---|---|---|---|"]
+    lines = [
+        f"Streaming vs one-shot on a {N / codec.sample_rate:.0f} s clip, {chunk_seconds:g} s chunks, "
+        f"{n_q} codebooks; receptive field {rf} frames. Errors are max |streamed − one-shot| "
+        "(full scale 1).",
+        "",
+        "| context frames | decode error at borders | decode error inside chunks | codes differing (encode) |",
+        "|---|---|---|---|",
+    ]
     for context in sorted({0, max(1, rf // 4), rf}):
         wav = np.concatenate(list(decode_chunks(codec, iter(codes.split(chunk, -1)), N, chunk, context)), -1)
         err = np.abs(wav - ref)
         enc = torch.cat(list(encode_chunks(codec, iter(clip.split(1 << 15, -1)), N, chunk, context, n_q)), -1)
-        lines.append(f"| {context} | {err[:, border].max():.2e} | {err[:, ~border].max():.2e} | "
-                     f"{float((enc != codes).float().mean()):.2%} |")
+        lines.append(
+            f"| {context} | {err[:, border].max():.2e} | {err[:, ~border].max():.2e} | "
+            f"{float((enc != codes).float().mean()):.2%} |"
+        )
     return "\n".join(lines)
 
 
@@ -177,14 +205,30 @@ def table(rows: list[dict]) -> str:
     def fmt(v, spec=".2f"):
         return "–" if v is None else format(v, spec)
 
-    head = ["system", "nominal kbps", "codes kbps", "on disk kbps", "with --entropy", "adaptive only", *METRICS,
-            "encode ×RT", "decode ×RT"]
+    head = [
+        "system",
+        "nominal kbps",
+        "codes kbps",
+        "on disk kbps",
+        "with --entropy",
+        "adaptive only",
+        *METRICS,
+        "encode ×RT",
+        "decode ×RT",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: (r["nominal"], r["system"])):
-        cells = [r["system"], fmt(r["nominal"], "g"), fmt(r["codes"]), fmt(r["disk"]), fmt(r["entropy"]),
-                 fmt(r["adaptive"]),
-                 *(fmt(r[m], ".2f" if "SI-SNR" in m or "LU" in m else ".3f") for m in METRICS),
-                 fmt(r["enc_rt"], ".1f"), fmt(r["dec_rt"], ".1f")]
+        cells = [
+            r["system"],
+            fmt(r["nominal"], "g"),
+            fmt(r["codes"]),
+            fmt(r["disk"]),
+            fmt(r["entropy"]),
+            fmt(r["adaptive"]),
+            *(fmt(r[m], ".2f" if "SI-SNR" in m or "LU" in m else ".3f") for m in METRICS),
+            fmt(r["enc_rt"], ".1f"),
+            fmt(r["dec_rt"], ".1f"),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -208,9 +252,13 @@ def main() -> int:
     p.add_argument("--split", default="test")
     p.add_argument("--codec", default=None, help="codec directory (default: the shipped codec)")
     p.add_argument("--random-codec", action="store_true", help="a random tiny codec: checks the script only")
-    p.add_argument("--random-config", type=Path, default=None,
-                   help="with --random-codec: build it from this YAML (e.g. configs/codec/small.yaml) to time "
-                        "the real architecture")
+    p.add_argument(
+        "--random-config",
+        type=Path,
+        default=None,
+        help="with --random-codec: build it from this YAML (e.g. configs/codec/small.yaml) to time "
+        "the real architecture",
+    )
     p.add_argument("--clips", type=int, default=8)
     p.add_argument("--clip-seconds", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
@@ -230,24 +278,33 @@ def main() -> int:
         for kbps in sorted({k for bw in codec.bandwidths for k in (bw, 2 * bw)}):
             rows.append(bench_opus(kbps, clips, sr))
     streaming = border_errors(codec, torch.cat([c for _, c in clips[:3]], dim=-1))
-    name = f"a RANDOM untrained codec '{codec.config.name}': speed and bitrate only" if args.random_codec else \
-        f"codec '{codec.config.name}' ({args.codec or 'shipped'}, fingerprint {codec.fingerprint()})"
-    report = "\n".join([
-        f"### Codec vs Opus on held-out recorded music ({name})", "",
-        f"{len(clips)} clips × {args.clip_seconds:g} s from the '{args.split}' split of "
-        f"{args.manifest.relative_to(ROOT) if args.manifest.is_relative_to(ROOT) else args.manifest}, "
-        f"at {sr} Hz, {codec.channels} channel(s); {torch.get_num_threads()} thread(s), "
-        f"`{' '.join(sys.argv[1:])}`.", "",
-        table(rows), "",
-        "nominal = requested bitrate; codes = n_q × log2(card) × frame rate; on disk = .mlc (header, chunk "
-        "CRCs) or .opus (Ogg) size over duration; with --entropy = the same codes range-coded from the codec's "
-        "learned code-usage prior (10 s chunks), adaptive only = without that prior. Opus rows use "
-        "`-vbr off`; ×RT = audio seconds per "
-        "second of compute (ours: the whole compress_bytes/decompress_bytes path incl. resampling; Opus: one "
-        "ffmpeg process per clip). Clips: " + ", ".join(c for c, _ in clips) + ".",
-        "" if use_opus else "Opus rows missing: ffmpeg not found or --no-opus.",
-        "", streaming,
-    ])
+    name = (
+        f"a RANDOM untrained codec '{codec.config.name}': speed and bitrate only"
+        if args.random_codec
+        else f"codec '{codec.config.name}' ({args.codec or 'shipped'}, fingerprint {codec.fingerprint()})"
+    )
+    report = "\n".join(
+        [
+            f"### Codec vs Opus on held-out recorded music ({name})",
+            "",
+            f"{len(clips)} clips × {args.clip_seconds:g} s from the '{args.split}' split of "
+            f"{args.manifest.relative_to(ROOT) if args.manifest.is_relative_to(ROOT) else args.manifest}, "
+            f"at {sr} Hz, {codec.channels} channel(s); {torch.get_num_threads()} thread(s), "
+            f"`{' '.join(sys.argv[1:])}`.",
+            "",
+            table(rows),
+            "",
+            "nominal = requested bitrate; codes = n_q × log2(card) × frame rate; on disk = .mlc (header, chunk "
+            "CRCs) or .opus (Ogg) size over duration; with --entropy = the same codes range-coded from the codec's "
+            "learned code-usage prior (10 s chunks), adaptive only = without that prior. Opus rows use "
+            "`-vbr off`; ×RT = audio seconds per "
+            "second of compute (ours: the whole compress_bytes/decompress_bytes path incl. resampling; Opus: one "
+            "ffmpeg process per clip). Clips: " + ", ".join(c for c, _ in clips) + ".",
+            "" if use_opus else "Opus rows missing: ffmpeg not found or --no-opus.",
+            "",
+            streaming,
+        ]
+    )
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report + "\n")

@@ -42,11 +42,20 @@ def random_file(rng: np.random.Generator) -> tuple[bytes, np.ndarray | None]:
     orig_n = int(rng.integers(1, 5 * orig_sr))
     card = int(rng.choice([2, 17, 256, 1000, 1024, 4096]))
     header = Header(
-        codec_name="fuzz" * int(rng.integers(1, 4)), fingerprint=rng.bytes(8).hex(), sample_rate=sr,
-        hop_length=hop, channels=int(rng.integers(1, 3)), orig_sample_rate=orig_sr,
-        orig_channels=int(rng.integers(1, 7)), num_samples=bitstream.resampled_length(orig_n, orig_sr, sr),
-        orig_num_samples=orig_n, n_q=int(rng.integers(1, 9)), card=card, bandwidth=float(rng.uniform(0.5, 24)),
-        chunk_frames=int(rng.integers(1, 200)), entropy=bool(rng.integers(0, 2)),
+        codec_name="fuzz" * int(rng.integers(1, 4)),
+        fingerprint=rng.bytes(8).hex(),
+        sample_rate=sr,
+        hop_length=hop,
+        channels=int(rng.integers(1, 3)),
+        orig_sample_rate=orig_sr,
+        orig_channels=int(rng.integers(1, 7)),
+        num_samples=bitstream.resampled_length(orig_n, orig_sr, sr),
+        orig_num_samples=orig_n,
+        n_q=int(rng.integers(1, 9)),
+        card=card,
+        bandwidth=float(rng.uniform(0.5, 24)),
+        chunk_frames=int(rng.integers(1, 200)),
+        entropy=bool(rng.integers(0, 2)),
     )
     p = rng.dirichlet(np.full(card, 0.3))
     codes = rng.choice(card, size=(header.n_q, header.num_frames), p=p)
@@ -67,8 +76,11 @@ def tiny_decoder():
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    return Codec(CodecConfig(name="fuzz", seanet=SEANetConfig(n_filters=4, dimension=16), n_q=8, card=64,
-                             bandwidths=(0.9, 1.8, 3.6))).eval()
+    return Codec(
+        CodecConfig(
+            name="fuzz", seanet=SEANetConfig(n_filters=4, dimension=16), n_q=8, card=64, bandwidths=(0.9, 1.8, 3.6)
+        )
+    ).eval()
 
 
 def main() -> int:
@@ -92,8 +104,10 @@ def main() -> int:
         wav = np.sin(2 * np.pi * 440 * t)[None].astype(np.float32)
         import torch
 
-        seeds = [compress_bytes(torch.from_numpy(wav), codec, sample_rate=24000, chunk_seconds=0.4,
-                                entropy=bool(e)) for e in (0, 1)]
+        seeds = [
+            compress_bytes(torch.from_numpy(wav), codec, sample_rate=24000, chunk_seconds=0.4, entropy=bool(e))
+            for e in (0, 1)
+        ]
     deadline = time.monotonic() + args.minutes * 60
     stats = {"cases": 0, "parsed": 0, "refused": 0, "failed": 0}
     base, prior = random_file(rng)

@@ -34,9 +34,13 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
         raise MusicLMError(f"{path}: unreadable audio ({_short(e)})") from None
 
 
-def load_audio(source: str | Path | BinaryIO | bytes, sample_rate: int | None = None,
-               channels: int | None = None, start: float = 0.0,
-               duration: float | None = None) -> tuple[Tensor, int]:
+def load_audio(
+    source: str | Path | BinaryIO | bytes,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+) -> tuple[Tensor, int]:
     """Read audio → (wav [C, N] float32, sample rate). Resample to `sample_rate` and mix to `channels` if given.
 
     `start`/`duration` (seconds) read only part of the file, so long files need not be loaded whole.
@@ -94,8 +98,13 @@ def resample(wav: Tensor, orig_sr: int, new_sr: int) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(out[..., :length], dtype=np.float32))
 
 
-def save_audio(destination: str | Path | BinaryIO, wav: Tensor, sample_rate: int,
-               format: str | None = None, subtype: str | None = None) -> None:
+def save_audio(
+    destination: str | Path | BinaryIO,
+    wav: Tensor,
+    sample_rate: int,
+    format: str | None = None,
+    subtype: str | None = None,
+) -> None:
     """Write [C, N] audio. Paths are written atomically; '-' writes to stdout. Warns on clipping."""
     if wav.dim() != 2:
         raise MusicLMError(f"expected audio shaped [C, N], got {list(wav.shape)}")

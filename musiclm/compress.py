@@ -123,21 +123,39 @@ class _AudioSource:
 
 
 # ---- encode ----------------------------------------------------------------------------------------------
-def _encode_to(out: BinaryIO, src: _AudioSource, codec, bandwidth: float | None, entropy: bool,
-               chunk_seconds: float, progress: bool | None) -> Header:
+def _encode_to(
+    out: BinaryIO,
+    src: _AudioSource,
+    codec,
+    bandwidth: float | None,
+    entropy: bool,
+    chunk_seconds: float,
+    progress: bool | None,
+) -> Header:
     if bandwidth is None:
         bandwidth = DEFAULT_BANDWIDTH if DEFAULT_BANDWIDTH in codec.bandwidths else max(codec.bandwidths)
     if bandwidth not in codec.bandwidths:
-        raise MusicLMError(f"bandwidth {bandwidth:g} kbps not offered by this codec; choose one of "
-                           f"{[float(b) for b in codec.bandwidths]}")
+        raise MusicLMError(
+            f"bandwidth {bandwidth:g} kbps not offered by this codec; choose one of "
+            f"{[float(b) for b in codec.bandwidths]}"
+        )
     if not 0.05 <= chunk_seconds <= 600:
         raise MusicLMError(f"chunk length {chunk_seconds} s out of range (0.05 .. 600)")
     header = Header(
-        codec_name=codec.config.name, fingerprint=codec.fingerprint(), sample_rate=codec.sample_rate,
-        hop_length=codec.hop_length, channels=codec.channels, orig_sample_rate=src.sample_rate,
-        orig_channels=src.channels, num_samples=resampled_length(src.frames, src.sample_rate, codec.sample_rate),
-        orig_num_samples=src.frames, n_q=codec.config.n_q_for_bandwidth(bandwidth), card=codec.card,
-        bandwidth=float(bandwidth), chunk_frames=max(1, round(chunk_seconds * codec.frame_rate)), entropy=entropy,
+        codec_name=codec.config.name,
+        fingerprint=codec.fingerprint(),
+        sample_rate=codec.sample_rate,
+        hop_length=codec.hop_length,
+        channels=codec.channels,
+        orig_sample_rate=src.sample_rate,
+        orig_channels=src.channels,
+        num_samples=resampled_length(src.frames, src.sample_rate, codec.sample_rate),
+        orig_num_samples=src.frames,
+        n_q=codec.config.n_q_for_bandwidth(bandwidth),
+        card=codec.card,
+        bandwidth=float(bandwidth),
+        chunk_frames=max(1, round(chunk_seconds * codec.frame_rate)),
+        entropy=entropy,
     )
     try:
         header.validate()
@@ -153,8 +171,7 @@ def _encode_to(out: BinaryIO, src: _AudioSource, codec, bandwidth: float | None,
             header = Header(**{**header.__dict__, "prior": prior_hash(prior)})
     out.write(header.pack())
     blocks = resampled_blocks(src.blocks(), src.sample_rate, codec.sample_rate, src.frames, codec.channels)
-    chunks = encode_chunks(codec, blocks, header.num_samples, header.chunk_frames, receptive_frames(codec),
-                           header.n_q)
+    chunks = encode_chunks(codec, blocks, header.num_samples, header.chunk_frames, receptive_frames(codec), header.n_q)
     with _progress(header, progress, "compress") as bar:
         for i, codes in enumerate(chunks):
             bitstream.write_chunk(out, header, codes.numpy(), prior)
@@ -162,9 +179,16 @@ def _encode_to(out: BinaryIO, src: _AudioSource, codec, bandwidth: float | None,
     return header
 
 
-def compress(source: Source, destination: str | Path | BinaryIO, codec=None, bandwidth: float | None = None,
-             entropy: bool = False, force: bool = False, chunk_seconds: float = CHUNK_SECONDS,
-             progress: bool | None = None) -> Header:
+def compress(
+    source: Source,
+    destination: str | Path | BinaryIO,
+    codec=None,
+    bandwidth: float | None = None,
+    entropy: bool = False,
+    force: bool = False,
+    chunk_seconds: float = CHUNK_SECONDS,
+    progress: bool | None = None,
+) -> Header:
     """Compress an audio file (path, '-', bytes or file object) to .mlc at `destination` (path, '-' or a
     binary file object). `bandwidth` in kbps (default 6 when offered); `entropy` adds range coding."""
     _check_destination(source, destination, force)
@@ -177,9 +201,14 @@ def compress(source: Source, destination: str | Path | BinaryIO, codec=None, ban
         src.close()
 
 
-def compress_bytes(audio: bytes | Tensor, codec=None, sample_rate: int | None = None,
-                   bandwidth: float | None = None, entropy: bool = False,
-                   chunk_seconds: float = CHUNK_SECONDS) -> bytes:
+def compress_bytes(
+    audio: bytes | Tensor,
+    codec=None,
+    sample_rate: int | None = None,
+    bandwidth: float | None = None,
+    entropy: bool = False,
+    chunk_seconds: float = CHUNK_SECONDS,
+) -> bytes:
     """Audio file bytes, or wav [C, N] with its `sample_rate` → .mlc bytes."""
     src = _AudioSource(audio, sample_rate)
     out = io.BytesIO()
@@ -222,12 +251,19 @@ def _decoded_blocks(f: BinaryIO, header: Header, codec, progress: bool | None) -
         bitstream.check_end(f)
 
     blocks = decode_chunks(codec, code_chunks(), header.num_samples, header.chunk_frames, receptive_frames(codec))
-    yield from resampled_blocks(blocks, header.sample_rate, header.orig_sample_rate, header.num_samples,
-                                header.orig_channels, header.orig_num_samples)
+    yield from resampled_blocks(
+        blocks,
+        header.sample_rate,
+        header.orig_sample_rate,
+        header.num_samples,
+        header.orig_channels,
+        header.orig_num_samples,
+    )
 
 
-def decompress(source: Source, destination: str | Path | BinaryIO, codec=None, force: bool = False,
-               progress: bool | None = None) -> Header:
+def decompress(
+    source: Source, destination: str | Path | BinaryIO, codec=None, force: bool = False, progress: bool | None = None
+) -> Header:
     """Decode an .mlc file (path, '-', bytes or file object) to audio at `destination` (path: format from the
     extension, .wav if none; '-': WAV on stdout; or a binary file object, WAV)."""
     _check_destination(source, destination, force)
@@ -348,9 +384,15 @@ class _AudioWriter:
         self.sf = sf.SoundFile(out, "w", sr, C, format=fmt) if seekable else None
         if self.sf is None:
             size = N * C * 2
-            out.write(b"RIFF" + struct.pack("<I", min(36 + size, 0xFFFFFFFF)) + b"WAVE"
-                      + b"fmt " + struct.pack("<IHHIIHH", 16, 1, C, sr, sr * C * 2, C * 2, 16)
-                      + b"data" + struct.pack("<I", min(size, 0xFFFFFFFF)))
+            out.write(
+                b"RIFF"
+                + struct.pack("<I", min(36 + size, 0xFFFFFFFF))
+                + b"WAVE"
+                + b"fmt "
+                + struct.pack("<IHHIIHH", 16, 1, C, sr, sr * C * 2, C * 2, 16)
+                + b"data"
+                + struct.pack("<I", min(size, 0xFFFFFFFF))
+            )
 
     def write(self, block: np.ndarray) -> None:  # block [C, L]
         self.peak = max(self.peak, float(np.abs(block).max(initial=0.0)))
@@ -369,9 +411,15 @@ class _AudioWriter:
 
 def _progress(header: Header, progress: bool | None, what: str) -> tqdm:
     show = progress if progress is not None else header.duration >= PROGRESS_MIN_SECONDS
-    return tqdm(total=round(header.num_frames / header.frame_rate, 2), unit="s", desc=what, disable=not show,
-                leave=False, file=sys.stderr, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
-                "audio [{elapsed}<{remaining}]")
+    return tqdm(
+        total=round(header.num_frames / header.frame_rate, 2),
+        unit="s",
+        desc=what,
+        disable=not show,
+        leave=False,
+        file=sys.stderr,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]",
+    )
 
 
 def _short(e: Exception) -> str:
@@ -389,5 +437,4 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["compress", "decompress", "compress_bytes", "decompress_bytes", "read_info", "check_codec",
-           "load_codec"]
+__all__ = ["compress", "decompress", "compress_bytes", "decompress_bytes", "read_info", "check_codec", "load_codec"]

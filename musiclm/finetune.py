@@ -49,8 +49,9 @@ def trainable_prefixes(n_layers: int, train_layers: int) -> list[str]:
 
 
 @torch.no_grad()
-def heldout_perplexity(model, items, window: int, batch_size: int = 8, max_windows: int = 256,
-                       progress: bool = True) -> dict:
+def heldout_perplexity(
+    model, items, window: int, batch_size: int = 8, max_windows: int = 256, progress: bool = True
+) -> dict:
     """Perplexity of `model` over every frame of `items` (TokenItem: codes [K, T] + caption), in windows of
     `window` frames scored by teacher forcing with their captions; eval mode (no condition dropout).
     Past `max_windows` an evenly spaced subset is scored (a large catalog's held-out part can be hours).
@@ -61,23 +62,29 @@ def heldout_perplexity(model, items, window: int, batch_size: int = 8, max_windo
     from musiclm.evaluation.perplexity import PerplexityAccumulator
 
     model.eval()
-    windows = [(it.codes[:, s:s + window].long(), it.caption) for it in items
-               for s in range(0, it.codes.shape[1], window)]
-    windows = windows[::max(1, math.ceil(len(windows) / max_windows))]
+    windows = [
+        (it.codes[:, s : s + window].long(), it.caption) for it in items for s in range(0, it.codes.shape[1], window)
+    ]
+    windows = windows[:: max(1, math.ceil(len(windows) / max_windows))]
     windows.sort(key=lambda w: -w[0].shape[1])  # similar lengths together: little padding
     acc = PerplexityAccumulator()
-    for i in tqdm(range(0, len(windows), batch_size), desc="perplexity", unit="batch", disable=not progress,
-                  leave=False):
-        batch = windows[i:i + batch_size]
+    for i in tqdm(
+        range(0, len(windows), batch_size), desc="perplexity", unit="batch", disable=not progress, leave=False
+    ):
+        batch = windows[i : i + batch_size]
         T = batch[0][0].shape[1]
         # padding = the special id: apply_delay keeps it special, so it is neither a target nor seen by a
         # real position (causal)
-        codes = torch.stack([torch.nn.functional.pad(c, (0, T - c.shape[1]), value=model.special_id)
-                             for c, _ in batch])  # [B, K, T]
+        codes = torch.stack(
+            [torch.nn.functional.pad(c, (0, T - c.shape[1]), value=model.special_id) for c, _ in batch]
+        )  # [B, K, T]
         acc.update(*lm_score_batch(model, codes, [text for _, text in batch]))
     ppl_k = acc.perplexity()
-    return {"ppl": math.exp(sum(math.log(p) for p in ppl_k) / len(ppl_k)), "ppl_k": ppl_k,
-            "tokens": int(acc.count.sum())}
+    return {
+        "ppl": math.exp(sum(math.log(p) for p in ppl_k) / len(ppl_k)),
+        "ppl_k": ppl_k,
+        "tokens": int(acc.count.sum()),
+    }
 
 
 def choose_heldout(ids: list[str], fraction: float) -> list[str]:
@@ -101,8 +108,10 @@ def _prepare_out(out: Path, state: dict, force: bool) -> None:
         old = json.loads(state_path.read_text())
         for key, what in (("catalog", "catalog"), ("base_model", "base model"), ("codec", "codec")):
             if old.get(key) != state[key]:
-                raise MusicLMError(f"{out} holds a fine-tune of {what} {old.get(key)}, not {state[key]}; use "
-                                   "another --out or pass --force to start over")
+                raise MusicLMError(
+                    f"{out} holds a fine-tune of {what} {old.get(key)}, not {state[key]}; use "
+                    "another --out or pass --force to start over"
+                )
         for key in ("train_only", "lr"):
             if state.get(key) is not None and old.get(key) != state[key]:
                 print(f"musiclm: resuming {out}: keeping its {key} {old.get(key)} (--force to start over)")
@@ -134,10 +143,20 @@ def _split_manifest(catalog_manifest: Path, out_manifest: Path, heldout: float) 
     return sorted(held), len(rows) - len(held)
 
 
-def finetune(catalog: str | Path, out: str | Path, model: str | Path | None = None, codec: str | Path | None = None,
-             steps: int | None = None, lr: float | None = None, train_layers: int = 2, heldout: float = 0.1,
-             min_duration: float = 2.0, config: str | Path | None = None, force: bool = False,
-             progress: bool = True) -> dict:
+def finetune(
+    catalog: str | Path,
+    out: str | Path,
+    model: str | Path | None = None,
+    codec: str | Path | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
+    train_layers: int = 2,
+    heldout: float = 0.1,
+    min_duration: float = 2.0,
+    config: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> dict:
     """Fine-tune the LM in `model` (None: the shipped one) on the audio files under `catalog`; the result
     is a model directory `out` (`MusicLM.from_pretrained(out)`, `musiclm generate --model out`).
 
@@ -168,8 +187,13 @@ def finetune(catalog: str | Path, out: str | Path, model: str | Path | None = No
     if base.codec is None:
         raise MusicLMError(f"{base_dir}: the model names no codec to tokenize the catalog with; pass --codec")
     prefixes = trainable_prefixes(base.config.n_layers, train_layers)
-    state = {"catalog": str(catalog.resolve()), "base_model": str(base_dir.resolve()),
-             "codec": str(Path(codec).resolve()) if codec is not None else None, "train_only": prefixes, "lr": lr}
+    state = {
+        "catalog": str(catalog.resolve()),
+        "base_model": str(base_dir.resolve()),
+        "codec": str(Path(codec).resolve()) if codec is not None else None,
+        "train_only": prefixes,
+        "lr": lr,
+    }
     _prepare_out(out, state, force)
     work = out / WORK
     times: dict[str, float] = {}
@@ -194,8 +218,9 @@ def finetune(catalog: str | Path, out: str | Path, model: str | Path | None = No
     # the smallest bandwidth that gives the LM its codebooks: the RVQ stops there, the shards stay small
     enough = [b for b in base.codec.bandwidths if base.codec.config.n_q_for_bandwidth(b) >= base.n_q]
     bandwidth = min(enough) if enough else max(base.codec.bandwidths)
-    tokens = tokenize_manifest(work / "manifest.jsonl", codec_dir, work / "shards", bandwidth=bandwidth,
-                               progress=progress)
+    tokens = tokenize_manifest(
+        work / "manifest.jsonl", codec_dir, work / "shards", bandwidth=bandwidth, progress=progress
+    )
     times["tokenize_s"] = round(time.time() - t, 1)
     fingerprint = base.codec.fingerprint()
     valid_items = load_token_items([str(work / "shards")], "valid", base.n_q, fingerprint)
@@ -213,8 +238,12 @@ def finetune(catalog: str | Path, out: str | Path, model: str | Path | None = No
     start_step = int(step_file.read_text()) if resume and step_file.is_file() else 0
     overrides: dict = {"trainer": {"max_steps": steps}} if steps is not None else {}
     if not resume:
-        overrides.update(init_from=str(base_dir.resolve()), codec=str(codec_dir.resolve()), train_only=prefixes,
-                         data={"shards": [str((work / "shards").resolve())], "frames": window})
+        overrides.update(
+            init_from=str(base_dir.resolve()),
+            codec=str(codec_dir.resolve()),
+            train_only=prefixes,
+            data={"shards": [str((work / "shards").resolve())], "frames": window},
+        )
         if lr is not None:
             overrides["optim"] = {"lr": lr}
     trainable = sum(p.numel() for n, p in base.named_parameters() if not prefixes or n.startswith(tuple(prefixes)))
@@ -236,15 +265,29 @@ def finetune(catalog: str | Path, out: str | Path, model: str | Path | None = No
     times["total_s"] = round(time.time() - t_start, 1)
 
     report = {
-        "model": str(out), "base_model": str(base_dir), "catalog": str(catalog),
-        "files": index["files"], "indexed": index["indexed"], "minutes": index["minutes"],
+        "model": str(out),
+        "base_model": str(base_dir),
+        "catalog": str(catalog),
+        "files": index["files"],
+        "indexed": index["indexed"],
+        "minutes": index["minutes"],
         "skipped": [{"path": s["path"], "reason": s["reason"]} for s in index["skipped"]],
-        "tokenize_skipped": tokens["skipped_reasons"], "caption_sources": index["caption_sources"],
-        "heldout_files": held, "train_files": n_train, "heldout_tokens": before["tokens"],
-        "train_only": prefixes or "all", "trainable_params": trainable, "total_params": total,
-        "tokenized_now": tokens["encoded_now"], "start_step": start_step, "steps": end_step, "max_steps": max_steps,
-        "ppl_before": round(before["ppl"], 4), "ppl_after": round(after["ppl"], 4),
-        "ppl_k_before": [round(p, 4) for p in before["ppl_k"]], "ppl_k_after": [round(p, 4) for p in after["ppl_k"]],
+        "tokenize_skipped": tokens["skipped_reasons"],
+        "caption_sources": index["caption_sources"],
+        "heldout_files": held,
+        "train_files": n_train,
+        "heldout_tokens": before["tokens"],
+        "train_only": prefixes or "all",
+        "trainable_params": trainable,
+        "total_params": total,
+        "tokenized_now": tokens["encoded_now"],
+        "start_step": start_step,
+        "steps": end_step,
+        "max_steps": max_steps,
+        "ppl_before": round(before["ppl"], 4),
+        "ppl_after": round(after["ppl"], 4),
+        "ppl_k_before": [round(p, 4) for p in before["ppl_k"]],
+        "ppl_k_after": [round(p, 4) for p in after["ppl_k"]],
         **times,
     }
     (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")

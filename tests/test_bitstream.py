@@ -20,14 +20,28 @@ from musiclm.errors import MusicLMError
 
 
 def make_header(**changes) -> Header:
-    fields = dict(codec_name="tiny", fingerprint="0123456789abcdef", sample_rate=24000, hop_length=320,
-                  channels=1, orig_sample_rate=44100, orig_channels=2, num_samples=24000 * 3 + 17,
-                  orig_num_samples=0, n_q=4, card=1024, bandwidth=3.0, chunk_frames=75, entropy=False)
+    fields = dict(
+        codec_name="tiny",
+        fingerprint="0123456789abcdef",
+        sample_rate=24000,
+        hop_length=320,
+        channels=1,
+        orig_sample_rate=44100,
+        orig_channels=2,
+        num_samples=24000 * 3 + 17,
+        orig_num_samples=0,
+        n_q=4,
+        card=1024,
+        bandwidth=3.0,
+        chunk_frames=75,
+        entropy=False,
+    )
     fields.update(changes)
     if not fields["orig_num_samples"]:  # the consistent original length
         n, sr, osr = fields["num_samples"], fields["sample_rate"], fields["orig_sample_rate"]
-        fields["orig_num_samples"] = next(m for m in range(n * osr // sr - 2, n * osr // sr + 3)
-                                          if bitstream.resampled_length(m, osr, sr) == n)
+        fields["orig_num_samples"] = next(
+            m for m in range(n * osr // sr - 2, n * osr // sr + 3) if bitstream.resampled_length(m, osr, sr) == n
+        )
     return Header(**fields)
 
 
@@ -80,8 +94,7 @@ def test_learned_prior_round_trips_and_must_match():
     usage = rng.dirichlet(np.full(1024, 0.2), size=header.n_q)
     codes = np.stack([rng.choice(1024, size=header.num_frames, p=p) for p in usage])
     prior = prior_counts(usage * 1000)
-    with_prior = make_header(num_samples=24000 * 10, card=1024, chunk_frames=750, entropy=True,
-                             prior=prior_hash(prior))
+    with_prior = make_header(num_samples=24000 * 10, card=1024, chunk_frames=750, entropy=True, prior=prior_hash(prior))
     buf = io.BytesIO()
     write_mlc(buf, with_prior, codes, prior)
     got_header, got = read_mlc(io.BytesIO(buf.getvalue()), prior)
@@ -126,16 +139,19 @@ def valid() -> bytes:
     return dumps(header, skewed_codes(header))
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d[:0], "empty input"),
-    (lambda d: b"RIFF" + d[4:], "wrong magic"),
-    (lambda d: d[:3], "truncated"),
-    (lambda d: d[:20], "truncated"),
-    (lambda d: d[:-1], "truncated"),
-    (lambda d: d[: len(d) // 2], "truncated"),
-    (lambda d: d + b"\0", "after the last chunk"),
-    (lambda d: d[:4] + struct.pack("<H", 9) + d[6:], "version 9"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d[:0], "empty input"),
+        (lambda d: b"RIFF" + d[4:], "wrong magic"),
+        (lambda d: d[:3], "truncated"),
+        (lambda d: d[:20], "truncated"),
+        (lambda d: d[:-1], "truncated"),
+        (lambda d: d[: len(d) // 2], "truncated"),
+        (lambda d: d + b"\0", "after the last chunk"),
+        (lambda d: d[:4] + struct.pack("<H", 9) + d[6:], "version 9"),
+    ],
+)
 def test_bad_files_raise_clear_errors(valid, mutate, message):
     with pytest.raises(FormatError, match=message):
         read_mlc(io.BytesIO(mutate(valid)))
@@ -156,17 +172,20 @@ def test_flipped_bit_in_every_region_is_caught(valid):
             read_mlc(io.BytesIO(bytes(data)))
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("sample_rate", 0, "sample_rate"),
-    ("orig_sample_rate", 0, "orig_sample_rate"),
-    ("num_samples", 2**62, "samples"),
-    ("hop_length", 0, "hop length"),
-    ("n_q", 0, "codebooks"),
-    ("card", 1, "codebook size"),
-    ("chunk_frames", 2**31, "frames per chunk"),
-    ("bandwidth", float("nan"), "bandwidth"),
-    ("orig_channels", 0, "channels"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("sample_rate", 0, "sample_rate"),
+        ("orig_sample_rate", 0, "orig_sample_rate"),
+        ("num_samples", 2**62, "samples"),
+        ("hop_length", 0, "hop length"),
+        ("n_q", 0, "codebooks"),
+        ("card", 1, "codebook size"),
+        ("chunk_frames", 2**31, "frames per chunk"),
+        ("bandwidth", float("nan"), "bandwidth"),
+        ("orig_channels", 0, "channels"),
+    ],
+)
 def test_absurd_header_fields_are_refused(field, value, message):
     """Fields a forged header could carry (its CRC recomputed) never reach an allocation."""
     header = make_header()
@@ -217,9 +236,10 @@ def mutate(data: bytes, rng: np.random.Generator) -> bytes:
 def test_fuzz_parser_never_crashes_hangs_or_overallocates():
     """Thousands of mutated files: each parses or raises FormatError, fast, with bounded memory."""
     header = make_header(n_q=3, card=256, num_samples=24000 * 2, chunk_frames=40)
-    files = [dumps(header, skewed_codes(header)),
-             dumps(make_header(n_q=3, card=256, num_samples=24000 * 2, chunk_frames=40, entropy=True),
-                   skewed_codes(header))]
+    files = [
+        dumps(header, skewed_codes(header)),
+        dumps(make_header(n_q=3, card=256, num_samples=24000 * 2, chunk_frames=40, entropy=True), skewed_codes(header)),
+    ]
     rng = np.random.default_rng(1234)
     counts = {"ok": 0, "error": 0}
     start = time.perf_counter()

@@ -26,8 +26,14 @@ from musiclm.errors import MusicLMError
 
 def tiny_codec(seed: int = 0, name: str = "tiny") -> Codec:
     torch.manual_seed(seed)
-    cfg = CodecConfig(name=name, sample_rate=24000, seanet=SEANetConfig(n_filters=4, dimension=16), n_q=8,
-                      card=64, bandwidths=(0.9, 1.8, 3.6))
+    cfg = CodecConfig(
+        name=name,
+        sample_rate=24000,
+        seanet=SEANetConfig(n_filters=4, dimension=16),
+        n_q=8,
+        card=64,
+        bandwidths=(0.9, 1.8, 3.6),
+    )
     return Codec(cfg).eval()
 
 
@@ -89,8 +95,9 @@ def test_streamed_path_equals_one_shot_path(codec):
     wav, sr = decompress_bytes(data, codec)
     assert sr == 32000 and wav.shape == audio.shape
     _, ref_from_codes = one_shot(codec, audio, 32000, 3.6)
-    wav_ref = resample(convert_channels(codec.decode(torch.from_numpy(codes)[None], header.num_samples)[0], 2),
-                       24000, 32000)
+    wav_ref = resample(
+        convert_channels(codec.decode(torch.from_numpy(codes)[None], header.num_samples)[0], 2), 24000, 32000
+    )
     assert torch.allclose(wav, wav_ref, atol=1e-5)
 
 
@@ -128,8 +135,9 @@ def test_chunk_border_error_vanishes_with_enough_context(codec):
 def test_odd_lengths_rates_and_channel_counts_come_back_exactly(codec, n, sr, channels):
     x = torch.rand(channels, n) - 0.5
     for entropy in (False, True):
-        wav, got_sr = decompress_bytes(compress_bytes(x, codec, sample_rate=sr, chunk_seconds=0.05,
-                                                      entropy=entropy), codec)
+        wav, got_sr = decompress_bytes(
+            compress_bytes(x, codec, sample_rate=sr, chunk_seconds=0.05, entropy=entropy), codec
+        )
         assert wav.shape == x.shape and got_sr == sr
 
 
@@ -197,13 +205,16 @@ def mlc(tmp_path, codec_dir) -> Path:
     return tmp_path / "x.mlc"
 
 
-@pytest.mark.parametrize("damage, pattern", [
-    (lambda d: d[: len(d) - 7], "truncated"),
-    (lambda d: b"OggS" + d[4:], "wrong magic"),
-    (lambda d: d[:4] + b"\x05\x00" + d[6:], "version 5"),
-    (lambda d: d[:-20] + bytes([d[-20] ^ 1]) + d[-19:], "checksum"),
-    (lambda d: b"", "empty input"),
-])
+@pytest.mark.parametrize(
+    "damage, pattern",
+    [
+        (lambda d: d[: len(d) - 7], "truncated"),
+        (lambda d: b"OggS" + d[4:], "wrong magic"),
+        (lambda d: d[:4] + b"\x05\x00" + d[6:], "version 5"),
+        (lambda d: d[:-20] + bytes([d[-20] ^ 1]) + d[-19:], "checksum"),
+        (lambda d: b"", "empty input"),
+    ],
+)
 def test_decompress_bad_file(capsys, tmp_path, codec_dir, mlc, damage, pattern):
     bad = tmp_path / "bad.mlc"
     bad.write_bytes(damage(mlc.read_bytes()))
@@ -250,16 +261,31 @@ def test_pipes_and_no_traceback_in_a_real_process(tmp_path, codec_dir):
     sf.write(buf, music_like(1.0, 48000, 2), 48000, format="WAV")
     exe = [sys.executable, "-m", "musiclm.cli"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    enc = subprocess.run(exe + ["compress", "-", "-", "--codec", str(codec_dir)], input=buf.getvalue(),
-                         capture_output=True, env=env, timeout=120)
+    enc = subprocess.run(
+        exe + ["compress", "-", "-", "--codec", str(codec_dir)],
+        input=buf.getvalue(),
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
     assert enc.returncode == 0, enc.stderr.decode()
-    dec = subprocess.run(exe + ["decompress", "-", "-", "--codec", str(codec_dir)], input=enc.stdout,
-                         capture_output=True, env=env, timeout=120)
+    dec = subprocess.run(
+        exe + ["decompress", "-", "-", "--codec", str(codec_dir)],
+        input=enc.stdout,
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
     assert dec.returncode == 0, dec.stderr.decode()
     info = sf.info(io.BytesIO(dec.stdout))
     assert (info.samplerate, info.channels, info.frames) == (48000, 2, 48000)
-    bad = subprocess.run(exe + ["decompress", "-", str(tmp_path / "o.wav"), "--codec", str(codec_dir)],
-                         input=enc.stdout[:-3], capture_output=True, env=env, timeout=120)
+    bad = subprocess.run(
+        exe + ["decompress", "-", str(tmp_path / "o.wav"), "--codec", str(codec_dir)],
+        input=enc.stdout[:-3],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
     err = bad.stderr.decode()
     assert bad.returncode == 2 and err.count("\n") == 1 and "truncated" in err, err
     assert not (tmp_path / "o.wav").exists()

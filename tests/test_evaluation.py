@@ -113,7 +113,7 @@ def synth_for(text: str, seconds: float = 6.0, obey: bool = True) -> torch.Tenso
     period = int(SR * 60 / bpm)
     for start in range(0, n, period):  # a decaying note at every beat: onsets at the tempo
         seg = min(period, n - start)
-        env[start:start + seg] = torch.exp(-torch.arange(seg) / (0.08 * SR))
+        env[start : start + seg] = torch.exp(-torch.arange(seg) / (0.08 * SR))
     return 0.5 * tone * env
 
 
@@ -121,6 +121,7 @@ def stub_generate(obey):
     def generate_fn(texts, cfg, seed):
         follow = obey(cfg)
         return torch.stack([synth_for(t, obey=follow)[None] for t in texts]), SR  # [B, 1, N]
+
     return generate_fn
 
 
@@ -134,8 +135,7 @@ def estimators():
 def test_adherence_detects_met_and_unmet_requests(estimators):
     probes = default_probes()
     # Guided: does what it is asked; unguided (cfg=1): ignores the prompt (same audio for every text).
-    results = evaluate_adherence(stub_generate(lambda cfg: cfg > 1), cfg=3.0, probes=probes,
-                                 estimators=estimators)
+    results = evaluate_adherence(stub_generate(lambda cfg: cfg > 1), cfg=3.0, probes=probes, estimators=estimators)
     guided = {s.control: s for s in results[3.0]}
     unguided = {s.control: s for s in results[1.0]}
     assert set(guided) == {"tempo", "mode", "brightness"}
@@ -152,10 +152,14 @@ def test_adherence_detects_met_and_unmet_requests(estimators):
 def test_score_counts_ties_half_and_reversals_as_unmet():
     rows = []
     for pair, (slow, fast) in enumerate([(60.0, 140.0), (140.0, 60.0), (100.0, 100.0), (70.0, 90.0)]):
-        rows += [{"probe": Probe("tempo", pair, "x", "slow"), "value": slow},
-                 {"probe": Probe("tempo", pair, "y", "fast"), "value": fast}]
-    rows += [{"probe": Probe("mode", 0, "a", "major", "D"), "value": ("D", "major", 0.3)},
-             {"probe": Probe("mode", 0, "b", "minor", "D"), "value": ("F", "major", 0.3)}]
+        rows += [
+            {"probe": Probe("tempo", pair, "x", "slow"), "value": slow},
+            {"probe": Probe("tempo", pair, "y", "fast"), "value": fast},
+        ]
+    rows += [
+        {"probe": Probe("mode", 0, "a", "major", "D"), "value": ("D", "major", 0.3)},
+        {"probe": Probe("mode", 0, "b", "minor", "D"), "value": ("F", "major", 0.3)},
+    ]
     scores = {s.control: s for s in score(rows)}
     assert scores["tempo"].n == 4 and scores["tempo"].met == 2.5  # 2 met, 1 reversed, 1 tie
     assert scores["mode"].rate == 0.5 and scores["mode"].detail["tonic right"] == 0.5
@@ -164,6 +168,7 @@ def test_score_counts_ties_half_and_reversals_as_unmet():
 def test_adherence_rejects_wrong_batch_from_generator(estimators):
     def bad(texts, cfg, seed):
         return torch.zeros(1, 1, SR), SR
+
     with pytest.raises(MusicLMError, match="returned"):
         evaluate_adherence(bad, probes=default_probes()[:2], estimators=estimators, compare_unguided=False)
 
@@ -216,13 +221,13 @@ def test_estimator_ceiling_on_labelled_clips(estimators):
     from musiclm.evaluation.adherence import estimator_ceiling
 
     labels = [("C", "major", 60), ("D", "minor", 144), ("G", "major", 140), ("A", "minor", 64)]
-    clips = [(synth_for(f"a piece in {k} {m}, {b} BPM").numpy(), SR, {"mode": m, "bpm": b})
-             for k, m, b in labels]
+    clips = [(synth_for(f"a piece in {k} {m}, {b} BPM").numpy(), SR, {"mode": m, "bpm": b}) for k, m, b in labels]
     scores = {s.control: s for s in estimator_ceiling(clips, estimators)}
     assert scores["mode"].n == 4 and scores["mode"].rate == 1.0
     assert scores["tempo"].n == 4 and scores["tempo"].rate == 1.0  # the 4 pairs with a 1.5x BPM ratio
-    flipped = [(x, sr, {"mode": "minor" if f["mode"] == "major" else "major", "bpm": 200 - f["bpm"]})
-               for x, sr, f in clips]
+    flipped = [
+        (x, sr, {"mode": "minor" if f["mode"] == "major" else "major", "bpm": 200 - f["bpm"]}) for x, sr, f in clips
+    ]
     assert all(s.rate == 0.0 for s in estimator_ceiling(flipped, estimators))
 
 

@@ -26,8 +26,16 @@ def base_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("base")
     torch.manual_seed(0)
-    codec = Codec(CodecConfig(name="debug", sample_rate=SR, seanet=SEANetConfig(n_filters=4, dimension=16,
-                  ratios=(5, 4, 4, 2)), n_q=4, card=64, bandwidths=(1.2,)))  # hop 160: 50 frames/s
+    codec = Codec(
+        CodecConfig(
+            name="debug",
+            sample_rate=SR,
+            seanet=SEANetConfig(n_filters=4, dimension=16, ratios=(5, 4, 4, 2)),
+            n_q=4,
+            card=64,
+            bandwidths=(1.2,),
+        )
+    )  # hop 160: 50 frames/s
     codec.save_pretrained(root / "codec")
     torch.manual_seed(1)
     lm = MusicLM(tiny_config(card=64, frame_rate=50.0, sample_rate=SR), tokenizer=train_tokenizer(root))
@@ -60,11 +68,25 @@ def catalog(tmp_path_factory):
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     path = tmp_path_factory.mktemp("recipe") / "ft.yaml"
-    path.write_text(yaml.safe_dump({
-        "data": {"batch_size": 4, "val_batches": 1},
-        "optim": {"lr": 3e-3, "betas": [0.9, 0.95], "warmup_steps": 5, "schedule": "cosine"},
-        "trainer": {"max_steps": 40, "checkpoint_every": 10, "log_every": 5, "sample_every": 0, "val_every": 0,
-                    "num_threads": 1, "num_workers": 0, "wandb": False, "progress_every": 10}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"batch_size": 4, "val_batches": 1},
+                "optim": {"lr": 3e-3, "betas": [0.9, 0.95], "warmup_steps": 5, "schedule": "cosine"},
+                "trainer": {
+                    "max_steps": 40,
+                    "checkpoint_every": 10,
+                    "log_every": 5,
+                    "sample_every": 0,
+                    "val_every": 0,
+                    "num_threads": 1,
+                    "num_workers": 0,
+                    "wandb": False,
+                    "progress_every": 10,
+                },
+            }
+        )
+    )
     return path
 
 
@@ -99,8 +121,23 @@ def test_finetune_end_to_end_then_resume(base_dir, catalog, recipe, tmp_path, ca
     assert tuned.codec.fingerprint() == base.codec.fingerprint()
     assert (out / "codec" / "config.json").is_file() and tuned.config.codec == "codec"
     wav_path = tmp_path / "gen.wav"
-    assert main(["generate", "a bright music box tune", "-o", str(wav_path), "--duration", "0.5", "--seed", "0",
-                 "--model", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "a bright music box tune",
+                "-o",
+                str(wav_path),
+                "--duration",
+                "0.5",
+                "--seed",
+                "0",
+                "--model",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert wav_path.is_file()
 
     # the same command with more steps resumes every stage instead of restarting
@@ -115,8 +152,26 @@ def test_finetune_end_to_end_then_resume(base_dir, catalog, recipe, tmp_path, ca
     assert steps_logged and min(steps_logged) >= 40  # the second launch logged only steps after 40
 
     # --force starts over (CLI): a fresh run from step 0
-    assert main(["finetune", str(catalog), "--out", str(out), "--model", str(base_dir), "--config", str(recipe),
-                 "--steps", "5", "--layers", "1", "--force"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(catalog),
+                "--out",
+                str(out),
+                "--model",
+                str(base_dir),
+                "--config",
+                str(recipe),
+                "--steps",
+                "5",
+                "--layers",
+                "1",
+                "--force",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "held-out perplexity" in printed and "broken.wav" in printed
     fresh = json.loads((out / "finetune" / "report.json").read_text())
@@ -129,8 +184,7 @@ def test_refuses_missing_or_empty_catalog_and_foreign_out(base_dir, catalog, tmp
     with pytest.raises(MusicLMError, match="catalog folder not found"):
         finetune(tmp_path / "nope", tmp_path / "out", model=base_dir, progress=False)
     (tmp_path / "empty").mkdir()
-    assert main(["finetune", str(tmp_path / "empty"), "--out", str(tmp_path / "o1"), "--model",
-                 str(base_dir)]) == 2
+    assert main(["finetune", str(tmp_path / "empty"), "--out", str(tmp_path / "o1"), "--model", str(base_dir)]) == 2
     err = capsys.readouterr().err
     assert "no audio files" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "bad").mkdir()
@@ -143,7 +197,6 @@ def test_refuses_missing_or_empty_catalog_and_foreign_out(base_dir, catalog, tmp
         finetune(catalog, tmp_path / "taken", model=base_dir, progress=False)
     assert main(["finetune", str(catalog), "--out", str(tmp_path / "o3"), "--model", str(tmp_path / "nomodel")]) == 2
     assert "model directory not found" in capsys.readouterr().err
-
 
 
 def test_heldout_perplexity_ignores_padding_and_split_is_by_file(base_dir):

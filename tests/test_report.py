@@ -40,9 +40,20 @@ def _write_manifest(folder: Path, seconds: float = 2.0) -> Path:
         beat = torch.exp(-(t % 0.5) / 0.05)
         wav = (0.4 * tone * beat + 0.01 * torch.randn_like(t))[None]
         save_audio(folder / f"clip{i}.wav", wav, SR)
-        rows.append({"id": f"synthetic/clip{i}", "path": f"clip{i}.wav", "duration": seconds,
-                     "sample_rate": SR, "channels": 1, "piece": f"piece{i}", "split": split,
-                     "caption": "a test piece in C major, 120 BPM", "fields": {}, "source": "synth"})
+        rows.append(
+            {
+                "id": f"synthetic/clip{i}",
+                "path": f"clip{i}.wav",
+                "duration": seconds,
+                "sample_rate": SR,
+                "channels": 1,
+                "piece": f"piece{i}",
+                "split": split,
+                "caption": "a test piece in C major, 120 BPM",
+                "fields": {},
+                "source": "synth",
+            }
+        )
     manifest = folder / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest
@@ -65,7 +76,7 @@ def test_report_says_what_is_missing_instead_of_crashing(tmp_path, no_shipped):
     index = build_report(cfg)
     page = index.read_text()
     assert "No codec" in page and "No LM" in page and "No Lightning CSVLogger" in page
-    assert "class=\"error\"" not in page  # missing inputs are not errors
+    assert 'class="error"' not in page  # missing inputs are not errors
     with pytest.raises(MusicLMError, match="--force"):
         build_report(cfg)
     cfg.force = True
@@ -74,10 +85,11 @@ def test_report_says_what_is_missing_instead_of_crashing(tmp_path, no_shipped):
 
 def test_report_notes_missing_test_clips(tmp_path, no_shipped, tiny_codec):
     codec_dir = tiny_codec.save_pretrained(tmp_path / "codec")
-    cfg = ReportConfig(out=tmp_path / "report", codec=codec_dir, manifests=(tmp_path / "none.jsonl",),
-                       speed_threads=())  # speed is covered by the full report below
+    cfg = ReportConfig(
+        out=tmp_path / "report", codec=codec_dir, manifests=(tmp_path / "none.jsonl",), speed_threads=()
+    )  # speed is covered by the full report below
     page = build_report(cfg).read_text()
-    assert "no test clips" in page and "class=\"error\"" not in page
+    assert "no test clips" in page and 'class="error"' not in page
 
 
 def _tiny_lm_dir(tmp: Path) -> Path:
@@ -89,8 +101,16 @@ def _tiny_lm_dir(tmp: Path) -> Path:
     from musiclm.codec import Codec, CodecConfig, SEANetConfig
     from musiclm.lm import MusicLM
 
-    lm_codec = Codec(CodecConfig(name="tiny-lm-codec", sample_rate=SR, seanet=SEANetConfig(
-        n_filters=4, dimension=16, ratios=(8, 5, 4, 2)), n_q=4, card=32, bandwidths=(0.5,)))
+    lm_codec = Codec(
+        CodecConfig(
+            name="tiny-lm-codec",
+            sample_rate=SR,
+            seanet=SEANetConfig(n_filters=4, dimension=16, ratios=(8, 5, 4, 2)),
+            n_q=4,
+            card=32,
+            bandwidths=(0.5,),
+        )
+    )
     lm_codec.save_pretrained(tmp / "lm_codec")
     config = dataclasses.replace(tiny_config(card=32, sample_rate=SR, frame_rate=25.0), max_frames=40)
     model = MusicLM(config, tokenizer=train_tokenizer(tmp))
@@ -104,8 +124,16 @@ def full_report(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("full")
     torch.manual_seed(0)
-    codec = Codec(CodecConfig(name="tiny-test", sample_rate=SR, seanet=SEANetConfig(
-        n_filters=4, dimension=16, ratios=(4, 2)), n_q=4, card=64, bandwidths=(6.0, 12.0, 24.0))).eval()
+    codec = Codec(
+        CodecConfig(
+            name="tiny-test",
+            sample_rate=SR,
+            seanet=SEANetConfig(n_filters=4, dimension=16, ratios=(4, 2)),
+            n_q=4,
+            card=64,
+            bandwidths=(6.0, 12.0, 24.0),
+        )
+    ).eval()
     codec_dir = codec.save_pretrained(tmp / "codec")
     manifest = _write_manifest(tmp / "data")
     _write_runs(tmp / "runs")
@@ -114,9 +142,20 @@ def full_report(tmp_path_factory):
     mp.setenv("MUSICLM_CHECKPOINTS", str(tmp / "no_checkpoints"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops run faster on one thread of a busy machine
-    cfg = ReportConfig(out=tmp / "report", codec=codec_dir, model=model_dir, runs=tmp / "runs",
-                       manifests=(manifest,), lm_manifest=manifest, clips=1, clip_seconds=1.5,
-                       speed_threads=(1,), speed_seconds=0.5, gen_seconds=1.0, seeds=2)
+    cfg = ReportConfig(
+        out=tmp / "report",
+        codec=codec_dir,
+        model=model_dir,
+        runs=tmp / "runs",
+        manifests=(manifest,),
+        lm_manifest=manifest,
+        clips=1,
+        clip_seconds=1.5,
+        speed_threads=(1,),
+        speed_seconds=0.5,
+        gen_seconds=1.0,
+        seeds=2,
+    )
     try:
         index = build_report(cfg)
     finally:
@@ -129,7 +168,7 @@ def full_report(tmp_path_factory):
 def test_report_figures_and_files(full_report):
     out = full_report.parent
     page = full_report.read_text()
-    assert "class=\"error\"" not in page, page[page.find("class=\"error\""):][:2000]
+    assert 'class="error"' not in page, page[page.find('class="error"') :][:2000]
     figures = json.loads((out / "figures.json").read_text())
     rows = figures["codec"]
     systems = {(r["kbps"], r["system"]) for r in rows}
@@ -170,20 +209,34 @@ def _chromium() -> str | None:
 @pytest.mark.skipif(_chromium() is None, reason="chromium not installed (make system-deps)")
 def test_report_renders_in_headless_chromium(full_report, tmp_path):
     out = full_report.parent
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_QuietHandler, directory=str(out)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(out)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
-    flags = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}"]
+    flags = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     try:
         shot = tmp_path / "page.png"
-        subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,1600", url],
-                       capture_output=True, timeout=120, check=True)
-        dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120,
-                             check=True).stdout
+        subprocess.run(
+            flags + [f"--screenshot={shot}", "--window-size=1200,1600", url],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        dom = subprocess.run(
+            flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
+        ).stdout
     finally:
         server.shutdown()
     import matplotlib.image
@@ -204,8 +257,18 @@ def test_cli_report_and_errors(tmp_path, no_shipped, capsys):
     from musiclm.cli import main
 
     out = tmp_path / "r"
-    args = ["eval", "report", "--out", str(out), "--runs", str(tmp_path / "none"),
-            "--manifest", str(tmp_path / "none.jsonl"), "--lm-manifest", str(tmp_path / "none.jsonl")]
+    args = [
+        "eval",
+        "report",
+        "--out",
+        str(out),
+        "--runs",
+        str(tmp_path / "none"),
+        "--manifest",
+        str(tmp_path / "none.jsonl"),
+        "--lm-manifest",
+        str(tmp_path / "none.jsonl"),
+    ]
     assert main(args) == 0 and (out / "index.html").is_file()
     assert main(args) == 2 and "--force" in capsys.readouterr().err  # refuses to overwrite
     assert main(args + ["--force"]) == 0

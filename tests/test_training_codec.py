@@ -127,8 +127,13 @@ def test_sigterm_saves_a_checkpoint_then_resume_continues(corpus, tmp_path):
     data["data"]["manifests"] = [str(corpus)]
     data["trainer"].update(max_steps=100_000, checkpoint_every=0, sample_every=0)
     cfg_override.write_text(yaml.safe_dump(data))
-    proc = subprocess.Popen(_cli("train", "codec", "--config", str(cfg_override), "--out", str(run)), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        _cli("train", "codec", "--config", str(cfg_override), "--out", str(run)),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not list((run / "csv").glob("version_*/metrics.csv")):
         time.sleep(0.2)  # CSV rows appear once steps run (log_every 1)
@@ -141,8 +146,13 @@ def test_sigterm_saves_a_checkpoint_then_resume_continues(corpus, tmp_path):
     assert step > 0
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == step
-    done = subprocess.run(_cli("train", "codec", "--out", str(run), "--resume", "--max-steps", str(step + 2)),
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        _cli("train", "codec", "--out", str(run), "--resume", "--max-steps", str(step + 2)),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert int((run / "export" / "step.txt").read_text()) == step + 2
 
@@ -171,9 +181,14 @@ def test_ddp_two_processes_on_cpu(corpus, tmp_path):
     config.write_text(yaml.safe_dump(data))
     run = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    done = subprocess.run(_cli("train", "codec", "--config", str(config), "--out", str(run), "--devices", "2",
-                               "--strategy", "ddp"), env=env, capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path)
+    done = subprocess.run(
+        _cli("train", "codec", "--config", str(config), "--out", str(run), "--devices", "2", "--strategy", "ddp"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "GLOBAL_RANK: 1" in done.stdout + done.stderr
     assert int((run / "export" / "step.txt").read_text()) == 3
@@ -199,8 +214,9 @@ def test_init_from_an_exported_codec(corpus, tmp_path):
     for key, value in source.state_dict().items():
         if not key.endswith("embed_avg"):  # not saved; rebuilt from embed x cluster_size on load
             assert torch.equal(module.codec.state_dict()[key], value), key
-    bad = load_train_config(CodecTrainConfig, DEBUG, {**over, "init_from": str(tmp_path / "shipped"),
-                                                      "codec": {"card": 32}})
+    bad = load_train_config(
+        CodecTrainConfig, DEBUG, {**over, "init_from": str(tmp_path / "shipped"), "codec": {"card": 32}}
+    )
     (tmp_path / "run2").mkdir()
     with pytest.raises(MusicLMError, match="differs in \\['card'\\]"):
         build_codec_module(bad, tmp_path / "run2", reuse_files=False)
@@ -212,12 +228,42 @@ def test_cli_set_overrides_fields_and_rejects_unknown_ones(corpus, tmp_path, cap
     base = ["train", "codec", "--config", str(DEBUG), "--set", f"data.manifests=[{corpus}]", "--threads", "1"]
     assert main([*base, "--out", str(tmp_path / "bad"), "--set", "loss.bogus=1"]) == 2
     assert "unknown key" in capsys.readouterr().err
-    assert main([*base, "--out", str(tmp_path / "run"), "--max-steps", "1", "--set", "optim.lr=1e-4",
-                 "--set", "trainer.sample_every=0"]) == 0
+    assert (
+        main(
+            [
+                *base,
+                "--out",
+                str(tmp_path / "run"),
+                "--max-steps",
+                "1",
+                "--set",
+                "optim.lr=1e-4",
+                "--set",
+                "trainer.sample_every=0",
+            ]
+        )
+        == 0
+    )
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["optim"]["lr"] == 1e-4 and saved["data"]["manifests"] == [str(corpus)]
-    assert main(["train", "codec", "--out", str(tmp_path / "run"), "--resume", "--max-steps", "2",
-                 "--set", "optim.schedule=cosine", "--set", "optim.decay_start=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "codec",
+                "--out",
+                str(tmp_path / "run"),
+                "--resume",
+                "--max-steps",
+                "2",
+                "--set",
+                "optim.schedule=cosine",
+                "--set",
+                "optim.decay_start=1",
+            ]
+        )
+        == 0
+    )
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["optim"]["schedule"] == "cosine" and saved["optim"]["lr"] == 1e-4
     assert (tmp_path / "run" / "export" / "step.txt").read_text().strip() == "2"

@@ -16,8 +16,12 @@ from musiclm.training.config import OptimConfig
 from musiclm.training.runner import lr_scheduler
 from musiclm.training.token_dataset import TokenCrops, TokenItem
 
-CAPTIONS = ["calm piano in c major, slow", "a fast bright folk tune on flute in g major",
-            "slow melancholic string quartet in d minor", "bright brass fanfare, fast tempo"]
+CAPTIONS = [
+    "calm piano in c major, slow",
+    "a fast bright folk tune on flute in g major",
+    "slow melancholic string quartet in d minor",
+    "bright brass fanfare, fast tempo",
+]
 CARD, K = 32, 4
 
 
@@ -26,8 +30,13 @@ def tokenizer_path(tmp_path_factory):
     import sentencepiece as spm
 
     prefix = tmp_path_factory.mktemp("tok") / "sp"
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(CAPTIONS * 4), model_prefix=str(prefix),
-                                   vocab_size=40, hard_vocab_limit=False, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CAPTIONS * 4),
+        model_prefix=str(prefix),
+        vocab_size=40,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     return f"{prefix}.model"
 
 
@@ -52,12 +61,29 @@ def fake_shards(monkeypatch):
 
 
 def overrides(tokenizer_path: str, **trainer) -> dict:
-    lm = {"n_q": K, "card": CARD, "dim": 32, "n_layers": 2, "n_heads": 4, "ffn_dim": 64, "max_frames": 16,
-          "condition_dropout": 0.3, "dropout": 0.1,
-          "text": {"vocab_size": 40, "dim": 16, "n_layers": 1, "n_heads": 2, "ffn_dim": 32, "max_len": 16}}
+    lm = {
+        "n_q": K,
+        "card": CARD,
+        "dim": 32,
+        "n_layers": 2,
+        "n_heads": 4,
+        "ffn_dim": 64,
+        "max_frames": 16,
+        "condition_dropout": 0.3,
+        "dropout": 0.1,
+        "text": {"vocab_size": 40, "dim": 16, "n_layers": 1, "n_heads": 2, "ffn_dim": 32, "max_len": 16},
+    }
     data = {"shards": ["fake"], "tokenizer": tokenizer_path, "frames": 16, "batch_size": 4, "val_batches": 2}
-    base = {"max_steps": 4, "checkpoint_every": 2, "log_every": 1, "sample_every": 0, "val_every": 2,
-            "num_threads": 1, "num_workers": 0, "wandb": False}
+    base = {
+        "max_steps": 4,
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "sample_every": 0,
+        "val_every": 2,
+        "num_threads": 1,
+        "num_workers": 0,
+        "wandb": False,
+    }
     optim = {"warmup_steps": 2, "lr": 1e-3, "schedule_steps": 4}
     return {"lm": lm, "data": data, "optim": optim, "trainer": {**base, **trainer}}
 
@@ -105,10 +131,14 @@ def test_resume_is_exact_and_validation_reports_perplexity(fake_shards, tokenize
     train_lm_cfg = overrides(tokenizer_path)
     cfg_file = tmp_path / "lm.yaml"
     cfg_file.write_text(yaml.safe_dump({"lm": train_lm_cfg["lm"], "data": train_lm_cfg["data"]}))
-    train_lm(cfg_file, tmp_path / "straight", overrides={k: v for k, v in train_lm_cfg.items()
-                                                          if k in ("optim", "trainer")})
-    train_lm(cfg_file, tmp_path / "split", overrides={"optim": train_lm_cfg["optim"],
-                                                      "trainer": {**train_lm_cfg["trainer"], "max_steps": 3}})
+    train_lm(
+        cfg_file, tmp_path / "straight", overrides={k: v for k, v in train_lm_cfg.items() if k in ("optim", "trainer")}
+    )
+    train_lm(
+        cfg_file,
+        tmp_path / "split",
+        overrides={"optim": train_lm_cfg["optim"], "trainer": {**train_lm_cfg["trainer"], "max_steps": 3}},
+    )
     trainer = train_lm(None, tmp_path / "split", resume=True, overrides={"trainer": {"max_steps": 4}})
     assert trainer.global_step == 4
     a, b = _export_state(tmp_path / "straight"), _export_state(tmp_path / "split")
@@ -144,9 +174,20 @@ def test_train_lm_from_real_shards_with_codec_samples(tiny_codec, tokenizer_path
     for i in range(4):
         t = torch.arange(4000) / 8000
         save_audio(tmp_path / f"a{i}.wav", (0.3 * torch.sin(2 * math.pi * 220 * (i + 1) * t))[None], 8000)
-        rows.append({"id": f"a{i}", "path": f"a{i}.wav", "duration": 0.5, "sample_rate": 8000, "channels": 1,
-                     "piece": f"p{i}", "split": "valid" if i == 3 else "train", "caption": CAPTIONS[i],
-                     "fields": {}, "source": "synth"})
+        rows.append(
+            {
+                "id": f"a{i}",
+                "path": f"a{i}.wav",
+                "duration": 0.5,
+                "sample_rate": 8000,
+                "channels": 1,
+                "piece": f"p{i}",
+                "split": "valid" if i == 3 else "train",
+                "caption": CAPTIONS[i],
+                "fields": {},
+                "source": "synth",
+            }
+        )
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     tokenize_manifest(tmp_path / "m.jsonl", codec_dir, tmp_path / "shards", progress=False)
 
@@ -158,8 +199,25 @@ def test_train_lm_from_real_shards_with_codec_samples(tiny_codec, tokenizer_path
     with pytest.raises(MusicLMError, match="data.shards is empty"):
         train_lm(cfg_file, tmp_path / "run0")
     # the CLI names the shards and the codec on the command line
-    assert main(["train", "lm", "--config", str(cfg_file), "--shards", str(tmp_path / "shards"),
-                 "--codec", str(codec_dir), "--out", str(tmp_path / "run"), "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "lm",
+                "--config",
+                str(cfg_file),
+                "--shards",
+                str(tmp_path / "shards"),
+                "--codec",
+                str(codec_dir),
+                "--out",
+                str(tmp_path / "run"),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["codec"] == str(codec_dir) and saved["data"]["shards"] == [str(tmp_path / "shards")]
     assert (tmp_path / "run" / "export" / "step.txt").read_text().strip() == "2"
@@ -180,8 +238,11 @@ def test_init_from_and_train_only_freeze_the_rest(fake_shards, tokenizer_path, t
     cfg_file.write_text(yaml.safe_dump(cfg))
     train_lm(cfg_file, tmp_path / "base")
     base = _export_state(tmp_path / "base")
-    tune = {"init_from": str(tmp_path / "base" / "export"), "train_only": ["blocks.1.", "norm.", "heads."],
-            "trainer": {"max_steps": 2}}
+    tune = {
+        "init_from": str(tmp_path / "base" / "export"),
+        "train_only": ["blocks.1.", "norm.", "heads."],
+        "trainer": {"max_steps": 2},
+    }
     with pytest.raises(MusicLMError, match="matches no parameter"):
         train_lm(cfg_file, tmp_path / "bad", overrides={**tune, "train_only": ["nothing."]})
     train_lm(cfg_file, tmp_path / "tuned", overrides=tune)

@@ -45,8 +45,11 @@ def split_of(track_id: str, test_percent: int = 15, valid_percent: int = 5) -> s
 
 def collect_tracks(package_dir: Path, extract_dir: Path) -> list[Path]:
     # Some packages ship the same tracks again under symlinked folders (one per game language): skip those.
-    tracks = [p for p in package_dir.rglob("*")
-              if p.suffix.lower() in AUDIO and p.is_file() and not any(q.is_symlink() for q in (p, *p.parents))]
+    tracks = [
+        p
+        for p in package_dir.rglob("*")
+        if p.suffix.lower() in AUDIO and p.is_file() and not any(q.is_symlink() for q in (p, *p.parents))
+    ]
     for archive in package_dir.rglob("*.pk3"):
         with zipfile.ZipFile(archive) as zf:
             for name in zf.namelist():
@@ -58,8 +61,25 @@ def collect_tracks(package_dir: Path, extract_dir: Path) -> list[Path]:
 def convert(src: Path, dst: Path, sample_rate: int) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(".part.flac")
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), "-ac", "1",
-                    "-ar", str(sample_rate), "-sample_fmt", "s16", str(tmp)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(src),
+            "-ac",
+            "1",
+            "-ar",
+            str(sample_rate),
+            "-sample_fmt",
+            "s16",
+            str(tmp),
+        ],
+        check=True,
+    )
     tmp.replace(dst)
 
 
@@ -88,19 +108,33 @@ def main() -> None:
                 jobs.append((package, track_id, track, out / package / f"{track.stem}.flac"))
         todo = [j for j in jobs if not j[3].exists()]
         with ThreadPoolExecutor(2) as pool:
-            list(tqdm(pool.map(lambda j: convert(j[2], j[3], args.sample_rate), todo), total=len(todo),
-                      desc="converting", unit="track"))
+            list(
+                tqdm(
+                    pool.map(lambda j: convert(j[2], j[3], args.sample_rate), todo),
+                    total=len(todo),
+                    desc="converting",
+                    unit="track",
+                )
+            )
     rows = []
     for package, track_id, _, dst in jobs:
         info = sf.info(str(dst))
         if info.duration < MIN_SECONDS:
             continue
-        rows.append({
-            "id": track_id, "path": str(dst.relative_to(out)), "duration": round(info.duration, 3),
-            "sample_rate": info.samplerate, "channels": info.channels, "piece": track_id,
-            "split": split_of(track_id), "caption": "", "fields": {"licence": PACKAGES[package]},
-            "source": "recorded",
-        })
+        rows.append(
+            {
+                "id": track_id,
+                "path": str(dst.relative_to(out)),
+                "duration": round(info.duration, 3),
+                "sample_rate": info.samplerate,
+                "channels": info.channels,
+                "piece": track_id,
+                "split": split_of(track_id),
+                "caption": "",
+                "fields": {"licence": PACKAGES[package]},
+                "source": "recorded",
+            }
+        )
     (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     hours = {s: sum(r["duration"] for r in rows if r["split"] == s) / 3600 for s in ("train", "valid", "test")}
     print(f"{len(rows)} tracks; hours: " + ", ".join(f"{k} {v:.2f}" for k, v in hours.items()))

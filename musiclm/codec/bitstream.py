@@ -124,18 +124,32 @@ class Header:
             raise bad(f"bandwidth {self.bandwidth} kbps")
         if not 1 <= self.chunk_frames or self.packed_size(self.chunk_frames) > MAX_CHUNK_BYTES:
             raise bad(f"{self.chunk_frames} frames per chunk")
-        if self.prior and (not self.entropy or len(self.prior) != 16
-                           or any(c not in "0123456789abcdef" for c in self.prior)):
+        if self.prior and (
+            not self.entropy or len(self.prior) != 16 or any(c not in "0123456789abcdef" for c in self.prior)
+        ):
             raise bad(f"entropy prior {self.prior!r}")
 
     def pack(self) -> bytes:
         name = self.codec_name.encode()
-        fields = bytes([len(name)]) + name + _FIELDS.pack(
-            (FLAG_ENTROPY if self.entropy else 0) | (FLAG_PRIOR if self.prior else 0),
-            bytes.fromhex(self.fingerprint), self.sample_rate,
-            self.hop_length, self.channels, self.orig_sample_rate, self.orig_channels, self.num_samples,
-            self.orig_num_samples, self.n_q, self.card, self.bandwidth, self.chunk_frames,
-            bytes.fromhex(self.prior) if self.prior else bytes(8),
+        fields = (
+            bytes([len(name)])
+            + name
+            + _FIELDS.pack(
+                (FLAG_ENTROPY if self.entropy else 0) | (FLAG_PRIOR if self.prior else 0),
+                bytes.fromhex(self.fingerprint),
+                self.sample_rate,
+                self.hop_length,
+                self.channels,
+                self.orig_sample_rate,
+                self.orig_channels,
+                self.num_samples,
+                self.orig_num_samples,
+                self.n_q,
+                self.card,
+                self.bandwidth,
+                self.chunk_frames,
+                bytes.fromhex(self.prior) if self.prior else bytes(8),
+            )
         )
         head = _PREFIX.pack(MAGIC, VERSION, len(fields)) + fields
         return head + _CRC.pack(zlib.crc32(head))
@@ -160,7 +174,7 @@ def unpack_codes(data: bytes, n_q: int, frames: int, bits: int) -> np.ndarray:
     if len(data) * 8 < count:
         raise FormatError(f"chunk payload of {len(data)} bytes is too short for {n_q}x{frames} codes")
     bit_planes = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count, bitorder="little")
-    weights = (1 << np.arange(bits, dtype=np.int64))
+    weights = 1 << np.arange(bits, dtype=np.int64)
     return (bit_planes.reshape(-1, bits).astype(np.int64) @ weights).reshape(n_q, frames)
 
 
@@ -187,8 +201,7 @@ def read_header(f: BinaryIO) -> Header:
     _, version, fields_size = _PREFIX.unpack(prefix)
     if version != VERSION:
         newer = " (written by a newer musiclm; upgrade to read it)" if version > VERSION else ""
-        raise FormatError(f"unsupported .mlc format version {version}; this musiclm reads version "
-                          f"{VERSION}{newer}")
+        raise FormatError(f"unsupported .mlc format version {version}; this musiclm reads version {VERSION}{newer}")
     if not _FIELDS.size + 2 <= fields_size <= _FIELDS.size + 1 + MAX_NAME_BYTES:
         raise FormatError(f"corrupt .mlc header: field block of {fields_size} bytes")
     fields = _read_exact(f, fields_size, "header")
@@ -202,13 +215,41 @@ def read_header(f: BinaryIO) -> Header:
         name = fields[1 : 1 + name_len].decode()
     except UnicodeDecodeError:
         raise FormatError("corrupt .mlc header: codec name is not UTF-8") from None
-    (flags, fingerprint, sr, hop, channels, orig_sr, orig_channels, n, orig_n, n_q, card, bandwidth,
-     chunk_frames, prior) = _FIELDS.unpack(fields[1 + name_len :])
+    (
+        flags,
+        fingerprint,
+        sr,
+        hop,
+        channels,
+        orig_sr,
+        orig_channels,
+        n,
+        orig_n,
+        n_q,
+        card,
+        bandwidth,
+        chunk_frames,
+        prior,
+    ) = _FIELDS.unpack(fields[1 + name_len :])
     if flags & ~(FLAG_ENTROPY | FLAG_PRIOR) or (prior != bytes(8)) != bool(flags & FLAG_PRIOR):
         raise FormatError(f"corrupt .mlc header: unknown flags {flags:#x}")
-    header = Header(name, fingerprint.hex(), sr, hop, channels, orig_sr, orig_channels, n, orig_n, n_q, card,
-                    float(bandwidth), chunk_frames, bool(flags & FLAG_ENTROPY),
-                    prior.hex() if flags & FLAG_PRIOR else "")
+    header = Header(
+        name,
+        fingerprint.hex(),
+        sr,
+        hop,
+        channels,
+        orig_sr,
+        orig_channels,
+        n,
+        orig_n,
+        n_q,
+        card,
+        float(bandwidth),
+        chunk_frames,
+        bool(flags & FLAG_ENTROPY),
+        prior.hex() if flags & FLAG_PRIOR else "",
+    )
     header.validate()
     return header
 
@@ -234,8 +275,9 @@ def _check_prior(header: Header, prior: np.ndarray | None) -> None:
     from musiclm.codec.entropy import prior_hash
 
     if header.prior and (prior is None or prior_hash(prior) != header.prior):
-        raise FormatError("this file's range coder starts from code statistics "
-                          f"{header.prior}, which the codec given does not carry")
+        raise FormatError(
+            f"this file's range coder starts from code statistics {header.prior}, which the codec given does not carry"
+        )
     assert header.prior or prior is None, "a prior must be named in the header"
 
 

@@ -61,8 +61,12 @@ class Codec(nn.Module):
         self.encoder = SEANetEncoder(config.seanet)
         self.decoder = SEANetDecoder(config.seanet)
         self.quantizer = ResidualVectorQuantizer(
-            config.seanet.dimension, config.n_q, config.card, config.ema_decay,
-            config.kmeans_iters, config.dead_code_threshold,
+            config.seanet.dimension,
+            config.n_q,
+            config.card,
+            config.ema_decay,
+            config.kmeans_iters,
+            config.dead_code_threshold,
         )
         self.bandwidth = max(config.bandwidths)
 

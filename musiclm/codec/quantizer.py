@@ -41,8 +41,15 @@ def _kmeans(samples: Tensor, num_clusters: int, iters: int) -> tuple[Tensor, Ten
 
 
 class EuclideanCodebook(nn.Module):
-    def __init__(self, dim: int, card: int, decay: float = 0.99, kmeans_iters: int = 10,
-                 dead_code_threshold: float = 2.0, epsilon: float = 1e-5):
+    def __init__(
+        self,
+        dim: int,
+        card: int,
+        decay: float = 0.99,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 2.0,
+        epsilon: float = 1e-5,
+    ):
         super().__init__()
         self.card, self.decay, self.epsilon = card, decay, epsilon
         self.kmeans_iters, self.dead_code_threshold = kmeans_iters, dead_code_threshold
@@ -106,8 +113,15 @@ class EuclideanCodebook(nn.Module):
 class ResidualVectorQuantizer(nn.Module):
     """K codebooks, each quantizing the residual the previous ones left."""
 
-    def __init__(self, dim: int, n_q: int, card: int, decay: float = 0.99, kmeans_iters: int = 10,
-                 dead_code_threshold: float = 2.0):
+    def __init__(
+        self,
+        dim: int,
+        n_q: int,
+        card: int,
+        decay: float = 0.99,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 2.0,
+    ):
         super().__init__()
         self.n_q, self.card, self.dim = n_q, card, dim
         self.layers = nn.ModuleList(

@@ -89,8 +89,17 @@ class NormConvTranspose1d(nn.Module):
 class SConv1d(nn.Module):
     """Conv1d with EnCodec's asymmetric or causal padding."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, dilation: int = 1,
-                 causal: bool = False, norm: str = "weight_norm", pad_mode: str = "reflect"):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        causal: bool = False,
+        norm: str = "weight_norm",
+        pad_mode: str = "reflect",
+    ):
         super().__init__()
         self.conv = NormConv1d(in_ch, out_ch, kernel_size, stride, dilation=dilation, norm=norm)
         self.causal = causal
@@ -112,8 +121,16 @@ class SConv1d(nn.Module):
 class SConvTranspose1d(nn.Module):
     """ConvTranspose1d that trims the padding SConv1d added, so lengths stay multiples of the stride."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, causal: bool = False,
-                 norm: str = "weight_norm", trim_right_ratio: float = 1.0):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int,
+        stride: int = 1,
+        causal: bool = False,
+        norm: str = "weight_norm",
+        trim_right_ratio: float = 1.0,
+    ):
         super().__init__()
         self.convtr = NormConvTranspose1d(in_ch, out_ch, kernel_size, stride, norm=norm)
         self.causal = causal
@@ -138,11 +155,22 @@ class SEANetResnetBlock(nn.Module):
         for i, (kernel_size, dilation) in enumerate(zip(kernel_sizes, dilations, strict=False)):
             in_ch = dim if i == 0 else hidden
             out_ch = dim if i == len(kernel_sizes) - 1 else hidden
-            block += [nn.ELU(), SConv1d(in_ch, out_ch, kernel_size, dilation=dilation, causal=cfg.causal,
-                                        norm=cfg.norm, pad_mode=cfg.pad_mode)]
+            block += [
+                nn.ELU(),
+                SConv1d(
+                    in_ch,
+                    out_ch,
+                    kernel_size,
+                    dilation=dilation,
+                    causal=cfg.causal,
+                    norm=cfg.norm,
+                    pad_mode=cfg.pad_mode,
+                ),
+            ]
         self.block = nn.Sequential(*block)
         self.shortcut: nn.Module = (
-            nn.Identity() if cfg.true_skip
+            nn.Identity()
+            if cfg.true_skip
             else SConv1d(dim, dim, 1, causal=cfg.causal, norm=cfg.norm, pad_mode=cfg.pad_mode)
         )
 
@@ -198,8 +226,18 @@ class SEANetDecoder(nn.Module):
             layers.append(SLSTM(mult * cfg.n_filters, cfg.lstm))
         for ratio in cfg.ratios:
             dim = mult * cfg.n_filters
-            layers += [nn.ELU(), SConvTranspose1d(dim, dim // 2, ratio * 2, stride=ratio, causal=cfg.causal,
-                                                  norm=cfg.norm, trim_right_ratio=cfg.trim_right_ratio)]
+            layers += [
+                nn.ELU(),
+                SConvTranspose1d(
+                    dim,
+                    dim // 2,
+                    ratio * 2,
+                    stride=ratio,
+                    causal=cfg.causal,
+                    norm=cfg.norm,
+                    trim_right_ratio=cfg.trim_right_ratio,
+                ),
+            ]
             for j in range(cfg.n_residual_layers):
                 dilations = (cfg.dilation_base**j, 1)
                 layers.append(SEANetResnetBlock(dim // 2, (cfg.residual_kernel_size, 1), dilations, cfg))

@@ -86,8 +86,9 @@ class StreamResampler:
         return seg
 
 
-def resampled_blocks(blocks: Iterator[np.ndarray], orig_sr: int, new_sr: int, total_in: int,
-                     channels: int, total_out: int | None = None) -> Iterator[np.ndarray]:
+def resampled_blocks(
+    blocks: Iterator[np.ndarray], orig_sr: int, new_sr: int, total_in: int, channels: int, total_out: int | None = None
+) -> Iterator[np.ndarray]:
     """Blocks [C_in, L] at orig_sr → blocks [channels, L'] at new_sr, mixed then resampled."""
     resampler = StreamResampler(orig_sr, new_sr, total_in, total_out)
     for block in blocks:
@@ -120,8 +121,9 @@ class BlockBuffer:
         return self.data[:, : stop - start]
 
 
-def encode_chunks(codec, blocks: Iterator[np.ndarray], num_samples: int, chunk_frames: int,
-                  context: int, n_q: int) -> Iterator[Tensor]:
+def encode_chunks(
+    codec, blocks: Iterator[np.ndarray], num_samples: int, chunk_frames: int, context: int, n_q: int
+) -> Iterator[Tensor]:
     """Audio blocks [C, L] at the codec rate (num_samples in all) → codes [n_q, t] per chunk of frames."""
     hop = codec.hop_length
     total = math.ceil(num_samples / hop)
@@ -134,8 +136,9 @@ def encode_chunks(codec, blocks: Iterator[np.ndarray], num_samples: int, chunk_f
         yield codes[:, t0 - w0 : t1 - w0]
 
 
-def decode_chunks(codec, chunks: Iterator[Tensor], num_samples: int, chunk_frames: int,
-                  context: int) -> Iterator[np.ndarray]:
+def decode_chunks(
+    codec, chunks: Iterator[Tensor], num_samples: int, chunk_frames: int, context: int
+) -> Iterator[np.ndarray]:
     """Codes [K, t] per chunk → audio blocks [C, L] at the codec rate, num_samples in all."""
     hop = codec.hop_length
     total = math.ceil(num_samples / hop)

@@ -28,27 +28,48 @@ examples:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("compress", help="compress audio to an .mlc file", description=COMPRESS_HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "compress",
+        help="compress audio to an .mlc file",
+        description=COMPRESS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("input", help="audio file, or '-' for stdin")
     p.add_argument("output", help=".mlc file, or '-' for stdout")
-    p.add_argument("-b", "--bandwidth", type=float, default=None,
-                   help="target kbps, one the codec offers (default: 6 if offered, else the highest)")
+    p.add_argument(
+        "-b",
+        "--bandwidth",
+        type=float,
+        default=None,
+        help="target kbps, one the codec offers (default: 6 if offered, else the highest)",
+    )
     p.add_argument("--codec", default=None, help="codec directory (default: the shipped codec)")
-    p.add_argument("--entropy", action="store_true",
-                   help="range-code the tokens with an adaptive model (smaller, slower)")
-    p.add_argument("--chunk-seconds", type=float, default=10.0,
-                   help="audio per independent chunk (default 10); memory grows with it")
+    p.add_argument(
+        "--entropy", action="store_true", help="range-code the tokens with an adaptive model (smaller, slower)"
+    )
+    p.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=10.0,
+        help="audio per independent chunk (default 10); memory grows with it",
+    )
     p.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_compress)
 
-    d = subparsers.add_parser("decompress", help="decode an .mlc file to audio", description=DECOMPRESS_HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = subparsers.add_parser(
+        "decompress",
+        help="decode an .mlc file to audio",
+        description=DECOMPRESS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     d.add_argument("input", help=".mlc file, or '-' for stdin")
     d.add_argument("output", help="audio file (.wav, .flac, .ogg), or '-' for WAV on stdout")
-    d.add_argument("--codec", default=None, help="codec directory (default: the shipped codec); must be the "
-                   "codec that encoded the file")
+    d.add_argument(
+        "--codec",
+        default=None,
+        help="codec directory (default: the shipped codec); must be the codec that encoded the file",
+    )
     d.add_argument("-f", "--force", action="store_true", help="overwrite the output if it exists")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=run_decompress)
@@ -75,16 +96,26 @@ def run_compress(args: argparse.Namespace) -> int:
 
     _no_binary_to_terminal(args.output)
 
-    header = _os_errors(lambda: compress(
-        args.input, args.output, codec=args.codec, bandwidth=args.bandwidth, entropy=args.entropy,
-        force=args.force, chunk_seconds=args.chunk_seconds, progress=False if args.quiet else None,
-    ))
+    header = _os_errors(
+        lambda: compress(
+            args.input,
+            args.output,
+            codec=args.codec,
+            bandwidth=args.bandwidth,
+            entropy=args.entropy,
+            force=args.force,
+            chunk_seconds=args.chunk_seconds,
+            progress=False if args.quiet else None,
+        )
+    )
     if args.output != "-" and not args.quiet:
         from pathlib import Path
 
         kbps = Path(args.output).stat().st_size * 8 / header.duration / 1000
-        print(f"{args.output}: {header.duration:.1f} s at {header.bandwidth:g} kbps nominal, "
-              f"{kbps:.2f} kbps on disk", file=sys.stderr)
+        print(
+            f"{args.output}: {header.duration:.1f} s at {header.bandwidth:g} kbps nominal, {kbps:.2f} kbps on disk",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -93,6 +124,9 @@ def run_decompress(args: argparse.Namespace) -> int:
 
     _no_binary_to_terminal(args.output)
 
-    _os_errors(lambda: decompress(args.input, args.output, codec=args.codec, force=args.force,
-                                  progress=False if args.quiet else None))
+    _os_errors(
+        lambda: decompress(
+            args.input, args.output, codec=args.codec, force=args.force, progress=False if args.quiet else None
+        )
+    )
     return 0

@@ -1,8 +1,8 @@
 """`musiclm eval`: figures people can read.
 
-    musiclm eval report --out outputs/report [--codec DIR] [--model DIR] [--runs runs/]
-    musiclm eval speed --codec DIR [--threads 1 2] [--seconds 10]
-    musiclm eval fd GENERATED_DIR REAL_DIR          # Fréchet distance over offline features
+musiclm eval report --out outputs/report [--codec DIR] [--model DIR] [--runs runs/]
+musiclm eval speed --codec DIR [--threads 1 2] [--seconds 10]
+musiclm eval fd GENERATED_DIR REAL_DIR          # Fréchet distance over offline features
 """
 
 from __future__ import annotations
@@ -18,25 +18,44 @@ DEFAULT_MANIFESTS = ("data/recorded/manifest.jsonl", "data/synth/manifest.jsonl"
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="evaluation figures and the HTML report", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluation figures and the HTML report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="eval_command", metavar="WHAT")
 
-    r = sub.add_parser("report", help="write a static HTML report (index.html + images + audio)",
-                       description="Write DIR/index.html: codec metrics next to Opus, spectrograms, audio "
-                       "players, LM adherence/FD/diversity/perplexity, training curves. Sections whose "
-                       "inputs are missing say so.")
+    r = sub.add_parser(
+        "report",
+        help="write a static HTML report (index.html + images + audio)",
+        description="Write DIR/index.html: codec metrics next to Opus, spectrograms, audio "
+        "players, LM adherence/FD/diversity/perplexity, training curves. Sections whose "
+        "inputs are missing say so.",
+    )
     r.add_argument("--out", required=True, type=Path, help="output folder (index.html goes there)")
     r.add_argument("--codec", type=Path, help="codec directory (default: checkpoints/codec if present)")
     r.add_argument("--model", type=Path, help="LM directory (default: checkpoints/musiclm if present)")
     r.add_argument("--runs", type=Path, default=Path("runs"), help="folder with Lightning metrics.csv logs")
-    r.add_argument("--manifest", type=Path, action="append",
-                   help="manifest whose test split gives codec test clips; repeatable, first with test "
-                        f"clips wins (default: {', '.join(DEFAULT_MANIFESTS)})")
-    r.add_argument("--lm-manifest", type=Path, default=Path("data/synth/manifest.jsonl"),
-                   help="real clips the generations are compared with")
-    r.add_argument("--shards", type=Path, help="token shard directory whose test split scores perplexity "
-                   "(default: encode the --lm-manifest test split with the model's codec)")
+    r.add_argument(
+        "--manifest",
+        type=Path,
+        action="append",
+        help="manifest whose test split gives codec test clips; repeatable, first with test "
+        f"clips wins (default: {', '.join(DEFAULT_MANIFESTS)})",
+    )
+    r.add_argument(
+        "--lm-manifest",
+        type=Path,
+        default=Path("data/synth/manifest.jsonl"),
+        help="real clips the generations are compared with",
+    )
+    r.add_argument(
+        "--shards",
+        type=Path,
+        help="token shard directory whose test split scores perplexity "
+        "(default: encode the --lm-manifest test split with the model's codec)",
+    )
     r.add_argument("--clips", type=int, default=3, help="codec test clips (default 3)")
     r.add_argument("--clip-seconds", type=float, default=6.0)
     r.add_argument("--gen-seconds", type=float, default=6.0, help="length of each generation")
@@ -68,11 +87,19 @@ def run_report(args: argparse.Namespace) -> int:
         if path is not None and not path.exists():
             raise MusicLMError(f"{what} directory not found: {path}")
     cfg = ReportConfig(
-        out=args.out, codec=args.codec, model=args.model, runs=args.runs,
-        manifests=tuple(args.manifest or [Path(m) for m in DEFAULT_MANIFESTS]), lm_manifest=args.lm_manifest,
+        out=args.out,
+        codec=args.codec,
+        model=args.model,
+        runs=args.runs,
+        manifests=tuple(args.manifest or [Path(m) for m in DEFAULT_MANIFESTS]),
+        lm_manifest=args.lm_manifest,
         shards=args.shards,
-        clips=args.clips, clip_seconds=args.clip_seconds, gen_seconds=args.gen_seconds, cfg=args.cfg,
-        speed_threads=tuple(args.threads), force=args.force,
+        clips=args.clips,
+        clip_seconds=args.clip_seconds,
+        gen_seconds=args.gen_seconds,
+        cfg=args.cfg,
+        speed_threads=tuple(args.threads),
+        force=args.force,
     )
     index = build_report(cfg)
     for line in headline(json.loads((index.parent / "figures.json").read_text())):
@@ -96,8 +123,10 @@ def run_speed(args: argparse.Namespace) -> int:
             row = measure_codec(Codec.from_pretrained(codec_dir), args.seconds, threads, "cuda")
         else:
             row = measure_codec_subprocess(str(codec_dir), args.seconds, threads)
-        print(f"{row.device:>6} {row.threads:>7} {row.bandwidth:>5g} {row.encode_x_realtime:>10.1f} "
-              f"{row.decode_x_realtime:>10.1f} {row.peak_memory_mb or float('nan'):>8.0f}")
+        print(
+            f"{row.device:>6} {row.threads:>7} {row.bandwidth:>5g} {row.encode_x_realtime:>10.1f} "
+            f"{row.decode_x_realtime:>10.1f} {row.peak_memory_mb or float('nan'):>8.0f}"
+        )
         print(json.dumps(asdict(row)), file=sys.stderr)
     return 0
 
@@ -109,11 +138,12 @@ def run_fd(args: argparse.Namespace) -> int:
 
     sets = []
     for folder in (args.generated, args.real):
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS) \
-            if folder.is_dir() else []
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS) if folder.is_dir() else []
         if len(files) < 2:
             raise MusicLMError(f"{folder}: need a folder with at least 2 audio files")
         sets.append(embed_clips([load_audio(p) for p in files]))
-    print(f"FD {frechet_distance(*sets):.3f}  (generated n={len(sets[0])}, real n={len(sets[1])}; "
-          f"diversity {diversity(sets[0]):.3f} vs {diversity(sets[1]):.3f})")
+    print(
+        f"FD {frechet_distance(*sets):.3f}  (generated n={len(sets[0])}, real n={len(sets[1])}; "
+        f"diversity {diversity(sets[0]):.3f} vs {diversity(sets[1]):.3f})"
+    )
     return 0

@@ -22,8 +22,12 @@ import json
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("finetune", help="fine-tune the music LM on a folder of your own music",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "finetune",
+        help="fine-tune the music LM on a folder of your own music",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("catalog", metavar="CATALOG_DIR", help="folder of audio files (wav, flac, ogg, mp3, aiff)")
     p.add_argument("--out", required=True, metavar="DIR", help="the fine-tuned model directory (and its work)")
     p.add_argument("--model", metavar="DIR", help="the LM to start from (default: the shipped model)")
@@ -31,8 +35,13 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, help="training steps in all (default: the recipe's, 200)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's, 3e-4)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--layers", type=int, default=2, metavar="N",
-                   help="train only the last N transformer blocks + the output heads (default: 2; 0: heads only)")
+    g.add_argument(
+        "--layers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="train only the last N transformer blocks + the output heads (default: 2; 0: heads only)",
+    )
     g.add_argument("--full", action="store_true", help="train every parameter (full fine-tuning)")
     p.add_argument("--heldout", type=float, default=0.1, help="fraction of files held out (default: 0.1)")
     p.add_argument("--min-duration", type=float, default=2.0, help="skip files shorter than this (s)")
@@ -53,13 +62,26 @@ def run(args: argparse.Namespace) -> int:
         raise MusicLMError("--layers must be 0 or more (use --full to train everything)")
     if not 0 < args.heldout < 1:
         raise MusicLMError("--heldout must be between 0 and 1")
-    report = finetune(args.catalog, args.out, model=args.model, codec=args.codec, steps=args.steps, lr=args.lr,
-                      train_layers=-1 if args.full else args.layers, heldout=args.heldout,
-                      min_duration=args.min_duration, config=args.config, force=args.force)
-    print(json.dumps({k: v for k, v in report.items() if k not in ("skipped", "ppl_k_before", "ppl_k_after")},
-                     indent=2))
-    print(f"held-out perplexity {report['ppl_before']:.2f} -> {report['ppl_after']:.2f} "
-          f"({len(report['heldout_files'])} files, {report['heldout_tokens']} tokens); "
-          f"{len(report['skipped'])} files skipped")
-    print(f"wrote {report['model']}  (musiclm generate \"...\" --model {report['model']})")
+    report = finetune(
+        args.catalog,
+        args.out,
+        model=args.model,
+        codec=args.codec,
+        steps=args.steps,
+        lr=args.lr,
+        train_layers=-1 if args.full else args.layers,
+        heldout=args.heldout,
+        min_duration=args.min_duration,
+        config=args.config,
+        force=args.force,
+    )
+    print(
+        json.dumps({k: v for k, v in report.items() if k not in ("skipped", "ppl_k_before", "ppl_k_after")}, indent=2)
+    )
+    print(
+        f"held-out perplexity {report['ppl_before']:.2f} -> {report['ppl_after']:.2f} "
+        f"({len(report['heldout_files'])} files, {report['heldout_tokens']} tokens); "
+        f"{len(report['skipped'])} files skipped"
+    )
+    print(f'wrote {report["model"]}  (musiclm generate "..." --model {report["model"]})')
     return 0

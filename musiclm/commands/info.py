@@ -9,9 +9,11 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "info", help="describe a model directory or a .mlc file", description=__doc__,
+        "info",
+        help="describe a model directory or a .mlc file",
+        description=__doc__,
         epilog="Examples: `musiclm info` (the shipped codec), `musiclm info song.mlc`, "
-               "`musiclm info checkpoints/musiclm`",
+        "`musiclm info checkpoints/musiclm`",
     )
     p.add_argument("path", nargs="?", help="model directory or .mlc file (default: the shipped codec)")
     p.set_defaults(func=run)
@@ -49,6 +51,8 @@ def _describe_mlc(path: Path) -> int:
     kbps = path.stat().st_size * 8 / seconds / 1000 if seconds else 0.0
     print(f"{path}: {seconds:.2f} s of audio, originally {h.orig_sample_rate} Hz x {h.orig_channels} channel(s)")
     print(f"  codec {h.codec_name} ({h.fingerprint}), {h.sample_rate} Hz, {h.frame_rate:g} frames/s")
-    print(f"  {h.n_q} codebooks x {h.card} at {h.bandwidth:g} kbps nominal, {kbps:.2f} kbps on disk"
-          f"{', entropy coded' if h.entropy else ''}")
+    print(
+        f"  {h.n_q} codebooks x {h.card} at {h.bandwidth:g} kbps nominal, {kbps:.2f} kbps on disk"
+        f"{', entropy coded' if h.entropy else ''}"
+    )
     return 0

@@ -18,31 +18,54 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train the codec or the language model",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "train",
+        help="train the codec or the language model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
-    for what, help_text in (("codec", "train the audio codec (EnCodec-style, RVQ)"),
-                            ("lm", "train the text-to-music language model over token shards")):
-        q = sub.add_parser(what, help=help_text, description=__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    for what, help_text in (
+        ("codec", "train the audio codec (EnCodec-style, RVQ)"),
+        ("lm", "train the text-to-music language model over token shards"),
+    ):
+        q = sub.add_parser(
+            what, help=help_text, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         q.add_argument("--config", help=f"YAML recipe, e.g. configs/{what}/small.yaml (not needed with --resume)")
         q.add_argument("--out", help="run directory (default: runs/<config name>)")
         q.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-        q.add_argument("--refresh-data", action="store_true",
-                       help="with --resume: re-read the manifests (e.g. a corpus that grew); the data order "
-                       "of the remaining steps then differs from an uninterrupted run")
+        q.add_argument(
+            "--refresh-data",
+            action="store_true",
+            help="with --resume: re-read the manifests (e.g. a corpus that grew); the data order "
+            "of the remaining steps then differs from an uninterrupted run",
+        )
         q.add_argument("--force", action="store_true", help="start over in a run directory that holds a run")
         q.add_argument("--max-steps", type=int, help="override trainer.max_steps")
         q.add_argument("--devices", type=int, help="devices per node (Lightning)")
         q.add_argument("--num-nodes", type=int, help="nodes (Lightning)")
-        q.add_argument("--threads", type=int, help="override trainer.num_threads (CPU; 1 is fastest on a "
-                       "busy machine: two threads fighting other processes can be several times slower)")
+        q.add_argument(
+            "--threads",
+            type=int,
+            help="override trainer.num_threads (CPU; 1 is fastest on a "
+            "busy machine: two threads fighting other processes can be several times slower)",
+        )
         q.add_argument("--strategy", choices=["auto", "ddp", "ddp_spawn", "fsdp"], help="Lightning strategy")
-        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override any config field, e.g. --set optim.lr=1e-4 --set loss.adversarial=true "
-                       "(VALUE is YAML; repeatable; also on --resume)")
-        q.add_argument("--init-from", metavar="DIR", help="start from this exported model directory (e.g. the "
-                       "shipped one) instead of random weights; a new run only")
+        q.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override any config field, e.g. --set optim.lr=1e-4 --set loss.adversarial=true "
+            "(VALUE is YAML; repeatable; also on --resume)",
+        )
+        q.add_argument(
+            "--init-from",
+            metavar="DIR",
+            help="start from this exported model directory (e.g. the "
+            "shipped one) instead of random weights; a new run only",
+        )
         if what == "lm":
             q.add_argument("--shards", nargs="+", metavar="DIR", help="override data.shards (token shard dirs)")
             q.add_argument("--codec", metavar="DIR", help="override codec: the codec the shards were made with")

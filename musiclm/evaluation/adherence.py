@@ -27,8 +27,25 @@ from musiclm.errors import MusicLMError
 
 # generate_fn(texts, cfg, seed) -> (wav [B, C, N], sample rate)
 GenerateFn = Callable[[list[str], float, int], tuple[Tensor, int]]
-PITCH_CLASSES = {"C": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "F": 5, "F#": 6, "Gb": 6,
-                 "G": 7, "G#": 8, "Ab": 8, "A": 9, "A#": 10, "Bb": 10, "B": 11}
+PITCH_CLASSES = {
+    "C": 0,
+    "C#": 1,
+    "Db": 1,
+    "D": 2,
+    "D#": 3,
+    "Eb": 3,
+    "E": 4,
+    "F": 5,
+    "F#": 6,
+    "Gb": 6,
+    "G": 7,
+    "G#": 8,
+    "Ab": 8,
+    "A": 9,
+    "A#": 10,
+    "Bb": 10,
+    "B": 11,
+}
 
 
 @dataclass(frozen=True)
@@ -75,32 +92,40 @@ class Estimators:
 DEFAULT_INSTRUMENTS = ("piano", "a string quartet", "classical guitar", "solo flute")
 DEFAULT_TONICS = ("C", "D", "G", "A")
 # (darker, brighter): the second sounds higher and/or has stronger upper partials.
-DEFAULT_REGISTER_PAIRS = (("classical guitar", "solo tin whistle"), ("marimba", "solo xylophone"),
-                          ("a choir", "solo music box"), ("a brass ensemble", "solo recorder"))
+DEFAULT_REGISTER_PAIRS = (
+    ("classical guitar", "solo tin whistle"),
+    ("marimba", "solo xylophone"),
+    ("a choir", "solo music box"),
+    ("a brass ensemble", "solo recorder"),
+)
 
 
-def default_probes(instruments=DEFAULT_INSTRUMENTS, tonics=DEFAULT_TONICS,
-                   register_pairs=DEFAULT_REGISTER_PAIRS) -> list[Probe]:
+def default_probes(
+    instruments=DEFAULT_INSTRUMENTS, tonics=DEFAULT_TONICS, register_pairs=DEFAULT_REGISTER_PAIRS
+) -> list[Probe]:
     """Contrastive prompt pairs phrased like the training captions (see musiclm.data.captions)."""
     probes: list[Probe] = []
     for i, inst in enumerate(instruments):
         tonic = tonics[i % len(tonics)]
-        probes += [Probe("tempo", i, f"a slow piece in {tonic} major played by {inst}, 60 BPM", "slow"),
-                   Probe("tempo", i, f"a fast piece in {tonic} major played by {inst}, 144 BPM", "fast")]
+        probes += [
+            Probe("tempo", i, f"a slow piece in {tonic} major played by {inst}, 60 BPM", "slow"),
+            Probe("tempo", i, f"a fast piece in {tonic} major played by {inst}, 144 BPM", "fast"),
+        ]
     for i, tonic in enumerate(tonics):
         inst = instruments[i % len(instruments)]
         for mode in ("major", "minor"):
-            probes.append(Probe("mode", i, f"a moderate piece in {tonic} {mode} played by {inst}, 100 BPM",
-                                mode, tonic))
+            probes.append(
+                Probe("mode", i, f"a moderate piece in {tonic} {mode} played by {inst}, 100 BPM", mode, tonic)
+            )
     for i, (low, high) in enumerate(register_pairs):
         for inst, target in ((low, "dark"), (high, "bright")):
-            probes.append(Probe("brightness", i, f"a moderate piece in C major played by {inst}, 100 BPM",
-                                target))
+            probes.append(Probe("brightness", i, f"a moderate piece in C major played by {inst}, 100 BPM", target))
     return probes
 
 
-def measure(probes: list[Probe], generate_fn: GenerateFn, cfg: float, seed: int, estimators: Estimators,
-            batch_size: int = 8) -> list[dict]:
+def measure(
+    probes: list[Probe], generate_fn: GenerateFn, cfg: float, seed: int, estimators: Estimators, batch_size: int = 8
+) -> list[dict]:
     """Generate every probe (pairs share a batch and a seed) and measure the control it asks about."""
     from tqdm import tqdm
 
@@ -108,7 +133,7 @@ def measure(probes: list[Probe], generate_fn: GenerateFn, cfg: float, seed: int,
     order = sorted(range(len(probes)), key=lambda i: (probes[i].control, probes[i].pair))
     batch_size = max(2, batch_size - batch_size % 2)  # keep pairs in one batch
     for start in tqdm(range(0, len(order), batch_size), desc=f"adherence cfg={cfg:g}", leave=False):
-        idx = order[start: start + batch_size]
+        idx = order[start : start + batch_size]
         wav, sr = generate_fn([probes[i].text for i in idx], cfg, seed)  # [B, C, N]
         if wav.dim() != 3 or wav.shape[0] != len(idx):
             raise MusicLMError(f"generate_fn returned {list(wav.shape)} for {len(idx)} prompts")
@@ -154,25 +179,33 @@ def score(rows: list[dict]) -> list[ControlScore]:
         for r in by_control[control]:
             pairs.setdefault(r["probe"].pair, {})[r["probe"].target] = r["value"]
         complete = [p for p in pairs.values() if low in p and high in p]
-        met = sum(1.0 if p[high] > p[low] else 0.5 if math.isclose(p[high], p[low]) else 0.0
-                  for p in complete)
-        detail = {f"mean {t}": float(np.mean([p[t] for p in complete])) if complete else float("nan")
-                  for t in (low, high)}
-        out.append(ControlScore(control, len(complete), met, 0.5, _binom_p(int(met), len(complete), 0.5),
-                                detail))
+        met = sum(1.0 if p[high] > p[low] else 0.5 if math.isclose(p[high], p[low]) else 0.0 for p in complete)
+        detail = {
+            f"mean {t}": float(np.mean([p[t] for p in complete])) if complete else float("nan") for t in (low, high)
+        }
+        out.append(ControlScore(control, len(complete), met, 0.5, _binom_p(int(met), len(complete), 0.5), detail))
     if "mode" in by_control:
         rs = by_control["mode"]
         met = sum(1.0 for r in rs if str(r["value"][1]).lower() == r["probe"].target)
         tonic_ok = sum(1 for r in rs if _tonic_pc(r["value"][0]) == _tonic_pc(r["probe"].tonic))
-        detail = {"tonic right": tonic_ok / len(rs), "tonic chance": 1 / 12,
-                  "measured major share": sum(str(r["value"][1]).lower() == "major" for r in rs) / len(rs)}
+        detail = {
+            "tonic right": tonic_ok / len(rs),
+            "tonic chance": 1 / 12,
+            "measured major share": sum(str(r["value"][1]).lower() == "major" for r in rs) / len(rs),
+        }
         out.append(ControlScore("mode", len(rs), met, 0.5, _binom_p(int(met), len(rs), 0.5), detail))
     return out
 
 
-def evaluate_adherence(generate_fn: GenerateFn, cfg: float = 3.0, seed: int = 0,
-                       probes: list[Probe] | None = None, estimators: Estimators | None = None,
-                       batch_size: int = 8, compare_unguided: bool = True) -> dict[float, list[ControlScore]]:
+def evaluate_adherence(
+    generate_fn: GenerateFn,
+    cfg: float = 3.0,
+    seed: int = 0,
+    probes: list[Probe] | None = None,
+    estimators: Estimators | None = None,
+    batch_size: int = 8,
+    compare_unguided: bool = True,
+) -> dict[float, list[ControlScore]]:
     """Scores at `cfg` and, when `compare_unguided`, at cfg=1 (no guidance): {cfg: [ControlScore, ...]}."""
     probes = probes if probes is not None else default_probes()
     estimators = estimators or Estimators.default()
@@ -190,13 +223,28 @@ def estimator_ceiling(clips: list[tuple[np.ndarray, int, dict]], estimators: Est
     moded = [(x, sr, f) for x, sr, f in clips if f.get("mode") in ("major", "minor")]
     if moded:
         met = sum(str(estimators.key(x, sr)[1]).lower() == f["mode"] for x, sr, f in moded)
-        out.append(ControlScore("mode", len(moded), float(met), 0.5, _binom_p(met, len(moded), 0.5),
-                                {"what": "real clips, estimated vs labelled mode"}))
+        out.append(
+            ControlScore(
+                "mode",
+                len(moded),
+                float(met),
+                0.5,
+                _binom_p(met, len(moded), 0.5),
+                {"what": "real clips, estimated vs labelled mode"},
+            )
+        )
     timed = [(float(estimators.tempo(x, sr)), float(f["bpm"])) for x, sr, f in clips if f.get("bpm")]
-    pairs = [(a, b) for i, a in enumerate(timed) for b in timed[i + 1:]
-             if max(a[1], b[1]) >= 1.5 * min(a[1], b[1])]
+    pairs = [(a, b) for i, a in enumerate(timed) for b in timed[i + 1 :] if max(a[1], b[1]) >= 1.5 * min(a[1], b[1])]
     if pairs:
         met = sum(1.0 if (a[0] - b[0]) * (a[1] - b[1]) > 0 else 0.5 if a[0] == b[0] else 0.0 for a, b in pairs)
-        out.append(ControlScore("tempo", len(pairs), met, 0.5, _binom_p(int(met), len(pairs), 0.5),
-                                {"what": "real clip pairs (BPM ratio >= 1.5), estimated order vs labels"}))
+        out.append(
+            ControlScore(
+                "tempo",
+                len(pairs),
+                met,
+                0.5,
+                _binom_p(int(met), len(pairs), 0.5),
+                {"what": "real clip pairs (BPM ratio >= 1.5), estimated order vs labels"},
+            )
+        )
     return out

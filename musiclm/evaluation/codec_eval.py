@@ -37,8 +37,12 @@ def quality(ref: Tensor, est: Tensor, sr: int) -> dict[str, float | None]:
         from musiclm.evaluation import metrics
     except ImportError:
         return dict.fromkeys(METRIC_KEYS)
-    fns = {"si_snr": "si_snr", "log_mel": "log_mel_distance", "stft": "multiscale_stft_distance",
-           "loudness": "loudness_difference"}
+    fns = {
+        "si_snr": "si_snr",
+        "log_mel": "log_mel_distance",
+        "stft": "multiscale_stft_distance",
+        "loudness": "loudness_difference",
+    }
     out: dict[str, float | None] = {}
     for key, name in fns.items():
         fn = getattr(metrics, name, None)
@@ -57,11 +61,20 @@ def mlc_kbps(codec, codes: Tensor, num_samples: int, entropy: bool = False) -> f
     from musiclm.codec import bitstream
 
     header = bitstream.Header(
-        codec_name=codec.config.name[:64], fingerprint=codec.fingerprint(), sample_rate=codec.sample_rate,
-        hop_length=codec.hop_length, channels=codec.channels, orig_sample_rate=codec.sample_rate,
-        orig_channels=codec.channels, num_samples=num_samples, orig_num_samples=num_samples,
-        n_q=codes.shape[0], card=codec.card, bandwidth=float(codec.bandwidth),
-        chunk_frames=max(1, int(round(CHUNK_SECONDS * codec.frame_rate))), entropy=entropy,
+        codec_name=codec.config.name[:64],
+        fingerprint=codec.fingerprint(),
+        sample_rate=codec.sample_rate,
+        hop_length=codec.hop_length,
+        channels=codec.channels,
+        orig_sample_rate=codec.sample_rate,
+        orig_channels=codec.channels,
+        num_samples=num_samples,
+        orig_num_samples=num_samples,
+        n_q=codes.shape[0],
+        card=codec.card,
+        bandwidth=float(codec.bandwidth),
+        chunk_frames=max(1, int(round(CHUNK_SECONDS * codec.frame_rate))),
+        entropy=entropy,
     )
     buf = io.BytesIO()
     bitstream.write_mlc(buf, header, codes.cpu().numpy().astype(np.int64))
@@ -96,14 +109,16 @@ def evaluate(codec, clips: list[tuple[Tensor, int]], keep_audio: int = 2) -> Cod
                     ranged = mlc_kbps(codec, codes[0], ref.shape[-1], entropy=True)
                 except Exception:  # the bitstream writer may refuse odd test configs; fall back to nominal
                     disk = ranged = codes.shape[1] * math.log2(codec.card) * codec.frame_rate / 1000
-                per_system["musiclm codec"].append({"kbps_on_disk": disk, "kbps_range_coded": ranged,
-                                                    **quality(ref, dec, codec.sample_rate)})
+                per_system["musiclm codec"].append(
+                    {"kbps_on_disk": disk, "kbps_range_coded": ranged, **quality(ref, dec, codec.sample_rate)}
+                )
                 if i < keep_audio:
                     audio[i][f"codec {kbps:g} kbps"] = dec
                 if have_opus:
                     opus, opus_kbps = opus_roundtrip(ref, codec.sample_rate, kbps)
-                    per_system["opus"].append({"kbps_on_disk": opus_kbps, "kbps_range_coded": None,
-                                               **quality(ref, opus, codec.sample_rate)})
+                    per_system["opus"].append(
+                        {"kbps_on_disk": opus_kbps, "kbps_range_coded": None, **quality(ref, opus, codec.sample_rate)}
+                    )
                     if i < keep_audio and kbps == mid:
                         audio[i][f"opus {kbps:g} kbps"] = opus
             for system, items in per_system.items():

@@ -38,8 +38,9 @@ def _hz_to_mel(f: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def mel_filterbank(sr: int = EMBED_SR, n_fft: int = N_FFT, n_mels: int = N_MELS,
-                   fmin: float = 30.0, fmax: float | None = None) -> np.ndarray:
+def mel_filterbank(
+    sr: int = EMBED_SR, n_fft: int = N_FFT, n_mels: int = N_MELS, fmin: float = 30.0, fmax: float | None = None
+) -> np.ndarray:
     """Triangular HTK-mel filters [n_mels, n_fft // 2 + 1], each normalized to unit area."""
     fmax = fmax or sr / 2
     freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
@@ -68,8 +69,14 @@ def _mono16k(wav: Tensor, sr: int) -> np.ndarray:
 
 def power_spectrogram(x: np.ndarray) -> np.ndarray:
     """x [N] → |STFT|^2 [F, T] (Hann window, N_FFT, HOP, centered)."""
-    spec = torch.stft(torch.from_numpy(x), N_FFT, HOP, window=torch.hann_window(N_FFT, dtype=torch.float64),
-                      center=True, return_complex=True)
+    spec = torch.stft(
+        torch.from_numpy(x),
+        N_FFT,
+        HOP,
+        window=torch.hann_window(N_FFT, dtype=torch.float64),
+        center=True,
+        return_complex=True,
+    )
     return spec.abs().pow(2).numpy()
 
 
@@ -117,8 +124,12 @@ def feature_embedding(wav: Tensor, sr: int) -> np.ndarray:
     centroid_khz = (freqs * power).sum(0) / (power.sum(0) + 1e-12) / 1000.0
     rms_db = 10 * np.log10(power.mean(0) + 1e-10) / 10.0  # in bels, to keep units near 1
     parts = [
-        log_mel.mean(1), log_mel.std(1), chroma.mean(1), chroma.std(1),
-        [math.log1p(env.mean()), math.log1p(env.std())], _tempo_profile(env),
+        log_mel.mean(1),
+        log_mel.std(1),
+        chroma.mean(1),
+        chroma.std(1),
+        [math.log1p(env.mean()), math.log1p(env.std())],
+        _tempo_profile(env),
         [centroid_khz.mean(), centroid_khz.std(), rms_db.mean(), rms_db.std()],
     ]
     out = np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in parts])
@@ -134,8 +145,7 @@ class CodecEmbedding:
 
     @torch.no_grad()
     def __call__(self, wav: Tensor, sr: int) -> np.ndarray:
-        wav = resample(convert_channels(wav.detach().float().cpu(), self.codec.channels), sr,
-                       self.codec.sample_rate)
+        wav = resample(convert_channels(wav.detach().float().cpu(), self.codec.channels), sr, self.codec.sample_rate)
         latent = self.codec.encoder(wav[None])[0]  # [D, T]
         return torch.cat([latent.mean(-1), latent.std(-1, unbiased=False)]).double().numpy()
 

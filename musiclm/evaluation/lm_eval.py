@@ -39,8 +39,7 @@ def load_generate_fn(model_dir: Path, seconds: float):
     return generate_fn, f"{model_dir} ({params:.2f} M LM parameters, {sr} Hz)", model
 
 
-def real_clips(manifest: Path | None, split: str, count: int, seconds: float,
-               with_fields: bool = False) -> list[tuple]:
+def real_clips(manifest: Path | None, split: str, count: int, seconds: float, with_fields: bool = False) -> list[tuple]:
     """Up to `count` clips (wav [C, N], sr[, fields]) of `seconds` from distinct pieces of one split."""
     from musiclm.audio import load_audio
     from musiclm.data.manifest import read_manifest, resolve_path
@@ -72,11 +71,15 @@ def lm_report(page, cfg, model_dir: Path) -> str:
     wav, sr = generate_fn(list(DEMO_PROMPTS), cfg.cfg, 0)
     players = []
     for i, text in enumerate(DEMO_PROMPTS):
-        players.append(f"<figure>{page.audio(f'generation_{i}', wav[i], sr)}<figcaption>{esc(text)}"
-                       "</figcaption></figure>")
+        players.append(
+            f"<figure>{page.audio(f'generation_{i}', wav[i], sr)}<figcaption>{esc(text)}</figcaption></figure>"
+        )
     plots.spectrograms(page.out / "img/generations.png", [(t, wav[i]) for i, t in enumerate(DEMO_PROMPTS)], sr)
-    body.append("<h3>Generations</h3>" + page.image("img/generations.png", "spectrograms of generations")
-                + f'<div class="players">{"".join(players)}</div>')
+    body.append(
+        "<h3>Generations</h3>"
+        + page.image("img/generations.png", "spectrograms of generations")
+        + f'<div class="players">{"".join(players)}</div>'
+    )
 
     # Control adherence, guided vs unguided; keep the audio for the Fréchet distance.
     generated: dict[float, list] = {}
@@ -96,27 +99,51 @@ def lm_report(page, cfg, model_dir: Path) -> str:
         rows = []
         for c, scores in results.items():
             for s in scores:
-                detail = ", ".join(f"{k} {v:.0f}" if abs(v) >= 10 else f"{k} {v:.2f}"
-                                   for k, v in s.detail.items())
-                rows.append([s.control, f"{c:g}", s.n, f"{100 * s.rate:.0f}%", f"{100 * s.chance:.0f}%",
-                             s.p_value, detail])
-        figures["adherence"] = [{"cfg": c, "control": s.control, "n": s.n, "rate": s.rate,
-                                 "chance": s.chance, "p_value": s.p_value, **s.detail}
-                                for c, scores in results.items() for s in scores]
-        body.append("<h3>Control adherence</h3>" + table(
-            ["control", "cfg", "judgements", "met", "chance", "p (vs chance)", "measured"], rows, digits=3))
-        body.append(note("Prompt pairs differ in one control and are generated in one batch with one seed. "
-                         "tempo: the fast prompt's estimated BPM is higher; mode: estimated mode equals the "
-                         "requested one; brightness: the brighter instrument's spectral centroid (Hz) is "
-                         "higher. cfg=1 is guidance off. p: one-sided binomial test against chance."))
+                detail = ", ".join(f"{k} {v:.0f}" if abs(v) >= 10 else f"{k} {v:.2f}" for k, v in s.detail.items())
+                rows.append(
+                    [s.control, f"{c:g}", s.n, f"{100 * s.rate:.0f}%", f"{100 * s.chance:.0f}%", s.p_value, detail]
+                )
+        figures["adherence"] = [
+            {
+                "cfg": c,
+                "control": s.control,
+                "n": s.n,
+                "rate": s.rate,
+                "chance": s.chance,
+                "p_value": s.p_value,
+                **s.detail,
+            }
+            for c, scores in results.items()
+            for s in scores
+        ]
+        body.append(
+            "<h3>Control adherence</h3>"
+            + table(["control", "cfg", "judgements", "met", "chance", "p (vs chance)", "measured"], rows, digits=3)
+        )
+        body.append(
+            note(
+                "Prompt pairs differ in one control and are generated in one batch with one seed. "
+                "tempo: the fast prompt's estimated BPM is higher; mode: estimated mode equals the "
+                "requested one; brightness: the brighter instrument's spectral centroid (Hz) is "
+                "higher. cfg=1 is guidance off. p: one-sided binomial test against chance."
+            )
+        )
         labelled = real_clips(cfg.lm_manifest, "test", 24, cfg.gen_seconds, with_fields=True)
         ceiling = estimator_ceiling([(w.mean(0).numpy(), r, f) for w, r, f in labelled], estimators)
         if ceiling:
             figures["estimator_ceiling"] = [{"control": s.control, "n": s.n, "rate": s.rate} for s in ceiling]
-            body.append(table(["control", "judgements", "estimator agrees with labels", "chance"],
-                              [[s.control, s.n, f"{100 * s.rate:.0f}%", "50%"] for s in ceiling]))
-            body.append(note("The same estimators on labelled real test clips of the same length: the "
-                             "ceiling the rates above can reach."))
+            body.append(
+                table(
+                    ["control", "judgements", "estimator agrees with labels", "chance"],
+                    [[s.control, s.n, f"{100 * s.rate:.0f}%", "50%"] for s in ceiling],
+                )
+            )
+            body.append(
+                note(
+                    "The same estimators on labelled real test clips of the same length: the "
+                    "ceiling the rates above can reach."
+                )
+            )
 
     # Fréchet distance and diversity over hand-made features (see musiclm.evaluation.embedding).
     body.append("<h3>Fréchet distance and diversity</h3>")
@@ -141,9 +168,15 @@ def lm_report(page, cfg, model_dir: Path) -> str:
             for name, clips in sets:
                 fds[name].append(frechet_distance(embed_clips(clips, embed), real_emb))
         rows = [[name, len(clips)] + fds[name] for name, clips in sets]
-        figures["frechet"] = [{"set": name, "n": len(clips), "fd": fds[name][0],
-                               **({"fd_codec": fds[name][1]} if len(embedders) > 1 else {})}
-                              for name, clips in sets]
+        figures["frechet"] = [
+            {
+                "set": name,
+                "n": len(clips),
+                "fd": fds[name][0],
+                **({"fd_codec": fds[name][1]} if len(embedders) > 1 else {}),
+            }
+            for name, clips in sets
+        ]
         body.append(table(["set", "clips"] + [f"FD over {e} ↓" for e, _ in embedders], rows))
         body.append(note(f"Each set against {len(real)} real test clips of {cfg.gen_seconds:g} s."))
     seeds_wav = [generate_fn([DIVERSITY_PROMPT], cfg.cfg, s) for s in range(cfg.seeds)]
@@ -152,15 +185,18 @@ def lm_report(page, cfg, model_dir: Path) -> str:
         div_rows.append([f"{len(real)} different real clips", diversity(embed_clips(real))])
     figures["diversity"] = [{"set": r[0], "mean_pairwise_distance": r[1]} for r in div_rows]
     body.append(table(["set", "mean pairwise feature distance"], div_rows))
-    body.append(note(
-        f"Embedding: {feature_embedding.__module__}.feature_embedding — 166 hand-made statistics (log-mel "
-        "mean/std, chroma, onset-strength tempo profile, spectral centroid, level) at 16 kHz, because the "
-        "VGGish/CLAP weights of the usual FAD cannot be downloaded here. It is not trained on human "
-        "judgements, so FD only ranks along spectral balance, harmony and rhythm; values are not comparable "
-        "with published FAD numbers, and only between sets of equal size (FD is biased upward with few "
-        "clips). The codec-latent FD (mean and std over time of the LM's codec encoder output) follows what "
-        "that codec encodes and changes whenever it is retrained; compare it only within one model. "
-        f"Diversity uses the hand-made features; its prompt: “{DIVERSITY_PROMPT}”."))
+    body.append(
+        note(
+            f"Embedding: {feature_embedding.__module__}.feature_embedding — 166 hand-made statistics (log-mel "
+            "mean/std, chroma, onset-strength tempo profile, spectral centroid, level) at 16 kHz, because the "
+            "VGGish/CLAP weights of the usual FAD cannot be downloaded here. It is not trained on human "
+            "judgements, so FD only ranks along spectral balance, harmony and rhythm; values are not comparable "
+            "with published FAD numbers, and only between sets of equal size (FD is biased upward with few "
+            "clips). The codec-latent FD (mean and std over time of the LM's codec encoder output) follows what "
+            "that codec encodes and changes whenever it is retrained; compare it only within one model. "
+            f"Diversity uses the hand-made features; its prompt: “{DIVERSITY_PROMPT}”."
+        )
+    )
 
     # Perplexity on held-out music (test split, encoded with the model's codec).
     body.append("<h3>Per-codebook perplexity</h3>")
@@ -173,11 +209,13 @@ def lm_report(page, cfg, model_dir: Path) -> str:
             ppl, where = manifest_perplexity(model, cfg.lm_manifest)
         figures["perplexity"] = {"per_codebook": ppl, "source": where}
         body.append(table(["codebook"] + [str(k) for k in range(len(ppl))], [["perplexity"] + ppl]))
-        body.append(note(f"Held-out tokens: {where}. Uniform guessing would give {model.card}; the delay "
-                         "pattern lets later codebooks see earlier ones of the same frame."))
+        body.append(
+            note(
+                f"Held-out tokens: {where}. Uniform guessing would give {model.card}; the delay "
+                "pattern lets later codebooks see earlier ones of the same frame."
+            )
+        )
     except MusicLMError as e:
         body.append(note(f"Not available: {e}"))
     page.figures["lm"] = figures
     return "\n".join(body)
-
-

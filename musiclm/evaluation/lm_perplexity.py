@@ -32,8 +32,9 @@ def lm_score_batch(model, codes: Tensor, texts: list[str]) -> tuple[Tensor, Tens
 
 
 @torch.no_grad()
-def manifest_perplexity(model, manifest: str | Path, split: str = "test", clips: int = 16,
-                        seconds: float | None = None, batch_size: int = 4) -> tuple[list[float], str]:
+def manifest_perplexity(
+    model, manifest: str | Path, split: str = "test", clips: int = 16, seconds: float | None = None, batch_size: int = 4
+) -> tuple[list[float], str]:
     """Perplexity per codebook [K] over up to `clips` clips of `split`, and a sentence saying what was scored."""
     from tqdm import tqdm
 
@@ -47,15 +48,17 @@ def manifest_perplexity(model, manifest: str | Path, split: str = "test", clips:
     model.eval()
     codec = model.codec.to(model.device).eval()
     seconds = seconds or model.config.max_frames / model.config.frame_rate
-    rows = sorted((r for r in read_manifest(manifest) if r["split"] == split and r["caption"]),
-                  key=lambda r: r["id"])[:clips]
+    rows = sorted((r for r in read_manifest(manifest) if r["split"] == split and r["caption"]), key=lambda r: r["id"])[
+        :clips
+    ]
     if not rows:
         raise MusicLMError(f"{manifest}: no captioned clips in the {split} split")
     acc = PerplexityAccumulator()
     for start in tqdm(range(0, len(rows), batch_size), desc="perplexity", leave=False):
-        batch = rows[start: start + batch_size]
-        wavs = [load_audio(resolve_path(manifest, r), codec.sample_rate, codec.channels, duration=seconds)[0]
-                for r in batch]
+        batch = rows[start : start + batch_size]
+        wavs = [
+            load_audio(resolve_path(manifest, r), codec.sample_rate, codec.channels, duration=seconds)[0] for r in batch
+        ]
         n = min(w.shape[-1] for w in wavs)  # equal lengths: no padding tokens to score
         codes = codec.encode(torch.stack([w[..., :n] for w in wavs]).to(model.device), n_q=model.n_q)
         acc.update(*lm_score_batch(model, codes, [r["caption"] for r in batch]))
@@ -64,8 +67,9 @@ def manifest_perplexity(model, manifest: str | Path, split: str = "test", clips:
 
 
 @torch.no_grad()
-def shard_perplexity(model, shard_dir: str | Path, split: str = "test", clips: int = 64,
-                     max_frames: int | None = None) -> tuple[list[float], str]:
+def shard_perplexity(
+    model, shard_dir: str | Path, split: str = "test", clips: int = 64, max_frames: int | None = None
+) -> tuple[list[float], str]:
     """Perplexity per codebook [K] over up to `clips` clips of `split` in a token shard directory (made by
     `musiclm data tokenize` with the model's codec), each cropped to the model's training window."""
     from tqdm import tqdm
@@ -78,8 +82,9 @@ def shard_perplexity(model, shard_dir: str | Path, split: str = "test", clips: i
     if model.codec is not None:
         shards.check_codec(model.codec)  # tokens of another codec would mean nothing to this LM
     if shards.n_q < model.n_q or shards.card != model.card:
-        raise MusicLMError(f"{shard_dir}: {shards.n_q} codebooks of {shards.card}, the LM needs {model.n_q} of "
-                           f"{model.card}")
+        raise MusicLMError(
+            f"{shard_dir}: {shards.n_q} codebooks of {shards.card}, the LM needs {model.n_q} of {model.card}"
+        )
     if len(shards) == 0:
         raise MusicLMError(f"{shard_dir}: no clips in the {split} split")
     model.eval()

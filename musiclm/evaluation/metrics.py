@@ -55,8 +55,7 @@ def si_snr(ref: Tensor, est: Tensor, sample_rate: int | None = None) -> Tensor:
 
 
 @functools.lru_cache(maxsize=16)
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
-                   f_max: float | None = None) -> Tensor:
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
     """Triangular filters on the HTK mel scale, [n_mels, n_fft // 2 + 1], each normalised to unit area
     (Slaney-style), so bands of different widths weigh alike."""
     f_max = f_max or sample_rate / 2
@@ -82,13 +81,21 @@ def _stft_mag(x: Tensor, n_fft: int, hop: int) -> Tensor:
     flat = x.reshape(B * C, N)
     if N < n_fft:
         flat = torch.nn.functional.pad(flat, (0, n_fft - N))
-    spec = torch.stft(flat, n_fft, hop, window=torch.hann_window(n_fft, device=x.device), return_complex=True,
-                      center=True, pad_mode="constant")
+    spec = torch.stft(
+        flat,
+        n_fft,
+        hop,
+        window=torch.hann_window(n_fft, device=x.device),
+        return_complex=True,
+        center=True,
+        pad_mode="constant",
+    )
     return spec.abs().reshape(B, C, *spec.shape[-2:])
 
 
-def log_mel_distance(ref: Tensor, est: Tensor, sample_rate: int, n_fft: int = 2048, hop: int = 512,
-                     n_mels: int = 80) -> Tensor:
+def log_mel_distance(
+    ref: Tensor, est: Tensor, sample_rate: int, n_fft: int = 2048, hop: int = 512, n_mels: int = 80
+) -> Tensor:
     """Mean |log10 mel(ref) − log10 mel(est)| (magnitude mel spectrogram) → [] or [B]."""
     ref, est, single = _batched(ref, est)
     fb = mel_filterbank(sample_rate, n_fft, n_mels).to(ref.device)
@@ -98,8 +105,9 @@ def log_mel_distance(ref: Tensor, est: Tensor, sample_rate: int, n_fft: int = 20
     return _out(diff.mean(dim=(1, 2, 3)), single)
 
 
-def multiscale_stft_distance(ref: Tensor, est: Tensor, sample_rate: int | None = None,
-                             windows: tuple[int, ...] = STFT_WINDOWS) -> Tensor:
+def multiscale_stft_distance(
+    ref: Tensor, est: Tensor, sample_rate: int | None = None, windows: tuple[int, ...] = STFT_WINDOWS
+) -> Tensor:
     """Mean over STFT sizes of spectral convergence + mean |log mag(ref) − log mag(est)| → [] or [B]."""
     ref, est, single = _batched(ref, est)
     total = torch.zeros(ref.shape[0])
@@ -125,6 +133,8 @@ def integrated_loudness(wav: Tensor, sample_rate: int) -> float:
 def loudness_difference(ref: Tensor, est: Tensor, sample_rate: int) -> Tensor:
     """|LUFS(est) − LUFS(ref)| in LU → [] or [B]."""
     ref, est, single = _batched(ref, est)
-    values = [abs(integrated_loudness(e, sample_rate) - integrated_loudness(r, sample_rate))
-              for r, e in zip(ref, est, strict=True)]
+    values = [
+        abs(integrated_loudness(e, sample_rate) - integrated_loudness(r, sample_rate))
+        for r, e in zip(ref, est, strict=True)
+    ]
     return _out(torch.tensor(values, dtype=torch.float32), single)

@@ -25,8 +25,7 @@ def ffmpeg_available() -> bool:
     return "libopus" in out.stdout
 
 
-def opus_roundtrip(wav: Tensor, sample_rate: int, kbps: float,
-                   keep: str | Path | None = None) -> tuple[Tensor, float]:
+def opus_roundtrip(wav: Tensor, sample_rate: int, kbps: float, keep: str | Path | None = None) -> tuple[Tensor, float]:
     """Encode wav [C, N] with libopus at `kbps` and decode it back → (decoded [C, N], kbps on disk).
 
     `keep` copies the .opus file there (for the report's players)."""
@@ -39,8 +38,7 @@ def opus_roundtrip(wav: Tensor, sample_rate: int, kbps: float,
         quiet = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y"]
         for cmd in (
             quiet + ["-i", str(src), "-c:a", "libopus", "-b:a", f"{kbps * 1000:.0f}", str(enc)],
-            quiet + ["-i", str(enc), "-ar", str(sample_rate), "-ac", str(channels), "-c:a", "pcm_f32le",
-                     str(dec)],
+            quiet + ["-i", str(enc), "-ar", str(sample_rate), "-ac", str(channels), "-c:a", "pcm_f32le", str(dec)],
         ):
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:

@@ -28,13 +28,16 @@ class PerplexityAccumulator:
         """logits [B, K, S, card], targets [B, K, S] int; mask [B, K, S] bool (True = counted), e.g. to
         skip the delay pattern's padding positions. Targets < 0 are never counted."""
         if logits.dim() != 4 or targets.shape != logits.shape[:3]:
-            raise MusicLMError(f"expected logits [B, K, S, card] and targets [B, K, S], "
-                               f"got {list(logits.shape)} and {list(targets.shape)}")
+            raise MusicLMError(
+                f"expected logits [B, K, S, card] and targets [B, K, S], "
+                f"got {list(logits.shape)} and {list(targets.shape)}"
+            )
         valid = targets >= 0
         if mask is not None:
             valid = valid & mask.bool()
-        ce = F.cross_entropy(logits.float().flatten(0, 2), targets.clamp(min=0).flatten().long(),
-                             reduction="none").view_as(targets)  # [B, K, S]
+        ce = F.cross_entropy(
+            logits.float().flatten(0, 2), targets.clamp(min=0).flatten().long(), reduction="none"
+        ).view_as(targets)  # [B, K, S]
         nll = (ce * valid).double().sum((0, 2))
         count = valid.long().sum((0, 2))
         self.nll = nll if self.nll is None else self.nll + nll

@@ -38,8 +38,15 @@ def spectrograms(path: Path, panels: list[tuple[str, Tensor]], sr: int, title: s
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.2 * len(panels)), squeeze=False, sharex=True)
     for ax, (label, _), spec in zip(axes[:, 0], panels, specs, strict=True):
         seconds = spec.shape[1] * 256 / sr
-        im = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=top - 80, vmax=top,
-                       extent=(0, seconds, 0, sr / 2000))
+        im = ax.imshow(
+            spec,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=top - 80,
+            vmax=top,
+            extent=(0, seconds, 0, sr / 2000),
+        )
         ax.set_ylabel("kHz")
         ax.set_title(label, fontsize=10, loc="left")
     axes[-1, 0].set_xlabel("seconds")
@@ -106,7 +113,7 @@ def training_curves(csv_path: Path, png_path: Path, title: str = "", max_panels:
     rows = math.ceil(len(groups) / cols)
     plt = _plt()
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
-    for ax in axes.ravel()[len(groups):]:
+    for ax in axes.ravel()[len(groups) :]:
         ax.axis("off")
     for ax, group in zip(axes.ravel(), groups, strict=False):
         values_all = []

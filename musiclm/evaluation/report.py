@@ -88,6 +88,7 @@ def fmt(x, digits: int = 2) -> str:
 
 def table(header: list[str], rows: list[list], digits: int = 2) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
+
     def cell(c) -> str:  # text reads left-aligned, numbers right-aligned
         left = isinstance(c, str) and not c.rstrip("%").replace(".", "", 1).lstrip("-").isdigit()
         return f'<td class="t">{fmt(c, digits)}</td>' if left else f"<td>{fmt(c, digits)}</td>"
@@ -131,7 +132,8 @@ def test_clips(manifests: tuple[Path, ...], count: int, seconds: float) -> tuple
         if clips:
             return clips, f"{len(clips)} test-split clips of {seconds:g} s from {manifest}"
     return [], "no test clips: none of these manifests exists or has a test split: " + ", ".join(
-        str(m) for m in manifests)
+        str(m) for m in manifests
+    )
 
 
 def _system_label(row: dict) -> str:
@@ -155,15 +157,21 @@ def _spread(rows: list[dict]) -> list[dict]:
 # ---- sections ---------------------------------------------------------------------------------------------
 def environment_section(page: Page, cfg: ReportConfig) -> None:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip() or "unknown"
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or "unknown"
+        )
     except OSError:
         commit = "unknown"
     info = {
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "git commit": commit, "python": platform.python_version(), "torch": torch.__version__,
+        "git commit": commit,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"
-                   + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA"),
+        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA"),
         "command": " ".join(["musiclm"] + sys.argv[1:]) if sys.argv else "",
     }
     page.figures["environment"] = info
@@ -182,36 +190,71 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
 
     codec = Codec.from_pretrained(codec_dir)
     clips, source = test_clips(cfg.manifests, cfg.clips, cfg.clip_seconds)
-    body = [note(f"Codec {codec.config.name} from {codec_dir} ({codec.sample_rate} Hz, "
-                 f"{codec.frame_rate:g} frames/s, {codec.card} entries per codebook). {source}.")]
+    body = [
+        note(
+            f"Codec {codec.config.name} from {codec_dir} ({codec.sample_rate} Hz, "
+            f"{codec.frame_rate:g} frames/s, {codec.card} entries per codebook). {source}."
+        )
+    ]
     if clips:
         result = codec_eval.evaluate(codec, [(w, sr) for _, w, sr in clips], keep_audio=cfg.players)
         page.figures["codec"] = result.rows
-        body.append(table(
-            ["requested kbps", "system", "kbps on disk", "kbps range-coded", "SI-SNR dB ↑", "log-mel dist ↓",
-             "MS-STFT dist ↓", "loudness diff LU ↓"],
-            [[r["kbps"], _system_label(r), r["kbps_on_disk"], r.get("kbps_range_coded"), r.get("si_snr"),
-              r.get("log_mel"), r.get("stft"), r.get("loudness")] for r in result.rows]))
-        body.append(note("Means over the clips. SI-SNR: scale-invariant signal-to-noise ratio. log-mel and "
-                         "MS-STFT: L1 distances of log spectra (lower is closer). Opus via ffmpeg libopus at "
-                         "the same requested bitrate; libopus cannot go below ~6 kbps, see its kbps on disk. "
-                         "range-coded: the .mlc size with `musiclm compress --entropy`. "
-                         + result.note))
+        body.append(
+            table(
+                [
+                    "requested kbps",
+                    "system",
+                    "kbps on disk",
+                    "kbps range-coded",
+                    "SI-SNR dB ↑",
+                    "log-mel dist ↓",
+                    "MS-STFT dist ↓",
+                    "loudness diff LU ↓",
+                ],
+                [
+                    [
+                        r["kbps"],
+                        _system_label(r),
+                        r["kbps_on_disk"],
+                        r.get("kbps_range_coded"),
+                        r.get("si_snr"),
+                        r.get("log_mel"),
+                        r.get("stft"),
+                        r.get("loudness"),
+                    ]
+                    for r in result.rows
+                ],
+            )
+        )
+        body.append(
+            note(
+                "Means over the clips. SI-SNR: scale-invariant signal-to-noise ratio. log-mel and "
+                "MS-STFT: L1 distances of log spectra (lower is closer). Opus via ffmpeg libopus at "
+                "the same requested bitrate; libopus cannot go below ~6 kbps, see its kbps on disk. "
+                "range-coded: the .mlc size with `musiclm compress --entropy`. " + result.note
+            )
+        )
         mid = result.mid_bandwidth
         for i, (clip_id, wav, sr) in enumerate(clips[: cfg.players]):
             decoded = result.audio[i]
-            panels = [("reference", wav)] + [(k, decoded[k]) for k in (f"codec {mid:g} kbps", f"opus {mid:g} kbps")
-                                             if k in decoded]
+            panels = [("reference", wav)] + [
+                (k, decoded[k]) for k in (f"codec {mid:g} kbps", f"opus {mid:g} kbps") if k in decoded
+            ]
             rel = f"img/spectrogram_clip{i}.png"
             plots.spectrograms(page.out / rel, panels, codec.sample_rate, title=clip_id)
-            players = [f"<figure>{page.audio(f'clip{i}_reference', wav, sr)}<figcaption>reference"
-                       "</figcaption></figure>"]
+            players = [
+                f"<figure>{page.audio(f'clip{i}_reference', wav, sr)}<figcaption>reference</figcaption></figure>"
+            ]
             for k, w in decoded.items():
                 slug = k.replace(" ", "_").replace(".", "p")
-                players.append(f"<figure>{page.audio(f'clip{i}_{slug}', w, codec.sample_rate)}"
-                               f"<figcaption>{esc(k)}</figcaption></figure>")
-            body.append(f"<h3>{esc(clip_id)}</h3>{page.image(rel, 'spectrograms of ' + clip_id)}"
-                        f'<div class="players">{"".join(players)}</div>')
+                players.append(
+                    f"<figure>{page.audio(f'clip{i}_{slug}', w, codec.sample_rate)}"
+                    f"<figcaption>{esc(k)}</figcaption></figure>"
+                )
+            body.append(
+                f"<h3>{esc(clip_id)}</h3>{page.image(rel, 'spectrograms of ' + clip_id)}"
+                f'<div class="players">{"".join(players)}</div>'
+            )
     else:
         body.append(note(source))
     speed_rows = []
@@ -229,14 +272,33 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
         body.append("<h3>Speed</h3>" + note("Not measured (no thread counts given)."))
         page.add("Codec", "\n".join(body))
         return
-    body.append("<h3>Speed</h3>" + table(
-        ["device", "threads", "kbps", "audio s", "encode × real time", "decode × real time", "peak memory MB"],
-        [[r["device"], r["threads"], r["bandwidth"], r["seconds"], r["encode_x_realtime"],
-          r["decode_x_realtime"], r["peak_memory_mb"]] for r in speed_rows], digits=1))
-    body.append(note("× real time = audio seconds per wall second (higher is faster), best of 2 runs, codec "
-                     "at its highest bandwidth. CPU peak memory: peak RSS of a fresh process that imports "
-                     "torch, loads the codec and codes the audio. Other jobs on the machine slow these down, "
-                     "more so with more threads."))
+    body.append(
+        "<h3>Speed</h3>"
+        + table(
+            ["device", "threads", "kbps", "audio s", "encode × real time", "decode × real time", "peak memory MB"],
+            [
+                [
+                    r["device"],
+                    r["threads"],
+                    r["bandwidth"],
+                    r["seconds"],
+                    r["encode_x_realtime"],
+                    r["decode_x_realtime"],
+                    r["peak_memory_mb"],
+                ]
+                for r in speed_rows
+            ],
+            digits=1,
+        )
+    )
+    body.append(
+        note(
+            "× real time = audio seconds per wall second (higher is faster), best of 2 runs, codec "
+            "at its highest bandwidth. CPU peak memory: peak RSS of a fresh process that imports "
+            "torch, loads the codec and codes the audio. Other jobs on the machine slow these down, "
+            "more so with more threads."
+        )
+    )
     page.add("Codec", "\n".join(body))
 
 
@@ -257,8 +319,10 @@ def training_section(page: Page, cfg: ReportConfig) -> None:
             continue
         summary.append({"run": name, **last})
         finals = sorted(last.items())[:16]
-        body.append(f"<h3>{esc(name)}</h3>{page.image(rel, 'training curves of ' + name)}"
-                    + table(["last logged", "value"], [[k, v] for k, v in finals], digits=4))
+        body.append(
+            f"<h3>{esc(name)}</h3>{page.image(rel, 'training curves of ' + name)}"
+            + table(["last logged", "value"], [[k, v] for k, v in finals], digits=4)
+        )
     page.figures["training"] = summary
     page.add("Training curves", "\n".join(body))
 
@@ -273,8 +337,12 @@ def lm_section(page: Page, cfg: ReportConfig) -> None:
     page.add("Text-to-music model", lm_eval.lm_report(page, cfg, model_dir))
 
 
-SECTIONS = (("Environment", environment_section), ("Codec", codec_section),
-            ("Text-to-music model", lm_section), ("Training curves", training_section))
+SECTIONS = (
+    ("Environment", environment_section),
+    ("Codec", codec_section),
+    ("Text-to-music model", lm_section),
+    ("Training curves", training_section),
+)
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -306,9 +374,12 @@ def build_report(cfg: ReportConfig) -> Path:
             print(f"musiclm: warning: report section {title!r} failed: {e}", file=sys.stderr)
             page.add(title, f'<div class="error">{esc(traceback.format_exc(limit=3))}</div>')
     nav = "".join(f'<a href="#{t.lower().replace(" ", "-")}">{esc(t)}</a>' for t, _ in SECTIONS)
-    doc = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>musiclm evaluation</title>'
-           f"<style>{STYLE}</style></head><body>\n<h1>musiclm evaluation report</h1><nav>{nav}</nav>\n"
-           + "\n".join(page.sections) + "\n</body></html>\n")
+    doc = (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>musiclm evaluation</title>'
+        f"<style>{STYLE}</style></head><body>\n<h1>musiclm evaluation report</h1><nav>{nav}</nav>\n"
+        + "\n".join(page.sections)
+        + "\n</body></html>\n"
+    )
     (out / "figures.json").write_text(json.dumps(page.figures, indent=2, default=str) + "\n")
     index.write_text(doc, encoding="utf-8")
     return index
@@ -319,15 +390,21 @@ def headline(figures: dict) -> list[str]:
     lines = []
     for r in figures.get("codec", []):
         if r.get("si_snr") is not None:
-            lines.append(f"{r['system']:>13} @ {r['kbps']:g} kbps (on disk {r['kbps_on_disk']:.2f}): "
-                         f"SI-SNR {r['si_snr']:.2f} dB, log-mel {r['log_mel']:.3f}")
+            lines.append(
+                f"{r['system']:>13} @ {r['kbps']:g} kbps (on disk {r['kbps_on_disk']:.2f}): "
+                f"SI-SNR {r['si_snr']:.2f} dB, log-mel {r['log_mel']:.3f}"
+            )
     for r in figures.get("codec_speed", []):
-        lines.append(f"codec speed {r['device']} {r['threads']} thread(s): encode {r['encode_x_realtime']:.1f}x, "
-                     f"decode {r['decode_x_realtime']:.1f}x real time, peak {r['peak_memory_mb'] or 0:.0f} MB")
+        lines.append(
+            f"codec speed {r['device']} {r['threads']} thread(s): encode {r['encode_x_realtime']:.1f}x, "
+            f"decode {r['decode_x_realtime']:.1f}x real time, peak {r['peak_memory_mb'] or 0:.0f} MB"
+        )
     lm = figures.get("lm", {})
     for r in lm.get("adherence", []):
-        lines.append(f"adherence {r['control']} cfg={r['cfg']:g}: {100 * r['rate']:.0f}% met "
-                     f"(chance {100 * r['chance']:.0f}%, n={r['n']}, p={r['p_value']:.3g})")
+        lines.append(
+            f"adherence {r['control']} cfg={r['cfg']:g}: {100 * r['rate']:.0f}% met "
+            f"(chance {100 * r['chance']:.0f}%, n={r['n']}, p={r['p_value']:.3g})"
+        )
     for r in lm.get("frechet", []):
         lines.append(f"FD {r['set']}: {r['fd']:.1f} (n={r['n']})")
     if "perplexity" in lm:

@@ -47,8 +47,14 @@ def _best_time(fn, repeats: int) -> float:
 
 
 @torch.no_grad()
-def measure_codec(codec, seconds: float = 10.0, threads: int = 1, device: str = "cpu",
-                  bandwidth: float | None = None, repeats: int = 2) -> SpeedRow:
+def measure_codec(
+    codec,
+    seconds: float = 10.0,
+    threads: int = 1,
+    device: str = "cpu",
+    bandwidth: float | None = None,
+    repeats: int = 2,
+) -> SpeedRow:
     """Time encode and decode of `seconds` of audio in this process (best of `repeats`, after a warm-up)."""
     if device == "cuda" and not torch.cuda.is_available():
         raise MusicLMError("CUDA requested but not available")
@@ -79,11 +85,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def measure_codec_subprocess(codec_dir: str, seconds: float = 10.0, threads: int = 1, device: str = "cpu",
-                             bandwidth: float | None = None, timeout: float = 600) -> SpeedRow:
+def measure_codec_subprocess(
+    codec_dir: str,
+    seconds: float = 10.0,
+    threads: int = 1,
+    device: str = "cpu",
+    bandwidth: float | None = None,
+    timeout: float = 600,
+) -> SpeedRow:
     """`measure_codec` in a fresh Python process, so peak memory is that of coding alone (plus imports)."""
-    cmd = [sys.executable, "-m", "musiclm.evaluation.speed", "--codec", str(codec_dir), "--seconds",
-           str(seconds), "--threads", str(threads), "--device", device]
+    cmd = [
+        sys.executable,
+        "-m",
+        "musiclm.evaluation.speed",
+        "--codec",
+        str(codec_dir),
+        "--seconds",
+        str(seconds),
+        "--threads",
+        str(threads),
+        "--device",
+        device,
+    ]
     if bandwidth is not None:
         cmd += ["--bandwidth", str(bandwidth)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -102,8 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--bandwidth", type=float, default=None)
     args = p.parse_args(argv)
-    row = measure_codec(Codec.from_pretrained(args.codec), args.seconds, args.threads, args.device,
-                        args.bandwidth)
+    row = measure_codec(Codec.from_pretrained(args.codec), args.seconds, args.threads, args.device, args.bandwidth)
     if row.peak_memory_mb is None:
         row.peak_memory_mb = peak_rss_mb()
     print(json.dumps(asdict(row)))

@@ -85,9 +85,18 @@ def sampling_probabilities(files: list[AudioFile], group_weights: list[float]) -
 class CropBatches(Dataset):
     """Item `step` → a batch of crops wav [B, C, N] (the whole batch, so a DataLoader uses batch_size=None)."""
 
-    def __init__(self, files: list[AudioFile], sample_rate: int, channels: int, segment_seconds: float,
-                 batch_size: int, seed: int, rank: int = 0, gain_db: tuple[float, float] = (0.0, 0.0),
-                 group_weights: list[float] | None = None):
+    def __init__(
+        self,
+        files: list[AudioFile],
+        sample_rate: int,
+        channels: int,
+        segment_seconds: float,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        gain_db: tuple[float, float] = (0.0, 0.0),
+        group_weights: list[float] | None = None,
+    ):
         if not files:
             raise MusicLMError("no training audio: the manifests list no rows of the training split")
         self.files, self.sample_rate, self.channels = files, sample_rate, channels

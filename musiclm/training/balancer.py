@@ -18,8 +18,14 @@ from torch import Tensor, nn
 
 
 class Balancer(nn.Module):
-    def __init__(self, weights: dict[str, float], balance: bool = True, ema: float = 0.999,
-                 total_norm: float = 1.0, epsilon: float = 1e-12):
+    def __init__(
+        self,
+        weights: dict[str, float],
+        balance: bool = True,
+        ema: float = 0.999,
+        total_norm: float = 1.0,
+        epsilon: float = 1e-12,
+    ):
         super().__init__()
         self.weights = {k: float(v) for k, v in weights.items() if v > 0}
         self.balance, self.ema, self.total_norm, self.epsilon = balance, ema, total_norm, epsilon

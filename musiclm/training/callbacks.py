@@ -151,8 +151,13 @@ def write_sample(folder: Path, name: str, wav: torch.Tensor, sample_rate: int, l
         try:
             import wandb
 
-            logger.experiment.log({f"audio/{name}": wandb.Audio(wav.mean(0).numpy(), sample_rate=sample_rate),
-                                   f"spectrogram/{name}": wandb.Image(str(image))}, step=step)
+            logger.experiment.log(
+                {
+                    f"audio/{name}": wandb.Audio(wav.mean(0).numpy(), sample_rate=sample_rate),
+                    f"spectrogram/{name}": wandb.Image(str(image)),
+                },
+                step=step,
+            )
         except Exception as e:  # logging must never stop training
             rank_zero_info(f"wandb sample logging failed: {e}")
 
@@ -166,12 +171,19 @@ def _plot_spectrogram(wav: torch.Tensor, sample_rate: int, path: Path, title: st
     x = wav.mean(0)
     n_fft = 1024 if x.shape[-1] >= 1024 else 64  # short samples (tests) still get a picture
     x = torch.nn.functional.pad(x, (0, max(0, n_fft - x.shape[-1])))
-    spec = torch.stft(x, n_fft, n_fft // 4, window=torch.hann_window(n_fft), pad_mode="constant",
-                      return_complex=True).abs()
+    spec = torch.stft(
+        x, n_fft, n_fft // 4, window=torch.hann_window(n_fft), pad_mode="constant", return_complex=True
+    ).abs()
     db = 20 * torch.log10(spec.clamp(min=1e-5))
     fig, ax = plt.subplots(figsize=(8, 3), dpi=80)
-    ax.imshow(db.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=float(db.max()) - 80,
-              extent=(0, x.shape[-1] / sample_rate, 0, sample_rate / 2000))
+    ax.imshow(
+        db.numpy(),
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        vmin=float(db.max()) - 80,
+        extent=(0, x.shape[-1] / sample_rate, 0, sample_rate / 2000),
+    )
     ax.set_xlabel("time (s)")
     ax.set_ylabel("kHz")
     ax.set_title(title)

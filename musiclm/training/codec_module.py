@@ -48,8 +48,9 @@ from musiclm.training.runner import lr_scheduler
 
 
 class CodecModule(pl.LightningModule):
-    def __init__(self, config: CodecTrainConfig, train_files: list[AudioFile] | None = None,
-                 sample_clips: Tensor | None = None):
+    def __init__(
+        self, config: CodecTrainConfig, train_files: list[AudioFile] | None = None, sample_clips: Tensor | None = None
+    ):
         super().__init__()
         self.config = config
         self.config_dict = to_dict(config)
@@ -62,7 +63,8 @@ class CodecModule(pl.LightningModule):
         self.stft_loss = MultiScaleSTFTLoss(loss.stft_n_ffts)
         self.discriminator = (
             MultiScaleSTFTDiscriminator(loss.disc_n_ffts, config.codec.seanet.channels, loss.disc_filters)
-            if loss.adversarial else None
+            if loss.adversarial
+            else None
         )
         weights = {"l1": loss.l1, "mel": loss.mel, "stft": loss.stft}
         if loss.adversarial:
@@ -77,14 +79,27 @@ class CodecModule(pl.LightningModule):
     # ---- data ---------------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         d, c = self.config.data, self.config.codec
-        dataset = CropBatches(self.train_files, c.sample_rate, c.seanet.channels, d.segment_seconds,
-                              d.batch_size, self.config.trainer.seed, self.global_rank, tuple(d.gain_db),
-                              d.manifest_weights)
+        dataset = CropBatches(
+            self.train_files,
+            c.sample_rate,
+            c.seanet.channels,
+            d.segment_seconds,
+            d.batch_size,
+            self.config.trainer.seed,
+            self.global_rank,
+            tuple(d.gain_db),
+            d.manifest_weights,
+        )
         workers = self.config.trainer.num_workers
         # The sampler reads global_step when iteration starts, i.e. after a checkpoint was restored.
-        return DataLoader(dataset, batch_size=None, sampler=StepSampler(lambda: self.global_step),
-                          num_workers=workers, prefetch_factor=2 if workers else None,
-                          persistent_workers=False)
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            sampler=StepSampler(lambda: self.global_step),
+            num_workers=workers,
+            prefetch_factor=2 if workers else None,
+            persistent_workers=False,
+        )
 
     # ---- optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -144,8 +159,14 @@ class CodecModule(pl.LightningModule):
 
         logs = {f"train/{k}": v.detach() for k, v in losses.items()}
         logs.update({f"grad_norm/{k}": v for k, v in norms.items()})
-        logs.update({"train/commit": q.commit_loss.detach(), "train/n_q": float(n_q),
-                     "train/grad_norm": g_norm, "train/lr": opt.param_groups[0]["lr"]})
+        logs.update(
+            {
+                "train/commit": q.commit_loss.detach(),
+                "train/n_q": float(n_q),
+                "train/grad_norm": g_norm,
+                "train/lr": opt.param_groups[0]["lr"],
+            }
+        )
         if d_loss is not None:
             logs["train/disc"] = d_loss.detach()
         self.log_dict(logs, prog_bar=False, sync_dist=False)
@@ -178,7 +199,7 @@ class CodecModule(pl.LightningModule):
         else:
             codec = Codec(self.config.codec)
             prefix = "codec."
-            codec.load_state_dict({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
+            codec.load_state_dict({k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)})
         codec.save_pretrained(directory)
 
 

@@ -123,8 +123,11 @@ class TokenDataConfig:
 class LMTrainConfig:
     lm: LMConfig = field(default_factory=LMConfig)
     data: TokenDataConfig = field(default_factory=TokenDataConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
-        lr=5e-4, betas=(0.9, 0.95), weight_decay=0.1, grad_clip=1.0, warmup_steps=500, schedule="cosine"))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(
+            lr=5e-4, betas=(0.9, 0.95), weight_decay=0.1, grad_clip=1.0, warmup_steps=500, schedule="cosine"
+        )
+    )
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(val_every=500))
     codec: str | None = None  # codec directory the shards were made with (samples; linked from the export)
     init_from: str | None = None  # an LM directory to start from (fine-tuning); its `lm` config wins

@@ -21,15 +21,27 @@ def _same_padding(kernel: tuple[int, int], dilation: tuple[int, int] = (1, 1)) -
 
 
 class STFTDiscriminator(nn.Module):
-    def __init__(self, n_fft: int, channels: int = 1, filters: int = 32, dilations: tuple[int, ...] = (1, 2, 4),
-                 kernel: tuple[int, int] = (3, 9), stride: tuple[int, int] = (1, 2)):
+    def __init__(
+        self,
+        n_fft: int,
+        channels: int = 1,
+        filters: int = 32,
+        dilations: tuple[int, ...] = (1, 2, 4),
+        kernel: tuple[int, int] = (3, 9),
+        stride: tuple[int, int] = (1, 2),
+    ):
         super().__init__()
         self.n_fft, self.hop = n_fft, n_fft // 4
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         convs = [weight_norm(nn.Conv2d(2 * channels, filters, kernel, padding=_same_padding(kernel)))]
         for d in dilations:
-            convs.append(weight_norm(nn.Conv2d(filters, filters, kernel, stride=stride, dilation=(d, 1),
-                                               padding=_same_padding(kernel, (d, 1)))))
+            convs.append(
+                weight_norm(
+                    nn.Conv2d(
+                        filters, filters, kernel, stride=stride, dilation=(d, 1), padding=_same_padding(kernel, (d, 1))
+                    )
+                )
+            )
         convs.append(weight_norm(nn.Conv2d(filters, filters, (3, 3), padding=(1, 1))))
         self.convs = nn.ModuleList(convs)
         self.conv_post = weight_norm(nn.Conv2d(filters, 1, (3, 3), padding=(1, 1)))
@@ -37,8 +49,15 @@ class STFTDiscriminator(nn.Module):
 
     def forward(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:
         B, C, N = wav.shape
-        spec = torch.stft(wav.reshape(B * C, N).float(), self.n_fft, self.hop, self.n_fft, self.window,
-                          normalized=True, return_complex=True)  # [B*C, F, T]
+        spec = torch.stft(
+            wav.reshape(B * C, N).float(),
+            self.n_fft,
+            self.hop,
+            self.n_fft,
+            self.window,
+            normalized=True,
+            return_complex=True,
+        )  # [B*C, F, T]
         spec = torch.view_as_real(spec).reshape(B, C, *spec.shape[-2:], 2)  # [B, C, F, T, 2]
         x = spec.permute(0, 1, 4, 3, 2).reshape(B, 2 * C, spec.shape[3], spec.shape[2])  # [B, 2C, T, F]
         features = []
@@ -49,8 +68,7 @@ class STFTDiscriminator(nn.Module):
 
 
 class MultiScaleSTFTDiscriminator(nn.Module):
-    def __init__(self, n_ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128), channels: int = 1,
-                 filters: int = 32):
+    def __init__(self, n_ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128), channels: int = 1, filters: int = 32):
         super().__init__()
         self.discriminators = nn.ModuleList(STFTDiscriminator(n, channels, filters) for n in n_ffts)
 

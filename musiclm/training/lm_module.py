@@ -28,8 +28,14 @@ from musiclm.training.token_dataset import FixedBatches, TokenCrops, TokenItem
 
 
 class LMModule(pl.LightningModule):
-    def __init__(self, config: LMTrainConfig, model: MusicLM, train_items: list[TokenItem],
-                 val_items: list[TokenItem] | None = None, codec_dir: str | None = None):
+    def __init__(
+        self,
+        config: LMTrainConfig,
+        model: MusicLM,
+        train_items: list[TokenItem],
+        val_items: list[TokenItem] | None = None,
+        codec_dir: str | None = None,
+    ):
         super().__init__()
         self.config = config
         self.config_dict = to_dict(config)
@@ -44,16 +50,17 @@ class LMModule(pl.LightningModule):
 
     def train_dataloader(self) -> DataLoader:
         d = self.config.data
-        dataset = TokenCrops(self.train_items, d.frames, d.batch_size, self.config.trainer.seed,
-                             self.global_rank, *self._tokens_args())
+        dataset = TokenCrops(
+            self.train_items, d.frames, d.batch_size, self.config.trainer.seed, self.global_rank, *self._tokens_args()
+        )
         # The sampler reads global_step when iteration starts, i.e. after a checkpoint was restored.
-        return DataLoader(dataset, batch_size=None, sampler=StepSampler(lambda: self.global_step),
-                          num_workers=0)
+        return DataLoader(dataset, batch_size=None, sampler=StepSampler(lambda: self.global_step), num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
         d = self.config.data
-        return DataLoader(FixedBatches(self.val_items, d.frames, d.batch_size, d.val_batches,
-                                       *self._tokens_args()), batch_size=None)
+        return DataLoader(
+            FixedBatches(self.val_items, d.frames, d.batch_size, d.val_batches, *self._tokens_args()), batch_size=None
+        )
 
     # ---- steps --------------------------------------------------------------------------------------------
     def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
@@ -76,7 +83,7 @@ class LMModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         _, per_q, counts = self._loss(batch)
-        self._val_sums[0] += (per_q.double() * counts)
+        self._val_sums[0] += per_q.double() * counts
         self._val_sums[1] += counts
 
     def on_validation_epoch_end(self) -> None:
@@ -96,8 +103,11 @@ class LMModule(pl.LightningModule):
                 continue  # e.g. a frozen T5 text encoder
             # weight decay on matrices only, not on norms, biases or embeddings (nanoGPT)
             (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr,
+            betas=tuple(o.betas),
+        )
         scheduler = lr_scheduler(optimizer, o, self.config.trainer.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -120,9 +130,8 @@ class LMModule(pl.LightningModule):
         if state_dict is not None:
             model = MusicLM(self.model.config, tokenizer=self.model.tokenizer)
             prefix = "model."
-            model.load_state_dict({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
-        codec = os.path.relpath(Path(self.codec_dir).resolve(), Path(directory).resolve()) if self.codec_dir \
-            else None
+            model.load_state_dict({k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)})
+        codec = os.path.relpath(Path(self.codec_dir).resolve(), Path(directory).resolve()) if self.codec_dir else None
         config = model.config
         model.save_pretrained(directory, codec_path=codec)
         model.config = config  # save_pretrained rewrites `codec` relative to the directory; keep ours

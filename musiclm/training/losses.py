@@ -17,8 +17,7 @@ def hz_to_mel(f: Tensor) -> Tensor:
     """Slaney mel scale: linear below 1 kHz, logarithmic above (librosa `htk=False`)."""
     f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
     lin = f / f_sp
-    return torch.where(f >= min_log_hz, min_log_hz / f_sp + torch.log(f.clamp(min=1e-9) / min_log_hz) / logstep,
-                       lin)
+    return torch.where(f >= min_log_hz, min_log_hz / f_sp + torch.log(f.clamp(min=1e-9) / min_log_hz) / logstep, lin)
 
 
 def mel_to_hz(m: Tensor) -> Tensor:
@@ -27,13 +26,13 @@ def mel_to_hz(m: Tensor) -> Tensor:
     return torch.where(m >= min_log_mel, min_log_hz * torch.exp(logstep * (m - min_log_mel)), f_sp * m)
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
-                   f_max: float | None = None) -> Tensor:
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
     """Triangular filters [n_mels, n_fft // 2 + 1], area-normalised (Slaney)."""
     f_max = f_max or sample_rate / 2
     freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    mel_pts = torch.linspace(float(hz_to_mel(torch.tensor(f_min))), float(hz_to_mel(torch.tensor(f_max))),
-                             n_mels + 2, dtype=torch.float64)
+    mel_pts = torch.linspace(
+        float(hz_to_mel(torch.tensor(f_min))), float(hz_to_mel(torch.tensor(f_max))), n_mels + 2, dtype=torch.float64
+    )
     hz_pts = mel_to_hz(mel_pts)
     lower = (freqs[None] - hz_pts[:-2, None]) / (hz_pts[1:-1, None] - hz_pts[:-2, None])
     upper = (hz_pts[2:, None] - freqs[None]) / (hz_pts[2:, None] - hz_pts[1:-1, None])

@@ -14,8 +14,14 @@ from musiclm.training.config import CodecTrainConfig, LMTrainConfig
 from musiclm.training.runner import fit, prepare_run
 
 
-def train_codec(config_path: str | Path | None, run_dir: str | Path, resume: bool = False, force: bool = False,
-                overrides: dict[str, Any] | None = None, refresh_data: bool = False):
+def train_codec(
+    config_path: str | Path | None,
+    run_dir: str | Path,
+    resume: bool = False,
+    force: bool = False,
+    overrides: dict[str, Any] | None = None,
+    refresh_data: bool = False,
+):
     """Train (or resume) a codec run in `run_dir`; returns the Lightning Trainer."""
     from musiclm.training.codec_module import build_codec_module
 
@@ -27,8 +33,13 @@ def train_codec(config_path: str | Path | None, run_dir: str | Path, resume: boo
     return fit(module, config.trainer, run_dir, resume, callbacks=[samples])
 
 
-def train_lm(config_path: str | Path | None, run_dir: str | Path, resume: bool = False, force: bool = False,
-             overrides: dict[str, Any] | None = None):
+def train_lm(
+    config_path: str | Path | None,
+    run_dir: str | Path,
+    resume: bool = False,
+    force: bool = False,
+    overrides: dict[str, Any] | None = None,
+):
     """Train (or resume) an LM run in `run_dir` over token shards; returns the Lightning Trainer.
 
     The tokenizer is copied into the run directory on the first start, so a resume never depends on the
@@ -57,8 +68,10 @@ def train_lm(config_path: str | Path | None, run_dir: str | Path, resume: bool =
         model = MusicLM(config.lm)
     model.tokenizer = TextTokenizer(tokenizer_copy, add_eos=config.lm.text.add_eos)
     if model.tokenizer.vocab_size != config.lm.text.vocab_size:
-        raise MusicLMError(f"the tokenizer has {model.tokenizer.vocab_size} pieces but lm.text.vocab_size is "
-                           f"{config.lm.text.vocab_size}; make them equal")
+        raise MusicLMError(
+            f"the tokenizer has {model.tokenizer.vocab_size} pieces but lm.text.vocab_size is "
+            f"{config.lm.text.vocab_size}; make them equal"
+        )
     if config.train_only:
         prefixes = tuple(config.train_only)
         names = [n for n, _ in model.named_parameters()]
@@ -83,5 +96,12 @@ def train_lm(config_path: str | Path | None, run_dir: str | Path, resume: bool =
     module = LMModule(config, model, train_items, val_items, codec_dir)
     samples = AudioSamples(run_dir, config.trainer.sample_every, config.lm.sample_rate)
     val_every = config.trainer.val_every if val_items else 0
-    return fit(module, config.trainer, run_dir, resume, callbacks=[samples], grad_clip=config.optim.grad_clip,
-               val_every=val_every)
+    return fit(
+        module,
+        config.trainer,
+        run_dir,
+        resume,
+        callbacks=[samples],
+        grad_clip=config.optim.grad_clip,
+        val_every=val_every,
+    )

@@ -33,8 +33,9 @@ from musiclm.training.config import OptimConfig, TrainerConfig, load_train_confi
 CONFIG_FILE = "config.yaml"
 
 
-def prepare_run(cls: type, config_path: str | Path | None, run_dir: Path, resume: bool, force: bool,
-                overrides: dict[str, Any]) -> Any:
+def prepare_run(
+    cls: type, config_path: str | Path | None, run_dir: Path, resume: bool, force: bool, overrides: dict[str, Any]
+) -> Any:
     """Resolve the config of a run and write it to RUN_DIR/config.yaml.
 
     A new run refuses a directory that already holds a checkpoint unless `force`; a resumed run reads the
@@ -50,19 +51,28 @@ def prepare_run(cls: type, config_path: str | Path | None, run_dir: Path, resume
         if config_path is None:
             raise MusicLMError("--config is required (or --resume an existing run directory)")
         if (run_dir / "checkpoints" / LAST_CKPT).exists() and not force:
-            raise MusicLMError(f"{run_dir} already holds a run; pass --resume to continue it or --force to "
-                               "start over")
+            raise MusicLMError(f"{run_dir} already holds a run; pass --resume to continue it or --force to start over")
         config = load_train_config(cls, config_path, overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
     saved.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     return config
 
 
-def trainer_overrides(devices: int | None = None, num_nodes: int | None = None, strategy: str | None = None,
-                      max_steps: int | None = None, num_threads: int | None = None) -> dict[str, Any]:
+def trainer_overrides(
+    devices: int | None = None,
+    num_nodes: int | None = None,
+    strategy: str | None = None,
+    max_steps: int | None = None,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
     """CLI flags → {"trainer": {...}} overrides (None = keep the config's value)."""
-    values = {"devices": devices, "num_nodes": num_nodes, "strategy": strategy, "max_steps": max_steps,
-              "num_threads": num_threads}
+    values = {
+        "devices": devices,
+        "num_nodes": num_nodes,
+        "strategy": strategy,
+        "max_steps": max_steps,
+        "num_threads": num_threads,
+    }
     trainer = {k: v for k, v in values.items() if v is not None}
     return {"trainer": trainer} if trainer else {}
 
@@ -78,8 +88,14 @@ def make_loggers(cfg: TrainerConfig, run_dir: Path, config_dict: dict) -> list:
 
         id_file = run_dir / "wandb_id.txt"
         run_id = id_file.read_text().strip() if id_file.is_file() else None
-        logger = WandbLogger(project=cfg.wandb_project, save_dir=str(run_dir), id=run_id, resume="allow",
-                             name=run_dir.name, config=config_dict)
+        logger = WandbLogger(
+            project=cfg.wandb_project,
+            save_dir=str(run_dir),
+            id=run_id,
+            resume="allow",
+            name=run_dir.name,
+            config=config_dict,
+        )
         if rank_zero_only.rank == 0:  # other ranks get Lightning's no-op experiment
             id_file.write_text(str(logger.experiment.id) + "\n")  # starts wandb now: fail here, not mid-run
         loggers.append(logger)
@@ -88,8 +104,15 @@ def make_loggers(cfg: TrainerConfig, run_dir: Path, config_dict: dict) -> list:
     return loggers
 
 
-def fit(module: pl.LightningModule, cfg: TrainerConfig, run_dir: Path, resume: bool,
-        callbacks: list | None = None, grad_clip: float = 0.0, val_every: int = 0) -> pl.Trainer:
+def fit(
+    module: pl.LightningModule,
+    cfg: TrainerConfig,
+    run_dir: Path,
+    resume: bool,
+    callbacks: list | None = None,
+    grad_clip: float = 0.0,
+    val_every: int = 0,
+) -> pl.Trainer:
     """Train `module` (which provides its own train_dataloader) until cfg.max_steps."""
     torch.set_num_threads(cfg.num_threads)
     cuda = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
@@ -101,15 +124,29 @@ def fit(module: pl.LightningModule, cfg: TrainerConfig, run_dir: Path, resume: b
     checkpointer = Checkpointer(run_dir, cfg.checkpoint_every)
     loggers = make_loggers(cfg, run_dir, getattr(module, "config_dict", {}))
     trainer = pl.Trainer(
-        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=strategy,
-        precision=precision, max_steps=cfg.max_steps, max_epochs=-1, logger=loggers,
-        callbacks=[StepSeed(cfg.seed), TQDMProgressBar(refresh_rate=cfg.progress_every), *(callbacks or []),
-                   checkpointer],
-        log_every_n_steps=cfg.log_every, enable_checkpointing=False, use_distributed_sampler=False,
-        default_root_dir=str(run_dir), gradient_clip_val=grad_clip or None,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=strategy,
+        precision=precision,
+        max_steps=cfg.max_steps,
+        max_epochs=-1,
+        logger=loggers,
+        callbacks=[
+            StepSeed(cfg.seed),
+            TQDMProgressBar(refresh_rate=cfg.progress_every),
+            *(callbacks or []),
+            checkpointer,
+        ],
+        log_every_n_steps=cfg.log_every,
+        enable_checkpointing=False,
+        use_distributed_sampler=False,
+        default_root_dir=str(run_dir),
+        gradient_clip_val=grad_clip or None,
         val_check_interval=val_every if val_every > 0 else None,
         check_val_every_n_epoch=None if val_every > 0 else 1,
-        limit_val_batches=None if val_every > 0 else 0, num_sanity_val_steps=0,
+        limit_val_batches=None if val_every > 0 else 0,
+        num_sanity_val_steps=0,
         enable_model_summary=True,
     )
     ckpt = checkpointer.ckpt_path if resume and checkpointer.ckpt_path.is_file() else None

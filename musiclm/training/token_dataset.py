@@ -24,8 +24,9 @@ class TokenItem:
     id: str = ""
 
 
-def load_token_items(shard_dirs: list[str], split: str, n_q: int,
-                     expect_fingerprint: str | None = None) -> list[TokenItem]:
+def load_token_items(
+    shard_dirs: list[str], split: str, n_q: int, expect_fingerprint: str | None = None
+) -> list[TokenItem]:
     """All items of `split` from the shard directories, keeping the first `n_q` codebooks; with
     `expect_fingerprint`, shards made by another codec are refused."""
     from musiclm.data.shards import TokenShards
@@ -37,12 +38,12 @@ def load_token_items(shard_dirs: list[str], split: str, n_q: int,
             row = shards[i]
             codes = torch.as_tensor(row["codes"])
             if codes.dim() != 2 or codes.shape[0] < n_q:
-                raise MusicLMError(f"{shard_dir}: item {row.get('id')} has codes {list(codes.shape)}; "
-                                   f"need [K >= {n_q}, T]")
+                raise MusicLMError(
+                    f"{shard_dir}: item {row.get('id')} has codes {list(codes.shape)}; need [K >= {n_q}, T]"
+                )
             if codes.shape[1] == 0:
                 continue
-            items.append(TokenItem(codes[:n_q].to(torch.int16), str(row.get("caption") or ""),
-                                   str(row.get("id", ""))))
+            items.append(TokenItem(codes[:n_q].to(torch.int16), str(row.get("caption") or ""), str(row.get("id", ""))))
     return items
 
 
@@ -62,8 +63,17 @@ def _fit(codes: Tensor, frames: int, pad: int) -> Tensor:
 class TokenCrops(Dataset):
     """Item `step` → dict(codes [B, K, T] (padding = `pad`), text_ids [B, L], text_mask [B, L])."""
 
-    def __init__(self, items: list[TokenItem], frames: int, batch_size: int, seed: int, rank: int,
-                 tokenizer, max_len: int, pad: int):
+    def __init__(
+        self,
+        items: list[TokenItem],
+        frames: int,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        tokenizer,
+        max_len: int,
+        pad: int,
+    ):
         if not items:
             raise MusicLMError("no training tokens: the shards hold no item of the training split")
         self.items, self.frames, self.batch_size = items, frames, batch_size
@@ -88,8 +98,9 @@ class TokenCrops(Dataset):
 class FixedBatches(Dataset):
     """Validation: the first `frames` of each held-out item, in order, `batch_size` per batch."""
 
-    def __init__(self, items: list[TokenItem], frames: int, batch_size: int, max_batches: int, tokenizer,
-                 max_len: int, pad: int):
+    def __init__(
+        self, items: list[TokenItem], frames: int, batch_size: int, max_batches: int, tokenizer, max_len: int, pad: int
+    ):
         items = items[: batch_size * max_batches]
         self.batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
         self.frames, self.tokenizer, self.max_len, self.pad = frames, tokenizer, max_len, pad
