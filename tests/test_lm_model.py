@@ -196,6 +196,14 @@ def test_save_load_round_trip_and_bad_dirs(tmp_path):
     codes = apply_delay(torch.randint(0, 32, (2, 4, 4)), model.special_id)
     with torch.no_grad():
         assert torch.equal(loaded(codes, ids, mask), model(codes, ids, mask))
+    # fp16 storage (the shipped model): half the file, float32 parameters again after loading
+    model.save_pretrained(tmp_path / "lm16", dtype=torch.float16)
+    size16, size32 = ((tmp_path / d / "model.safetensors").stat().st_size for d in ("lm16", "lm"))
+    assert size16 < 0.6 * size32
+    loaded16 = MusicLM.from_pretrained(tmp_path / "lm16")
+    assert all(p.dtype == torch.float32 for p in loaded16.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded16(codes, ids, mask), model(codes, ids, mask), atol=2e-2, rtol=0)
 
     with pytest.raises(MusicLMError, match="not found"):
         MusicLM.from_pretrained(tmp_path / "nowhere")

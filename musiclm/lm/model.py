@@ -239,10 +239,10 @@ class MusicLM(nn.Module):
         )
 
     # ---- checkpoints (musiclm.lm.pretrained) ---------------------------------------------------------
-    def save_pretrained(self, directory, codec_path: str | None = None):
+    def save_pretrained(self, directory, codec_path: str | None = None, dtype: torch.dtype = torch.float32):
         from musiclm.lm.pretrained import save_pretrained
 
-        return save_pretrained(self, directory, codec_path)
+        return save_pretrained(self, directory, codec_path, dtype)
 
     @classmethod
     def from_pretrained(cls, path=None, map_location: str = "cpu", load_codec: bool = True) -> MusicLM:

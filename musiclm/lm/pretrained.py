@@ -23,8 +23,12 @@ TOKENIZER_NAME = "tokenizer.model"
 MODEL_TYPE = "musiclm-lm"
 
 
-def save_pretrained(model, directory: str | Path, codec_path: str | None = None) -> Path:
-    """Write `model` (with its tokenizer) to `directory`; `codec_path` is stored relative to it."""
+def save_pretrained(
+    model, directory: str | Path, codec_path: str | None = None, dtype: torch.dtype = torch.float32
+) -> Path:
+    """Write `model` (with its tokenizer) to `directory`; `codec_path` is stored relative to it.
+
+    `dtype=torch.float16` halves the file (loading casts back to the model's float32 parameters)."""
     from musiclm.config import override
 
     directory = Path(directory)
@@ -35,7 +39,10 @@ def save_pretrained(model, directory: str | Path, codec_path: str | None = None)
     meta = {"model_type": MODEL_TYPE, **to_dict(config)}
     (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     # clone: tied tensors (T5's shared embedding) would otherwise be refused by safetensors
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    state = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous().clone()
+        for k, v in model.state_dict().items()
+    }
     save_file(state, str(directory / WEIGHTS_NAME), metadata={"model_type": MODEL_TYPE})
     if Path(model.tokenizer.path).resolve() != (directory / TOKENIZER_NAME).resolve():
         shutil.copyfile(model.tokenizer.path, directory / TOKENIZER_NAME)
