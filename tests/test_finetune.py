@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 import yaml
-from test_lm_model import one_thread, tiny_config, train_tokenizer  # noqa: F401 (autouse fixture)
+from test_lm_model import debug_model_dir, one_thread, tiny_config, train_tokenizer  # noqa: F401 (autouse fixture)
 
 from musiclm.audio import save_audio
 from musiclm.cli import main
@@ -21,26 +21,7 @@ SR = 8000
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
-    """checkpoints-like layout: <root>/codec (random, 50 frames/s) and <root>/musiclm with codec "../codec"."""
-    from musiclm.codec import Codec, CodecConfig, SEANetConfig
-
-    root = tmp_path_factory.mktemp("base")
-    torch.manual_seed(0)
-    codec = Codec(
-        CodecConfig(
-            name="debug",
-            sample_rate=SR,
-            seanet=SEANetConfig(n_filters=4, dimension=16, ratios=(5, 4, 4, 2)),
-            n_q=4,
-            card=64,
-            bandwidths=(1.2,),
-        )
-    )  # hop 160: 50 frames/s
-    codec.save_pretrained(root / "codec")
-    torch.manual_seed(1)
-    lm = MusicLM(tiny_config(card=64, frame_rate=50.0, sample_rate=SR), tokenizer=train_tokenizer(root))
-    lm.save_pretrained(root / "musiclm", codec_path="../codec")
-    return root / "musiclm"
+    return debug_model_dir(tmp_path_factory.mktemp("base"), SR)
 
 
 def tune(seconds: float = 2.5, seed: int = 0) -> torch.Tensor:

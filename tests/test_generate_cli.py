@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from test_lm_model import one_thread, tiny_config, train_tokenizer  # noqa: F401 (autouse fixture)
+from test_lm_model import debug_model_dir, one_thread, tiny_config, train_tokenizer  # noqa: F401 (autouse fixture)
 
 from musiclm.cli import main
 from musiclm.errors import MusicLMError
@@ -17,27 +17,7 @@ SR = 8000
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """checkpoints-like layout: <root>/codec and <root>/musiclm with codec "../codec"."""
-    from musiclm.codec import Codec, CodecConfig, SEANetConfig
-
-    root = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    codec = Codec(
-        CodecConfig(
-            name="debug",
-            sample_rate=SR,
-            seanet=SEANetConfig(n_filters=4, dimension=16, ratios=(5, 4, 4, 2)),
-            n_q=4,
-            card=64,
-            bandwidths=(1.2,),
-        )
-    )  # hop 160: 50 frames/s
-    codec.save_pretrained(root / "codec")
-    torch.manual_seed(1)
-    config = tiny_config(card=64, frame_rate=50.0, sample_rate=SR)
-    lm = MusicLM(config, tokenizer=train_tokenizer(root)).eval()
-    lm.save_pretrained(root / "musiclm", codec_path="../codec")
-    return root / "musiclm"
+    return debug_model_dir(tmp_path_factory.mktemp("ckpt"), SR)
 
 
 def test_python_api_is_deterministic_with_a_seed(model_dir):
