@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -42,15 +41,9 @@ CAPTIONS = [
 def build_pair(dim: int, layers: int, heads: int, ffn: int, K: int, card: int, workdir: Path):
     """A random transformers MusicGen and the same weights as our MusicLM."""
     import sentencepiece as spm
-    from transformers import (
-        EncodecConfig,
-        MusicgenConfig,
-        MusicgenDecoderConfig,
-        MusicgenForConditionalGeneration,
-        T5Config,
-    )
 
     from musiclm.lm import MusicLM
+    from musiclm.lm.musicgen import save_random_musicgen
 
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(CAPTIONS),
@@ -64,32 +57,16 @@ def build_pair(dim: int, layers: int, heads: int, ffn: int, K: int, card: int, w
         bos_id=-1,
     )
     torch.manual_seed(0)
-    t5 = T5Config(vocab_size=48, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
-    audio = EncodecConfig(
-        sampling_rate=32000,
-        target_bandwidths=[2.2],
-        upsampling_ratios=[8, 5, 4, 4],
-        num_filters=4,
-        hidden_size=16,
-        codebook_size=card,
-        num_lstm_layers=1,
-    )
-    decoder = MusicgenDecoderConfig(
-        vocab_size=card,
-        hidden_size=dim,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
+    theirs = save_random_musicgen(
+        workdir / "musicgen",
+        workdir / "sp.model",
+        dim=dim,
+        n_layers=layers,
+        n_heads=heads,
         ffn_dim=ffn,
-        num_codebooks=K,
-        max_position_embeddings=2048,
-        pad_token_id=card,
-        bos_token_id=card,
-        decoder_start_token_id=card,
+        n_q=K,
+        card=card,
     )
-    config = MusicgenConfig(text_encoder=t5.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
-    theirs = MusicgenForConditionalGeneration(config).eval()
-    theirs.save_pretrained(workdir / "musicgen")
-    shutil.copyfile(workdir / "sp.model", workdir / "musicgen" / "spiece.model")
     ours = MusicLM.from_pretrained(workdir / "musicgen", load_codec=False)
     theirs.audio_encoder.decode = lambda codes, *a, **k: None  # time token generation only
     return theirs, ours

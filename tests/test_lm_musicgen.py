@@ -20,43 +20,23 @@ CARD, K = 64, 4
 
 @pytest.fixture(scope="module")
 def musicgen_dir(tmp_path_factory):
-    from transformers import (
-        EncodecConfig,
-        MusicgenConfig,
-        MusicgenDecoderConfig,
-        MusicgenForConditionalGeneration,
-        T5Config,
-    )
+    from musiclm.lm.musicgen import save_random_musicgen
 
     path = tmp_path_factory.mktemp("musicgen")
     tokenizer = train_tokenizer(path, t5_ids=True)
     torch.manual_seed(0)
-    t5 = T5Config(vocab_size=tokenizer.vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
-    audio = EncodecConfig(
-        sampling_rate=32000,
-        target_bandwidths=[2.2],
-        upsampling_ratios=[8, 5, 4, 4],
-        num_filters=4,
-        hidden_size=16,
-        codebook_size=CARD,
-        num_lstm_layers=1,
-    )
-    decoder = MusicgenDecoderConfig(
-        vocab_size=CARD,
-        hidden_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+    model = save_random_musicgen(
+        path / "model",
+        tokenizer.path,
+        dim=48,
+        n_layers=2,
+        n_heads=4,
         ffn_dim=96,
-        num_codebooks=K,
-        max_position_embeddings=256,
-        pad_token_id=CARD,
-        bos_token_id=CARD,
-        decoder_start_token_id=CARD,
+        n_q=K,
+        card=CARD,
+        text_dim=32,
+        max_positions=256,
     )
-    config = MusicgenConfig(text_encoder=t5.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
-    model = MusicgenForConditionalGeneration(config).eval()
-    model.save_pretrained(path / "model")
-    shutil.copyfile(tokenizer.path, path / "model" / "spiece.model")
     return path / "model", model
 
 

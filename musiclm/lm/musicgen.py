@@ -169,3 +169,62 @@ def load_musicgen(path: Path, map_location: str = "cpu", load_codec: bool = True
             raise MusicLMError(f"{path}: EnCodec has {codec.card} entries per codebook, decoder {config.card}")
         object.__setattr__(model, "codec", codec.eval())
     return model.to(map_location).eval()
+
+
+def save_random_musicgen(
+    directory: Path,
+    tokenizer_model: Path,
+    *,
+    dim: int,
+    n_layers: int,
+    n_heads: int,
+    ffn_dim: int,
+    n_q: int,
+    card: int,
+    text_dim: int = 64,
+    max_positions: int = 2048,
+):
+    """A randomly initialised transformers MusicGen (small T5 + 32 kHz EnCodec, the decoder as given), saved
+    to `directory` with the SentencePiece model as its `spiece.model`; returns the transformers model.
+
+    Built offline from configs, so interop tests and the speed benchmark compare against the real
+    implementation without downloading weights."""
+    import shutil
+
+    import sentencepiece as spm
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
+
+    vocab = spm.SentencePieceProcessor(model_file=str(tokenizer_model)).get_piece_size()
+    t5 = T5Config(vocab_size=vocab, d_model=text_dim, d_kv=text_dim // 4, d_ff=2 * text_dim, num_layers=2, num_heads=4)
+    audio = EncodecConfig(
+        sampling_rate=32000,
+        target_bandwidths=[2.2],
+        upsampling_ratios=[8, 5, 4, 4],
+        num_filters=4,
+        hidden_size=16,
+        codebook_size=card,
+        num_lstm_layers=1,
+    )
+    decoder = MusicgenDecoderConfig(
+        vocab_size=card,
+        hidden_size=dim,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        ffn_dim=ffn_dim,
+        num_codebooks=n_q,
+        max_position_embeddings=max_positions,
+        pad_token_id=card,
+        bos_token_id=card,
+        decoder_start_token_id=card,
+    )
+    config = MusicgenConfig(text_encoder=t5.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
+    model = MusicgenForConditionalGeneration(config).eval()
+    model.save_pretrained(directory)
+    shutil.copyfile(tokenizer_model, Path(directory) / "spiece.model")
+    return model
