@@ -138,10 +138,11 @@ def test_key_tags_and_errors(tmp_path):
 
 def test_duplicate_recordings_share_a_piece(tmp_path):
     root = tmp_path / "music"
-    for lang in ("en", "fr", "it"):
+    for i, lang in enumerate(("en", "fr", "it")):
         (root / lang).mkdir(parents=True)
         sf.write(root / lang / "track1.wav", music(seed=1), SR)
-        sf.write(root / lang / f"only_{lang}.wav", music(seed=hash(lang) % 100 + 10), SR)
+        # Other pieces: another key and other clicks (seeds 8 apart share no click), not a copy of anything.
+        sf.write(root / lang / f"only_{lang}.wav", music(tonic=55 + 3 * i, seed=100 + 8 * i), SR)
     index_catalog(root, tmp_path / "m.jsonl", progress=False)
     rows = read_manifest(tmp_path / "m.jsonl")
     copies = [r for r in rows if r["id"].endswith("track1")]
