@@ -118,6 +118,8 @@ def time_ours(model, ids, mask, steps: int, device: str, amp_dtype, threads: int
 
 
 def compare(args, device: str, rows: list) -> None:
+    from musiclm.lm.sample import reduced_cache_dtype
+
     with tempfile.TemporaryDirectory() as tmp:
         theirs, ours = build_pair(args.dim, args.layers, args.heads, args.ffn, args.codebooks, args.card, Path(tmp))
     theirs, ours = theirs.to(device), ours.to(device)
@@ -137,6 +139,13 @@ def compare(args, device: str, rows: list) -> None:
                 (
                     "musiclm (ours, default: decode on 1 thread)",
                     lambda i=ids, m=mask, n=n: time_ours(ours, i, m, n, device, None, threads=1),
+                )
+            )
+        if device == "cpu" and reduced_cache_dtype(torch.device("cpu"), torch.bfloat16) is not None:
+            candidates.append(
+                (
+                    "musiclm (ours, bf16 KV cache: the default on this CPU)",
+                    lambda i=ids, m=mask, n=n: time_ours(ours, i, m, n, device, torch.bfloat16),
                 )
             )
         if device == "cuda":

@@ -63,10 +63,12 @@ def generate_wav(
     prompt_wav: Tensor | None = None,
     progress: bool = False,
     compile: bool = False,
+    fp32: bool = False,
 ) -> Tensor:
     """Captions → wav [B, C, N] at `model.codec.sample_rate`, N = round(duration * sample_rate).
 
-    prompt_wav [B or 1, C, N0] (at the codec's rate) is continued; `duration` counts it too."""
+    prompt_wav [B or 1, C, N0] (at the codec's rate) is continued; `duration` counts it too.
+    fp32: no reduced precision anywhere (default: bf16 where the hardware has it, see `musiclm.lm.sample`)."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise MusicLMError("no text prompt given")
@@ -90,7 +92,16 @@ def generate_wav(
     ids, mask = model.tokenizer.encode(texts, model.config.text.max_len)
     params = sampling_params(model, cfg, temperature, top_k, top_p)
     codes = generate_codes(
-        model, ids, mask, n_frames, params, seed=seed, prompt=prompt, progress=progress, compile=compile
+        model,
+        ids,
+        mask,
+        n_frames,
+        params,
+        seed=seed,
+        prompt=prompt,
+        progress=progress,
+        compile=compile,
+        amp_dtype=None if fp32 else torch.bfloat16,
     )
     return codec.decode(codes, length=round(duration * codec.sample_rate))
 

@@ -26,6 +26,8 @@ def test_python_api_is_deterministic_with_a_seed(model_dir):
     b = model.generate(["calm piano", "fast flute"], duration=1.0, seed=3)
     assert a.shape == (2, 1, SR) and torch.equal(a, b)
     assert not torch.equal(a, model.generate(["calm piano", "fast flute"], duration=1.0, seed=4))
+    exact = model.generate(["calm piano", "fast flute"], duration=1.0, seed=3, fp32=True)
+    assert torch.equal(exact, model.generate(["calm piano", "fast flute"], duration=1.0, seed=3, fp32=True))
 
 
 def test_python_api_continuation_keeps_the_prompt_codes(model_dir):
@@ -65,6 +67,9 @@ def test_cli_end_to_end(model_dir, tmp_path, capsys):
     assert main(args + ["--force"]) == 0
     again, _ = sf.read(out, dtype="float32")
     assert np.array_equal(audio, again)  # same seed, same audio
+    assert main(args + ["--force", "--fp32"]) == 0  # full precision: still a valid, finite file
+    exact, _ = sf.read(out, dtype="float32")
+    assert exact.shape == audio.shape and np.isfinite(exact).all()
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# demo prompts\nslow strings in d minor\n\nfast folk flute\n")

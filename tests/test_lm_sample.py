@@ -8,7 +8,7 @@ from test_lm_model import one_thread, text_batch, tiny_lm  # noqa: F401 (autouse
 
 from musiclm.errors import MusicLMError
 from musiclm.lm import apply_delay, undo_delay
-from musiclm.lm.sample import SamplingParams, filter_logits, generate_codes, guide, plan_windows
+from musiclm.lm.sample import SamplingParams, draw, filter_logits, generate_codes, guide, plan_windows, sample_next
 
 GREEDY = SamplingParams(temperature=0.0, cfg=1.0)
 
@@ -28,7 +28,7 @@ def reference_greedy(model, ids, mask, n_frames: int) -> torch.Tensor:
 def test_greedy_sampler_equals_uncached_reference():
     model = tiny_lm()
     ids, mask = text_batch()
-    codes = generate_codes(model, ids, mask, 9, GREEDY)
+    codes = generate_codes(model, ids, mask, 9, GREEDY, amp_dtype=None)  # fp32 throughout, on any CPU
     assert codes.shape == (2, 4, 9)
     assert torch.equal(codes, reference_greedy(model, ids, mask, 9))
 
@@ -47,6 +47,10 @@ def test_guidance_with_coefficient_one_is_the_conditional_model():
         cond = model.decode_step(tokens, single, torch.arange(4), 4)
         torch.testing.assert_close(guide(both, 1.0), cond, atol=1e-6, rtol=1e-6)
         assert not torch.allclose(guide(both, 3.0), cond)
+        # the decode step guides the hidden states before the (linear) heads: the same logits
+        fresh = model.new_cache(torch.cat([memory, null]), torch.cat([memory_mask, null_mask]), 4)
+        inside = model.decode_step(tokens.repeat(2, 1, 1), fresh, torch.arange(4), 4, cfg=3.0)
+        torch.testing.assert_close(inside, guide(both, 3.0), atol=1e-5, rtol=1e-5)
     # through the whole sampler: cfg 1 (no doubled batch) and cfg 1 + ε (doubled) choose the same tokens
     a = generate_codes(model, ids, mask, 8, SamplingParams(temperature=0, cfg=1.0))
     b = generate_codes(model, ids, mask, 8, SamplingParams(temperature=0, cfg=1.0 + 1e-7))
@@ -77,6 +81,44 @@ def test_top_k_one_is_greedy_and_filters_keep_the_best():
     assert torch.equal(nucleus.argmax(-1), logits.argmax(-1))
     mass = (logits.softmax(-1) * nucleus.isfinite()).sum(-1)
     assert (mass >= 0.5).all()
+
+
+def test_bf16_cache_attention_stays_close_to_fp32():
+    """The CPU default where the cores have native bf16: keys/values and attention in bf16, the rest fp32."""
+    model = tiny_lm()
+    ids, mask = text_batch()
+    tokens = torch.cat([torch.full((2, 4, 1), model.special_id), torch.randint(0, 32, (2, 4, 5))], dim=-1)
+    with torch.no_grad():
+        memory, memory_mask = model.encode_text(ids, mask)
+        logits = {}
+        for dtype in (torch.float32, torch.bfloat16):
+            cache = model.new_cache(memory, memory_mask, 6, dtype=dtype)
+            first = model.decode_step(tokens[..., :4], cache, torch.arange(4), 4)
+            steps = [model.decode_step(tokens[..., s : s + 1], cache, torch.tensor([s]), s + 1) for s in (4, 5)]
+            logits[dtype] = torch.stack([first, *steps])
+            assert cache.k.dtype == dtype and logits[dtype].dtype == torch.float32
+    scale = logits[torch.float32].abs().max()
+    error = (logits[torch.bfloat16] - logits[torch.float32]).abs().max()
+    assert 0 < error < 0.02 * scale  # not the same numbers, and close
+
+
+def test_draws_follow_the_distribution_and_never_pick_excluded_tokens():
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.15, 0.05, 0.0])
+    n = 40_000
+    counts = torch.bincount(draw(probs.expand(n, -1), generator)[:, 0], minlength=6).double()
+    expected = probs.double() * n
+    assert counts[probs == 0].sum() == 0
+    chi2 = ((counts - expected)[probs > 0] ** 2 / expected[probs > 0]).sum()
+    assert chi2 < 16.3  # 3 degrees of freedom, p = 0.001
+    # through top-k (unsorted) and temperature: tokens outside the k best never appear, frequencies match
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 3.0, -5.0]).expand(n, 1, -1)
+    params = SamplingParams(temperature=0.7, top_k=3, top_p=0.0, cfg=1.0)
+    counts = torch.bincount(sample_next(logits, params, generator).flatten(), minlength=6).double()
+    want = torch.zeros(6, dtype=torch.double)
+    want[[0, 1, 4]] = torch.tensor([2.0, 1.0, 3.0], dtype=torch.double).div(0.7).softmax(0) * n
+    assert counts[[2, 3, 5]].sum() == 0
+    assert (((counts - want)[[0, 1, 4]] ** 2) / want[[0, 1, 4]]).sum() < 13.8  # 2 d.o.f., p = 0.001
 
 
 def test_continuation_keeps_the_prompt():

@@ -68,6 +68,12 @@ def register(subparsers) -> None:
     p.add_argument("--continue", dest="continue_wav", metavar="WAV", help="continue this audio file")
     p.add_argument("--format", choices=FORMATS, help="output format (default: from the -o suffix, else wav)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
+    p.add_argument(
+        "--fp32",
+        action="store_true",
+        help="sample in full fp32 (default: a bf16 KV cache and attention where the CPU or GPU computes bf16 "
+        "natively, which is faster and gives slightly different tokens)",
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if present")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.set_defaults(func=run)
@@ -155,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             top_p=args.top_p,
             prompt_wav=prompt_wav,
             progress=True,
+            fp32=args.fp32,
         )
         for i, audio in enumerate(wav):
             path = paths[first + i]
