@@ -173,6 +173,23 @@ def test_adherence_rejects_wrong_batch_from_generator(estimators):
         evaluate_adherence(bad, probes=default_probes()[:2], estimators=estimators, compare_unguided=False)
 
 
+def test_more_seeds_give_more_pairs_each_drawn_with_its_own_seed(estimators):
+    probes = [p for p in default_probes() if p.control == "tempo"][:4]  # two slow/fast pairs
+    seen = []
+
+    def generate_fn(texts, cfg, seed):
+        seen.append(seed)
+        return torch.stack([synth_for(t, seconds=3.0)[None] for t in texts]), SR
+
+    once = evaluate_adherence(generate_fn, probes=probes, estimators=estimators, compare_unguided=False)[3.0]
+    seen.clear()
+    thrice = evaluate_adherence(generate_fn, probes=probes, estimators=estimators, compare_unguided=False, seeds=3)
+    assert once[0].n == 2 and thrice[3.0][0].n == 6 and thrice[3.0][0].rate == 1.0
+    assert sorted(set(seen)) == [0, 1, 2]
+    with pytest.raises(MusicLMError, match="seeds"):
+        evaluate_adherence(generate_fn, probes=probes, estimators=estimators, seeds=0)
+
+
 # ---- Opus baseline and speed -------------------------------------------------------------------------------
 def test_opus_roundtrip_keeps_length_and_tracks_bitrate():
     from musiclm.evaluation.opus import ffmpeg_available, opus_roundtrip

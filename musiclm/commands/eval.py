@@ -60,6 +60,9 @@ def register(subparsers) -> None:
     r.add_argument("--clip-seconds", type=float, default=6.0)
     r.add_argument("--gen-seconds", type=float, default=6.0, help="length of each generation")
     r.add_argument("--cfg", type=float, default=3.0, help="guidance for generations (cfg=1 is also run)")
+    r.add_argument(
+        "--adherence-seeds", type=int, default=1, help="draws per adherence prompt (more: a larger n per control)"
+    )
     r.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts for speed")
     r.add_argument("--force", action="store_true", help="overwrite an existing report")
     r.set_defaults(func=run_report)
@@ -81,8 +84,8 @@ def register(subparsers) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from musiclm.evaluation.report import ReportConfig, build_report, headline
 
-    if args.clips < 1 or args.clip_seconds <= 0 or args.gen_seconds <= 0:
-        raise MusicLMError("--clips, --clip-seconds and --gen-seconds must be positive")
+    if args.clips < 1 or args.clip_seconds <= 0 or args.gen_seconds <= 0 or args.adherence_seeds < 1:
+        raise MusicLMError("--clips, --clip-seconds, --gen-seconds and --adherence-seeds must be positive")
     for path, what in ((args.codec, "codec"), (args.model, "model")):
         if path is not None and not path.exists():
             raise MusicLMError(f"{what} directory not found: {path}")
@@ -98,6 +101,7 @@ def run_report(args: argparse.Namespace) -> int:
         clip_seconds=args.clip_seconds,
         gen_seconds=args.gen_seconds,
         cfg=args.cfg,
+        adherence_seeds=args.adherence_seeds,
         speed_threads=tuple(args.threads),
         force=args.force,
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from torch import Tensor
@@ -205,13 +205,23 @@ def evaluate_adherence(
     estimators: Estimators | None = None,
     batch_size: int = 8,
     compare_unguided: bool = True,
+    seeds: int = 1,
 ) -> dict[float, list[ControlScore]]:
-    """Scores at `cfg` and, when `compare_unguided`, at cfg=1 (no guidance): {cfg: [ControlScore, ...]}."""
+    """Scores at `cfg` and, when `compare_unguided`, at cfg=1 (no guidance): {cfg: [ControlScore, ...]}.
+    `seeds` > 1 generates every probe that many times (seed, seed + 1, ...), each draw its own pair:
+    n grows with it, so a rate can be told from chance."""
+    if seeds < 1:
+        raise MusicLMError(f"seeds must be >= 1, got {seeds}")
     probes = probes if probes is not None else default_probes()
     estimators = estimators or Estimators.default()
+    stride = 1 + max((p.pair for p in probes), default=0)
     results = {}
     for c in dict.fromkeys([cfg] + ([1.0] if compare_unguided else [])):
-        results[c] = score(measure(probes, generate_fn, c, seed, estimators, batch_size))
+        rows = []
+        for r in range(seeds):
+            drawn = [replace(p, pair=p.pair + r * stride) for p in probes]
+            rows += measure(drawn, generate_fn, c, seed + r, estimators, batch_size)
+        results[c] = score(rows)
     return results
 
 

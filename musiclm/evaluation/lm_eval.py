@@ -95,7 +95,7 @@ def lm_report(page, cfg, model_dir: Path) -> str:
         estimators = None
         body.append("<h3>Control adherence</h3>" + note(f"Skipped: {e}"))
     if estimators is not None:
-        results = evaluate_adherence(recording_fn, cfg=cfg.cfg, estimators=estimators)
+        results = evaluate_adherence(recording_fn, cfg=cfg.cfg, estimators=estimators, seeds=cfg.adherence_seeds)
         rows = []
         for c, scores in results.items():
             for s in scores:

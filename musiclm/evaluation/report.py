@@ -48,6 +48,7 @@ class ReportConfig:
     gen_seconds: float = 6.0
     cfg: float = 3.0
     seeds: int = 3  # seeds per prompt for the diversity figure
+    adherence_seeds: int = 1  # draws per adherence probe (n per control grows with it)
     force: bool = False
 
 
