@@ -263,6 +263,13 @@ def test_shard_perplexity_scores_held_out_tokens_of_the_models_codec(tmp_path):
     ppl, where = shard_perplexity(model, tmp_path / "shards")
     assert "2 test-split clips" in where
     assert len(ppl) == model.n_q and all(0.5 * model.card < p < 2 * model.card for p in ppl)
+    # the same tokens under the null condition: other numbers (the text is used); another clip's caption is
+    # the same sentence in this manifest, so nothing changes
+    unconditional, _ = shard_perplexity(model, tmp_path / "shards", captions="none")
+    assert len(unconditional) == model.n_q and unconditional != ppl
+    assert shard_perplexity(model, tmp_path / "shards", captions="other")[0] == ppl
+    with pytest.raises(MusicLMError, match="captions must be"):
+        shard_perplexity(model, tmp_path / "shards", captions="wrong")
     other = Codec.from_pretrained(tmp_path / "lm_codec")
     with torch.no_grad():
         next(other.encoder.parameters()).add_(1.0)  # another codec: its tokens mean something else

@@ -208,11 +208,19 @@ def lm_report(page, cfg, model_dir: Path) -> str:
         else:
             ppl, where = manifest_perplexity(model, cfg.lm_manifest)
         figures["perplexity"] = {"per_codebook": ppl, "source": where}
-        body.append(table(["codebook"] + [str(k) for k in range(len(ppl))], [["perplexity"] + ppl]))
+        rows = [["perplexity, own caption"] + ppl]
+        if cfg.shards is not None:  # does the model use its text? the same tokens with no / a wrong caption
+            for captions in ("none", "other"):
+                other, _ = shard_perplexity(model, cfg.shards, captions=captions)
+                figures["perplexity"][f"per_codebook_{captions}_caption"] = other
+                rows.append([f"perplexity, {captions} caption"] + other)
+        body.append(table(["codebook"] + [str(k) for k in range(len(ppl))], rows))
         body.append(
             note(
                 f"Held-out tokens: {where}. Uniform guessing would give {model.card}; the delay "
-                "pattern lets later codebooks see earlier ones of the same frame."
+                "pattern lets later codebooks see earlier ones of the same frame. With no caption (the null "
+                "condition) or another clip's caption the same tokens should score worse: the gap is what "
+                "the model takes from its text."
             )
         )
     except MusicLMError as e:

@@ -68,10 +68,20 @@ def manifest_perplexity(
 
 @torch.no_grad()
 def shard_perplexity(
-    model, shard_dir: str | Path, split: str = "test", clips: int = 64, max_frames: int | None = None
+    model,
+    shard_dir: str | Path,
+    split: str = "test",
+    clips: int = 64,
+    max_frames: int | None = None,
+    captions: str = "own",
 ) -> tuple[list[float], str]:
     """Perplexity per codebook [K] over up to `clips` clips of `split` in a token shard directory (made by
-    `musiclm data tokenize` with the model's codec), each cropped to the model's training window."""
+    `musiclm data tokenize` with the model's codec), each cropped to the model's training window.
+
+    captions: "own" (each clip's caption), "none" (the null condition) or "other" (the caption of another
+    clip, half the set away): how much lower "own" scores says how much the model uses its text."""
+    if captions not in ("own", "none", "other"):
+        raise MusicLMError(f"captions must be own, none or other, got {captions!r}")
     from tqdm import tqdm
 
     from musiclm.data.shards import TokenShards
@@ -91,8 +101,9 @@ def shard_perplexity(
     max_frames = max_frames or model.config.max_frames
     acc = PerplexityAccumulator()
     n = min(clips, len(shards))
-    for i in tqdm(range(n), desc="perplexity", leave=False):
+    for i in tqdm(range(n), desc=f"perplexity ({captions} captions)", leave=False):
         item = shards[i]
         codes = item["codes"][None, :, :max_frames]  # [1, K, T]
-        acc.update(*lm_score_batch(model, codes, [item["caption"]]))
+        caption = {"own": item["caption"], "none": "", "other": shards[(i + n // 2) % n]["caption"]}[captions]
+        acc.update(*lm_score_batch(model, codes, [caption]))
     return acc.perplexity(), f"{n} {split}-split clips of ≤{max_frames} frames from token shards {shard_dir}"

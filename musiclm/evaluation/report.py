@@ -410,4 +410,8 @@ def headline(figures: dict) -> list[str]:
         lines.append(f"FD {r['set']}: {r['fd']:.1f} (n={r['n']})")
     if "perplexity" in lm:
         lines.append("perplexity per codebook: " + ", ".join(f"{p:.1f}" for p in lm["perplexity"]["per_codebook"]))
+        for captions in ("none", "other"):
+            if f"per_codebook_{captions}_caption" in lm["perplexity"]:
+                values = lm["perplexity"][f"per_codebook_{captions}_caption"]
+                lines.append(f"  with {captions} caption: " + ", ".join(f"{p:.1f}" for p in values))
     return lines
