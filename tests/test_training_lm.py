@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from musiclm.errors import MusicLMError
 from musiclm.lm import MusicLM, apply_delay
@@ -250,6 +251,50 @@ def test_init_from_and_train_only_freeze_the_rest(fake_shards, tokenizer_path, t
     for key in base:
         same = torch.equal(base[key], tuned[key])
         assert same != key.startswith(("blocks.1.", "norm.", "heads.")), key
+
+
+def test_reinit_draws_the_named_modules_afresh_and_keeps_the_rest(fake_shards, tokenizer_path, tmp_path):
+    """Retraining a part that learned nothing (the text side): those weights start over, the rest carries."""
+    from musiclm.training.recipes import train_lm
+
+    cfg = overrides(tokenizer_path, max_steps=1, val_every=0, checkpoint_every=0)
+    cfg_file = tmp_path / "lm.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    train_lm(cfg_file, tmp_path / "base")
+    base = _export_state(tmp_path / "base")
+    fresh = {
+        "init_from": str(tmp_path / "base" / "export"),
+        "reinit": ["text_encoder", r"blocks\.\d+\.cross_attn"],
+        "train_only": ["nothing."],  # nothing trains: what differs was re-drawn
+    }
+    with pytest.raises(MusicLMError, match="matches no parameter"):
+        train_lm(cfg_file, tmp_path / "r", overrides=fresh)
+    with pytest.raises(MusicLMError, match="matches no module"):
+        train_lm(cfg_file, tmp_path / "r2", overrides={**fresh, "reinit": ["text"], "train_only": []})
+    fresh["train_only"] = ["norm."]  # trains only the final norm; weight decay does not touch it
+    fresh["optim"] = {"lr": 1e-9}
+    train_lm(cfg_file, tmp_path / "re", overrides=fresh)
+    redrawn = _export_state(tmp_path / "re")
+    for key in base:
+        if key.startswith("norm."):
+            continue
+        drawn = key.startswith("text_encoder.") or ".cross_attn." in key
+        assert torch.equal(base[key], redrawn[key]) != drawn, key
+
+
+def test_text_embeddings_are_scaled_so_words_outweigh_nothing():
+    from musiclm.text.encoder import TextConfig, TrainableTextEncoder
+
+    ids, mask = torch.randint(0, 50, (2, 9)), torch.ones(2, 9, dtype=torch.bool)
+    encoders = {}
+    for scale in (None, 1.0):
+        torch.manual_seed(0)
+        encoders[scale] = TrainableTextEncoder(TextConfig(vocab_size=50, dim=64, n_layers=1, embed_scale=scale))
+        nn.init.normal_(encoders[scale].embed.weight, std=0.02)  # as MusicLM initialises it
+    with torch.no_grad():
+        # how much the memory depends on the words: two captions, same positions
+        spread = {s: (e(ids, mask)[0] - e(ids, mask)[1]).std().item() for s, e in encoders.items()}
+    assert spread[None] > 3 * spread[1.0]  # sqrt(64) = 8x louder words
 
 
 def test_decay_start_keeps_the_rate_then_anneals():

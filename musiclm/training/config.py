@@ -133,6 +133,9 @@ class LMTrainConfig:
     init_from: str | None = None  # an LM directory to start from (fine-tuning); its `lm` config wins
     # Parameter-name prefixes that train (e.g. ["blocks.5.", "norm.", "heads."]); empty: all of them.
     train_only: list[str] = field(default_factory=list)
+    # With init_from: modules drawn afresh before training (regexes on the full module name, e.g.
+    # ["text_encoder", "blocks\\.\\d+\\.cross_attn"]), to retrain a part that learned nothing.
+    reinit: list[str] = field(default_factory=list)
 
 
 def load_train_config(cls: type, path: str | Path | None, overrides: dict[str, Any] | None = None):

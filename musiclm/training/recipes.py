@@ -33,6 +33,29 @@ def train_codec(
     return fit(module, config.trainer, run_dir, resume, callbacks=[samples])
 
 
+def reinit_modules(model, patterns: list[str]) -> list[str]:
+    """Draw the weights of every module whose name fully matches one of `patterns` afresh (the model's
+    own initialisation; LayerNorms back to 1/0). Returns the names; none matching is an error."""
+    import re
+
+    from torch import nn
+
+    hits = [
+        (name, module)
+        for name, module in model.named_modules()
+        if name and any(re.fullmatch(p, name) for p in patterns)
+    ]
+    if not hits:
+        raise MusicLMError(f"reinit {patterns} matches no module of the model")
+    for _, module in hits:
+        for sub in module.modules():
+            if isinstance(sub, (nn.Linear, nn.Embedding)):
+                model._init_weights(sub)
+            elif isinstance(sub, nn.LayerNorm):
+                sub.reset_parameters()
+    return [name for name, _ in hits]
+
+
 def train_lm(
     config_path: str | Path | None,
     run_dir: str | Path,
@@ -60,6 +83,8 @@ def train_lm(
         config.lm = model.config
         if not tokenizer_copy.is_file():
             shutil.copyfile(model.tokenizer.path, tokenizer_copy)
+        if config.reinit and not resume:  # a resume restores the trained weights anyway
+            reinit_modules(model, config.reinit)
     else:
         if not tokenizer_copy.is_file():
             if not Path(config.data.tokenizer).is_file():
