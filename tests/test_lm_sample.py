@@ -170,4 +170,27 @@ def test_cuda_bf16_sampling_is_deterministic_and_close_to_fp32():
     b = generate_codes(model, ids, mask, 40, params, seed=3)
     assert a.is_cuda and torch.equal(a, b)
     fp32 = generate_codes(model, ids, mask, 10, GREEDY, amp_dtype=None)
-    assert torch.equal(fp32.cpu(), generate_codes(model.cpu(), ids, mask, 10, GREEDY))
+    assert torch.equal(fp32.cpu(), generate_codes(model.cpu(), ids, mask, 10, GREEDY, amp_dtype=None))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_decode_loop_never_synchronises_with_the_host():
+    """Host syncs per window are allowed (the cross-attention mask check), none per step: a longer generation
+    must not synchronise more often than a shorter one."""
+    import warnings
+
+    model = tiny_lm().cuda()
+    ids, mask = text_batch()
+    params = SamplingParams(top_k=8, top_p=0.9, cfg=3.0)
+    generate_codes(model, ids, mask, 4, params, seed=0)  # warm-up: lazy CUDA initialisation syncs
+    counts = []
+    for n_frames in (6, 20):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                generate_codes(model, ids, mask, n_frames, params, seed=0)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        counts.append(sum("synchroniz" in str(w.message) for w in caught))
+    assert counts[0] == counts[1], counts
