@@ -3,8 +3,10 @@
 Both run the SAME randomly initialised MusicGen (the decoder at our default LM size, a tiny T5, a tiny
 EnCodec whose decode is skipped so only token generation is timed), loaded into our `MusicLM` through the
 MusicGen interop, with guidance on (CFG 3, a doubled batch), top-k 250, batch 1 and 8, side by side in one
-run, on CPU and on CUDA when present. Then the default LM config (configs/lm/default.yaml) end to end:
-10 s of audio with the codec of configs/codec/small.yaml (random weights: speed only).
+run, on CPU and on CUDA when present. Rows: transformers (fp32), ours in fp32 (the same arithmetic), and
+ours as a user gets it by default — a bf16 KV cache and attention on CPUs that compute bf16 natively
+(AVX512-BF16 / AMX), bf16 autocast on CUDA. Then the default LM config (configs/lm/default.yaml) end to
+end: 10 s of audio with the codec of configs/codec/small.yaml (random weights: speed only).
 
     .venv/bin/python eval/bench_lm.py [--threads 1] [--steps 503] [--batches 1 8]
 

@@ -107,11 +107,18 @@ def test_save_load_round_trip_is_bit_exact(tiny_codec, tmp_path):
     assert json.loads((tmp_path / "codec" / "config.json").read_text())["model_type"] == "musiclm-codec"
 
 
-def test_fingerprint_changes_with_weights(tiny_codec):
+def test_fingerprint_names_the_token_space_not_the_decoder(tiny_codec):
     before = tiny_codec.fingerprint()
     with torch.no_grad():
-        tiny_codec.decoder.model[-1].conv.conv.bias.add_(1e-3)
-    assert tiny_codec.fingerprint() != before
+        tiny_codec.decoder.model[-1].conv.conv.bias.add_(1e-3)  # a retrained decoder: same codes
+    assert tiny_codec.fingerprint() == before
+    with torch.no_grad():
+        next(tiny_codec.encoder.parameters()).add_(1e-3)
+    after_encoder = tiny_codec.fingerprint()
+    assert after_encoder != before
+    with torch.no_grad():
+        tiny_codec.quantizer.layers[0].embed.add_(1e-3)  # other codebooks: other codes
+    assert tiny_codec.fingerprint() != after_encoder
 
 
 def test_bad_checkpoints_raise_clear_errors(tiny_codec, tmp_path):

@@ -139,12 +139,17 @@ class Codec(nn.Module):
 
     # ---- checkpoints ----------------------------------------------------------------------------------
     def fingerprint(self) -> str:
-        """sha256 over the weights that define the codes (16 hex chars); names a codec in .mlc files."""
+        """sha256 over the weights that define the codes, the encoder's and the codebooks (16 hex chars): it
+        names the token space in .mlc files and token shards. The decoder is left out on purpose, so a
+        decoder trained further (`freeze_encoder`) still decodes old files and serves LMs trained on old
+        shards; any change to the encoder or the codebooks changes the fingerprint."""
         digest = hashlib.sha256()
         state = self.state_dict()
         for key in sorted(state):
+            if not key.startswith(("encoder.", "quantizer.")):
+                continue
             if key.endswith(("embed_avg", "cluster_size", "inited")):
-                continue  # EMA training statistics do not change what encode/decode compute
+                continue  # EMA training statistics do not change what encode computes
             digest.update(key.encode())
             digest.update(state[key].detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
