@@ -229,16 +229,22 @@ def test_train_lm_from_real_shards_with_codec_samples(tiny_codec, tokenizer_path
     assert wav.shape[0] == 1 and wav.shape[-1] == 80
 
 
+def _one_step_base(tokenizer_path, tmp_path):
+    """A one-step LM run in tmp_path/base to start from → (its config file, its exported weights)."""
+    from musiclm.training.recipes import train_lm
+
+    cfg_file = tmp_path / "lm.yaml"
+    cfg_file.write_text(yaml.safe_dump(overrides(tokenizer_path, max_steps=1, val_every=0, checkpoint_every=0)))
+    train_lm(cfg_file, tmp_path / "base")
+    return cfg_file, _export_state(tmp_path / "base")
+
+
 @pytest.mark.slow
 def test_init_from_and_train_only_freeze_the_rest(fake_shards, tokenizer_path, tmp_path):
     """Fine-tuning: start from an exported LM, train only the named prefixes; the rest stays bit-identical."""
     from musiclm.training.recipes import train_lm
 
-    cfg = overrides(tokenizer_path, max_steps=1, val_every=0, checkpoint_every=0)
-    cfg_file = tmp_path / "lm.yaml"
-    cfg_file.write_text(yaml.safe_dump(cfg))
-    train_lm(cfg_file, tmp_path / "base")
-    base = _export_state(tmp_path / "base")
+    cfg_file, base = _one_step_base(tokenizer_path, tmp_path)
     tune = {
         "init_from": str(tmp_path / "base" / "export"),
         "train_only": ["blocks.1.", "norm.", "heads."],
@@ -257,11 +263,7 @@ def test_reinit_draws_the_named_modules_afresh_and_keeps_the_rest(fake_shards, t
     """Retraining a part that learned nothing (the text side): those weights start over, the rest carries."""
     from musiclm.training.recipes import train_lm
 
-    cfg = overrides(tokenizer_path, max_steps=1, val_every=0, checkpoint_every=0)
-    cfg_file = tmp_path / "lm.yaml"
-    cfg_file.write_text(yaml.safe_dump(cfg))
-    train_lm(cfg_file, tmp_path / "base")
-    base = _export_state(tmp_path / "base")
+    cfg_file, base = _one_step_base(tokenizer_path, tmp_path)
     fresh = {
         "init_from": str(tmp_path / "base" / "export"),
         "reinit": ["text_encoder", r"blocks\.\d+\.cross_attn"],
