@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from musiclm.lm.sample import guide
 from musiclm.lm.transformer import Block, CachedStep, KVCache, padding_attn_mask, sinusoidal_embedding
 from musiclm.text.encoder import TextConfig, build_text_encoder
 
@@ -213,8 +214,7 @@ class MusicLM(nn.Module):
             x = x[:, -1]
         h = self.norm(x)  # [B, D]
         if cfg is not None:
-            cond, uncond = h.chunk(2)
-            h = uncond + cfg * (cond - uncond)
+            h = guide(h, cfg)  # the same formula as on logits, one matmul earlier
         return torch.mm(h, cache.heads).view(h.shape[0], K, self.card)
 
     @torch.no_grad()
