@@ -24,3 +24,31 @@ def tiny_codec():
         bandwidths=(6.0, 12.0, 24.0),
     )
     return Codec(config).eval()
+
+
+def _tiny_config(backbone: str):
+    from musiclm.codec import CodecConfig, SEANetConfig
+    from musiclm.codec.framenet import FrameNetConfig
+
+    return CodecConfig(
+        name=f"tiny-{backbone}",
+        sample_rate=8000,
+        backbone="frame" if backbone == "frame" else "seanet",
+        seanet=SEANetConfig(
+            n_filters=4, dimension=16, ratios=(4, 2), activation="snake" if backbone == "snake" else "elu"
+        ),
+        frame=FrameNetConfig(dimension=16, hop_length=8, width=16, encoder_layers=2, decoder_layers=2),
+        n_q=4,
+        card=64,
+        bandwidths=(6.0, 12.0, 24.0),
+    )
+
+
+@pytest.fixture(params=["seanet", "snake", "frame"])
+def any_tiny_codec(request):
+    """The tiny codec with each backbone/activation: SEANet (EnCodec), SEANet with Snake (DAC), frame-domain
+    ConvNeXt + iSTFT head (Vocos). Same hop (8), rate and codebooks, so the same invariants apply."""
+    from musiclm.codec import Codec
+
+    torch.manual_seed(0)
+    return Codec(_tiny_config(request.param)).eval()

@@ -19,18 +19,18 @@ def _trained_a_little(codec: Codec, steps: int = 3) -> Codec:
 
 
 @pytest.mark.parametrize("length", [1, 7, 8, 9, 799, 1001])
-def test_output_length_equals_input_length(tiny_codec, length):
+def test_output_length_equals_input_length(any_tiny_codec, length):
     wav = torch.randn(2, 1, length) * 0.1
-    codes = tiny_codec.encode(wav)
-    assert codes.shape == (2, tiny_codec.n_q, math.ceil(length / tiny_codec.hop_length))
+    codes = any_tiny_codec.encode(wav)
+    assert codes.shape == (2, any_tiny_codec.n_q, math.ceil(length / any_tiny_codec.hop_length))
     assert codes.dtype == torch.int64
-    assert tiny_codec.decode(codes, length).shape == wav.shape
-    recon, _ = tiny_codec(wav)
+    assert any_tiny_codec.decode(codes, length).shape == wav.shape
+    recon, _ = any_tiny_codec(wav)
     assert recon.shape == wav.shape
 
 
-def test_decode_of_encode_equals_quantized_forward(tiny_codec):
-    codec = _trained_a_little(tiny_codec)
+def test_decode_of_encode_equals_quantized_forward(any_tiny_codec):
+    codec = _trained_a_little(any_tiny_codec)
     wav = torch.randn(3, 1, 1001) * 0.2
     for kbps in codec.bandwidths:
         codec.set_bandwidth(kbps)
@@ -62,8 +62,8 @@ def test_encodec_bandwidth_rule():
     assert [config.n_q_for_bandwidth(b) for b in (1.5, 3.0, 6.0, 12.0, 24.0)] == [2, 4, 8, 16, 32]
 
 
-def test_more_codebooks_reconstruct_better(tiny_codec):
-    codec = _trained_a_little(tiny_codec, steps=10)
+def test_more_codebooks_reconstruct_better(any_tiny_codec):
+    codec = _trained_a_little(any_tiny_codec, steps=10)
     wav = torch.randn(4, 1, 800) * 0.3
     with torch.no_grad():
         latent = codec.encoder(wav)
@@ -74,13 +74,14 @@ def test_more_codebooks_reconstruct_better(tiny_codec):
     assert all(b <= a + 1e-6 for a, b in zip(errors, errors[1:], strict=False)), errors
 
 
-def test_training_updates_codebooks_and_passes_gradients(tiny_codec):
-    codec = tiny_codec.train()
+def test_training_updates_codebooks_and_passes_gradients(any_tiny_codec):
+    codec = any_tiny_codec.train()
     wav = torch.randn(2, 1, 800) * 0.3
     recon, q = codec(wav)
     assert bool(codec.quantizer.layers[0].inited)
     (recon - wav).abs().mean().add(q.commit_loss).backward()
-    assert codec.encoder.model[0].conv.conv.parametrizations.weight.original1.grad.abs().sum() > 0
+    first_encoder_weight = next(codec.encoder.parameters())  # the straight-through estimator reaches it
+    assert first_encoder_weight.grad.abs().sum() > 0
     assert torch.isfinite(q.commit_loss)
 
 
@@ -96,8 +97,8 @@ def test_dead_codes_are_restarted(tiny_codec):
     assert torch.allclose(d, torch.zeros(10), atol=1e-5)
 
 
-def test_save_load_round_trip_is_bit_exact(tiny_codec, tmp_path):
-    codec = _trained_a_little(tiny_codec)
+def test_save_load_round_trip_is_bit_exact(any_tiny_codec, tmp_path):
+    codec = _trained_a_little(any_tiny_codec)
     codec.save_pretrained(tmp_path / "codec")
     loaded = Codec.from_pretrained(tmp_path / "codec")
     wav = torch.randn(1, 1, 777) * 0.2

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from musiclm.codec.framenet import FrameDecoder, FrameEncoder, FrameNetConfig
 from musiclm.codec.quantizer import ResidualVectorQuantizer
 from musiclm.codec.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 from musiclm.config import from_dict, to_dict
@@ -32,7 +33,11 @@ MODEL_TYPE = "musiclm-codec"
 class CodecConfig:
     name: str = "musiclm-codec"
     sample_rate: int = 24000
+    # "seanet": EnCodec's convolutional encoder/decoder (official EnCodec/MusicGen weights load into it);
+    # "frame": STFT → ConvNeXt at the frame rate → iSTFT head (Vocos-style, musiclm.codec.framenet).
+    backbone: str = "seanet"
     seanet: SEANetConfig = field(default_factory=SEANetConfig)
+    frame: FrameNetConfig = field(default_factory=FrameNetConfig)
     n_q: int = 32  # codebooks available; a bandwidth uses a prefix of them
     card: int = 1024  # entries per codebook
     bandwidths: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0, 24.0)  # kbps
@@ -41,8 +46,29 @@ class CodecConfig:
     dead_code_threshold: float = 2.0
 
     @property
+    def backbone_config(self) -> SEANetConfig | FrameNetConfig:
+        if self.backbone == "seanet":
+            return self.seanet
+        if self.backbone == "frame":
+            return self.frame
+        raise MusicLMError(f"unknown codec backbone {self.backbone!r}; use 'seanet' or 'frame'")
+
+    @property
+    def hop_length(self) -> int:
+        return self.backbone_config.hop_length
+
+    @property
+    def channels(self) -> int:
+        return self.backbone_config.channels
+
+    @property
+    def dimension(self) -> int:
+        """Latent width D (what the quantizer codes)."""
+        return self.backbone_config.dimension
+
+    @property
     def frame_rate(self) -> float:
-        return self.sample_rate / self.seanet.hop_length
+        return self.sample_rate / self.hop_length
 
     @property
     def bits_per_codebook(self) -> float:
@@ -58,10 +84,12 @@ class Codec(nn.Module):
     def __init__(self, config: CodecConfig):
         super().__init__()
         self.config = config
-        self.encoder = SEANetEncoder(config.seanet)
-        self.decoder = SEANetDecoder(config.seanet)
+        if config.backbone_config is config.seanet:
+            self.encoder, self.decoder = SEANetEncoder(config.seanet), SEANetDecoder(config.seanet)
+        else:
+            self.encoder, self.decoder = FrameEncoder(config.frame), FrameDecoder(config.frame)
         self.quantizer = ResidualVectorQuantizer(
-            config.seanet.dimension,
+            config.dimension,
             config.n_q,
             config.card,
             config.ema_decay,
@@ -77,7 +105,7 @@ class Codec(nn.Module):
 
     @property
     def channels(self) -> int:
-        return self.config.seanet.channels
+        return self.config.channels
 
     @property
     def frame_rate(self) -> float:
@@ -85,7 +113,7 @@ class Codec(nn.Module):
 
     @property
     def hop_length(self) -> int:
-        return self.config.seanet.hop_length
+        return self.config.hop_length
 
     @property
     def card(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
@@ -33,6 +34,9 @@ class SEANetConfig:
     compress: int = 2
     lstm: int = 0  # LSTM layers at the bottleneck (EnCodec uses 2)
     norm: str = "weight_norm"  # "weight_norm" or "none"
+    # "elu" (EnCodec) or "snake" (x + sin²(αx)/α with a learned α per channel; DAC, Kumar et al. 2023, §3.1:
+    # a periodic inductive bias for audio, the largest single gain in DAC's ablations)
+    activation: str = "elu"
     trim_right_ratio: float = 1.0
 
     @property
@@ -46,6 +50,25 @@ def _norm(module: nn.Module, norm: str) -> nn.Module:
     if norm == "none":
         return module
     raise ValueError(f"unsupported norm {norm!r}; use 'weight_norm' or 'none'")
+
+
+class Snake1d(nn.Module):
+    """snake(x) = x + sin²(αx) / α, α per channel (Ziyin et al. 2020; DAC §3.1)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+
+
+def _activation(cfg: SEANetConfig, channels: int) -> nn.Module:
+    if cfg.activation == "elu":
+        return nn.ELU()
+    if cfg.activation == "snake":
+        return Snake1d(channels)
+    raise ValueError(f"unsupported activation {cfg.activation!r}; use 'elu' or 'snake'")
 
 
 def _extra_padding(length: int, kernel_size: int, stride: int, padding_total: int) -> int:
@@ -156,7 +179,7 @@ class SEANetResnetBlock(nn.Module):
             in_ch = dim if i == 0 else hidden
             out_ch = dim if i == len(kernel_sizes) - 1 else hidden
             block += [
-                nn.ELU(),
+                _activation(cfg, in_ch),
                 SConv1d(
                     in_ch,
                     out_ch,
@@ -203,11 +226,14 @@ class SEANetEncoder(nn.Module):
             dim = mult * cfg.n_filters
             for j in range(cfg.n_residual_layers):
                 layers.append(SEANetResnetBlock(dim, (cfg.residual_kernel_size, 1), (cfg.dilation_base**j, 1), cfg))
-            layers += [nn.ELU(), SConv1d(dim, dim * 2, ratio * 2, stride=ratio, **conv)]
+            layers += [_activation(cfg, dim), SConv1d(dim, dim * 2, ratio * 2, stride=ratio, **conv)]
             mult *= 2
         if cfg.lstm:
             layers.append(SLSTM(mult * cfg.n_filters, cfg.lstm))
-        layers += [nn.ELU(), SConv1d(mult * cfg.n_filters, cfg.dimension, cfg.last_kernel_size, **conv)]
+        layers += [
+            _activation(cfg, mult * cfg.n_filters),
+            SConv1d(mult * cfg.n_filters, cfg.dimension, cfg.last_kernel_size, **conv),
+        ]
         self.model = nn.Sequential(*layers)
 
     def forward(self, wav: Tensor) -> Tensor:
@@ -227,7 +253,7 @@ class SEANetDecoder(nn.Module):
         for ratio in cfg.ratios:
             dim = mult * cfg.n_filters
             layers += [
-                nn.ELU(),
+                _activation(cfg, dim),
                 SConvTranspose1d(
                     dim,
                     dim // 2,
@@ -242,7 +268,7 @@ class SEANetDecoder(nn.Module):
                 dilations = (cfg.dilation_base**j, 1)
                 layers.append(SEANetResnetBlock(dim // 2, (cfg.residual_kernel_size, 1), dilations, cfg))
             mult //= 2
-        layers += [nn.ELU(), SConv1d(cfg.n_filters, cfg.channels, cfg.last_kernel_size, **conv)]
+        layers += [_activation(cfg, cfg.n_filters), SConv1d(cfg.n_filters, cfg.channels, cfg.last_kernel_size, **conv)]
         self.model = nn.Sequential(*layers)
 
     def forward(self, latent: Tensor) -> Tensor:

@@ -174,6 +174,6 @@ def receptive_frames(codec, window: int = 64) -> int:
     gen = torch.Generator().manual_seed(0)
     wav = 0.1 * torch.randn(1, codec.channels, window * hop, generator=gen)
     enc = _changed_span(codec.encoder, wav, window * hop // 2, 1 / hop)
-    latent = torch.randn(1, codec.config.seanet.dimension, window, generator=gen)
+    latent = torch.randn(1, codec.config.dimension, window, generator=gen)
     dec = math.ceil(_changed_span(codec.decoder, latent, window // 2, hop) / hop)
     return max(enc, dec) + 1

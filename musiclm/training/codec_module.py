@@ -38,6 +38,8 @@ from musiclm.training.balancer import Balancer
 from musiclm.training.config import CodecTrainConfig
 from musiclm.training.discriminator import MultiScaleSTFTDiscriminator
 from musiclm.training.losses import (
+    CompressedComplexSTFTLoss,
+    MultiScaleCQTLoss,
     MultiScaleMelLoss,
     MultiScaleSTFTLoss,
     discriminator_loss,
@@ -61,12 +63,18 @@ class CodecModule(pl.LightningModule):
         loss = config.loss
         self.mel_loss = MultiScaleMelLoss(config.codec.sample_rate, loss.mel_n_ffts, loss.mel_bins)
         self.stft_loss = MultiScaleSTFTLoss(loss.stft_n_ffts)
+        self.cqt_loss = MultiScaleCQTLoss(config.codec.sample_rate, loss.cqt_n_ffts) if loss.cqt > 0 else None
+        self.complex_loss = CompressedComplexSTFTLoss(loss.complex_n_ffts) if loss.complex_stft > 0 else None
         self.discriminator = (
-            MultiScaleSTFTDiscriminator(loss.disc_n_ffts, config.codec.seanet.channels, loss.disc_filters)
+            MultiScaleSTFTDiscriminator(loss.disc_n_ffts, config.codec.channels, loss.disc_filters)
             if loss.adversarial
             else None
         )
         weights = {"l1": loss.l1, "mel": loss.mel, "stft": loss.stft}
+        if self.cqt_loss is not None:
+            weights["cqt"] = loss.cqt
+        if self.complex_loss is not None:
+            weights["complex"] = loss.complex_stft
         if loss.adversarial:
             weights.update(adv=loss.adv, feat=loss.feat)
         self.balancer = Balancer(weights, balance=loss.balancer, ema=loss.balancer_ema)
@@ -82,7 +90,7 @@ class CodecModule(pl.LightningModule):
         dataset = CropBatches(
             self.train_files,
             c.sample_rate,
-            c.seanet.channels,
+            c.channels,
             d.segment_seconds,
             d.batch_size,
             self.config.trainer.seed,
@@ -132,6 +140,10 @@ class CodecModule(pl.LightningModule):
             "mel": self.mel_loss(recon, wav),
             "stft": self.stft_loss(recon, wav),
         }
+        if self.cqt_loss is not None:
+            losses["cqt"] = self.cqt_loss(recon, wav)
+        if self.complex_loss is not None:
+            losses["complex"] = self.complex_loss(recon, wav)
         d_loss = None
         if self.adversarial_active(step):
             real_logits, real_feats = self.discriminator(wav)
@@ -225,7 +237,7 @@ def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: boo
             raise MusicLMError(f"no rows with split {d.split!r} in {d.manifests}")
         save_file_list(files, files_json)
     held_out = read_manifests(d.manifests, d.sample_split) if d.num_samples > 0 else []
-    clips = fixed_clips(held_out or files, c.sample_rate, c.seanet.channels, d.sample_seconds, d.num_samples)
+    clips = fixed_clips(held_out or files, c.sample_rate, c.channels, d.sample_seconds, d.num_samples)
     module = CodecModule(config, files, clips)
     if config.init_from:
         start = Codec.from_pretrained(config.init_from)

@@ -88,6 +88,11 @@ class CodecLossConfig:
     mel_n_ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64)  # windows 2^i, i = 6..11 (EnCodec)
     mel_bins: int = 64
     stft_n_ffts: tuple[int, ...] = (2048, 1024, 512)
+    # Losses that hear notes and phase (issue 11); 0 switches them off.
+    cqt: float = 0.0  # multi-scale pseudo-CQT log-magnitude L1 (FlowDec)
+    cqt_n_ffts: tuple[int, ...] = (8192, 4096)
+    complex_stft: float = 0.0  # compressed complex spectrum (Braun & Tashev 2021)
+    complex_n_ffts: tuple[int, ...] = (2048, 512, 128)
 
 
 @dataclass

@@ -1,0 +1,120 @@
+"""The one signal-processing layer: STFT, constant-Q (log-frequency) spectra and chroma, in torch.
+
+Training losses (`musiclm.training.losses`) and evaluation metrics (`musiclm.evaluation`) both call these, so
+a loss and the metric that judges it see the same spectrum.
+
+    wav [B, C, N] --stft--> complex [B*C, F, T] --|.|--> magnitude --cqt_filterbank--> [B*C, n_bins, T]
+                                                                   --fold octaves-->  chroma [B*C, 12, T]
+
+The constant-Q spectrum here is a "pseudo-CQT": semitone-spaced triangular bands summed from ONE long-window
+STFT. A 2048-point window at 24 kHz has 11.7 Hz bins while a semitone near C2 is ~4 Hz, so low notes need
+windows of 4096-8192 points (FlowDec, ICLR 2025, adds a multi-scale CQT loss for exactly these low-frequency
+failures of discriminator-free training). One long STFT + a fixed matrix is far cheaper than a true
+multi-rate CQT and has the same frequency resolution where it matters (below ~1 kHz).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+from torch import Tensor
+
+A4_HZ = 440.0
+C1_HZ = 32.703  # MIDI note 24
+
+
+def stft(wav: Tensor, n_fft: int, hop: int, center: bool = True) -> Tensor:
+    """wav [B, C, N] (or [B, N]) → complex STFT [B*C, n_fft // 2 + 1, frames], Hann window, float32.
+    Inputs shorter than the window are zero-padded (reflect padding would need N > n_fft / 2)."""
+    x = wav.reshape(-1, wav.shape[-1]).float()
+    pad_mode = "reflect" if x.shape[-1] > n_fft // 2 else "constant"
+    window = _hann(n_fft, x.device)
+    return torch.stft(x, n_fft, hop, n_fft, window, center=center, pad_mode=pad_mode, return_complex=True)
+
+
+def stft_magnitude(wav: Tensor, n_fft: int, hop: int) -> Tensor:
+    """wav [B, C, N] → |STFT| [B*C, n_fft // 2 + 1, frames]."""
+    return stft(wav, n_fft, hop).abs()
+
+
+@functools.lru_cache(maxsize=8)
+def _hann_cpu(n_fft: int) -> Tensor:
+    return torch.hann_window(n_fft)
+
+
+def _hann(n_fft: int, device: torch.device) -> Tensor:
+    window = _hann_cpu(n_fft)
+    return window if window.device == device else window.to(device)
+
+
+def midi_to_hz(note: float | np.ndarray) -> float | np.ndarray:
+    return A4_HZ * 2.0 ** ((np.asarray(note, dtype=np.float64) - 69.0) / 12.0)
+
+
+@functools.lru_cache(maxsize=16)
+def cqt_filterbank(
+    sample_rate: int, n_fft: int, f_min: float = C1_HZ, bins_per_octave: int = 24, n_bins: int | None = None
+) -> Tensor:
+    """Triangular log-frequency bands [n_bins, n_fft // 2 + 1]: band k centred at f_min · 2^(k / bins_per_octave),
+    reaching to its neighbours' centres. A band narrower than one FFT bin still takes that bin's share (linear
+    interpolation of the centre), so no band is empty; each band is normalised to unit sum."""
+    nyquist = sample_rate / 2
+    if n_bins is None:
+        n_bins = int(np.floor(bins_per_octave * np.log2(nyquist * 0.95 / f_min)))
+    k = np.arange(-1, n_bins + 1, dtype=np.float64)
+    centres = f_min * 2.0 ** (k / bins_per_octave)  # [n_bins + 2] including both outer edges
+    freqs = np.linspace(0, nyquist, n_fft // 2 + 1)
+    lower = (freqs[None] - centres[:-2, None]) / (centres[1:-1, None] - centres[:-2, None])
+    upper = (centres[2:, None] - freqs[None]) / (centres[2:, None] - centres[1:-1, None])
+    fb = np.maximum(0.0, np.minimum(lower, upper))
+    # Bands narrower than the bin spacing can fall between bins: give them the interpolated centre instead.
+    bin_hz = freqs[1]
+    for i, f in enumerate(centres[1:-1]):
+        if fb[i].sum() <= 1e-9:
+            j = f / bin_hz
+            lo = int(np.floor(j))
+            fb[i, lo] = 1.0 - (j - lo)
+            if lo + 1 < fb.shape[1]:
+                fb[i, lo + 1] = j - lo
+    fb /= fb.sum(axis=1, keepdims=True)
+    return torch.from_numpy(fb.astype(np.float32))
+
+
+def cqt_magnitude(
+    wav: Tensor,
+    sample_rate: int,
+    n_fft: int = 8192,
+    hop: int = 512,
+    f_min: float = C1_HZ,
+    bins_per_octave: int = 24,
+) -> Tensor:
+    """wav [B, C, N] → pseudo-CQT magnitude [B*C, n_bins, frames] (see the module docstring)."""
+    mag = stft_magnitude(wav, n_fft, hop)
+    fb = cqt_filterbank(sample_rate, n_fft, f_min, bins_per_octave).to(mag.device)
+    return torch.matmul(fb, mag)
+
+
+@functools.lru_cache(maxsize=8)
+def chroma_filterbank(sample_rate: int, n_fft: int, f_min: float = C1_HZ, f_max: float = 5000.0) -> Tensor:
+    """[12, n_fft // 2 + 1]: each FFT bin between f_min and f_max shares its energy between the two pitch
+    classes nearest its frequency (linear in cents); row 0 is C."""
+    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    fb = np.zeros((12, freqs.size))
+    valid = (freqs >= f_min) & (freqs <= f_max)
+    midi = 69.0 + 12.0 * np.log2(freqs[valid] / A4_HZ)
+    lo = np.floor(midi)
+    frac = midi - lo
+    cols = np.nonzero(valid)[0]
+    fb[(lo.astype(int)) % 12, cols] += 1.0 - frac
+    fb[(lo.astype(int) + 1) % 12, cols] += frac
+    return torch.from_numpy(fb.astype(np.float32))
+
+
+def chroma(wav: Tensor, sample_rate: int, n_fft: int = 8192, hop: int = 2048) -> Tensor:
+    """wav [B, C, N] → chroma energy [B*C, 12, frames] (power folded into pitch classes, C first; not
+    normalised, so silent frames stay near zero and callers can tell them apart)."""
+    power = stft_magnitude(wav, n_fft, hop).pow(2)
+    fb = chroma_filterbank(sample_rate, n_fft).to(power.device)
+    return torch.matmul(fb, power)

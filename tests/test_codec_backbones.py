@@ -1,0 +1,133 @@
+"""The codec's alternatives (issue 11): frame-domain backbone with an iSTFT head, Snake activations, and the
+losses that see pitch and phase; plus the shared signal layer they use (`musiclm.dsp`)."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from musiclm import dsp
+from musiclm.codec import Codec, bitstream
+from musiclm.codec.framenet import FrameNetConfig, ISTFTHead
+from musiclm.codec.seanet import Snake1d
+from musiclm.codec.streaming import receptive_frames
+from musiclm.compress import compress_bytes, decompress_bytes
+from musiclm.training.losses import CompressedComplexSTFTLoss, MultiScaleCQTLoss, MultiScaleMelLoss
+
+SR = 24000
+
+
+def tone(midi: float, seconds: float = 1.0, phase: float = 0.0) -> torch.Tensor:
+    t = torch.arange(int(SR * seconds)) / SR
+    return (0.3 * torch.sin(2 * math.pi * float(dsp.midi_to_hz(midi)) * t + phase))[None, None]  # [1, 1, N]
+
+
+def test_istft_head_inverts_an_analysis_stft_exactly():
+    n_fft, hop = 64, 16
+    head = ISTFTHead(n_fft, hop, channels=1)
+    wav = torch.randn(1, 16 * 50)
+    pad = (n_fft - hop) // 2
+    spec = torch.stft(
+        torch.nn.functional.pad(wav, (pad, pad)),
+        n_fft,
+        hop,
+        n_fft,
+        torch.hann_window(n_fft),
+        center=False,
+        return_complex=True,
+    )
+    assert spec.shape[-1] == 50  # "same" framing: one frame per hop
+    log_mag_and_phase = torch.cat([spec.abs().clamp(min=1e-12).log(), spec.angle()], dim=1)
+    out = head(log_mag_and_phase)
+    assert out.shape == (1, 1, 800)
+    torch.testing.assert_close(out[0], wav, atol=1e-4, rtol=0)
+
+
+def test_every_backbone_streams_like_one_shot(any_tiny_codec):
+    """Chunked .mlc coding (overlap-discard with a measured context) gives the one-shot codes and audio."""
+    codec = any_tiny_codec
+    assert 1 <= receptive_frames(codec) < 32  # finite: chunks with this context see what one-shot sees
+    gen = torch.Generator().manual_seed(3)
+    audio = 0.2 * torch.randn(1, 3 * 8000, generator=gen)  # [C, N] at the codec's rate
+    data = compress_bytes(audio, codec, sample_rate=8000, bandwidth=12.0, chunk_seconds=0.25)
+    header, codes = bitstream.read_mlc(io.BytesIO(data))
+    codec.set_bandwidth(12.0)
+    one_shot_codes = codec.encode(audio[None])
+    assert (torch.from_numpy(codes)[None] != one_shot_codes).float().mean() < 1e-3
+    wav, sr = decompress_bytes(data, codec)
+    one_shot_wav = codec.decode(torch.from_numpy(codes)[None], header.num_samples)[0]
+    assert sr == 8000 and torch.allclose(wav, one_shot_wav, atol=1e-5)
+
+
+def test_frame_codec_decoder_upsampling_keeps_lengths():
+    from musiclm.codec import CodecConfig
+
+    config = CodecConfig(
+        sample_rate=8000,
+        backbone="frame",
+        frame=FrameNetConfig(dimension=16, hop_length=16, width=16, encoder_layers=1, decoder_layers=2, upsample=2),
+        n_q=2,
+        card=16,
+        bandwidths=(1.0,),
+    )
+    codec = Codec(config).eval()
+    wav = torch.randn(1, 1, 1001) * 0.1
+    assert codec.decode(codec.encode(wav), 1001).shape == wav.shape
+    assert codec.frame_rate == 500
+
+
+def test_unknown_backbone_and_activation_are_clear_errors():
+    from musiclm.codec import CodecConfig, SEANetConfig
+    from musiclm.errors import MusicLMError
+
+    with pytest.raises(MusicLMError, match="backbone"):
+        Codec(CodecConfig(backbone="wavenet"))
+    with pytest.raises(ValueError, match="activation"):
+        Codec(CodecConfig(seanet=SEANetConfig(activation="relu")))
+
+
+def test_snake_is_periodic_bias_with_learned_frequency():
+    snake = Snake1d(2)
+    x = torch.linspace(-3, 3, 101).expand(1, 2, 101).clone()
+    y = snake(x)
+    # snake(x) = x + sin²(αx)/α ≥ x, equal where sin(αx) = 0
+    assert (y >= x - 1e-6).all() and torch.allclose(snake(torch.zeros(1, 2, 1)), torch.zeros(1, 2, 1))
+    y.sum().backward()
+    assert snake.alpha.grad.abs().sum() > 0
+
+
+def test_cqt_resolves_low_semitones_and_chroma_names_the_pitch_class():
+    for midi in (36, 45, 57, 69):  # C2 (65 Hz), A2, A3, A4
+        spectrum = dsp.cqt_magnitude(tone(midi, 2.0), SR).mean(-1)[0]  # 24 bins per octave from C1
+        # within a quarter tone even at C2, where bands (1.9 Hz) are narrower than the 8192-point bins (2.9 Hz)
+        assert abs(int(spectrum.argmax()) - 2 * (midi - 24)) <= 1
+        assert int(dsp.chroma(tone(midi, 2.0), SR).mean(-1)[0].argmax()) == midi % 12
+
+
+def test_cqt_loss_hears_a_low_semitone_nearly_as_well_as_a_high_one():
+    """Constant Q: a semitone error at A2 (110 Hz) costs the CQT loss a good share of what the same error costs
+    three octaves up; for the mel loss (linear bands below 1 kHz) the low error nearly vanishes."""
+    cqt, mel = MultiScaleCQTLoss(SR), MultiScaleMelLoss(SR, (2048, 1024, 512), 64)
+    assert float(cqt(tone(45), tone(45))) == 0.0
+    cqt_low_vs_high = float(cqt(tone(46), tone(45))) / float(cqt(tone(82), tone(81)))
+    mel_low_vs_high = float(mel(tone(46), tone(45))) / float(mel(tone(82), tone(81)))
+    assert cqt_low_vs_high > 1.5 * mel_low_vs_high, (cqt_low_vs_high, mel_low_vs_high)
+
+
+def test_complex_loss_sees_phase_that_magnitude_losses_do_not():
+    complex_loss = CompressedComplexSTFTLoss((512, 128))
+    a4, a4_inverted = tone(69), tone(69, phase=math.pi)
+    mel = MultiScaleMelLoss(SR, (512, 128), 32)
+    assert float(complex_loss(a4, a4)) == 0.0
+    assert float(mel(a4_inverted, a4)) < 1e-3  # same magnitudes: invisible to the mel loss
+    assert float(complex_loss(a4_inverted, a4)) > 0.1
+
+
+def test_chroma_filterbank_rows_are_pitch_classes():
+    fb = dsp.chroma_filterbank(SR, 4096).numpy()
+    freqs = np.linspace(0, SR / 2, fb.shape[1])
+    a4_bin = int(np.argmin(np.abs(freqs - 440.0)))
+    assert int(fb[:, a4_bin].argmax()) == 9  # A
+    assert fb[:, 0].sum() == 0  # DC belongs to no pitch class
