@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 REF_VENV ?= .venv-ref
 TORCH_CPU := torch==2.13.0
+BASIC_PITCH := basic-pitch==0.4.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE := offline
@@ -20,7 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_CPU)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,eval]'
+	@# basic-pitch's own requirements pull tensorflow on Linux: its ONNX model needs only the [eval] extra
+	$(PY) -m pip install -q --no-deps $(BASIC_PITCH)
 	@# a torchaudio built for another torch breaks `import transformers` audio models: never keep one here
 	-$(PY) -m pip uninstall -q -y torchaudio 2>/dev/null
 	touch $@

@@ -1,16 +1,23 @@
-"""Codec vs Opus on held-out recorded music: bitrate on disk, quality, and one-thread speed.
+"""Codecs vs Opus on held-out recorded music: bitrate on disk, quality, and one-thread speed.
 
     .venv/bin/python eval/bench_codec.py --codec checkpoints/codec            # the trained codec
+    .venv/bin/python eval/bench_codec.py --codec runs/a/export --codec runs/b/export --no-visqol  # two recipes
     .venv/bin/python eval/bench_codec.py --random-codec --clips 3             # smoke test of the script
     .venv/bin/python eval/bench_codec.py --random-codec --random-config configs/codec/small.yaml  # speed only
 
 Cuts `--clips` clips of `--clip-seconds` from the test split of a manifest (rows with "path" relative to the
-manifest's folder and "split"), at the codec's rate and channel count (the reference for every metric).
-For each codec bandwidth: the .mlc size on disk (header and CRCs included) and with --entropy, SI-SNR,
-log-mel distance, multi-scale STFT distance, loudness difference, and encode/decode real-time factors of the
-whole `musiclm.compress` path on one thread. Opus (ffmpeg libopus, CBR: -vbr off) at the same and twice the
-nominal bitrate, same metrics, its .opus (Ogg) size on disk, and ffmpeg's one-thread speed. Prints a markdown
-table and writes it to outputs/bench_codec.md.
+manifest's folder and "split"), at the first codec's rate and channel count (the reference for every metric;
+other codecs resample inside the compress path). `--codec DIR` may be repeated: each codec's rows are labelled
+by its directory name. For each codec bandwidth: the .mlc size on disk (header and CRCs included) and with
+--entropy; quality led by the metrics that hear notes (note F1 from basic-pitch transcriptions, SI-SNR, chroma
+agreement, ViSQOL), then the envelope ones (log-mel distance, multi-scale STFT distance, loudness difference);
+and encode/decode real-time factors of the whole `musiclm.compress` path on one thread. Opus (ffmpeg libopus,
+CBR: -vbr off) at the same and twice the nominal bitrates, same metrics, its .opus (Ogg) size on disk, and
+ffmpeg's one-thread speed. Each reference clip is transcribed once. Prints a markdown table, writes it to
+outputs/bench_codec.md and the per-clip scores to outputs/bench_codec.json (beside --out).
+
+Note F1 and ViSQOL need the [eval] extra (`make install`); without it their columns stay empty and the report
+says why. ViSQOL costs ~1.5 s per 10 s clip and system (--no-visqol skips it).
 """
 
 from __future__ import annotations
@@ -30,18 +37,23 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from musiclm.audio import load_audio
+from musiclm.audio import convert_channels, load_audio, resample
 from musiclm.codec import bitstream
 from musiclm.compress import compress_bytes, decompress_bytes, load_codec
 from musiclm.errors import MusicLMError
-from musiclm.evaluation import metrics
+from musiclm.evaluation import metrics, notes
 
 ROOT = Path(__file__).resolve().parent.parent
+OPUS = "Opus (libopus CBR)"
+# key → (column, format): the metrics that hear notes lead, the envelope distances follow
 METRICS = {
-    "SI-SNR dB ↑": metrics.si_snr,
-    "log-mel ↓": metrics.log_mel_distance,
-    "MS-STFT ↓": metrics.multiscale_stft_distance,
-    "loudness Δ LU ↓": metrics.loudness_difference,
+    "note_f1": ("note F1 ↑", ".3f"),
+    "si_snr": ("SI-SNR dB ↑", ".2f"),
+    "chroma": ("chroma agr. ↑", ".3f"),
+    "visqol": ("ViSQOL ↑", ".2f"),
+    "log_mel": ("log-mel ↓", ".3f"),
+    "stft": ("MS-STFT ↓", ".3f"),
+    "loudness": ("loudness Δ LU ↓", ".2f"),
 }
 
 
@@ -70,8 +82,54 @@ def pick_clips(
     return clips
 
 
-def quality(ref: torch.Tensor, est: torch.Tensor, sr: int) -> dict[str, float]:
-    return {name: float(fn(ref, est, sr)) for name, fn in METRICS.items()}
+class Scorer:
+    """Quality of a decoded clip against reference clip i. Each reference is transcribed once, here; a missing
+    [eval] extra empties the note F1 / ViSQOL columns and is said in `missing`."""
+
+    def __init__(self, clips: list[tuple[str, torch.Tensor]], sr: int, use_visqol: bool):
+        self.sr, self.use_visqol, self.missing = sr, use_visqol, []
+        self.seconds = {"transcribe": 0.0, "visqol": 0.0}  # compute time
+        self.audio = {"transcribe": 0.0, "visqol": 0.0}  # audio seconds it was spent on
+        self.ref_notes: list[notes.NoteEvents] | None = None
+        try:
+            self.ref_notes = [notes.transcribe(wav, sr) for _, wav in clips[:1]]  # loads the model: not timed
+            self.ref_notes += [self._timed("transcribe", wav, notes.transcribe, wav, sr) for _, wav in clips[1:]]
+        except MusicLMError as e:
+            self.ref_notes = None
+            self.missing.append(f"Note F1 missing: {e}.")
+        if use_visqol:
+            try:  # also compiles ViSQOL's numba kernels (~8 s the first time on a machine), so it is not timed
+                metrics.visqol(clips[0][1], clips[0][1], sr)
+            except MusicLMError as e:
+                self.use_visqol = False
+                self.missing.append(f"ViSQOL missing: {e}.")
+
+    def _timed(self, what: str, wav: torch.Tensor, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        self.seconds[what] += time.perf_counter() - t
+        self.audio[what] += wav.shape[-1] / self.sr
+        return out
+
+    def __call__(self, i: int, ref: torch.Tensor, est: torch.Tensor) -> dict[str, float | None]:
+        sr = self.sr
+        f1 = None
+        if self.ref_notes is not None:
+            est_notes = self._timed("transcribe", est, notes.transcribe, est, sr)
+            f1 = notes.note_f1_from_events(self.ref_notes[i], est_notes)
+        return {
+            "note_f1": f1,
+            "si_snr": float(metrics.si_snr(ref, est)),
+            "chroma": float(metrics.chroma_agreement(ref, est, sr)),
+            "visqol": self._timed("visqol", est, metrics.visqol, ref, est, sr) if self.use_visqol else None,
+            "log_mel": float(metrics.log_mel_distance(ref, est, sr)),
+            "stft": float(metrics.multiscale_stft_distance(ref, est, sr)),
+            "loudness": float(metrics.loudness_difference(ref, est, sr)),
+        }
+
+    def seconds_per_10s(self) -> dict[str, float | None]:
+        """Compute seconds per 10 s of audio: one transcription, one ViSQOL pair (None where not run)."""
+        return {what: 10 * self.seconds[what] / self.audio[what] if self.audio[what] else None for what in self.seconds}
 
 
 def entropy_kbps(data: bytes, seconds: float, codec, learned: bool) -> float:
@@ -89,11 +147,12 @@ def entropy_kbps(data: bytes, seconds: float, codec, learned: bool) -> float:
     return len(out.getvalue()) * 8 / seconds / 1000
 
 
-def bench_codec(codec, clips, sr: int) -> list[dict]:
-    rows = []
+def bench_codec(codec, label: str, clips, sr: int, score: Scorer) -> tuple[list[dict], list[dict]]:
+    """→ (one row per bandwidth, one score dict per bandwidth and clip)."""
+    rows, per_clip = [], []
     for bw in codec.bandwidths:
         scores, size, ent, ent_adaptive, t_enc, t_dec, audio_s = [], 0, 0.0, 0.0, 0.0, 0.0, 0.0
-        for _, ref in clips:
+        for i, (clip_id, ref) in enumerate(clips):
             seconds = ref.shape[-1] / sr
             t = time.perf_counter()
             data = compress_bytes(ref, codec, sample_rate=sr, bandwidth=bw)
@@ -101,7 +160,8 @@ def bench_codec(codec, clips, sr: int) -> list[dict]:
             t = time.perf_counter()
             est, _ = decompress_bytes(data, codec)
             t_dec += time.perf_counter() - t
-            scores.append(quality(ref, est, sr))
+            scores.append(score(i, ref, est))
+            per_clip.append({"system": label, "nominal": bw, "clip": clip_id, **scores[-1]})
             size += len(data)
             ent += entropy_kbps(data, seconds, codec, learned=True) * seconds
             ent_adaptive += entropy_kbps(data, seconds, codec, learned=False) * seconds
@@ -109,7 +169,7 @@ def bench_codec(codec, clips, sr: int) -> list[dict]:
         n_q = codec.config.n_q_for_bandwidth(bw)
         rows.append(
             {
-                "system": "musiclm codec",
+                "system": label,
                 "nominal": bw,
                 "codes": n_q * math.log2(codec.card) * codec.frame_rate / 1000,
                 "disk": size * 8 / audio_s / 1000,
@@ -120,8 +180,8 @@ def bench_codec(codec, clips, sr: int) -> list[dict]:
                 "dec_rt": audio_s / t_dec,
             }
         )
-        print(f"  codec {bw:g} kbps done", file=sys.stderr)
-    return rows
+        print(f"  {label} {bw:g} kbps done", file=sys.stderr)
+    return rows, per_clip
 
 
 def ffmpeg(*args: str) -> None:
@@ -131,13 +191,13 @@ def ffmpeg(*args: str) -> None:
         raise MusicLMError(f"ffmpeg failed: {proc.stderr.strip()[-300:]}")
 
 
-def bench_opus(kbps: float, clips, sr: int) -> dict:
+def bench_opus(kbps: float, clips, sr: int, score: Scorer) -> tuple[dict, list[dict]]:
     """libopus CBR at `kbps`; one ffmpeg process per clip and direction, so the times include process start
     (~tens of ms per 10 s clip: Opus's real-time factor is, if anything, understated)."""
-    scores, size, t_enc, t_dec, audio_s = [], 0, 0.0, 0.0, 0.0
+    scores, per_clip, size, t_enc, t_dec, audio_s = [], [], 0, 0.0, 0.0, 0.0
     with tempfile.TemporaryDirectory(prefix="bench-opus-") as tmp:
         src, enc, dec = Path(tmp) / "in.wav", Path(tmp) / "x.opus", Path(tmp) / "out.wav"
-        for _, ref in clips:
+        for i, (clip_id, ref) in enumerate(clips):
             sf.write(src, ref.numpy().T, sr, subtype="FLOAT")
             t = time.perf_counter()
             ffmpeg("-i", str(src), "-c:a", "libopus", "-b:a", f"{kbps * 1000:.0f}", "-vbr", "off", str(enc))
@@ -147,12 +207,13 @@ def bench_opus(kbps: float, clips, sr: int) -> dict:
             t_dec += time.perf_counter() - t
             est = torch.from_numpy(sf.read(dec, dtype="float32", always_2d=True)[0].T.copy())
             est = torch.nn.functional.pad(est, (0, max(0, ref.shape[-1] - est.shape[-1])))[..., : ref.shape[-1]]
-            scores.append(quality(ref, est, sr))
+            scores.append(score(i, ref, est))
+            per_clip.append({"system": OPUS, "nominal": kbps, "clip": clip_id, **scores[-1]})
             size += enc.stat().st_size
             audio_s += ref.shape[-1] / sr
     print(f"  opus {kbps:g} kbps done", file=sys.stderr)
-    return {
-        "system": "Opus (libopus CBR)",
+    row = {
+        "system": OPUS,
         "nominal": kbps,
         "codes": None,
         "disk": size * 8 / audio_s / 1000,
@@ -162,6 +223,7 @@ def bench_opus(kbps: float, clips, sr: int) -> dict:
         "enc_rt": audio_s / t_enc,
         "dec_rt": audio_s / t_dec,
     }
+    return row, per_clip
 
 
 def border_errors(codec, clip: torch.Tensor, chunk_seconds: float = 2.0) -> str:
@@ -197,8 +259,13 @@ def border_errors(codec, clip: torch.Tensor, chunk_seconds: float = 2.0) -> str:
     return "\n".join(lines)
 
 
-def mean(scores: list[dict[str, float]]) -> dict[str, float]:
-    return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+def mean(scores: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Per-key mean over clips; None where a metric was not computed."""
+    out = {}
+    for k in scores[0]:
+        values = [s[k] for s in scores if s[k] is not None]
+        out[k] = float(np.mean(values)) if values else None
+    return out
 
 
 def table(rows: list[dict]) -> str:
@@ -212,7 +279,7 @@ def table(rows: list[dict]) -> str:
         "on disk kbps",
         "with --entropy",
         "adaptive only",
-        *METRICS,
+        *(column for column, _ in METRICS.values()),
         "encode ×RT",
         "decode ×RT",
     ]
@@ -225,7 +292,7 @@ def table(rows: list[dict]) -> str:
             fmt(r["disk"]),
             fmt(r["entropy"]),
             fmt(r["adaptive"]),
-            *(fmt(r[m], ".2f" if "SI-SNR" in m or "LU" in m else ".3f") for m in METRICS),
+            *(fmt(r[key], spec) for key, (_, spec) in METRICS.items()),
             fmt(r["enc_rt"], ".1f"),
             fmt(r["dec_rt"], ".1f"),
         ]
@@ -246,11 +313,23 @@ def random_codec(config_yaml: Path | None):
     return Codec(CodecConfig(name="random-tiny", seanet=SEANetConfig(n_filters=8, dimension=32))).eval()
 
 
+def codec_labels(dirs: list[str | None]) -> list[str]:
+    """Each codec's label: its directory's name, or the path as given where two names collide."""
+    names = [Path(d).name if d else "shipped codec" for d in dirs]
+    return [n if names.count(n) == 1 else str(d) for n, d in zip(names, dirs, strict=True)]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", type=Path, default=ROOT / "data/recorded/manifest.jsonl")
     p.add_argument("--split", default="test")
-    p.add_argument("--codec", default=None, help="codec directory (default: the shipped codec)")
+    p.add_argument(
+        "--codec",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="codec directory; repeat to compare several (rows labelled by directory name; default: the shipped codec)",
+    )
     p.add_argument("--random-codec", action="store_true", help="a random tiny codec: checks the script only")
     p.add_argument(
         "--random-config",
@@ -264,32 +343,56 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-opus", action="store_true")
-    p.add_argument("--out", type=Path, default=ROOT / "outputs/bench_codec.md")
+    p.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (~1.5 s per 10 s clip and system)")
+    p.add_argument(
+        "--out", type=Path, default=ROOT / "outputs/bench_codec.md", help="markdown; per-clip JSON beside it"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.random_codec and args.codec:
+        raise MusicLMError("--random-codec and --codec exclude each other")
 
-    codec = random_codec(args.random_config) if args.random_codec else load_codec(args.codec)
-    sr = codec.sample_rate
-    clips = pick_clips(args.manifest, args.split, args.clips, args.clip_seconds, sr, codec.channels, args.seed)
+    if args.random_codec:
+        codecs = [random_codec(args.random_config)]
+        labels = [f"random {codecs[0].config.name}"]
+    else:
+        dirs = args.codec or [None]
+        codecs, labels = [load_codec(d) for d in dirs], codec_labels(dirs)
+    sr, channels = codecs[0].sample_rate, codecs[0].channels
+    clips = pick_clips(args.manifest, args.split, args.clips, args.clip_seconds, sr, channels, args.seed)
     print(f"{len(clips)} clips of {args.clip_seconds:g} s from the '{args.split}' split", file=sys.stderr)
-    rows = bench_codec(codec, clips, sr)
+    score = Scorer(clips, sr, use_visqol=not args.no_visqol)
+    rows, per_clip = [], []
+    for codec, label in zip(codecs, labels, strict=True):
+        codec_rows, codec_clips = bench_codec(codec, label, clips, sr, score)
+        rows += codec_rows
+        per_clip += codec_clips
     use_opus = not args.no_opus and shutil.which("ffmpeg")
     if use_opus:
-        for kbps in sorted({k for bw in codec.bandwidths for k in (bw, 2 * bw)}):
-            rows.append(bench_opus(kbps, clips, sr))
-    streaming = border_errors(codec, torch.cat([c for _, c in clips[:3]], dim=-1))
-    name = (
-        f"a RANDOM untrained codec '{codec.config.name}': speed and bitrate only"
-        if args.random_codec
-        else f"codec '{codec.config.name}' ({args.codec or 'shipped'}, fingerprint {codec.fingerprint()})"
-    )
+        for kbps in sorted({k for codec in codecs for bw in codec.bandwidths for k in (bw, 2 * bw)}):
+            row, opus_clips = bench_opus(kbps, clips, sr, score)
+            rows.append(row)
+            per_clip += opus_clips
+    streaming = []
+    for codec, label in zip(codecs, labels, strict=True):
+        joined = torch.cat([c for _, c in clips[:3]], dim=-1)  # [C, N] at the first codec's rate
+        joined = resample(convert_channels(joined, codec.channels), sr, codec.sample_rate)
+        streaming += [f"**{label}**: " + border_errors(codec, joined), ""]
+    if args.random_codec:
+        name = f"a RANDOM untrained codec '{codecs[0].config.name}': speed and bitrate only"
+    else:
+        name = ", ".join(
+            f"'{label}' = {c.config.name} ({d or 'shipped'}, fingerprint {c.fingerprint()})"
+            for label, c, d in zip(labels, codecs, args.codec or [None], strict=True)
+        )
+    timing = score.seconds_per_10s()
     report = "\n".join(
         [
             f"### Codec vs Opus on held-out recorded music ({name})",
             "",
             f"{len(clips)} clips × {args.clip_seconds:g} s from the '{args.split}' split of "
             f"{args.manifest.relative_to(ROOT) if args.manifest.is_relative_to(ROOT) else args.manifest}, "
-            f"at {sr} Hz, {codec.channels} channel(s); {torch.get_num_threads()} thread(s), "
+            f"at {sr} Hz, {channels} channel(s); {torch.get_num_threads()} thread(s), "
             f"`{' '.join(sys.argv[1:])}`.",
             "",
             table(rows),
@@ -300,15 +403,48 @@ def main() -> int:
             "`-vbr off`; ×RT = audio seconds per "
             "second of compute (ours: the whole compress_bytes/decompress_bytes path incl. resampling; Opus: one "
             "ffmpeg process per clip). Clips: " + ", ".join(c for c, _ in clips) + ".",
-            "" if use_opus else "Opus rows missing: ffmpeg not found or --no-opus.",
             "",
-            streaming,
+            "Note F1: notes transcribed by basic-pitch in the reference and the decoded clip, matched by "
+            "mir_eval (onset within 50 ms, pitch within 50 cents, offsets ignored). Chroma agr.: share of the "
+            "reference's non-silent frames whose strongest pitch class the decoded clip keeps. ViSQOL: v3 audio "
+            "mode MOS-LQO (1-5) at 48 kHz; its bands are too coarse to hear harmonics, so read it beside note F1. "
+            "log-mel, MS-STFT and loudness see the spectral envelope only.",
+            " ".join(
+                [
+                    *score.missing,
+                    "" if use_opus else "Opus rows missing: ffmpeg not found or --no-opus.",
+                    "ViSQOL not run (--no-visqol)." if args.no_visqol else "",
+                ]
+            ).strip(),
+            "",
+            *streaming,
         ]
     )
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report + "\n")
-    print(f"written to {args.out}", file=sys.stderr)
+    figures = {
+        "command": sys.argv[1:],
+        "sample_rate": sr,
+        "channels": channels,
+        "clips": [
+            {"clip": c, "ref_notes": None if score.ref_notes is None else len(score.ref_notes[i])}
+            for i, (c, _) in enumerate(clips)
+        ],
+        "codecs": [
+            {"label": label, "dir": d, "name": c.config.name, "fingerprint": c.fingerprint()}
+            for label, c, d in zip(labels, codecs, args.codec or [None], strict=True)
+        ],
+        "metric_seconds_per_10s": timing,
+        "rows": rows,
+        "per_clip": per_clip,
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(figures, indent=1) + "\n")
+    print(f"written to {args.out} and {args.out.with_suffix('.json').name}", file=sys.stderr)
+    print(
+        "metric compute per 10 s of audio: " + ", ".join(f"{k} {v:.2f} s" for k, v in timing.items() if v is not None),
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -207,7 +207,9 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
                     "system",
                     "kbps on disk",
                     "kbps range-coded",
+                    "note F1 ↑",
                     "SI-SNR dB ↑",
+                    "chroma agreement ↑",
                     "log-mel dist ↓",
                     "MS-STFT dist ↓",
                     "loudness diff LU ↓",
@@ -218,7 +220,9 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
                         _system_label(r),
                         r["kbps_on_disk"],
                         r.get("kbps_range_coded"),
+                        r.get("note_f1"),
                         r.get("si_snr"),
+                        r.get("chroma"),
                         r.get("log_mel"),
                         r.get("stft"),
                         r.get("loudness"),
@@ -229,8 +233,13 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
         )
         body.append(
             note(
-                "Means over the clips. SI-SNR: scale-invariant signal-to-noise ratio. log-mel and "
-                "MS-STFT: L1 distances of log spectra (lower is closer). Opus via ffmpeg libopus at "
+                "Means over the clips. Note F1: notes transcribed by basic-pitch in the reference and the "
+                "decoded clip, matched when onsets are within 50 ms and pitches within 50 cents. SI-SNR: "
+                "scale-invariant signal-to-noise ratio. Chroma agreement: share of the reference's non-silent "
+                "frames whose strongest pitch class the decoded clip keeps. log-mel and MS-STFT: L1 distances of "
+                "log spectra (lower is closer); they see the spectral envelope only, so a codec that loses every "
+                "note can still score well on them. ViSQOL is not computed here (slow: ~1.5 s per clip and "
+                "system); eval/bench_codec.py has it. Opus via ffmpeg libopus at "
                 "the same requested bitrate; libopus cannot go below ~6 kbps, see its kbps on disk. "
                 "range-coded: the .mlc size with `musiclm compress --entropy`. " + result.note
             )
@@ -393,7 +402,8 @@ def headline(figures: dict) -> list[str]:
         if r.get("si_snr") is not None:
             lines.append(
                 f"{r['system']:>13} @ {r['kbps']:g} kbps (on disk {r['kbps_on_disk']:.2f}): "
-                f"SI-SNR {r['si_snr']:.2f} dB, log-mel {r['log_mel']:.3f}"
+                + (f"note F1 {r['note_f1']:.3f}, " if r.get("note_f1") is not None else "")
+                + f"SI-SNR {r['si_snr']:.2f} dB, log-mel {r['log_mel']:.3f}"
             )
     for r in figures.get("codec_speed", []):
         lines.append(
