@@ -9,6 +9,17 @@ os.environ.setdefault("WANDB_MODE", "offline")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny ops on a busy 2-core machine run far faster on one thread than fighting over two (a 50x gap for
+    small convolutions). A test module asks for it with `pytestmark = pytest.mark.usefixtures("one_thread")`;
+    module scope, so the module's own module-scoped fixtures run on one thread too."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_codec():
     """A randomly initialised codec small enough for any test (hop 8, 4 codebooks of 64)."""

@@ -23,6 +23,8 @@ from musiclm.codec.streaming import decode_chunks, encode_chunks, receptive_fram
 from musiclm.compress import compress, compress_bytes, decompress, decompress_bytes, read_info
 from musiclm.errors import MusicLMError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def tiny_codec(seed: int = 0, name: str = "tiny") -> Codec:
     torch.manual_seed(seed)
@@ -35,15 +37,6 @@ def tiny_codec(seed: int = 0, name: str = "tiny") -> Codec:
         bandwidths=(0.9, 1.8, 3.6),
     )
     return Codec(cfg).eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run ~50x slower with 2 threads on a loaded 2-core machine than with one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,7 @@ from musiclm.data.manifest import write_manifest
 from musiclm.data.shards import TokenShards, tokenize_manifest
 from musiclm.errors import MusicLMError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

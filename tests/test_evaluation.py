@@ -13,16 +13,9 @@ from musiclm.evaluation.embedding import FEATURE_DIM, embed_clips, feature_embed
 from musiclm.evaluation.fad import diversity, frechet_distance
 from musiclm.evaluation.perplexity import PerplexityAccumulator, codebook_perplexity
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SR = 16000
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small ops on a busy 2-core machine run far faster on one thread than fighting over two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---- Fréchet distance and diversity ----------------------------------------------------------------------
@@ -205,12 +198,18 @@ def test_opus_roundtrip_keeps_length_and_tracks_bitrate():
     assert err[1] < 0.1  # decoded audio is aligned with the input, not shifted
 
 
-def test_codec_speed_measures_positive_rates(tiny_codec):
+def test_codec_speed_measures_positive_rates_and_restores_threads(tiny_codec):
     from musiclm.evaluation.speed import measure_codec
 
-    row = measure_codec(tiny_codec, seconds=0.5, threads=1, repeats=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        row = measure_codec(tiny_codec, seconds=0.5, threads=1, repeats=1)
+        assert torch.get_num_threads() == 2  # the caller's setting is back after measuring on one thread
+    finally:
+        torch.set_num_threads(before)
+    assert row.threads == 1 and row.seconds == 0.5 and row.peak_memory_mb is None  # CPU: no in-process peak
     assert row.encode_x_realtime > 0 and row.decode_x_realtime > 0
-    assert torch.get_num_threads() >= 1
 
 
 def test_lm_perplexity_matches_the_training_loss(tmp_path):

@@ -9,12 +9,14 @@ import math
 import pytest
 import torch
 import yaml
-from test_lm_model import debug_model_dir, one_thread, tiny_config, train_tokenizer  # noqa: F401 (autouse fixture)
+from test_lm_model import debug_model_dir
 
 from musiclm.audio import save_audio
 from musiclm.cli import main
 from musiclm.errors import MusicLMError
 from musiclm.lm import MusicLM
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SR = 8000
 

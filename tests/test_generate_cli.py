@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from test_lm_model import debug_model_dir, one_thread, tiny_config, train_tokenizer  # noqa: F401 (autouse fixture)
+from test_lm_model import debug_model_dir
 
 from musiclm.cli import main
 from musiclm.errors import MusicLMError
 from musiclm.lm import MusicLM
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SR = 8000
 

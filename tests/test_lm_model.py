@@ -11,6 +11,8 @@ from musiclm.errors import MusicLMError
 from musiclm.lm import LMConfig, MusicLM, apply_delay, delay_valid_mask, undo_delay
 from musiclm.text import TextConfig, TextTokenizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CAPTIONS = [
     "calm piano in c major, slow",
     "a fast bright folk tune on flute in g major",
@@ -19,15 +21,6 @@ CAPTIONS = [
     "gentle guitar ballad in a minor",
     "lively dance for violin and drums",
 ] * 4
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops on a busy 2-core machine run far faster on one thread than fighting over two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def train_tokenizer(directory, vocab_size: int = 48, t5_ids: bool = False) -> TextTokenizer:

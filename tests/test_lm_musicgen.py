@@ -6,14 +6,15 @@ import shutil
 
 import pytest
 import torch
-from test_lm_model import one_thread, train_tokenizer  # noqa: F401 (autouse fixture)
+from test_lm_model import train_tokenizer
 
 from musiclm.errors import MusicLMError
 from musiclm.lm import MusicLM, apply_delay
 from musiclm.lm.sample import SamplingParams, generate_codes
 
 transformers = pytest.importorskip("transformers")
-pytestmark = pytest.mark.slow  # builds a transformers MusicGen: ~7 s of imports and set-up
+# slow: builds a transformers MusicGen, ~7 s of imports and set-up
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 CARD, K = 64, 4
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_lm_model import one_thread, text_batch, tiny_lm  # noqa: F401 (autouse fixture)
+from test_lm_model import text_batch, tiny_lm
 
 from musiclm.errors import MusicLMError
 from musiclm.lm import apply_delay, undo_delay
 from musiclm.lm.sample import SamplingParams, draw, filter_logits, generate_codes, guide, plan_windows, sample_next
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 GREEDY = SamplingParams(temperature=0.0, cfg=1.0)
 
