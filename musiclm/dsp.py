@@ -1,9 +1,11 @@
-"""The one signal-processing layer: STFT, constant-Q (log-frequency) spectra and chroma, in torch.
+"""The one signal-processing layer: STFT, mel, constant-Q (log-frequency) spectra and chroma, in torch.
 
-Training losses (`musiclm.training.losses`) and evaluation metrics (`musiclm.evaluation`) both call these, so
-a loss and the metric that judges it see the same spectrum.
+Training losses (`musiclm.training.losses`), evaluation metrics (`musiclm.evaluation.metrics`) and the music
+analysis that captions audio (`musiclm.data.analysis`) all call these, so a loss and the metric that judges
+it see the same spectrum.
 
-    wav [B, C, N] --stft--> complex [B*C, F, T] --|.|--> magnitude --cqt_filterbank--> [B*C, n_bins, T]
+    wav [B, C, N] --stft--> complex [B*C, F, T] --|.|--> magnitude --mel_filterbank--> [B*C, n_mels, T]
+                                                                   --cqt_filterbank--> [B*C, n_bins, T]
                                                                    --fold octaves-->  chroma [B*C, 12, T]
 
 The constant-Q spectrum here is a "pseudo-CQT": semitone-spaced triangular bands summed from ONE long-window
@@ -25,11 +27,13 @@ A4_HZ = 440.0
 C1_HZ = 32.703  # MIDI note 24
 
 
-def stft(wav: Tensor, n_fft: int, hop: int, center: bool = True) -> Tensor:
-    """wav [B, C, N] (or [B, N]) → complex STFT [B*C, n_fft // 2 + 1, frames], Hann window, float32.
-    Inputs shorter than the window are zero-padded (reflect padding would need N > n_fft / 2)."""
+def stft(wav: Tensor, n_fft: int, hop: int, center: bool = True, pad_mode: str | None = None) -> Tensor:
+    """wav [B, C, N] (or [B, N], [N]) → complex STFT [B*C, n_fft // 2 + 1, frames], periodic Hann window,
+    float32. `center` pads n_fft // 2 on each side: by reflection (`pad_mode` None, zeros when N <= n_fft / 2,
+    where reflection is impossible) or as `pad_mode` says ("constant": zeros)."""
     x = wav.reshape(-1, wav.shape[-1]).float()
-    pad_mode = "reflect" if x.shape[-1] > n_fft // 2 else "constant"
+    if pad_mode is None:
+        pad_mode = "reflect" if x.shape[-1] > n_fft // 2 else "constant"
     window = _hann(n_fft, x.device)
     return torch.stft(x, n_fft, hop, n_fft, window, center=center, pad_mode=pad_mode, return_complex=True)
 
@@ -51,6 +55,60 @@ def _hann(n_fft: int, device: torch.device) -> Tensor:
 
 def midi_to_hz(note: float | np.ndarray) -> float | np.ndarray:
     return A4_HZ * 2.0 ** ((np.asarray(note, dtype=np.float64) - 69.0) / 12.0)
+
+
+def hz_to_mel(f: np.ndarray | float, scale: str = "slaney") -> np.ndarray:
+    """Hz → mel. "slaney": linear below 1 kHz, logarithmic above (Slaney's Auditory Toolbox, librosa's
+    default); "htk": 2595 · log10(1 + f / 700) (O'Shaughnessy 1987, the HTK book)."""
+    f = np.asarray(f, dtype=np.float64)
+    if scale == "htk":
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+    if scale != "slaney":
+        raise ValueError(f"mel scale must be 'slaney' or 'htk', got {scale!r}")
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    log_part = min_log_hz / f_sp + np.log(np.maximum(f, 1e-9) / min_log_hz) / logstep
+    return np.where(f >= min_log_hz, log_part, f / f_sp)
+
+
+def mel_to_hz(m: np.ndarray | float, scale: str = "slaney") -> np.ndarray:
+    """The inverse of `hz_to_mel`."""
+    m = np.asarray(m, dtype=np.float64)
+    if scale == "htk":
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+    if scale != "slaney":
+        raise ValueError(f"mel scale must be 'slaney' or 'htk', got {scale!r}")
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+@functools.lru_cache(maxsize=16)
+def mel_filterbank(
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    scale: str = "slaney",
+    norm: str = "area",
+) -> Tensor:
+    """Triangular filters [n_mels, n_fft // 2 + 1] with edges evenly spaced on the `scale` mel scale
+    ("slaney" or "htk", see `hz_to_mel`). norm "area": each filter has unit area in Hz (2 / its width, as
+    Slaney and librosa's norm="slaney"), so wide bands do not outweigh narrow ones; "sum": each filter's
+    weights sum to 1 over the FFT bins. The cached tensor is shared: do not modify it in place."""
+    if norm not in ("area", "sum"):
+        raise ValueError(f"mel filterbank norm must be 'area' or 'sum', got {norm!r}")
+    f_max = f_max or sample_rate / 2
+    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(f_min, scale), hz_to_mel(f_max, scale), n_mels + 2), scale)
+    lower = (freqs[None] - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None])
+    upper = (edges[2:, None] - freqs[None]) / (edges[2:, None] - edges[1:-1, None])
+    fb = np.maximum(0.0, np.minimum(lower, upper))
+    if norm == "area":
+        fb *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    else:
+        fb /= np.maximum(fb.sum(axis=1, keepdims=True), 1e-9)
+    return torch.from_numpy(fb.astype(np.float32))
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,4 +1,4 @@
-"""Music analysis with numpy/scipy only: tempo, key/mode, brightness, loudness.
+"""Music analysis: tempo, key/mode, brightness, loudness (numpy, with spectra from `musiclm.dsp`).
 
 Used to caption the user's untagged files and, by evaluation, to check that generated audio follows its
 prompt (control adherence). Key: Krumhansl-Schmuckler — correlate a 12-bin chroma with the Krumhansl-Kessler
@@ -9,7 +9,9 @@ Pitch", ch. 4).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from musiclm import dsp
 from musiclm.data.captions import key_name
 
 # Krumhansl-Kessler probe-tone profiles, tonic first.
@@ -67,13 +69,10 @@ def to_mono(wav) -> np.ndarray:
 
 
 def _stft_mag(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
-    """Magnitude spectrogram [F frames, n_fft // 2 + 1] with a Hann window (frames centred by padding)."""
-    x = np.pad(x, (n_fft // 2, n_fft // 2))
-    if len(x) < n_fft:
-        x = np.pad(x, (0, n_fft - len(x)))
-    n_frames = 1 + (len(x) - n_fft) // hop
-    frames = np.lib.stride_tricks.as_strided(x, (n_frames, n_fft), (x.strides[0] * hop, x.strides[0]))
-    return np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1))
+    """x [N] → magnitude spectrogram [frames, n_fft // 2 + 1] as float64 (`dsp.stft`, frames centred by
+    zero padding)."""
+    mag = dsp.stft(torch.from_numpy(x), n_fft, hop, pad_mode="constant").abs()[0]  # [F, frames]
+    return mag.T.double().numpy()
 
 
 # ---------------------------------------------------------------- tempo

@@ -5,8 +5,8 @@ tensor [B] for a batch (channels are averaged); `visqol` alone takes [C, N] and 
 better for `si_snr`, `chroma_agreement` and `visqol`; the distances want to be low.
 
 - si_snr: scale-invariant SNR in dB (Le Roux et al. 2019, "SDR — half-baked or well done?", eq. 4).
-- log_mel_distance: mean |log10 mel(ref) − log10 mel(est)| over an 80-band mel magnitude spectrogram
-  (the mel reconstruction loss of HiFi-GAN §2.3 / DAC, used as a distance).
+- log_mel_distance: mean |log10 mel(ref) − log10 mel(est)| over an 80-band (HTK-scale) mel magnitude
+  spectrogram (the mel reconstruction loss of HiFi-GAN §2.3 / DAC, used as a distance).
 - multiscale_stft_distance: mean over window sizes 2048 … 64 of spectral convergence + log-magnitude L1
   (Yamamoto et al. 2020, Parallel WaveGAN §2.2 eq. 4-6).
 - loudness_difference: |integrated loudness(est) − integrated loudness(ref)| in LU (ITU-R BS.1770 via
@@ -67,43 +67,14 @@ def si_snr(ref: Tensor, est: Tensor, sample_rate: int | None = None) -> Tensor:
     return _out(10 * torch.log10(ratio).mean(-1), single)
 
 
-@functools.lru_cache(maxsize=16)
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
-    """Triangular filters on the HTK mel scale, [n_mels, n_fft // 2 + 1], each normalised to unit area
-    (Slaney-style), so bands of different widths weigh alike."""
-    f_max = f_max or sample_rate / 2
-
-    def hz_to_mel(f):
-        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
-
-    def mel_to_hz(m):
-        return 700.0 * (10 ** (np.asarray(m) / 2595.0) - 1.0)
-
-    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
-    lower = (freqs[None] - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None])
-    upper = (edges[2:, None] - freqs[None]) / (edges[2:, None] - edges[1:-1, None])
-    fb = np.maximum(0.0, np.minimum(lower, upper))
-    fb *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
-    return torch.from_numpy(fb.astype(np.float32))
-
-
 def _stft_mag(x: Tensor, n_fft: int, hop: int) -> Tensor:
-    """x [B, C, N] → magnitude [B, C, F, frames] with a Hann window (N shorter than n_fft is zero-padded)."""
+    """x [B, C, N] → magnitude [B, C, F, frames], Hann window, centred with zeros (not reflection: the
+    published figures were measured so); N shorter than n_fft is zero-padded to n_fft first."""
     B, C, N = x.shape
-    flat = x.reshape(B * C, N)
     if N < n_fft:
-        flat = torch.nn.functional.pad(flat, (0, n_fft - N))
-    spec = torch.stft(
-        flat,
-        n_fft,
-        hop,
-        window=torch.hann_window(n_fft, device=x.device),
-        return_complex=True,
-        center=True,
-        pad_mode="constant",
-    )
-    return spec.abs().reshape(B, C, *spec.shape[-2:])
+        x = torch.nn.functional.pad(x, (0, n_fft - N))
+    mag = dsp.stft(x, n_fft, hop, pad_mode="constant").abs()  # [B*C, F, frames]
+    return mag.reshape(B, C, *mag.shape[-2:])
 
 
 def log_mel_distance(
@@ -111,7 +82,8 @@ def log_mel_distance(
 ) -> Tensor:
     """Mean |log10 mel(ref) − log10 mel(est)| (magnitude mel spectrogram) → [] or [B]."""
     ref, est, single = _batched(ref, est)
-    fb = mel_filterbank(sample_rate, n_fft, n_mels).to(ref.device)
+    # HTK scale: the log-mel figures in the READMEs were measured with it (the training loss uses Slaney)
+    fb = dsp.mel_filterbank(sample_rate, n_fft, n_mels, scale="htk").to(ref.device)
     mel_r = torch.einsum("mf,bcft->bcmt", fb, _stft_mag(ref, n_fft, hop))
     mel_e = torch.einsum("mf,bcft->bcmt", fb, _stft_mag(est, n_fft, hop))
     diff = (mel_r.clamp(min=MEL_FLOOR).log10() - mel_e.clamp(min=MEL_FLOOR).log10()).abs()

@@ -1,61 +1,25 @@
 """Reconstruction and adversarial losses for codec training (EnCodec, Défossez et al. 2022, §3.4).
 
 All spectral losses compute in float32 (mixed precision would lose the small magnitudes) and take
-x, y: wav [B, C, N]. No torchaudio: the mel filterbank is built here (Slaney scale, as librosa's default).
+x, y: wav [B, C, N]. Spectra come from `musiclm.dsp` (no torchaudio). The mel loss uses the Slaney scale
+(librosa's default), as the shipped codec was trained with; the log-mel *metric* keeps HTK for its figures.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musiclm import dsp
-
-
-def hz_to_mel(f: Tensor) -> Tensor:
-    """Slaney mel scale: linear below 1 kHz, logarithmic above (librosa `htk=False`)."""
-    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
-    lin = f / f_sp
-    return torch.where(f >= min_log_hz, min_log_hz / f_sp + torch.log(f.clamp(min=1e-9) / min_log_hz) / logstep, lin)
-
-
-def mel_to_hz(m: Tensor) -> Tensor:
-    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
-    min_log_mel = min_log_hz / f_sp
-    return torch.where(m >= min_log_mel, min_log_hz * torch.exp(logstep * (m - min_log_mel)), f_sp * m)
-
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
-    """Triangular filters [n_mels, n_fft // 2 + 1], area-normalised (Slaney)."""
-    f_max = f_max or sample_rate / 2
-    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    mel_pts = torch.linspace(
-        float(hz_to_mel(torch.tensor(f_min))), float(hz_to_mel(torch.tensor(f_max))), n_mels + 2, dtype=torch.float64
-    )
-    hz_pts = mel_to_hz(mel_pts)
-    lower = (freqs[None] - hz_pts[:-2, None]) / (hz_pts[1:-1, None] - hz_pts[:-2, None])
-    upper = (hz_pts[2:, None] - freqs[None]) / (hz_pts[2:, None] - hz_pts[1:-1, None])
-    weights = torch.clamp(torch.minimum(lower, upper), min=0.0)
-    weights *= (2.0 / (hz_pts[2:] - hz_pts[:-2]))[:, None]
-    return weights.float()
-
-
-def stft_magnitude(wav: Tensor, n_fft: int, hop: int) -> Tensor:
-    """wav [B, C, N] → |STFT| [B*C, n_fft // 2 + 1, frames], Hann window, centred."""
-    x = wav.reshape(-1, wav.shape[-1]).float()
-    window = torch.hann_window(n_fft, device=x.device)
-    spec = torch.stft(x, n_fft, hop, n_fft, window, center=True, pad_mode="reflect", return_complex=True)
-    return spec.abs()
+from musiclm.dsp import cqt_magnitude, mel_filterbank, stft, stft_magnitude
 
 
 class MelSpectrogram(nn.Module):
     def __init__(self, sample_rate: int, n_fft: int, n_mels: int):
         super().__init__()
         self.n_fft, self.hop = n_fft, n_fft // 4
-        self.register_buffer("fbank", mel_filterbank(sample_rate, n_fft, n_mels), persistent=False)
+        fbank = mel_filterbank(sample_rate, n_fft, n_mels, scale="slaney")
+        self.register_buffer("fbank", fbank.clone(), persistent=False)  # the dsp cache stays untouched
 
     def forward(self, wav: Tensor) -> Tensor:  # [B, C, N] -> [B*C, n_mels, frames]
         return torch.matmul(self.fbank, stft_magnitude(wav, self.n_fft, self.hop))
@@ -110,8 +74,8 @@ class MultiScaleCQTLoss(nn.Module):
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         total = x.new_zeros((), dtype=torch.float32)
         for n_fft in self.n_ffts:
-            cx = dsp.cqt_magnitude(x, self.sample_rate, n_fft, n_fft // 16, bins_per_octave=self.bins_per_octave)
-            cy = dsp.cqt_magnitude(y, self.sample_rate, n_fft, n_fft // 16, bins_per_octave=self.bins_per_octave)
+            cx = cqt_magnitude(x, self.sample_rate, n_fft, n_fft // 16, bins_per_octave=self.bins_per_octave)
+            cy = cqt_magnitude(y, self.sample_rate, n_fft, n_fft // 16, bins_per_octave=self.bins_per_octave)
             total = total + F.l1_loss(torch.log(cx.clamp(min=1e-5)), torch.log(cy.clamp(min=1e-5)))
         return total / len(self.n_ffts)
 
@@ -129,7 +93,7 @@ class CompressedComplexSTFTLoss(nn.Module):
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         total = x.new_zeros((), dtype=torch.float32)
         for n_fft in self.n_ffts:
-            sx, sy = dsp.stft(x, n_fft, n_fft // 4), dsp.stft(y, n_fft, n_fft // 4)
+            sx, sy = stft(x, n_fft, n_fft // 4), stft(y, n_fft, n_fft // 4)
             mx, my = sx.abs().clamp(min=1e-8), sy.abs().clamp(min=1e-8)
             cx, cy = mx.pow(self.c), my.pow(self.c)
             mag = F.mse_loss(cx, cy)
