@@ -270,6 +270,3 @@ class TokenShards:
         state = dict(self.__dict__)
         state["_handles"] = {}
         return state
-
-    def total_frames(self) -> int:
-        return sum(r["frames"] for r in self.rows)

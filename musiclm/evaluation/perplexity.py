@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -55,18 +54,4 @@ def codebook_perplexity(logits: Tensor, targets: Tensor, mask: Tensor | None = N
     """One-batch convenience: per-codebook perplexity [K] of logits [B, K, S, card] against targets."""
     acc = PerplexityAccumulator()
     acc.update(logits, targets, mask)
-    return acc.perplexity()
-
-
-@torch.no_grad()
-def heldout_perplexity(score_batch, batches, max_batches: int | None = None) -> list[float]:
-    """Perplexity over an iterable of batches; `score_batch(batch) -> (logits, targets, mask)` adapts the LM
-    (it knows the delay pattern and text conditioning), so this loop stays model-agnostic."""
-    from tqdm import tqdm
-
-    acc = PerplexityAccumulator()
-    for i, batch in enumerate(tqdm(batches, desc="perplexity", leave=False, total=max_batches)):
-        if max_batches is not None and i >= max_batches:
-            break
-        acc.update(*score_batch(batch))
     return acc.perplexity()
