@@ -1,24 +1,46 @@
-"""Text → music, the Python API: `generate(["calm piano in C major"], duration=8, seed=1) -> wav [B, C, N]`.
+"""Text → music, the Python API: `generate(["calm piano in C major"], duration=8, seed=1) -> wav [B, C, N]`,
+and `generate_files`, what `musiclm generate` runs: each caption's audio into its own file (or WAV on
+stdout), decoded and written window by window so memory does not grow with the duration.
 
-    captions --TextTokenizer--> ids/mask --MusicLM + musiclm.lm.sample--> codes [B, K, T]
-             --codec.decode--> wav [B, C, N]
+    captions --GenerationOptions--> musiclm.lm.generation: codes [B, K, T] --decode_windows--> blocks [C, L]
+             --write_audio--> a temporary file beside the destination, renamed there when complete
 
 `MusicLM.generate` is the same call on a loaded model; `generate(model=None)` loads the shipped one.
 """
 
 from __future__ import annotations
 
-import math
+import errno
+import os
+import secrets
+import struct
+import sys
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from musiclm.errors import MusicLMError
+from musiclm.lm.generation import GenerationOptions, decode_windows, generate_audio, generate_tokens, item_seeds
 from musiclm.lm.model import MusicLM
-from musiclm.lm.sample import SamplingParams, generate_codes
+
+STDOUT = "-"
+# extension → libsndfile format; mp3 only where the installed libsndfile encodes it (1.1+)
+_FORMATS = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
 
 _loaded: dict[str, MusicLM] = {}
+
+
+def output_formats() -> tuple[str, ...]:
+    """File extensions `write_audio` can write here."""
+    import soundfile as sf
+
+    available = sf.available_formats()
+    return tuple(ext for ext, name in _FORMATS.items() if name in available)
 
 
 def load_model(model: str | Path | MusicLM | None = None, device: str | None = None) -> MusicLM:
@@ -32,103 +54,179 @@ def load_model(model: str | Path | MusicLM | None = None, device: str | None = N
     return _loaded[key]
 
 
-def sampling_params(
-    model: MusicLM,
-    cfg: float | None = None,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-) -> SamplingParams:
-    """The model's shipped defaults, overridden where a value is given."""
-    c = model.config
-    params = SamplingParams(
-        temperature=c.temperature if temperature is None else temperature,
-        top_k=c.top_k if top_k is None else top_k,
-        top_p=c.top_p if top_p is None else top_p,
-        cfg=c.cfg if cfg is None else cfg,
-    )
-    params.check()
-    return params
-
-
-def generate_wav(
-    model: MusicLM,
-    texts: list[str] | str,
-    duration: float = 10.0,
-    seed: int | None = None,
-    cfg: float | None = None,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    prompt_wav: Tensor | None = None,
-    progress: bool = False,
-    compile: bool = False,
-    fp32: bool = False,
-) -> Tensor:
-    """Captions → wav [B, C, N] at `model.codec.sample_rate`, N = round(duration * sample_rate).
-
-    prompt_wav [B or 1, C, N0] (at the codec's rate) is continued; `duration` counts it too.
-    fp32: no reduced precision anywhere (default: bf16 where the hardware has it, see `musiclm.lm.sample`)."""
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    if not texts:
-        raise MusicLMError("no text prompt given")
-    if model.tokenizer is None or model.codec is None:
-        raise MusicLMError("this model has no tokenizer or codec attached; load it with MusicLM.from_pretrained")
-    if not (duration > 0 and math.isfinite(duration)):
-        raise MusicLMError(f"duration must be a positive number of seconds, got {duration}")
-    codec = model.codec.to(model.device)
-    n_frames = math.ceil(duration * codec.frame_rate)
-    prompt = None
-    if prompt_wav is not None:
-        if prompt_wav.dim() != 3:
-            raise MusicLMError(f"expected prompt audio shaped [B, C, N], got {list(prompt_wav.shape)}")
-        prompt_seconds = prompt_wav.shape[-1] / codec.sample_rate
-        if prompt_seconds >= duration:
-            raise MusicLMError(
-                f"the prompt ({prompt_seconds:.2f} s) must be shorter than --duration "
-                f"({duration:g} s), which counts the prompt too"
-            )
-        prompt = codec.encode(prompt_wav.to(model.device), n_q=model.n_q)
-    ids, mask = model.tokenizer.encode(texts, model.config.text.max_len)
-    params = sampling_params(model, cfg, temperature, top_k, top_p)
-    codes = generate_codes(
-        model,
-        ids,
-        mask,
-        n_frames,
-        params,
-        seed=seed,
-        prompt=prompt,
-        progress=progress,
-        compile=compile,
-        amp_dtype=None if fp32 else torch.bfloat16,
-    )
-    return codec.decode(codes, length=round(duration * codec.sample_rate))
-
-
 def generate(
     texts: list[str] | str,
     model: str | Path | MusicLM | None = None,
-    duration: float = 10.0,
-    seed: int | None = None,
-    cfg: float | None = None,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    options: GenerationOptions | None = None,
     prompt_wav: Tensor | None = None,
-    progress: bool = False,
+    **changes,
 ) -> Tensor:
-    """Captions → wav [B, C, N] with the shipped model (or `model`: a directory or a loaded MusicLM)."""
-    lm = load_model(model)
-    return generate_wav(
-        lm,
-        texts,
-        duration=duration,
-        seed=seed,
-        cfg=cfg,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        prompt_wav=prompt_wav,
-        progress=progress,
+    """Captions → wav [B, C, N] with the shipped model (or `model`: a directory or a loaded MusicLM).
+
+    `options` or its fields by name (`duration=8, seed=1`); see `GenerationOptions`."""
+    return generate_audio(load_model(model), texts, replace(options or GenerationOptions(), **changes), prompt_wav)
+
+
+@dataclass
+class Written:
+    destination: str  # a path, or "-" for stdout
+    text: str
+    seconds: float
+
+
+def generate_files(
+    model: MusicLM,
+    texts: Sequence[str],
+    destinations: Sequence[str | Path],
+    options: GenerationOptions,
+    fmt: str = "wav",
+    prompt_wav: Tensor | None = None,
+    batch_size: int = 8,
+    force: bool = False,
+) -> Iterator[Written]:
+    """Generate `texts[i]` into `destinations[i]` (a path, or "-": WAV on stdout), `batch_size` captions at
+    a time; yields each file once written. Seeds as `item_seeds(texts, options.seed)`: a caption's audio is
+    the same whatever batch it falls in."""
+    from musiclm.lm.generation import output_length
+
+    assert len(texts) == len(destinations), "one destination per caption"
+    if batch_size < 1:
+        raise MusicLMError(f"batch size must be >= 1, got {batch_size}")
+    codec = model.codec
+    seeds = item_seeds(texts, options.seed)
+    for first in range(0, len(texts), batch_size):
+        batch = list(texts[first : first + batch_size])
+        codes = generate_tokens(model, batch, options, prompt_wav, seeds[first : first + len(batch)])
+        _, n_samples = output_length(codec, options.duration)
+        for i, text in enumerate(batch):
+            destination = destinations[first + i]
+            blocks = decode_windows(codec, codes[i], n_samples)
+            write_audio(destination, blocks, codec.sample_rate, codec.channels, n_samples, fmt, force)
+            yield Written(str(destination), text, n_samples / codec.sample_rate)
+
+
+def check_destination(path: str | Path, force: bool) -> None:
+    """Refuse early what `write_audio` would refuse late: an existing file without `force`, something that
+    is not a regular file, a parent that is a file or not writable."""
+    if str(path) == STDOUT:
+        return
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_file():
+            raise MusicLMError(f"{path} exists and is not a regular file; use -o - to write to stdout")
+        if not force:
+            raise MusicLMError(f"{path} exists; pass --force to overwrite")
+    folder = path.parent
+    while not folder.exists():  # created on writing
+        folder = folder.parent
+    if not folder.is_dir():
+        raise MusicLMError(f"cannot write {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MusicLMError(f"cannot write {path}: {folder} is not writable")
+
+
+def write_audio(
+    destination: str | Path,
+    blocks: Iterable[Tensor],
+    sample_rate: int,
+    channels: int,
+    num_samples: int,
+    fmt: str = "wav",
+    force: bool = False,
+) -> None:
+    """Blocks [C, L] (num_samples in all) → a `fmt` file, or 16-bit WAV on stdout for "-". A file is written
+    under a temporary name beside it, created with the umask's mode, and linked into place only once
+    complete: without `force` it never replaces a file, not even one that appeared meanwhile. Samples
+    outside [-1, 1] are clipped, with one warning."""
+    if fmt not in output_formats():
+        raise MusicLMError(f"cannot write {fmt!r} audio here; choose one of {', '.join(output_formats())}")
+    peak = 0.0
+
+    def frames() -> Iterator[np.ndarray]:  # [L, C] float32, clipped
+        nonlocal peak
+        for block in blocks:
+            data = block.detach().float().cpu().numpy().T
+            if data.size:
+                peak = max(peak, float(np.abs(data).max()))
+            yield np.clip(data, -1.0, 1.0)
+
+    if str(destination) == STDOUT:
+        if fmt != "wav":
+            raise MusicLMError(f"-o - writes WAV, not {fmt}")
+        _write_wav_stdout(frames(), sample_rate, channels, num_samples)
+    else:
+        _write_file(Path(destination), frames(), sample_rate, channels, fmt, force)
+    if peak > 1.0:
+        warnings.warn(f"audio clips (peak {peak:.2f} > 1.0); clipped to [-1, 1]", stacklevel=2)
+
+
+def _write_file(path: Path, frames: Iterator[np.ndarray], sample_rate: int, channels: int, fmt: str, force: bool):
+    import soundfile as sf
+
+    check_destination(path, force)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # mode 0o666 minus the umask
+        with sf.SoundFile(tmp, "w", sample_rate, channels, format=_FORMATS[fmt]) as f:
+            for data in frames:
+                try:
+                    f.write(data)
+                except AssertionError:  # soundfile asserts on a short write
+                    raise OSError(errno.ENOSPC, "short write (is the disk full?)") from None
+        _link_into_place(tmp, path, force)
+    except OSError as e:
+        raise MusicLMError(f"cannot write {path}: {e.strerror or e}") from None
+    except sf.SoundFileError as e:
+        raise MusicLMError(f"cannot write {path}: {e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _link_into_place(tmp: Path, path: Path, force: bool) -> None:
+    if force:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic, and fails if `path` exists: nothing is replaced without --force
+    except FileExistsError:
+        raise MusicLMError(f"{path} appeared while generating; pass --force to overwrite") from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        if path.exists():  # a filesystem without hard links: check, then rename
+            raise MusicLMError(f"{path} appeared while generating; pass --force to overwrite") from None
+        os.replace(tmp, path)
+
+
+def _write_wav_stdout(frames: Iterator[np.ndarray], sample_rate: int, channels: int, num_samples: int) -> None:
+    """16-bit PCM WAV with its length known up front, so a pipe needs no seek (as libsndfile would write)."""
+    size = num_samples * channels * 2
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        *(b"RIFF", 36 + size, b"WAVE", b"fmt ", 16, 1, channels, sample_rate),
+        *(sample_rate * channels * 2, channels * 2, 16, b"data", size),
     )
+    out = sys.stdout.buffer
+    try:
+        out.write(header)
+        for data in frames:
+            # the same integers as libsndfile 1.2 writes for these floats (so `-o -` equals `-o x.wav`)
+            out.write(np.clip(np.floor(data * 32768.0), -32768, 32767).astype("<i2").tobytes())
+            out.flush()
+    except BrokenPipeError:
+        raise  # the reader went away: the CLI exits quietly
+    except OSError as e:
+        silence_stdout()
+        raise MusicLMError(f"cannot write to stdout: {e.strerror or e}") from None
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null after a failed write, so the exit's flush of what is left in its buffer does
+    not fail a second time with an "Exception ignored" traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured in tests)
+        pass

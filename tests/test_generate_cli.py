@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -130,3 +133,157 @@ def test_cli_errors_are_one_line(model_dir, tmp_path, capsys):
     assert "no prompt" in capsys.readouterr().err
     assert main(["generate", "x", "--duration", "0", "--model", str(model_dir)]) == 2
     assert "duration" in capsys.readouterr().err
+
+
+def _cli(model_dir, *args) -> list[str]:
+    return ["generate", *args, "--model", str(model_dir)]
+
+
+def test_same_prompt_and_seed_give_the_same_audio_alone_in_a_batch_from_a_file_and_from_python(
+    model_dir, tmp_path, capsys
+):
+    """Issue 13: a caption's audio depends on its text and seed only, not on the captions beside it."""
+    from musiclm.lm.generation import GenerationOptions, generate_tokens
+
+    model = MusicLM.from_pretrained(model_dir)
+    options = GenerationOptions(duration=1.0, seed=7)
+    alone = generate_tokens(model, ["calm piano"], options)
+    batch = generate_tokens(model, ["fast folk flute in g major, lively", "calm piano", "x"], options)
+    assert torch.equal(alone[0], batch[1])  # codes, bit-exact
+    wav_alone = model.generate("calm piano", options)
+    wav_batch = model.generate(["fast folk flute in g major, lively", "calm piano", "x"], options)
+    assert torch.equal(wav_alone[0], wav_batch[1])  # audio, bit-exact
+    # a repeated caption gets seed + 1 for its repeat: a different take, the same as asking for seed 8
+    twice = model.generate(["calm piano", "calm piano"], options)
+    assert torch.equal(twice[0], wav_alone[0]) and not torch.equal(twice[1], wav_alone[0])
+    assert torch.equal(twice[1], model.generate("calm piano", duration=1.0, seed=8)[0])
+
+    # the CLI: alone, second of two, from a prompts file; and the Python API's float audio as 16-bit PCM
+    assert main(_cli(model_dir, "calm piano", "--seed", "7", "--duration", "1", "-o", str(tmp_path / "a.wav"))) == 0
+    args = ["fast folk flute in g major, lively", "calm piano", "--seed", "7", "--duration", "1"]
+    assert main(_cli(model_dir, *args, "-o", str(tmp_path / "b.wav"))) == 0
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# two prompts\nx\ncalm piano\n", encoding="utf-8")
+    file_args = ["--prompts", str(prompts), "--seed", "7", "--duration", "1", "-o", str(tmp_path / "c.wav")]
+    assert main(_cli(model_dir, *file_args)) == 0
+    a, _ = sf.read(tmp_path / "a.wav", dtype="int16")
+    assert np.array_equal(a, sf.read(tmp_path / "b-2.wav", dtype="int16")[0])
+    assert np.array_equal(a, sf.read(tmp_path / "c-2.wav", dtype="int16")[0])
+    pcm = np.clip(np.floor(wav_alone[0, 0].numpy().astype(np.float64) * 32768), -32768, 32767)
+    assert np.array_equal(a, pcm)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--seed", "99999999999999999999"], "seed"),
+        (["--seed", "-1"], "seed"),
+        (["--temperature", "nan"], "temperature"),
+        (["--temperature", "inf"], "temperature"),
+        (["--temperature", "-1"], "temperature"),
+        (["--cfg", "nan"], "cfg"),
+        (["--cfg", "inf"], "cfg"),
+        (["--cfg", "-0.5"], "cfg"),
+        (["--top-p", "nan"], "top-p"),
+        (["--duration", "nan"], "duration"),
+        (["--duration", "1e9"], "3600"),
+        (["--duration", "1e-9"], "minimum is 0.02 s"),  # shorter than one frame of the 50 frames/s codec
+        (["--batch-size", "0"], "batch-size"),
+    ],
+)
+def test_cli_refuses_bad_values_in_one_line(model_dir, tmp_path, capsys, args, words):
+    assert main(_cli(model_dir, "calm piano", "-o", str(tmp_path / "x.wav"), *args)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("musiclm: error:") and "\n" not in err and words in err, err
+    assert not list(tmp_path.iterdir())  # nothing written, not even an empty WAV
+
+
+def test_cli_refuses_unreadable_prompts_and_unwritable_outputs_in_one_line(model_dir, tmp_path, capsys):
+    def one_line_error(*args) -> str:
+        assert main(_cli(model_dir, *args)) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("musiclm: error:") and "\n" not in err, err
+        return err
+
+    latin1 = tmp_path / "prompts.txt"
+    latin1.write_bytes("café au lait, calm piano\n".encode("latin-1"))
+    assert "not UTF-8" in one_line_error("--prompts", str(latin1), "-o", str(tmp_path / "x.wav"))
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert "not a folder" in one_line_error("calm piano", "-o", str(a_file / "x.wav"))
+    assert "not a folder" in one_line_error("calm piano", "-o", str(a_file / "deeper" / "x.wav"))
+    assert "not a regular file" in one_line_error("calm piano", "-o", "/dev/null", "--force")
+    # a folder the kernel refuses to create files in (procfs), whoever runs the tests: fails at write time,
+    # after the progress bar, with one line and no traceback
+    assert main(_cli(model_dir, "calm piano", "--duration", "0.1", "--seed", "0", "-o", "/proc/musiclm-test.wav")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1].startswith("musiclm: error: cannot write") and "Traceback" not in err
+    assert not list(tmp_path.glob(".*.part")) and a_file.read_text() == "mine"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_cli_refuses_a_read_only_output_folder(model_dir, tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    assert main(_cli(model_dir, "calm piano", "-o", str(folder / "x.wav"))) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not writable" in err and "\n" not in err
+
+
+def test_output_format_is_the_one_the_extension_names(model_dir, tmp_path, capsys):
+    base = ["calm piano", "--duration", "0.5", "--seed", "1"]
+    formats = {"x.wav": "WAV", "x.flac": "FLAC", "x.ogg": "OGG"}
+    if "MP3" in sf.available_formats():
+        formats["x.mp3"] = "MP3"
+    for name, fmt in formats.items():
+        assert main(_cli(model_dir, *base, "-o", str(tmp_path / name))) == 0
+        assert sf.info(tmp_path / name).format == fmt, name
+    assert main(_cli(model_dir, *base, "-o", str(tmp_path / "plain"), "--format", "flac")) == 0
+    assert sf.info(tmp_path / "plain.flac").format == "FLAC"
+    capsys.readouterr()
+    for args, words in (
+        (["-o", str(tmp_path / "c.wav"), "--format", "flac"], "disagrees"),
+        (["-o", str(tmp_path / "c.xyz")], "unknown extension"),
+    ):
+        assert main(_cli(model_dir, *base, *args)) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err
+    assert not (tmp_path / "c.wav").exists() and not (tmp_path / "c.xyz").exists()
+
+
+def test_stdout_gets_the_wav_alone(model_dir, tmp_path, capsysbinary):
+    import io
+
+    base = ["calm piano", "--duration", "0.7", "--seed", "3"]
+    assert main(_cli(model_dir, *base, "-o", "-")) == 0
+    captured = capsysbinary.readouterr()
+    assert b"wrote stdout" in captured.err
+    audio, sr = sf.read(io.BytesIO(captured.out), dtype="int16")
+    assert sr == SR and audio.shape == (int(0.7 * SR),) and len(captured.out) == 44 + 2 * audio.size
+    assert main(_cli(model_dir, *base, "-o", str(tmp_path / "same.wav"))) == 0
+    assert np.array_equal(audio, sf.read(tmp_path / "same.wav", dtype="int16")[0])
+    capsysbinary.readouterr()
+    assert main(_cli(model_dir, "a", "b", "-o", "-")) == 2
+    assert b"one prompt" in capsysbinary.readouterr().err
+
+
+def test_generated_files_respect_the_umask(model_dir, tmp_path):
+    previous = os.umask(0o002)
+    try:
+        assert main(_cli(model_dir, "calm piano", "--duration", "0.3", "-o", str(tmp_path / "x.flac"))) == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "x.flac").stat().st_mode) == 0o664
+
+
+def test_long_audio_is_decoded_window_by_window_like_one_shot(model_dir):
+    from musiclm.lm.generation import decode_windows
+
+    model = MusicLM.from_pretrained(model_dir)
+    codec = model.codec
+    codes = torch.randint(0, codec.card, (model.n_q, 90), generator=torch.Generator().manual_seed(0))
+    n = 90 * codec.hop_length - 37
+    one_shot = codec.decode(codes[None], length=n)[0]
+    blocks = list(decode_windows(codec, codes, n, frames=20))
+    assert len(blocks) == 5 and [b.shape[-1] for b in blocks][:4] == [20 * codec.hop_length] * 4
+    torch.testing.assert_close(torch.cat(blocks, dim=-1), one_shot, atol=1e-5, rtol=1e-4)

@@ -108,7 +108,8 @@ def test_draws_follow_the_distribution_and_never_pick_excluded_tokens():
     generator = torch.Generator().manual_seed(0)
     probs = torch.tensor([0.5, 0.0, 0.3, 0.15, 0.05, 0.0])
     n = 40_000
-    counts = torch.bincount(draw(probs.expand(n, -1), generator)[:, 0], minlength=6).double()
+    u = torch.rand(n, 1, generator=generator)
+    counts = torch.bincount(draw(probs.expand(n, -1), u)[:, 0], minlength=6).double()
     expected = probs.double() * n
     assert counts[probs == 0].sum() == 0
     chi2 = ((counts - expected)[probs > 0] ** 2 / expected[probs > 0]).sum()
@@ -116,7 +117,8 @@ def test_draws_follow_the_distribution_and_never_pick_excluded_tokens():
     # through top-k (unsorted) and temperature: tokens outside the k best never appear, frequencies match
     logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 3.0, -5.0]).expand(n, 1, -1)
     params = SamplingParams(temperature=0.7, top_k=3, top_p=0.0, cfg=1.0)
-    counts = torch.bincount(sample_next(logits, params, generator).flatten(), minlength=6).double()
+    u = torch.rand(n, 1, 1, generator=generator)
+    counts = torch.bincount(sample_next(logits, params, u).flatten(), minlength=6).double()
     want = torch.zeros(6, dtype=torch.double)
     want[[0, 1, 4]] = torch.tensor([2.0, 1.0, 3.0], dtype=torch.double).div(0.7).softmax(0) * n
     assert counts[[2, 3, 5]].sum() == 0

@@ -4,13 +4,13 @@ Examples:
   musiclm generate "slow melancholic string quartet in D minor" -o out.wav
   musiclm generate "calm piano" "fast folk flute" -o demo/x.wav --duration 8 --seed 1   # demo/x-1.wav, x-2.wav
   musiclm generate --prompts prompts.txt -o out/ --format flac
+  musiclm generate "bright brass fanfare" -o - | aplay          # WAV on stdout, messages on stderr
   musiclm generate "the same, brighter" --continue intro.wav --duration 20 -o longer.wav
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 import time
@@ -18,10 +18,12 @@ from pathlib import Path
 
 from musiclm.errors import MusicLMError
 
-FORMATS = ("wav", "flac")
+STDOUT = "-"
 
 
 def register(subparsers) -> None:
+    from musiclm.lm.generation import MAX_DURATION
+
     p = subparsers.add_parser(
         "generate",
         help="text → music",
@@ -32,28 +34,35 @@ def register(subparsers) -> None:
     p.add_argument(
         "-o",
         "--output",
-        help="output file (several prompts: NAME-1.wav, NAME-2.wav, ...) or an "
-        "existing directory / a path ending in '/' (one file per prompt, named after it); "
-        "default: named after the prompt in the current directory",
+        help="output file (several prompts: NAME-1.wav, NAME-2.wav, ...), '-' for WAV on stdout (one prompt), "
+        "or an existing directory / a path ending in '/' (one file per prompt, named after it); "
+        "default: named after the prompt in the current directory. The extension names the format "
+        "(.wav, .flac, .ogg, .mp3 where libsndfile encodes it)",
     )
     p.add_argument(
         "--duration",
         type=float,
         default=10.0,
-        help="seconds of audio (with --continue: the total, prompt included); longer than the "
-        "model's window continues window by window (default 10)",
+        help="seconds of audio (with --continue: the total, prompt included), from one codec frame (0.02 s "
+        f"with the shipped codec) to {MAX_DURATION:g}; longer than the model's window (10 s) continues "
+        "window by window, and audio is decoded and written window by window, so memory does not grow "
+        "with the duration (default 10)",
     )
     p.add_argument(
-        "--seed", type=int, help="random seed: the same seed gives the same audio (default: random, printed)"
+        "--seed",
+        type=int,
+        help="random seed, 0 to 2**64-1: the same prompt and seed give the same audio, alone or beside other "
+        "prompts; a prompt repeated in one call uses seed+1, seed+2, ... for its repeats (default: random, "
+        "printed)",
     )
     p.add_argument(
         "--cfg",
         type=float,
-        help="classifier-free guidance: 1 = off, higher follows the text more closely (default: the model's, 3)",
+        help="classifier-free guidance, >= 0: 1 = off, higher follows the text more closely (default: the model's, 3)",
     )
-    p.add_argument("--temperature", type=float, help="sampling temperature; 0 = greedy (default: the model's, 1)")
+    p.add_argument("--temperature", type=float, help="sampling temperature, >= 0; 0 = greedy (default: the model's, 1)")
     p.add_argument("--top-k", type=int, help="sample among the K likeliest tokens; 0 = off (default: the model's)")
-    p.add_argument("--top-p", type=float, help="nucleus sampling mass; 0 = off (default: the model's)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass in [0, 1]; 0 = off (default: the model's)")
     p.add_argument(
         "--model",
         metavar="DIR",
@@ -63,10 +72,15 @@ def register(subparsers) -> None:
         "--prompts",
         dest="prompts_file",
         metavar="FILE",
-        help="read prompts from FILE, one per line ('#' comments and blank lines skipped)",
+        help="read prompts from FILE (UTF-8), one per line ('#' comments and blank lines skipped)",
     )
     p.add_argument("--continue", dest="continue_wav", metavar="WAV", help="continue this audio file")
-    p.add_argument("--format", choices=FORMATS, help="output format (default: from the -o suffix, else wav)")
+    p.add_argument(
+        "--format",
+        choices=("wav", "flac", "ogg", "mp3"),
+        help="output format when -o has no extension or names a directory (default: from the -o extension, "
+        "else wav); it must agree with an -o extension",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
     p.add_argument(
         "--fp32",
@@ -85,7 +99,12 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
         path = Path(args.prompts_file)
         if not path.is_file():
             raise MusicLMError(f"prompts file not found: {path}")
-        lines = path.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise MusicLMError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+        except OSError as e:
+            raise MusicLMError(f"cannot read {path}: {e.strerror or e}") from None
         prompts += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
         raise MusicLMError("no prompt given: pass a text prompt or --prompts FILE")
@@ -97,9 +116,20 @@ def slug(text: str, limit: int = 48) -> str:
     return "_".join(words)[:limit].strip("_") or "music"
 
 
-def output_paths(prompts: list[str], output: str | None, fmt: str | None) -> tuple[list[Path], str]:
-    """Where each prompt's audio goes, and the format to write."""
+def output_paths(prompts: list[str], output: str | None, fmt: str | None, formats: tuple[str, ...]) -> tuple[list, str]:
+    """Where each prompt's audio goes ("-": stdout), and the format to write: the -o extension names it, and
+    a --format that disagrees is refused (a file's bytes always match its name)."""
+    if fmt is not None and fmt not in formats:
+        raise MusicLMError(f"--format {fmt}: this libsndfile cannot write it; choose one of {', '.join(formats)}")
+    if output == STDOUT:
+        if len(prompts) != 1:
+            raise MusicLMError(f"-o - writes one prompt's audio to stdout; got {len(prompts)} prompts")
+        if fmt not in (None, "wav"):
+            raise MusicLMError(f"-o - writes WAV; --format {fmt} needs a file")
+        return [STDOUT], "wav"
     as_dir = output is not None and (output.endswith(("/", "\\")) or Path(output).is_dir())
+    if output is not None and not as_dir and Path(output).exists() and not Path(output).is_file():
+        raise MusicLMError(f"{output} exists and is not a regular file; use -o - to write to stdout")
     if output is None or as_dir:
         fmt = fmt or "wav"
         folder = Path(output) if output else Path(".")
@@ -108,9 +138,16 @@ def output_paths(prompts: list[str], output: str | None, fmt: str | None) -> tup
         return paths, fmt
     path = Path(output)
     suffix = path.suffix.lstrip(".").lower()
-    fmt = fmt or (suffix if suffix in FORMATS else "wav")
-    if suffix not in FORMATS:
-        path = path.with_name(path.name + f".{fmt}") if not suffix else path
+    if not suffix:
+        fmt = fmt or "wav"
+        path = path.with_name(f"{path.name}.{fmt}")
+    elif suffix not in formats:
+        known = ", ".join("." + f for f in formats)
+        raise MusicLMError(f"-o {output}: unknown extension .{suffix}; use one of {known}")
+    elif fmt is not None and fmt != suffix:
+        raise MusicLMError(f"--format {fmt} disagrees with -o {output}; name it {path.with_suffix('.' + fmt)}")
+    else:
+        fmt = suffix
     if len(prompts) == 1:
         return [path], fmt
     return [path.with_name(f"{path.stem}-{i + 1}{path.suffix}") for i in range(len(prompts))], fmt
@@ -119,18 +156,28 @@ def output_paths(prompts: list[str], output: str | None, fmt: str | None) -> tup
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from musiclm.audio import load_audio, save_audio
-    from musiclm.generate import generate_wav, load_model
+    from musiclm.audio import load_audio
+    from musiclm.generate import check_destination, generate_files, load_model, output_formats
+    from musiclm.lm.generation import GenerationOptions, output_length
 
     prompts = read_prompts(args)
-    if not (args.duration > 0 and math.isfinite(args.duration)):
-        raise MusicLMError(f"--duration must be a positive number of seconds, got {args.duration}")
+    seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    options = GenerationOptions(
+        duration=args.duration,
+        seed=seed,
+        cfg=args.cfg,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        fp32=args.fp32,
+        progress=True,
+    )
+    options.check()
     if args.batch_size < 1:
         raise MusicLMError(f"--batch-size must be >= 1, got {args.batch_size}")
-    paths, fmt = output_paths(prompts, args.output, args.format)
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not args.force:  # refuse before any slow work
-        raise MusicLMError(f"{existing[0]} exists; pass --force to overwrite")
+    paths, fmt = output_paths(prompts, args.output, args.format, output_formats())
+    for path in paths:  # refuse before any slow work
+        check_destination(path, args.force)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise MusicLMError("--device cuda: no CUDA device available")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -138,35 +185,19 @@ def run(args: argparse.Namespace) -> int:
         raise MusicLMError(f"model directory not found: {args.model}")
     model = load_model(args.model, device=device)
     codec = model.codec
+    output_length(codec, options.duration)  # at least one codec frame
     prompt_wav = None
     if args.continue_wav:
         wav, _ = load_audio(args.continue_wav, sample_rate=codec.sample_rate, channels=codec.channels)
         prompt_wav = wav[None]  # [1, C, N]
-    seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
     if args.seed is None:
         print(f"seed {seed}", file=sys.stderr)
 
+    log = sys.stderr if paths == [STDOUT] else sys.stdout  # stdout carries the audio alone
     start = time.perf_counter()
-    for first in range(0, len(prompts), args.batch_size):
-        batch = prompts[first : first + args.batch_size]
-        # a batch's seed is offset by its first prompt's index, so batches do not repeat each other
-        wav = generate_wav(
-            model,
-            batch,
-            duration=args.duration,
-            seed=seed + first,
-            cfg=args.cfg,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            prompt_wav=prompt_wav,
-            progress=True,
-            fp32=args.fp32,
-        )
-        for i, audio in enumerate(wav):
-            path = paths[first + i]
-            save_audio(path, audio, codec.sample_rate, format=fmt)
-            print(f"wrote {path} ({audio.shape[-1] / codec.sample_rate:.2f} s, {codec.sample_rate} Hz): {batch[i]!r}")
+    for w in generate_files(model, prompts, paths, options, fmt, prompt_wav, args.batch_size, args.force):
+        where = "stdout" if w.destination == STDOUT else w.destination
+        print(f"wrote {where} ({w.seconds:.2f} s, {codec.sample_rate} Hz): {w.text!r}", file=log)
     elapsed = time.perf_counter() - start
     total = args.duration * len(prompts)
     print(f"generated {total:.1f} s of audio in {elapsed:.1f} s ({total / elapsed:.2f}x real time)", file=sys.stderr)

@@ -24,7 +24,7 @@ DIVERSITY_PROMPT = "a moderate piece in G major played by piano, 100 BPM"
 def load_generate_fn(model_dir: Path, seconds: float):
     """→ (generate_fn(texts, cfg, seed) -> (wav [B, C, N], sr), description, model) for a MusicLM directory."""
     try:
-        from musiclm.lm import MusicLM
+        from musiclm.lm import GenerationOptions, MusicLM
     except ImportError as e:
         raise MusicLMError(f"the LM package is not available ({e})") from None
     model = MusicLM.from_pretrained(model_dir).eval()
@@ -32,7 +32,7 @@ def load_generate_fn(model_dir: Path, seconds: float):
 
     @torch.no_grad()
     def generate_fn(texts: list[str], cfg: float, seed: int):
-        wav = model.generate(list(texts), duration=seconds, seed=seed, cfg=cfg)  # [B, C, N]
+        wav = model.generate(list(texts), GenerationOptions(duration=seconds, seed=seed, cfg=cfg))  # [B, C, N]
         return wav.float().cpu(), sr
 
     params = sum(p.numel() for p in model.parameters()) / 1e6

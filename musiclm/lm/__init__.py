@@ -1,7 +1,6 @@
-"""The token LM: delay pattern, transformer with KV cache, text-conditioned model, sampling.
+"""The token LM: delay pattern, text-conditioned model, sampling, generation options.
 
-Exports load lazily: `musiclm.text` builds on `musiclm.lm.transformer`, and `musiclm.lm.model` on
-`musiclm.text`, so importing this package must not import the model eagerly.
+Exports load lazily, so `import musiclm.lm` stays cheap (no torch model code until a name is used).
 """
 
 import importlib
@@ -12,6 +11,7 @@ _EXPORTS = {
     "undo_delay": "musiclm.lm.delay",
     "LMConfig": "musiclm.lm.model",
     "MusicLM": "musiclm.lm.model",
+    "GenerationOptions": "musiclm.lm.generation",
     "SamplingParams": "musiclm.lm.sample",
     "generate_codes": "musiclm.lm.sample",
 }

@@ -6,21 +6,23 @@
 
 Training (`forward`): logits[:, k, s] is the distribution of codes[:, k, s] given codes[:, :, :s] and the
 text; cross-entropy over `valid_mask(codes)` (real codes, not the special token). Generation
-(`musiclm.lm.sample`): `new_cache` then `decode_step` at explicit positions. Condition dropout (the text
-replaced by the null condition: an all-masked memory, i.e. zeros) trains the unconditional model that
-classifier-free guidance needs (Ho & Salimans 2022; MusicGen §2.4).
+(`musiclm.lm.sample`): `new_cache` then `decode_step` at explicit positions; `generate` runs captions →
+audio (`musiclm.lm.generation`). Condition dropout (the text replaced by the null condition: an all-masked
+memory, i.e. zeros) trains the unconditional model that classifier-free guidance needs (Ho & Salimans 2022;
+MusicGen §2.4).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from musiclm.lm.generation import GenerationOptions, generate_audio
 from musiclm.lm.sample import guide
-from musiclm.lm.transformer import Block, CachedStep, KVCache, padding_attn_mask, sinusoidal_embedding
+from musiclm.nn.transformer import Block, CachedStep, KVCache, padding_attn_mask, sinusoidal_embedding
 from musiclm.text.encoder import TextConfig, build_text_encoder
 
 
@@ -221,40 +223,20 @@ class MusicLM(nn.Module):
     def generate(
         self,
         texts: list[str] | str,
-        duration: float = 10.0,
-        seed: int | None = None,
-        cfg: float | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
+        options: GenerationOptions | None = None,
         prompt_wav: Tensor | None = None,
-        progress: bool = False,
-        compile: bool = False,
-        fp32: bool = False,
+        **changes,
     ) -> Tensor:
         """Captions → wav [B, C, N] at the codec's sample rate, N = duration * sample_rate.
 
-        `duration` counts the whole output, including `prompt_wav` [B or 1, C, N0] (continuation): the
-        prompt comes back unchanged up to the codec's reconstruction. Unset sampling options take the
-        model's defaults (config.cfg, temperature, top_k, top_p). Same seed → same audio on one device.
-        fp32: sample without reduced precision (default: a bf16 KV cache where the hardware computes bf16).
+        `options` (`GenerationOptions`; its fields may also be given by name, as in
+        `model.generate(["calm piano"], duration=8, seed=1)`): duration counts the whole output, including
+        `prompt_wav` [B or 1, C, N0] (continuation), which comes back unchanged up to the codec's
+        reconstruction. Unset sampling options take the model's defaults (config.cfg, temperature, top_k,
+        top_p). A caption's audio depends on its text and the seed only, not on the other captions beside
+        it (`musiclm.lm.generation`); same seed → same audio on one device.
         """
-        from musiclm.generate import generate_wav
-
-        return generate_wav(
-            self,
-            texts,
-            duration=duration,
-            seed=seed,
-            cfg=cfg,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            prompt_wav=prompt_wav,
-            progress=progress,
-            compile=compile,
-            fp32=fp32,
-        )
+        return generate_audio(self, texts, replace(options or GenerationOptions(), **changes), prompt_wav)
 
     # ---- checkpoints (musiclm.lm.pretrained) ---------------------------------------------------------
     def save_pretrained(self, directory, codec_path: str | None = None, dtype: torch.dtype = torch.float32):

@@ -19,11 +19,17 @@ Precision: on CUDA the steps run under bf16 autocast with a bf16 KV cache; on a 
 
 Nothing in the decode loop reads a device value on the host (no `.item()`, no tensor-valued `if`), so CUDA
 runs without synchronisation; buffers are allocated once per window, never grown per step.
+
+Randomness is per row: each batch row has its own generator, and each window draws its uniform numbers
+[K, S] from it up front, so a row's tokens depend on its own seed and caption, never on which other rows
+share its batch (`generate "calm piano" --seed 7` alone or beside other prompts gives the same codes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,14 +48,15 @@ class SamplingParams:
     cfg: float = 3.0  # guidance coefficient; 1 → the conditional model alone (no doubled batch)
 
     def check(self) -> None:
-        if self.temperature < 0:
-            raise MusicLMError(f"temperature must be >= 0, got {self.temperature}")
+        # `not x >= 0` also catches NaN, which every comparison answers False
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise MusicLMError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}")
         if self.top_k < 0:
-            raise MusicLMError(f"top-k must be >= 0, got {self.top_k}")
+            raise MusicLMError(f"top-k must be >= 0 (0 = off), got {self.top_k}")
         if not 0 <= self.top_p <= 1:
-            raise MusicLMError(f"top-p must be in [0, 1], got {self.top_p}")
-        if self.cfg < 0:
-            raise MusicLMError(f"cfg must be >= 0, got {self.cfg}")
+            raise MusicLMError(f"top-p must be in [0, 1] (0 = off), got {self.top_p}")
+        if not (self.cfg >= 0 and math.isfinite(self.cfg)):
+            raise MusicLMError(f"cfg must be a finite number >= 0 (1 = no guidance), got {self.cfg}")
 
 
 def guide(logits: Tensor, cfg: float) -> Tensor:
@@ -69,27 +76,28 @@ def filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
     return logits
 
 
-def sample_next(logits: Tensor, params: SamplingParams, generator: torch.Generator) -> Tensor:
-    """logits [B, K, card] → tokens [B, K]. With top-k only the k candidates are kept (unsorted unless top-p
-    needs the order: a sorted top-k costs ~2x); then one draw per codebook by inverse CDF."""
+def sample_next(logits: Tensor, params: SamplingParams, u: Tensor | None) -> Tensor:
+    """logits [B, K, card], u [B, K, 1] uniform in [0, 1) (None when greedy) → tokens [B, K]. With top-k only
+    the k candidates are kept (unsorted unless top-p needs the order: a sorted top-k costs ~2x); then one
+    draw per codebook by inverse CDF."""
     if params.temperature == 0:
         return logits.argmax(-1)
+    assert u is not None, "sampling needs uniform numbers"
     if 0 < params.top_k < logits.shape[-1]:
         values, candidates = torch.topk(logits, params.top_k, dim=-1, sorted=0 < params.top_p < 1)  # [B, K, k]
         probs = _nucleus(values / params.temperature, params.top_p).softmax(-1)
-        return candidates.gather(-1, draw(probs, generator))[..., 0]
+        return candidates.gather(-1, draw(probs, u))[..., 0]
     probs = filter_logits(logits / params.temperature, 0, params.top_p).softmax(-1)
-    return draw(probs, generator)[..., 0]
+    return draw(probs, u)[..., 0]
 
 
-def draw(probs: Tensor, generator: torch.Generator) -> Tensor:
-    """One categorical draw per row of probs [..., n] → indices [..., 1], by inverse CDF: one uniform number
-    per row (an exponential race needs n) and no host synchronisation on CUDA (`multinomial` syncs).
-    `right=True` never lands on a zero-probability entry while u < total; u rounding up to the total
-    (~1e-7 of draws) falls back to the most likely entry."""
+def draw(probs: Tensor, u: Tensor) -> Tensor:
+    """One categorical draw per row of probs [..., n] with u [..., 1] uniform in [0, 1) → indices [..., 1], by
+    inverse CDF: one uniform number per row (an exponential race needs n) and no host synchronisation on
+    CUDA (`multinomial` syncs). `right=True` never lands on a zero-probability entry while u < total; u
+    rounding up to the total (~1e-7 of draws) falls back to the most likely entry."""
     cdf = probs.cumsum(-1)
-    u = torch.rand(probs.shape[:-1] + (1,), generator=generator, device=probs.device, dtype=probs.dtype)
-    index = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)
+    index = torch.searchsorted(cdf, u.to(cdf.dtype) * cdf[..., -1:], right=True)
     return torch.where(index < probs.shape[-1], index, probs.argmax(-1, keepdim=True))
 
 
@@ -122,6 +130,24 @@ def plan_windows(n_frames: int, prompt_frames: int, window: int, stride: int) ->
     return plan
 
 
+def row_generators(seed: int | Sequence[int | None] | None, batch: int, device: torch.device) -> list[torch.Generator]:
+    """One generator per batch row: `seed` for every row, or one seed per row (None: fresh entropy)."""
+    seeds = [seed] * batch if seed is None or isinstance(seed, int) else list(seed)
+    if len(seeds) != batch:
+        raise MusicLMError(f"{len(seeds)} seeds for {batch} captions")
+    generators = []
+    for s in seeds:
+        generator = torch.Generator(device=device)
+        if s is None:
+            generator.seed()
+        elif 0 <= s < 2**64:
+            generator.manual_seed(s)
+        else:
+            raise MusicLMError(f"seed must be in [0, 2**64), got {s}")
+        generators.append(generator)
+    return generators
+
+
 def reduced_cache_dtype(device: torch.device, amp_dtype: torch.dtype | None) -> torch.dtype | None:
     """The KV cache's dtype when not the weights': `amp_dtype` on CUDA; on CPU bf16 only where the cores
     compute it natively (AVX512-BF16 / AMX), as emulated bf16 attention is slower than fp32."""
@@ -147,7 +173,7 @@ def generate_codes(
     text_mask: Tensor,
     n_frames: int,
     params: SamplingParams | None = None,
-    seed: int | None = None,
+    seed: int | Sequence[int | None] | None = None,
     prompt: Tensor | None = None,
     window: int | None = None,
     stride: int | None = None,
@@ -157,7 +183,8 @@ def generate_codes(
     threads: int | None = 1,
 ) -> Tensor:
     """Captions (ids/mask [B, L]) → codes [B, K, n_frames]; with `prompt` codes [B or 1, >=K, Tp] the
-    output starts with the prompt. `window`/`stride` in frames (default: config.max_frames and half of it).
+    output starts with the prompt. `seed`: one for every row, or one per row (a row's codes depend only on
+    its own seed and caption). `window`/`stride` in frames (default: config.max_frames and half of it).
     On CUDA the steps run under `amp_dtype` autocast; `compile` compiles the single-step decode.
     On CPU the decode loop runs on `threads` intra-op threads (None: torch's current setting)."""
     params = params or SamplingParams(
@@ -185,11 +212,7 @@ def generate_codes(
     stride = stride or max(1, window // 2)
     plan = plan_windows(n_frames, prompt.shape[-1], window, stride)
 
-    generator = torch.Generator(device=device)
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
+    generators = row_generators(seed, B, device)
     guided = params.cfg != 1.0
     cache_dtype = reduced_cache_dtype(device, amp_dtype)
     step_fn = _compiled_step(model) if compile else model.decode_step
@@ -209,7 +232,7 @@ def generate_codes(
                     codes[..., codes.shape[-1] - w.keep :],
                     w.length,
                     params,
-                    generator,
+                    generators,
                     guided,
                     step_fn,
                     compile,
@@ -250,7 +273,7 @@ def _generate_window(
     prompt: Tensor,
     n_frames: int,
     params: SamplingParams,
-    generator: torch.Generator,
+    generators: list[torch.Generator],
     guided: bool,
     step_fn,
     static: bool,
@@ -266,6 +289,10 @@ def _generate_window(
     target = apply_delay(frames, special)  # [B, K, S]: known codes, special cells, -1 to sample
     out = target.clone()
     cache = model.new_cache(memory, memory_mask, S, dtype=cache_dtype)
+    # every row draws K * S numbers per window from its own generator, whatever it samples or keeps
+    uniforms = None
+    if params.temperature > 0:
+        uniforms = torch.stack([torch.rand((K, S), generator=g, device=device) for g in generators])  # [B, K, S]
     positions = torch.arange(S, device=device)
 
     # prefill: BOS and the Tp fully known columns (column s is complete iff s < Tp) → logits of column Tp
@@ -276,7 +303,8 @@ def _generate_window(
     pos = positions[:1].clone()
     for s in range(Tp, S):
         known = target[:, :, s]
-        nxt = torch.where(known >= 0, known, sample_next(logits.float(), params, generator))
+        u = None if uniforms is None else uniforms[:, :, s : s + 1]  # [B, K, 1]
+        nxt = torch.where(known >= 0, known, sample_next(logits.float(), params, u))
         out[:, :, s] = nxt
         bar.update(1)
         if s + 1 == S:

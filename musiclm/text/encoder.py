@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from musiclm.errors import MusicLMError
-from musiclm.lm.transformer import Block, sinusoidal_embedding
+from musiclm.nn.transformer import Block, sinusoidal_embedding
 
 
 @dataclass

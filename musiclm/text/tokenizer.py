@@ -43,8 +43,12 @@ class TextTokenizer:
     def eos_id(self) -> int:
         return self.sp.eos_id()
 
-    def encode(self, texts: list[str] | str, max_len: int = 64) -> tuple[Tensor, Tensor]:
-        """texts → (ids [B, L] int64, mask [B, L] bool), L = min(longest, max_len) and at least 1."""
+    def encode(self, texts: list[str] | str, max_len: int = 64, pad_to_max: bool = False) -> tuple[Tensor, Tensor]:
+        """texts → (ids [B, L] int64, mask [B, L] bool), L = min(longest, max_len) and at least 1.
+
+        pad_to_max: L = max_len, whatever the batch holds, so a caption's tensors (and every sum the model
+        makes over them) are the same alone and beside longer captions: generation is then bit-exact per
+        caption in any batch."""
         if isinstance(texts, str):
             texts = [texts]
         if max_len < 1:
@@ -54,7 +58,7 @@ class TextTokenizer:
             # T5 ends every sequence with </s>; keep it inside max_len
             pieces = [p[: max_len - 1] + [self.eos_id] if p else [] for p in pieces]
         pieces = [p[:max_len] for p in pieces]
-        length = max(1, max((len(p) for p in pieces), default=0))
+        length = max_len if pad_to_max else max(1, max((len(p) for p in pieces), default=0))
         ids = torch.full((len(pieces), length), self.pad_id, dtype=torch.int64)
         mask = torch.zeros((len(pieces), length), dtype=torch.bool)
         for i, p in enumerate(pieces):
