@@ -220,7 +220,7 @@ def test_save_load_round_trip_and_bad_dirs(tmp_path):
     with pytest.raises(MusicLMError, match="n_layers"):
         MusicLM.from_pretrained(tmp_path / "lm")
     (tmp_path / "lm" / "config.json").write_text(json.dumps({**meta, "n_layers": 3}))
-    with pytest.raises(MusicLMError, match="do not match"):
+    with pytest.raises(MusicLMError, match="config.json disagrees with model.safetensors: n_layers is 3"):
         MusicLM.from_pretrained(tmp_path / "lm")
     (tmp_path / "lm" / "config.json").write_text(json.dumps(meta))
     (tmp_path / "lm" / "model.safetensors").write_bytes(b"garbage")

@@ -222,10 +222,10 @@ class Codec(nn.Module):
             return interop.load_musicgen_audio_encoder(path)
         if meta.pop("model_type", None) != MODEL_TYPE:
             raise MusicLMError(f"{config_path}: not a musiclm codec or EnCodec config")
-        model = cls(from_dict(CodecConfig, meta))
+        config = from_dict(CodecConfig, meta)
         weights = path / WEIGHTS_NAME
-        if not weights.is_file():
-            raise MusicLMError(f"{path}: missing {WEIGHTS_NAME}")
+        _check_weights_header(config, weights)  # before anything is allocated: the directory may be hostile
+        model = cls(config)
         try:
             state = load_file(str(weights), device=map_location)
         except Exception as e:  # safetensors raises several types for corrupt files
@@ -240,3 +240,22 @@ class Codec(nn.Module):
         except RuntimeError as e:
             raise MusicLMError(f"{weights}: weights do not match config.json ({str(e).splitlines()[0]})") from None
         return model.eval()
+
+
+def _check_weights_header(config: CodecConfig, weights: Path) -> None:
+    """config.json against the shapes in model.safetensors' header, before building (`musiclm.nn.checkpoint`);
+    embed_avg is not saved (rebuilt on load)."""
+    from musiclm.nn.checkpoint import check_counts, check_shapes, read_shapes
+
+    shapes = read_shapes(weights)
+    counts = [("n_q", config.n_q, "quantizer.layers.")]
+    if config.backbone == "seanet":  # per ratio: its residual blocks and a strided conv, each with weights
+        seanet = config.seanet
+        counts.append(("seanet.ratios", len(seanet.ratios) * (seanet.n_residual_layers + 1), "encoder.model."))
+    elif config.backbone == "frame":
+        counts += [
+            ("frame.encoder_layers", config.frame.encoder_layers, "encoder.net.blocks."),
+            ("frame.decoder_layers", config.frame.decoder_layers, "decoder.net.blocks."),
+        ]
+    check_counts(shapes, weights, counts)
+    check_shapes(lambda: Codec(config), shapes, weights, derived=("embed_avg",))

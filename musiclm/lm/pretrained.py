@@ -99,6 +99,23 @@ def attach_codec(model, codec_dir: Path) -> None:
     object.__setattr__(model, "codec", codec.eval())
 
 
+def check_header(config, weights: Path) -> None:
+    """config.json against the shapes in model.safetensors' header, before building (`musiclm.nn.checkpoint`)."""
+    from musiclm.lm.model import MusicLM
+    from musiclm.nn.checkpoint import check_counts, check_shapes, read_shapes
+
+    shapes = read_shapes(weights)
+    counts = [("n_layers", config.n_layers, "blocks.")]
+    if config.text.kind == "trainable":
+        counts.append(("text.n_layers", config.text.n_layers, "text_encoder.blocks."))
+    elif config.text.kind == "t5" and isinstance((config.text.t5_config or {}).get("num_layers"), int):
+        counts.append(
+            ("text.t5_config.num_layers", config.text.t5_config["num_layers"], "text_encoder.t5.encoder.block.")
+        )
+    check_counts(shapes, weights, counts)
+    check_shapes(lambda: MusicLM(config), shapes, weights)
+
+
 def from_pretrained(path: str | Path | None = None, map_location: str = "cpu", load_codec: bool = True):
     from musiclm.lm.model import LMConfig, MusicLM
     from musiclm.paths import default_lm_dir
@@ -117,6 +134,7 @@ def from_pretrained(path: str | Path | None = None, map_location: str = "cpu", l
     if meta.pop("model_type", None) != MODEL_TYPE:
         raise MusicLMError(f"{path / CONFIG_NAME}: not a musiclm LM or MusicGen config")
     config = from_dict(LMConfig, meta)
+    check_header(config, path / WEIGHTS_NAME)  # before anything is allocated: the directory may be hostile
     tokenizer = TextTokenizer(path / TOKENIZER_NAME, add_eos=config.text.add_eos)
     if tokenizer.vocab_size != config.text.vocab_size:
         raise MusicLMError(
