@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -95,6 +96,40 @@ def choose_heldout(ids: list[str], fraction: float) -> list[str]:
     return sorted(sorted(ids, key=lambda i: hashlib.sha1(f"heldout:{i}".encode()).hexdigest())[:k])
 
 
+def check_out(out: Path) -> Path | None:
+    """Refuse an --out that cannot become a model folder (a file, under a file, not writable), before any
+    slow work; return the topmost folder this run will create (None when `out` exists)."""
+    if out.exists() and not out.is_dir():
+        raise MusicLMError(f"--out {out} is a file, not a folder; name a folder for the fine-tuned model")
+    created, folder = None, out
+    while not folder.exists():
+        created, folder = folder, folder.parent
+    if not folder.is_dir():
+        raise MusicLMError(f"cannot create {out}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MusicLMError(f"cannot create {out}: {folder} is not writable")
+    return created
+
+
+def _remove_work(out: Path, created: Path | None) -> None:
+    """Undo a fresh run that failed its data checks: the folders it created, never one that was there."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    shutil.rmtree(out / WORK, ignore_errors=True)
+    shutil.rmtree(out / "codec", ignore_errors=True)
+
+
+def _umask_modes(folder: Path) -> None:
+    """Files this run wrote through writers that leave 0600 (safetensors, the manifest's atomic rename) get
+    the mode any new file gets, 0666 less the umask."""
+    from musiclm.nn.checkpoint import new_file_mode
+
+    for path in folder.iterdir():
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, new_file_mode())
+
+
 def _prepare_out(out: Path, state: dict, force: bool) -> None:
     """Start over with --force; otherwise refuse a folder that is something else or another fine-tune."""
     work = out / WORK
@@ -143,6 +178,48 @@ def _split_manifest(catalog_manifest: Path, out_manifest: Path, heldout: float) 
     return sorted(held), len(rows) - len(held)
 
 
+def _prepare_data(base, catalog: Path, out: Path, heldout: float, min_duration: float, progress: bool, times: dict):
+    """OUT/codec (the base's own codec), the catalog indexed and split, its token shards; → (held-out ids,
+    train file count, index report, tokenize report, held-out token items). Raises MusicLMError when the
+    catalog gives nothing to train or measure on."""
+    from musiclm.data.catalog import index_catalog
+    from musiclm.data.shards import tokenize_manifest
+    from musiclm.lm.pretrained import attach_codec
+    from musiclm.training.token_dataset import load_token_items
+
+    work = out / WORK
+    # The model's own codec travels with the result, so OUT works wherever it is copied.
+    codec_dir = out / "codec"
+    if not (codec_dir / "config.json").is_file():
+        base.codec.save_pretrained(codec_dir)
+        _umask_modes(codec_dir)
+    attach_codec(base, codec_dir)  # also checks the copy against the LM (card, rates)
+
+    t = time.time()
+    index = index_catalog(catalog, work / "catalog.jsonl", min_duration=min_duration, progress=progress)
+    for s in index["skipped"]:
+        print(f"musiclm: skipped {s['path']}: {s['reason']}")
+    if index["indexed"] == 0:
+        first = index["skipped"][0]["reason"] if index["skipped"] else "?"
+        raise MusicLMError(f"{catalog}: no usable audio ({index['files']} files, all skipped; first: {first})")
+    held, n_train = _split_manifest(work / "catalog.jsonl", work / "manifest.jsonl", heldout)
+    _umask_modes(work)
+    times["index_s"] = round(time.time() - t, 1)
+
+    t = time.time()
+    # the smallest bandwidth that gives the LM its codebooks: the RVQ stops there, the shards stay small
+    enough = [b for b in base.codec.bandwidths if base.codec.config.n_q_for_bandwidth(b) >= base.n_q]
+    bandwidth = min(enough) if enough else max(base.codec.bandwidths)
+    tokens = tokenize_manifest(
+        work / "manifest.jsonl", codec_dir, work / "shards", bandwidth=bandwidth, progress=progress
+    )
+    times["tokenize_s"] = round(time.time() - t, 1)
+    valid_items = load_token_items([str(work / "shards")], "valid", base.n_q, base.codec.fingerprint())
+    if not valid_items:
+        raise MusicLMError(f"none of the held-out files {held} could be tokenized; pass --force to start over")
+    return held, n_train, index, tokens, valid_items
+
+
 def finetune(
     catalog: str | Path,
     out: str | Path,
@@ -162,21 +239,21 @@ def finetune(
 
     train_layers: the last N transformer blocks + final norm + heads train (-1: every parameter).
     steps / lr: override the recipe (`config`, default configs/lm/finetune.yaml); a rerun resumes, and a
-    larger `steps` continues the same run. Returns the report (also in OUT/finetune/report.json).
+    larger `steps` continues the same run. Returns the report (also in OUT/finetune/report.json); after
+    Ctrl-C / SIGTERM during training its "interrupted" is true (the model so far is in `out`, unmeasured).
+    A fresh run whose catalog fails the data checks leaves no folder behind.
     """
-    from musiclm.data.catalog import index_catalog
-    from musiclm.data.shards import tokenize_manifest
     from musiclm.lm import MusicLM
     from musiclm.lm.pretrained import attach_codec
     from musiclm.paths import default_lm_dir
     from musiclm.training.callbacks import LAST_CKPT
     from musiclm.training.recipes import train_lm
-    from musiclm.training.token_dataset import load_token_items
 
     t_start = time.time()
     catalog, out = Path(catalog), Path(out)
     if not catalog.is_dir():
         raise MusicLMError(f"catalog folder not found: {catalog}")
+    created = check_out(out)
     recipe = Path(config) if config else default_recipe()
     if not recipe.is_file():
         raise MusicLMError(f"fine-tuning recipe not found: {recipe}; pass one with --config")
@@ -194,38 +271,19 @@ def finetune(
         "train_only": prefixes,
         "lr": lr,
     }
+    fresh = force or not (out / WORK / "state.json").is_file()
     _prepare_out(out, state, force)
     work = out / WORK
     times: dict[str, float] = {}
-
-    # The model's own codec travels with the result, so OUT works wherever it is copied.
+    try:
+        held, n_train, index, tokens, valid_items = _prepare_data(
+            base, catalog, out, heldout, min_duration, progress, times
+        )
+    except MusicLMError:
+        if fresh:  # an unusable catalog leaves no half-made model folder behind
+            _remove_work(out, created)
+        raise
     codec_dir = out / "codec"
-    if not (codec_dir / "config.json").is_file():
-        base.codec.save_pretrained(codec_dir)
-    attach_codec(base, codec_dir)  # also checks the copy against the LM (card, rates)
-
-    t = time.time()
-    index = index_catalog(catalog, work / "catalog.jsonl", min_duration=min_duration, progress=progress)
-    for s in index["skipped"]:
-        print(f"musiclm: skipped {s['path']}: {s['reason']}")
-    if index["indexed"] == 0:
-        first = index["skipped"][0]["reason"] if index["skipped"] else "?"
-        raise MusicLMError(f"{catalog}: no usable audio ({index['files']} files, all skipped; first: {first})")
-    held, n_train = _split_manifest(work / "catalog.jsonl", work / "manifest.jsonl", heldout)
-    times["index_s"] = round(time.time() - t, 1)
-
-    t = time.time()
-    # the smallest bandwidth that gives the LM its codebooks: the RVQ stops there, the shards stay small
-    enough = [b for b in base.codec.bandwidths if base.codec.config.n_q_for_bandwidth(b) >= base.n_q]
-    bandwidth = min(enough) if enough else max(base.codec.bandwidths)
-    tokens = tokenize_manifest(
-        work / "manifest.jsonl", codec_dir, work / "shards", bandwidth=bandwidth, progress=progress
-    )
-    times["tokenize_s"] = round(time.time() - t, 1)
-    fingerprint = base.codec.fingerprint()
-    valid_items = load_token_items([str(work / "shards")], "valid", base.n_q, fingerprint)
-    if not valid_items:
-        raise MusicLMError(f"none of the held-out files {held} could be tokenized; pass --force to start over")
     window = base.config.max_frames
 
     t = time.time()
@@ -253,15 +311,19 @@ def finetune(
     trainer = train_lm(None if resume else recipe, run_dir, resume=resume, overrides=overrides)
     times["train_s"] = round(time.time() - t, 1)
     end_step, max_steps = int(trainer.global_step), int(trainer.max_steps)
-    if end_step < max_steps:  # Ctrl-C / SIGTERM: the checkpoint is saved; keep what was learned so far
+    interrupted = end_step < max_steps  # Ctrl-C / SIGTERM: Checkpointer saved the run and stopped it
+    if interrupted:
         print(f"musiclm: training stopped at step {end_step} of {max_steps}; rerun the same command to continue")
 
-    t = time.time()
-    tuned = MusicLM.from_pretrained(run_dir / "export")  # the codec through the export's relative link
-    after = heldout_perplexity(tuned, valid_items, window, progress=progress)
-    times["perplexity_after_s"] = round(time.time() - t, 1)
-    tuned.save_pretrained(out, codec_path="codec")
-    MusicLM.from_pretrained(out, load_codec=True)  # what `generate --model OUT` does: fail here, not there
+    after = None
+    if not interrupted or (run_dir / "export" / "config.json").is_file():  # keep what was learned so far
+        tuned = MusicLM.from_pretrained(run_dir / "export")  # the codec through the export's relative link
+        if not interrupted:  # an interrupted run is measured when a rerun completes it
+            t = time.time()
+            after = heldout_perplexity(tuned, valid_items, window, progress=progress)
+            times["perplexity_after_s"] = round(time.time() - t, 1)
+        tuned.save_pretrained(out, codec_path="codec")
+        MusicLM.from_pretrained(out, load_codec=True)  # what `generate --model OUT` does: fail here, not there
     times["total_s"] = round(time.time() - t_start, 1)
 
     report = {
@@ -285,9 +347,10 @@ def finetune(
         "steps": end_step,
         "max_steps": max_steps,
         "ppl_before": round(before["ppl"], 4),
-        "ppl_after": round(after["ppl"], 4),
+        "ppl_after": round(after["ppl"], 4) if after else None,
         "ppl_k_before": [round(p, 4) for p in before["ppl_k"]],
-        "ppl_k_after": [round(p, 4) for p in after["ppl_k"]],
+        "ppl_k_after": [round(p, 4) for p in after["ppl_k"]] if after else None,
+        "interrupted": interrupted,
         **times,
     }
     (work / "report.json").write_text(json.dumps(report, indent=2) + "\n")

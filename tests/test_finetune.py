@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import stat
 
 import pytest
 import torch
@@ -201,3 +203,79 @@ def test_heldout_perplexity_ignores_padding_and_split_is_by_file(base_dir):
     assert choose_heldout(["a", "b"], 0.9) in (["a"], ["b"])  # never every file
     with pytest.raises(MusicLMError, match="at least 2"):
         choose_heldout(["a"], 0.1)
+
+
+def test_out_that_cannot_be_a_folder_is_refused_in_one_line(base_dir, catalog, tmp_path, capsys):
+    a_file = tmp_path / "model.bin"
+    a_file.write_bytes(b"mine")
+    for out, force in ((a_file, []), (a_file, ["--force"]), (a_file / "sub", [])):
+        assert main(["finetune", str(catalog), "--out", str(out), "--model", str(base_dir), *force]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("musiclm: error:") and "\n" not in err and "not a folder" in err, err
+    assert a_file.read_bytes() == b"mine"  # --force never deletes a file that is not a fine-tune folder
+
+
+def test_unusable_catalog_leaves_no_output_folder_behind(base_dir, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.wav").write_bytes(b"not audio at all")
+    mine = tmp_path / "mine"
+    mine.mkdir()  # an empty folder the user made: it stays, empty
+    for catalog, out in (
+        ("empty", tmp_path / "o1"),
+        ("bad", tmp_path / "o2"),
+        ("bad", tmp_path / "new" / "deeper" / "o3"),
+        ("bad", mine),
+    ):
+        assert main(["finetune", str(tmp_path / catalog), "--out", str(out), "--model", str(base_dir)]) == 2
+        assert "error" in capsys.readouterr().err
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists() and not (tmp_path / "new").exists()
+    assert mine.is_dir() and not list(mine.iterdir())
+
+
+@pytest.mark.slow
+def test_interrupted_finetune_exits_130_and_resumes(base_dir, catalog, recipe, tmp_path, capsys, monkeypatch):
+    """Ctrl-C during training: the Checkpointer saves and stops; the command says so and exits 130 (not 0),
+    with the model so far in OUT; the same command then continues from the checkpoint."""
+    import signal
+
+    from musiclm.training.lm_module import LMModule
+
+    training_step = LMModule.training_step
+
+    def interrupted_at_step_3(self, batch, batch_idx):
+        if self.global_step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return training_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(LMModule, "training_step", interrupted_at_step_3)
+    out = tmp_path / "mine"
+    args = ["finetune", str(catalog), "--out", str(out), "--model", str(base_dir), "--config", str(recipe)]
+    assert main([*args, "--steps", "8", "--layers", "1"]) == 130
+    captured = capsys.readouterr()
+    assert "interrupted at step 4 of 8" in captured.err and "training stopped at step 4" in captured.out
+    assert (out / "finetune" / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert MusicLM.from_pretrained(out).codec is not None  # the model so far
+    monkeypatch.setattr(LMModule, "training_step", training_step)
+    assert main([*args, "--steps", "8", "--layers", "1"]) == 0
+    report = json.loads((out / "finetune" / "report.json").read_text())
+    assert report["start_step"] == 4 and report["steps"] == 8 and not report["interrupted"]
+
+
+def test_written_files_respect_the_umask(base_dir, catalog, recipe, tmp_path):
+    from musiclm.finetune import finetune
+
+    previous = os.umask(0o002)
+    try:
+        finetune(catalog, tmp_path / "out", model=base_dir, config=recipe, steps=1, train_layers=0, progress=False)
+    finally:
+        os.umask(previous)
+    out = tmp_path / "out"
+    for path in (
+        out / "model.safetensors",
+        out / "config.json",
+        out / "codec" / "model.safetensors",
+        out / "finetune" / "catalog.jsonl",
+        out / "finetune" / "manifest.jsonl",
+    ):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664, path

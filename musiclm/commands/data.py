@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+
+from musiclm.errors import MusicLMError
 
 
 def register(subparsers) -> None:
@@ -29,7 +32,7 @@ def register(subparsers) -> None:
         "the corpus with a larger --minutes. Deterministic in --seed.",
     )
     s.add_argument("--out", default="data/synth", help="output folder (default: data/synth)")
-    s.add_argument("--minutes", type=float, default=10.0, help="minutes of audio to render (default: 10)")
+    s.add_argument("--minutes", type=float, default=10.0, help="minutes of audio to render, > 0 (default: 10)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=2, help="parallel render processes (default: 2)")
     s.add_argument("--sample-rate", type=int, default=24000)
@@ -52,7 +55,7 @@ def register(subparsers) -> None:
         "brightness). Bad files are skipped and listed in a report; reruns resume.",
     )
     i.add_argument("dir", help="folder of audio files")
-    i.add_argument("--out", required=True, help="manifest to write (JSONL)")
+    i.add_argument("--out", required=True, help="manifest file to write (JSONL); its report goes beside it")
     i.add_argument("--min-duration", type=float, default=2.0, help="skip files shorter than this (s)")
     i.add_argument("--force", action="store_true", help="re-index files already in the manifest")
     i.set_defaults(func=run_index)
@@ -73,14 +76,24 @@ def register(subparsers) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
+def _positive(value: float, flag: str) -> None:
+    if not (value > 0 and math.isfinite(value)):  # also refuses NaN
+        raise MusicLMError(f"{flag} must be a positive number, got {value}")
+
+
 def run_synth(args: argparse.Namespace) -> int:
     from musiclm.data.synth import DEFAULT_SOUNDFONT, SynthConfig, build_corpus
+
+    _positive(args.minutes, "--minutes")
+    _positive(args.sample_rate, "--sample-rate")
+    if args.workers < 1:
+        raise MusicLMError(f"--workers must be at least 1, got {args.workers}")
 
     cfg = SynthConfig(
         out=args.out,
         minutes=args.minutes,
         seed=args.seed,
-        workers=max(1, args.workers),
+        workers=args.workers,
         sample_rate=args.sample_rate,
         soundfont=args.soundfont or DEFAULT_SOUNDFONT,
         audio_format=args.format,
@@ -94,6 +107,9 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_index(args: argparse.Namespace) -> int:
     from musiclm.data.catalog import index_catalog
 
+    if not (args.min_duration >= 0 and math.isfinite(args.min_duration)):
+        raise MusicLMError(f"--min-duration must be a number of seconds >= 0, got {args.min_duration}")
+
     report = index_catalog(args.dir, args.out, min_duration=args.min_duration, force=args.force)
     print(json.dumps({k: v for k, v in report.items() if k != "skipped"}, indent=2))
     for item in report.get("skipped", []):
@@ -103,6 +119,11 @@ def run_index(args: argparse.Namespace) -> int:
 
 def run_tokenize(args: argparse.Namespace) -> int:
     from musiclm.data.shards import tokenize_manifest
+
+    if args.bandwidth is not None:
+        _positive(args.bandwidth, "--bandwidth")
+    if args.shard_frames < 1:
+        raise MusicLMError(f"--shard-frames must be at least 1, got {args.shard_frames}")
 
     summary = tokenize_manifest(
         args.manifest,

@@ -11,14 +11,16 @@ from analysis (tempo, key, loudness, brightness), as in `musiclm data index`. Fi
 are silent or shorter than --min-duration are skipped and listed. A tenth of the files (at least one) is
 held out: the held-out perplexity before and after fine-tuning is printed and kept in
 OUT/finetune/report.json. Rerunning the same command resumes every stage where it stopped; Ctrl-C saves a
-checkpoint first. OUT holds the model (config.json, model.safetensors, tokenizer.model, codec/) and the
-work (OUT/finetune: manifest, token shards, the training run with CSV logs).
+checkpoint first (and the model so far into OUT), then exits with status 130. OUT holds the model
+(config.json, model.safetensors, tokenizer.model, codec/) and the work (OUT/finetune: manifest, token
+shards, the training run with CSV logs). A catalog with nothing usable leaves no OUT behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers) -> None:
@@ -75,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
         config=args.config,
         force=args.force,
     )
+    if report["interrupted"]:  # the run is checkpointed; the same command continues it
+        print(f"musiclm: interrupted at step {report['steps']} of {report['max_steps']}", file=sys.stderr)
+        return 130
     print(
         json.dumps({k: v for k, v in report.items() if k not in ("skipped", "ppl_k_before", "ppl_k_after")}, indent=2)
     )

@@ -254,6 +254,8 @@ def index_catalog(
     if not root.is_dir():
         raise MusicLMError(f"{directory}: not a folder")
     out = Path(out_manifest)
+    if out.is_dir():
+        raise MusicLMError(f"{out} is a folder; name the manifest file to write, e.g. {out / 'catalog.jsonl'}")
     report_path = out.with_name(out.name + ".report.json")
     files = sorted(
         p
@@ -266,16 +268,10 @@ def index_catalog(
 
     # Resume: rows and skips from an earlier run, reused when the file has not changed since.
     previous: dict[str, dict] = {}
-    if out.is_file() and not force:
-        for line in out.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                previous[row.get("stat", {}).get("file", "")] = row
     old_skips: dict[str, dict] = {}
-    if report_path.is_file() and not force:
-        old_skips = {
-            s["stat"]["file"]: s for s in json.loads(report_path.read_text()).get("skipped", []) if "stat" in s
-        }
+    if not force:
+        previous = {row.get("stat", {}).get("file", ""): row for row in _earlier(out, lines=True)}
+        old_skips = {s["stat"]["file"]: s for s in _earlier(report_path, lines=False) if "stat" in s}
 
     rows, skipped, reused, t0 = [], [], 0, time.time()
     last_write = time.time()
@@ -307,9 +303,9 @@ def index_catalog(
         row["stat"] = stat
         rows.append(row)
         if time.time() - last_write >= SAVE_EVERY_SECONDS:  # an interrupted run keeps what it has done
-            write_manifest(out, rows)
+            _write_rows(out, rows)
             last_write = time.time()
-    write_manifest(out, rows)
+    _write_rows(out, rows)
     sources: dict[str, int] = {}
     for r in rows:
         sources[r.get("caption_source", "?")] = sources.get(r.get("caption_source", "?"), 0) + 1
@@ -326,4 +322,36 @@ def index_catalog(
     }
     with atomic_write(report_path) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2))
+    _umask_mode(report_path)
     return report
+
+
+def _earlier(path: Path, lines: bool) -> list[dict]:
+    """What an earlier run left at `path` (the manifest's rows, lines=True; else the report's skips), or []
+    when there is nothing; a file that is neither is refused rather than overwritten."""
+    if not path.exists():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+        if lines:
+            found = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            found = json.loads(text).get("skipped", [])
+        if all(isinstance(x, dict) for x in found):
+            return found
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, IsADirectoryError):
+        pass
+    raise MusicLMError(f"{path} exists and is not an index this command wrote; name another --out or pass --force")
+
+
+def _write_rows(out: Path, rows: list[dict]) -> None:
+    write_manifest(out, rows)
+    _umask_mode(out)
+
+
+def _umask_mode(path: Path) -> None:
+    """The atomic rename publishes mkstemp's 0600; give the file the mode any new file gets (0666 less the
+    umask). A stopgap until the shared atomic writer does it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -12,10 +12,11 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from musiclm.config import from_dict, to_dict
 from musiclm.errors import MusicLMError
+from musiclm.nn.checkpoint import save_weights
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -43,7 +44,7 @@ def save_pretrained(
         k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous().clone()
         for k, v in model.state_dict().items()
     }
-    save_file(state, str(directory / WEIGHTS_NAME), metadata={"model_type": MODEL_TYPE})
+    save_weights(state, directory / WEIGHTS_NAME, metadata={"model_type": MODEL_TYPE})
     if Path(model.tokenizer.path).resolve() != (directory / TOKENIZER_NAME).resolve():
         shutil.copyfile(model.tokenizer.path, directory / TOKENIZER_NAME)
     model.config = config

@@ -1,5 +1,5 @@
-"""A model directory is input from strangers: its config.json is checked against model.safetensors before
-anything is built from it.
+"""Model directories on disk: weights written with the umask's mode, and a directory from strangers checked
+(its config.json against model.safetensors) before anything is built from it.
 
 The safetensors header holds every tensor's name and shape; `read_shapes` reads it without loading a
 tensor. The shapes a config implies come from the model built on the `meta` device (modules with shapes and
@@ -10,6 +10,7 @@ building 10^6 layers is minutes of Python.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -33,6 +34,22 @@ def read_shapes(weights: Path) -> Shapes:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as e:  # safetensors raises several types for corrupt headers
         raise MusicLMError(f"{weights}: unreadable weights ({e})") from None
+
+
+def new_file_mode() -> int:
+    """The mode a newly created file gets here: 0666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """`safetensors.torch.save_file`, then the mode any new file gets: safetensors (0.8) writes through a
+    private temporary file and would leave the weights readable by their owner only (0600)."""
+    from safetensors.torch import save_file
+
+    save_file(state, str(path), metadata=metadata)
+    os.chmod(path, new_file_mode())
 
 
 def _disagree(weights: Path, what: str) -> MusicLMError:
