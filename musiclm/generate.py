@@ -217,13 +217,13 @@ def _write_wav_stdout(frames: Iterator[np.ndarray], sample_rate: int, channels: 
     except BrokenPipeError:
         raise  # the reader went away: the CLI exits quietly
     except OSError as e:
-        silence_stdout()
+        _silence_stdout()
         raise MusicLMError(f"cannot write to stdout: {e.strerror or e}") from None
 
 
-def silence_stdout() -> None:
-    """Point stdout at /dev/null after a failed write, so the exit's flush of what is left in its buffer does
-    not fail a second time with an "Exception ignored" traceback."""
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null after a failed write, so the exit's flush of what is left in its buffer
+    does not fail again ("Exception ignored ... OSError")."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

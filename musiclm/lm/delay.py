@@ -47,8 +47,3 @@ def delay_valid_mask(K: int, T: int, device: torch.device | str | None = None) -
     s = torch.arange(T + K - 1, device=device)[None, :]
     k = torch.arange(K, device=device)[:, None]
     return (s >= k) & (s < k + T)
-
-
-def delayed_steps(n_frames: int, K: int) -> int:
-    """Delayed steps S needed for `n_frames` frames of K codebooks."""
-    return n_frames + K - 1
