@@ -1,0 +1,133 @@
+"""Codec quality against training steps: score every snapshot of one or more runs on fixed held-out clips.
+
+    .venv/bin/python eval/codec_curve.py runs/cmp-frame runs/cmp-baseline --clips 6
+    .venv/bin/python eval/codec_curve.py runs/long-frame --table          # print the table of what is scored
+
+A run folder's snapshots are `RUN/snap/step_N/` (codec directories copied from `RUN/export/` while it
+trains; `RUN/snap/times.txt` holds "HH:MM:SS step" lines) plus `RUN/export/` itself. Each snapshot is decoded
+straight through the model (codes → audio, no .mlc file: the file format is lossless, bench_codec.py checks
+it) at every bandwidth on the same clips: `--clips` from the test split of the recorded set (real music,
+split by track) and as many rendered-MIDI clips from pieces never trained on (data/synth_test). Metrics lead
+with what hears notes: note F1, SI-SNR, chroma agreement; log-mel beside them. References are transcribed
+once per process. Results append to outputs/codec_curve.jsonl (one row per run, step, set, bandwidth); rows
+already there are not recomputed, so the script can be re-run as snapshots arrive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
+
+from musiclm.codec import Codec
+from musiclm.evaluation.codec_eval import quality
+from musiclm.evaluation.notes import transcribe
+
+ROOT = Path(__file__).resolve().parent.parent
+SETS = {"real": ROOT / "data/recorded/manifest.jsonl", "rendered": ROOT / "data/synth_test/manifest.jsonl"}
+
+
+def snapshots(run: Path) -> list[tuple[int, Path]]:
+    found = {}
+    for d in sorted((run / "snap").glob("step_*")):
+        found[int(d.name.split("_")[1])] = d
+    step_file = run / "export" / "step.txt"
+    if step_file.is_file():
+        found.setdefault(int(step_file.read_text().strip()), run / "export")
+    return sorted(found.items())
+
+
+def minutes_at(run: Path) -> dict[int, float]:
+    """step → minutes since the run's first CSV row (wall clock; from snap/times.txt)."""
+    times = run / "snap" / "times.txt"
+    if not times.is_file():
+        return {}
+    out, start = {}, None
+    for line in times.read_text().splitlines():
+        clock, step = line.split()
+        h, m, s = (int(x) for x in clock.split(":"))
+        t = h * 60 + m + s / 60
+        start = start if start is not None else t - 4.0  # the first snapshot is taken 4 minutes in
+        out[int(step)] = round(t - start, 1)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--clips", type=int, default=6, help="clips per set (real, rendered)")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--bandwidths", type=float, nargs="+", default=None, help="default: all of the codec's")
+    p.add_argument("--only-last", action="store_true", help="score only each run's newest snapshot")
+    p.add_argument("--out", type=Path, default=ROOT / "outputs/codec_curve.jsonl")
+    p.add_argument("--table", action="store_true", help="print the scored rows as a markdown table and exit")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.is_file() else []
+    if args.table:
+        print(table([r for r in done if any(r["run"] == str(run) for run in args.runs)]))
+        return 0
+    seen = {(r["run"], r["step"], r["set"], r["kbps"]) for r in done}
+    refs = {}
+    for name, manifest in SETS.items():
+        clips = [w for _, w in pick_clips(manifest, "test", args.clips, args.seconds, 24000, 1, seed=0)]
+        refs[name] = (clips, [transcribe(w, 24000) for w in clips])
+    with args.out.open("a") as out:
+        for run in args.runs:
+            minutes = minutes_at(run)
+            snaps = snapshots(run)[-1:] if args.only_last else snapshots(run)
+            for step, directory in snaps:
+                codec = Codec.from_pretrained(directory)
+                assert codec.sample_rate == 24000 and codec.channels == 1, "clips are cut at 24 kHz mono"
+                for kbps in args.bandwidths or codec.bandwidths:
+                    for name, (clips, notes) in refs.items():
+                        if (str(run), step, name, kbps) in seen:
+                            continue
+                        t0 = time.time()
+                        n_q = codec.config.n_q_for_bandwidth(kbps)
+                        scores = []
+                        with torch.no_grad():
+                            for wav, ref_notes in zip(clips, notes, strict=True):
+                                est = codec.decode(codec.encode(wav[None], n_q), wav.shape[-1])[0]
+                                scores.append(quality(wav, est, 24000, ref_notes))
+                        row = {
+                            "run": str(run),
+                            "step": step,
+                            "minutes": minutes.get(step),
+                            "set": name,
+                            "kbps": kbps,
+                            "clips": len(clips),
+                            **{k: sum(s[k] for s in scores) / len(scores) for k in scores[0]},
+                        }
+                        out.write(json.dumps(row) + "\n")
+                        out.flush()
+                        print(
+                            f"{run.name} step {step} {name} {kbps:g} kbps: note F1 {row['note_f1']:.3f} "
+                            f"SI-SNR {row['si_snr']:.2f} chroma {row['chroma']:.3f} ({time.time() - t0:.0f} s)",
+                            file=sys.stderr,
+                        )
+    return 0
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| run | step | min | set | kbps | note F1 ↑ | SI-SNR dB ↑ | chroma ↑ | log-mel ↓ |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["run"], r["step"], r["set"], r["kbps"])):
+        lines.append(
+            f"| {Path(r['run']).name} | {r['step']} | {r['minutes'] if r['minutes'] is not None else ''} | "
+            f"{r['set']} | {r['kbps']:g} | {r['note_f1']:.3f} | {r['si_snr']:.2f} | {r['chroma']:.3f} | "
+            f"{r['log_mel']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
