@@ -287,3 +287,19 @@ def test_long_audio_is_decoded_window_by_window_like_one_shot(model_dir):
     blocks = list(decode_windows(codec, codes, n, frames=20))
     assert len(blocks) == 5 and [b.shape[-1] for b in blocks][:4] == [20 * codec.hop_length] * 4
     torch.testing.assert_close(torch.cat(blocks, dim=-1), one_shot, atol=1e-5, rtol=1e-4)
+
+
+def test_one_options_object_for_every_way_in(model_dir):
+    """GenerationOptions holds the defaults; MusicLM.generate and musiclm.generate.generate take it (or its
+    fields by name) and give the same audio; an unknown option is an error, not silently ignored."""
+    from musiclm.generate import generate
+    from musiclm.lm.generation import GenerationOptions
+
+    model = MusicLM.from_pretrained(model_dir)
+    options = GenerationOptions(duration=0.5, seed=3, top_k=8)
+    a = model.generate(["calm piano"], options)
+    assert torch.equal(a, model.generate(["calm piano"], duration=0.5, seed=3, top_k=8))
+    assert torch.equal(a, generate(["calm piano"], model=model, options=options))
+    assert GenerationOptions().sampling(model.config).cfg == model.config.cfg  # unset: the model's default
+    with pytest.raises(TypeError):
+        model.generate(["calm piano"], options, tempo=3)
