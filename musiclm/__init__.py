@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 
+from musiclm import compress as _compress_api  # light: its modules load on first use (see `compress` below)
 from musiclm.errors import MusicLMError
 
 __version__ = "0.1.0"
@@ -21,7 +22,6 @@ _LAZY = {
     "Codec": ("musiclm.codec", "Codec"),
     "CodecConfig": ("musiclm.codec", "CodecConfig"),
     "MusicLM": ("musiclm.lm", "MusicLM"),
-    "compress": ("musiclm.compress", None),  # a callable module: musiclm.compress(src, dst, ...)
     "decompress": ("musiclm.compress", "decompress"),
     "compress_bytes": ("musiclm.compress", "compress_bytes"),
     "decompress_bytes": ("musiclm.compress", "decompress_bytes"),
@@ -32,8 +32,27 @@ def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'musiclm' has no attribute {name!r}")
     module_name, attr = _LAZY[name]
-    module = importlib.import_module(module_name)
-    return module if attr is None else getattr(module, attr)
+    return getattr(importlib.import_module(module_name), attr)
 
 
-__all__ = ["MusicLMError", "__version__", *_LAZY]
+# `musiclm.compress(...)` is this function, while `musiclm.compress` the package holds the API
+# (`from musiclm.compress import decompress`). Importing a submodule binds its name on the parent, once, the
+# first time; the package was imported above, so this definition is the one that stays.
+def compress(
+    source,
+    destination,
+    codec=None,
+    bandwidth: float | None = None,
+    entropy: bool = False,
+    mono: bool = False,
+    force: bool = False,
+    chunk_seconds: float = _compress_api.CHUNK_SECONDS,
+    progress: bool | None = None,
+):
+    """Compress an audio file to .mlc: `musiclm.compress.compress` (see there)."""
+    from musiclm.compress.encode import compress as run
+
+    return run(source, destination, codec, bandwidth, entropy, mono, force, chunk_seconds, progress)
+
+
+__all__ = ["MusicLMError", "__version__", "compress", *_LAZY]

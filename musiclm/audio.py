@@ -1,16 +1,14 @@
 """Reading, converting and writing audio. Everything else in musiclm sees float32 tensors [C, N] in [-1, 1].
 
 Reading goes through soundfile (wav, flac, ogg/vorbis, mp3, ...); resampling is polyphase (scipy), so no
-torchaudio is needed. Writing is atomic: a temporary file in the same folder, renamed when complete.
+torchaudio is needed. Writing is atomic (musiclm.files): a hidden part file in the same folder, published
+when complete, with the mode any new file gets (0666 less the umask).
 """
 
 from __future__ import annotations
 
 import io
 import math
-import os
-import sys
-import tempfile
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -23,8 +21,15 @@ from scipy.signal import resample_poly
 from torch import Tensor
 
 from musiclm.errors import MusicLMError
+from musiclm.files import StdoutOutput, atomic_path
+
+# Kept for callers that write by name: a part file's path, published with replace (musiclm.files).
+atomic_write = atomic_path
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif")
+# extension → the libsndfile format a file of that name must hold
+AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".mp3": "MP3"}
+AUDIO_FORMATS.update({".aiff": "AIFF", ".aif": "AIFF"})
 
 
 def audio_info(path: str | Path) -> sf._SoundFileInfo:
@@ -105,7 +110,9 @@ def save_audio(
     format: str | None = None,
     subtype: str | None = None,
 ) -> None:
-    """Write [C, N] audio. Paths are written atomically; '-' writes to stdout. Warns on clipping."""
+    """Write [C, N] audio. Paths are written atomically (an existing file is replaced); '-' writes to stdout.
+    The format is `format`, else the path's extension; a `format` the extension contradicts is refused (a
+    file named .mp3 holds MP3). Warns on clipping."""
     if wav.dim() != 2:
         raise MusicLMError(f"expected audio shaped [C, N], got {list(wav.shape)}")
     data = wav.detach().float().cpu().numpy().T
@@ -116,35 +123,19 @@ def save_audio(
     if str(destination) == "-":
         buffer = io.BytesIO()
         sf.write(buffer, data, sample_rate, format=(format or "WAV").upper(), subtype=subtype)
-        sys.stdout.buffer.write(buffer.getvalue())
-        sys.stdout.buffer.flush()
+        with StdoutOutput() as out:
+            out.write(buffer.getvalue())
         return
     if not isinstance(destination, (str, Path)):
         sf.write(destination, data, sample_rate, format=(format or "WAV").upper(), subtype=subtype)
         return
     path = Path(destination)
-    fmt = (format or path.suffix.lstrip(".") or "wav").upper()
-    with atomic_write(path) as tmp:
-        sf.write(tmp, data, sample_rate, format=fmt, subtype=subtype)
-
-
-class atomic_write:
-    """Context manager yielding a temporary path beside `path`; renamed onto `path` only on success."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def __enter__(self) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        os.close(fd)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+    named = AUDIO_FORMATS.get(path.suffix.lower())
+    fmt = (format or named or path.suffix.lstrip(".") or "wav").upper()
+    if format and named and AUDIO_FORMATS.get("." + format.lower(), format.upper()) != named:
+        raise MusicLMError(f"{path}: the name says {named} but the format asked for is {format.upper()}")
+    with atomic_path(path) as part:
+        sf.write(part, data, sample_rate, format=fmt, subtype=subtype)
 
 
 def _short(e: Exception) -> str:

@@ -261,3 +261,33 @@ def test_fuzz_parser_never_crashes_hangs_or_overallocates():
             assert peak < 16 << 20, f"case {i}: peak allocation {peak / 1e6:.0f} MB"
     assert counts["error"] > 4000  # nearly every mutation is detected
     assert time.perf_counter() - start < 120  # ~3 s on an idle core
+
+
+@pytest.mark.parametrize("entropy", [False, True])
+def test_streams_round_trip_bit_exactly(entropy):
+    """Version 2: S streams per chunk (each channel of a mono codec), stream-major rows."""
+    header = make_header(orig_channels=3, streams=3, card=256, entropy=entropy, num_samples=24000 * 2 + 5)
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 256, size=(3, header.n_q, header.num_frames))
+    got_header, got = read_mlc(io.BytesIO(dumps(header, codes)))
+    assert got_header == header and np.array_equal(got, codes)
+    assert header.packed_size(10) == (3 * header.n_q * 10 * 8 + 7) // 8
+
+
+def test_streams_must_match_the_channels():
+    for orig_channels, streams, channels in [(2, 3, 1), (2, 2, 2)]:
+        header = make_header(orig_channels=orig_channels, streams=streams, channels=channels)
+        with pytest.raises(FormatError, match="streams"):
+            header.validate()
+
+
+def test_trailing_bytes_and_verify(valid):
+    header = bitstream.read_header(io.BytesIO(valid))
+    f = io.BytesIO(valid)
+    bitstream.read_header(f)
+    bitstream.verify(f, header)  # intact: no error
+    for data, message in [(valid + valid, "trailing data after the last chunk"), (valid[:-5], "truncated")]:
+        f = io.BytesIO(data)
+        bitstream.read_header(f)
+        with pytest.raises(FormatError, match=message):
+            bitstream.verify(f, header)

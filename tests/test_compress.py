@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from musiclm.audio import convert_channels, resample
+from musiclm.audio import resample
 from musiclm.cli import main
 from musiclm.codec import bitstream
 from musiclm.codec.model import Codec, CodecConfig
@@ -58,11 +58,12 @@ def music_like(seconds: float, sr: int, channels: int, seed: int = 0) -> np.ndar
 
 
 def one_shot(codec: Codec, wav: torch.Tensor, sr: int, bandwidth: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reference path: whole signal resampled, encoded and decoded at once → (codes [K, T], wav [C, N])."""
-    x = resample(convert_channels(wav, codec.channels), sr, codec.sample_rate)
-    codes = codec.encode(x[None], n_q=codec.config.n_q_for_bandwidth(bandwidth))
-    y = codec.decode(codes, x.shape[-1])[0]
-    return codes[0], resample(convert_channels(y, wav.shape[0]), codec.sample_rate, sr)
+    """The reference path: whole signal resampled, each channel encoded and decoded at once as a batch
+    → (codes [C, K, T], wav [C, N])."""
+    x = resample(wav, sr, codec.sample_rate)  # [C, N]
+    codes = codec.encode(x[:, None], n_q=codec.config.n_q_for_bandwidth(bandwidth))  # [C, K, T]
+    y = codec.decode(codes, x.shape[-1])[:, 0]
+    return codes, resample(y, codec.sample_rate, sr)
 
 
 def test_file_round_trip_restores_rate_channels_length(tmp_path, codec_dir, codec):
@@ -79,18 +80,17 @@ def test_file_round_trip_restores_rate_channels_length(tmp_path, codec_dir, code
 
 
 def test_streamed_path_equals_one_shot_path(codec):
-    """Codes in the file are the one-shot codes; decoded audio equals the one-shot decode (float rounding)."""
+    """Codes in the file are the one-shot codes of each channel; decoded audio equals the one-shot decode of
+    those codes (float rounding)."""
     audio = torch.from_numpy(music_like(4.1, 32000, 2).T.astype(np.float32))
     data = compress_bytes(audio, codec, sample_rate=32000, bandwidth=3.6, chunk_seconds=0.5)
-    header, codes = bitstream.read_mlc(io.BytesIO(data))
-    ref_codes, ref_wav = one_shot(codec, audio, 32000, 3.6)
+    header, codes = bitstream.read_mlc(io.BytesIO(data))  # [S, K, T]
+    ref_codes, _ = one_shot(codec, audio, 32000, 3.6)
+    assert header.streams == 2 and codes.shape == tuple(ref_codes.shape)
     assert (torch.from_numpy(codes) != ref_codes).float().mean() < 1e-3  # float ties may flip a rare argmin
     wav, sr = decompress_bytes(data, codec)
     assert sr == 32000 and wav.shape == audio.shape
-    _, ref_from_codes = one_shot(codec, audio, 32000, 3.6)
-    wav_ref = resample(
-        convert_channels(codec.decode(torch.from_numpy(codes)[None], header.num_samples)[0], 2), 24000, 32000
-    )
+    wav_ref = resample(codec.decode(torch.from_numpy(codes), header.num_samples)[:, 0], 24000, 32000)
     assert torch.allclose(wav, wav_ref, atol=1e-5)
 
 
@@ -284,10 +284,122 @@ def test_pipes_and_no_traceback_in_a_real_process(tmp_path, codec_dir):
     assert not (tmp_path / "o.wav").exists()
 
 
-def test_module_is_callable_as_musiclm_compress(tmp_path, codec_dir):
+def test_musiclm_compress_is_a_plain_function_beside_the_package(tmp_path, codec_dir):
+    """`musiclm.compress(...)` works after `import musiclm.compress`, with no module `__class__` swap, and
+    takes exactly the parameters of `musiclm.compress.compress`."""
+    import inspect
+    import types
+
     import musiclm
     import musiclm.compress
 
+    assert isinstance(musiclm.compress, types.FunctionType)
+    assert type(sys.modules["musiclm.compress"]) is types.ModuleType
     sf.write(tmp_path / "in.wav", music_like(0.5, 16000, 1), 16000)
     header = musiclm.compress(tmp_path / "in.wav", tmp_path / "x.mlc", codec=codec_dir)
     assert header.orig_sample_rate == 16000 and (tmp_path / "x.mlc").is_file()
+
+    def params(fn):
+        return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert params(musiclm.compress) == params(compress)
+
+
+# ---- channels: each coded on its own (format version 2), version 1 still read ------------------------------
+def hard_panned(seconds: float, sr: int) -> np.ndarray:
+    """[N, 2]: a tone on the left, silence on the right."""
+    t = np.arange(int(seconds * sr)) / sr
+    left = 0.5 * np.sin(2 * np.pi * 440 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.7 * t))
+    return np.stack([left, np.zeros_like(left)], 1)
+
+
+def test_hard_panned_stereo_keeps_left_and_right_apart(tmp_path):
+    """With the shipped codec: left = tone, right = silence comes back with the right channel silent."""
+    sf.write(tmp_path / "pan.wav", hard_panned(2.0, 44100), 44100)
+    header = compress(tmp_path / "pan.wav", tmp_path / "pan.mlc", progress=False)
+    decompress(tmp_path / "pan.mlc", tmp_path / "back.wav", progress=False)
+    back, sr = sf.read(tmp_path / "back.wav")
+    energy = (back**2).mean(0)
+    assert header.streams == 2 and back.shape == (88200, 2) and sr == 44100
+    assert energy[1] < 0.1 * energy[0], energy
+
+
+def test_channels_are_coded_independently_and_cost_their_bits(codec):
+    """Each channel decodes as if it were compressed alone; the file's bitrate is channels x nominal."""
+    stereo = torch.from_numpy(music_like(2.0, 24000, 2, seed=4).T.astype(np.float32))
+    stereo[1] = torch.from_numpy(music_like(2.0, 24000, 1, seed=9)[:, 0].astype(np.float32)) * 0.3
+    both, _ = decompress_bytes(compress_bytes(stereo, codec, sample_rate=24000), codec)
+    for c in range(2):
+        alone, _ = decompress_bytes(compress_bytes(stereo[c : c + 1], codec, sample_rate=24000), codec)
+        assert torch.allclose(both[c], alone[0], atol=1e-5)
+    audio = torch.from_numpy(music_like(10.0, 24000, 2).T.astype(np.float32))
+    nominal = codec.config.n_q_for_bandwidth(1.8) * math.log2(codec.card) * codec.frame_rate / 1000
+    stereo_kbps = len(compress_bytes(audio, codec, sample_rate=24000, bandwidth=1.8)) * 8 / 10.0 / 1000
+    mono_kbps = len(compress_bytes(audio, codec, sample_rate=24000, bandwidth=1.8, mono=True)) * 8 / 10.0 / 1000
+    assert 2 * nominal <= stereo_kbps < 2 * nominal * 1.05 + 0.1 and nominal <= mono_kbps < nominal * 1.05 + 0.1
+
+
+def test_six_channels_each_their_own(codec):
+    """5.1: six streams in the file, each channel's codes those of that channel compressed alone."""
+    x = torch.from_numpy(np.stack([music_like(1.0, 16000, 1, seed=s)[:, 0] * (s + 1) / 6 for s in range(6)]))
+    data = compress_bytes(x.float(), codec, sample_rate=16000, chunk_seconds=0.3, entropy=True)
+    header, codes = bitstream.read_mlc(io.BytesIO(data))  # [6, K, T]
+    assert header.streams == 6 and codes.shape[0] == 6
+    for c in (0, 5):
+        _, alone = bitstream.read_mlc(io.BytesIO(compress_bytes(x[c : c + 1].float(), codec, sample_rate=16000)))
+        assert np.array_equal(codes[c], alone)
+    wav, sr = decompress_bytes(data, codec)
+    assert wav.shape == x.shape and sr == 16000
+
+
+def to_version_1(data: bytes) -> bytes:
+    """The same one-stream file in the version-1 layout: the header's fields without `streams`."""
+    import struct
+    import zlib
+
+    size = struct.unpack_from("<H", data, 6)[0]
+    fields = data[8 : 8 + size]
+    assert fields[-1] == 1, "only one-stream files have a version-1 form"
+    head = b"MLC\x1a" + struct.pack("<HH", 1, size - 1) + fields[:-1]
+    return head + struct.pack("<I", zlib.crc32(head)) + data[8 + size + 4 :]
+
+
+def test_version_1_files_still_decode(codec):
+    audio = torch.from_numpy(music_like(1.5, 24000, 2).T.astype(np.float32))
+    v2 = compress_bytes(audio, codec, sample_rate=24000, mono=True, chunk_seconds=0.4)
+    v1 = to_version_1(v2)
+    header = bitstream.read_header(io.BytesIO(v1))
+    assert header == bitstream.read_header(io.BytesIO(v2)) and header.streams == 1
+    assert torch.equal(decompress_bytes(v1, codec)[0], decompress_bytes(v2, codec)[0])
+
+
+# ---- file handling: trailing bytes, names that would lie ---------------------------------------------------
+def test_decompress_refuses_bytes_after_the_last_chunk(capsys, tmp_path, codec_dir, mlc):
+    """`cat a.mlc b.mlc` is not silently decoded as a.mlc (FORMAT.md: trailing bytes are an error)."""
+    (tmp_path / "ab.mlc").write_bytes(mlc.read_bytes() * 2)
+    rc, err = cli(capsys, "decompress", tmp_path / "ab.mlc", tmp_path / "out.wav", "--codec", codec_dir)
+    assert_one_line_error(rc, err, "trailing data after the last chunk")
+    assert not (tmp_path / "out.wav").exists()
+    with pytest.raises(MusicLMError, match="trailing data"):
+        decompress_bytes(mlc.read_bytes() + b"\0", codec_dir)
+
+
+@pytest.mark.parametrize("name", ["song.flac", "song.wav", "song.mp3", "song.MLC.txt"])
+def test_compress_output_must_be_named_mlc(capsys, tmp_path, codec_dir, name):
+    sf.write(tmp_path / "in.wav", music_like(0.3, 24000, 1), 24000)
+    rc, err = cli(capsys, "compress", tmp_path / "in.wav", tmp_path / name, "--codec", codec_dir)
+    assert_one_line_error(rc, err, "NAME.mlc")
+    assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("name, fmt", [("o.wav", "WAV"), ("o.flac", "FLAC"), ("o.ogg", "OGG"), ("o", "WAV")])
+def test_decompress_writes_the_format_the_name_says(capsys, tmp_path, codec_dir, mlc, name, fmt):
+    assert cli(capsys, "decompress", mlc, tmp_path / name, "--codec", codec_dir)[0] == 0
+    assert sf.info(str(tmp_path / name)).format == fmt
+
+
+@pytest.mark.parametrize("name", ["o.raw", "o.mlc", "o.txt", "o.au"])
+def test_decompress_refuses_names_of_other_formats(capsys, tmp_path, codec_dir, mlc, name):
+    rc, err = cli(capsys, "decompress", mlc, tmp_path / name, "--codec", codec_dir)
+    assert_one_line_error(rc, err, "cannot write")
+    assert not (tmp_path / name).exists()

@@ -7,11 +7,13 @@ Layout (all integers little-endian; full description with offsets in FORMAT.md):
 
     chunk = mode u8 (0 bit-packed, 1 range-coded) | payload_size u32 | payload | crc32 u32 of mode..payload
 
-A chunk holds the codes [K, t] of `t = chunk_frames` frames (fewer in the last one), codebook-major, each
-code in ceil(log2(card)) bits. Chunks are independent (the entropy model restarts in each), so a decoder can
-stream them, and one flipped bit is caught by its chunk's CRC. The reader never trusts a size field: every
-field is checked against limits before anything is allocated, so a corrupt or hostile file costs at most one
-chunk's bytes (≤ MAX_CHUNK_BYTES) of memory.
+A chunk holds the codes [S, K, t] of `t = chunk_frames` frames (fewer in the last one) for S streams (one per
+input channel, or one for a downmix), stream-major then codebook-major, each code in ceil(log2(card)) bits.
+Chunks are independent (the entropy model restarts in each), so a decoder can stream them, and one flipped
+bit is caught by its chunk's CRC. Version 1 files (no `streams` field: one stream) are still read.
+
+The reader never trusts a size field: every field is checked against limits before anything is allocated,
+so a corrupt or hostile file costs at most one chunk's bytes (≤ MAX_CHUNK_BYTES) of memory.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 from musiclm.errors import MusicLMError
 
 MAGIC = b"MLC\x1a"  # \x1a stops `type`/`cat` on some systems from dumping binary, as in PNG's signature
-VERSION = 1
+VERSION = 2  # 2: adds `streams` (each input channel coded on its own); version 1 files still read
 MODE_PACKED, MODE_RANGE = 0, 1
 FLAG_ENTROPY = 1  # the encoder tried range coding (a chunk still says which mode it used)
 FLAG_PRIOR = 2  # the range coder's model starts from the codec's code-usage statistics (`prior` names them)
@@ -40,7 +42,8 @@ MAX_HOURS = 100
 MAX_N_Q = 256
 MAX_CARD = 1 << 20
 MAX_CHUNK_BYTES = 16 << 20
-_FIELDS = struct.Struct("<B8sIIBIHQQHIdI8s")  # after the name; see Header.pack
+_FIELDS_V1 = struct.Struct("<B8sIIBIHQQHIdI8s")  # after the name; see Header.pack
+_FIELDS = struct.Struct("<B8sIIBIHQQHIdI8sB")  # version 2: + streams u8
 _PREFIX = struct.Struct("<4sHH")
 _CHUNK_HEAD = struct.Struct("<BI")
 _CRC = struct.Struct("<I")
@@ -48,6 +51,14 @@ _CRC = struct.Struct("<I")
 
 class FormatError(MusicLMError):
     """A .mlc file that is truncated, corrupt, or from another version."""
+
+
+class ChunkError(FormatError):
+    """One damaged chunk. `resumable`: the reader stands at the next chunk, so the rest can still be read."""
+
+    def __init__(self, message: str, resumable: bool):
+        super().__init__(message)
+        self.resumable = resumable
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,9 @@ class Header:
     chunk_frames: int
     entropy: bool = False
     prior: str = ""  # 16 hex chars naming the initial counts of the range coder's model; "" = uniform
+    # S: 1 = the input mixed to the codec's channels; orig_channels = each input channel coded on its own
+    # by a mono codec (S times the bits of one stream: stereo costs twice the nominal bandwidth)
+    streams: int = 1
 
     @property
     def frame_rate(self) -> float:
@@ -92,8 +106,13 @@ class Header:
         """Frames in chunk `index`."""
         return min(self.chunk_frames, self.num_frames - index * self.chunk_frames)
 
+    @property
+    def kbps(self) -> float:
+        """Nominal kbps of the whole file: the bandwidth of one stream times the streams."""
+        return self.bandwidth * self.streams
+
     def packed_size(self, frames: int) -> int:
-        return (self.n_q * frames * self.bits + 7) // 8
+        return (self.streams * self.n_q * frames * self.bits + 7) // 8
 
     def validate(self) -> None:
         """Raise FormatError if a field is outside what any valid file holds."""
@@ -112,6 +131,8 @@ class Header:
             raise bad(f"hop length {self.hop_length} at {self.sample_rate} Hz")
         if not 1 <= self.channels <= MAX_CHANNELS or not 1 <= self.orig_channels <= MAX_CHANNELS:
             raise bad(f"{self.channels} codec / {self.orig_channels} original channels")
+        if self.streams != 1 and (self.streams != self.orig_channels or self.channels != 1):
+            raise bad(f"{self.streams} streams for {self.orig_channels} channels and a {self.channels}-channel codec")
         if not 1 <= self.num_samples <= MAX_HOURS * 3600 * self.sample_rate:
             raise bad(f"{self.num_samples} samples at {self.sample_rate} Hz")
         if resampled_length(self.orig_num_samples, self.orig_sample_rate, self.sample_rate) != self.num_samples:
@@ -149,6 +170,7 @@ class Header:
                 self.bandwidth,
                 self.chunk_frames,
                 bytes.fromhex(self.prior) if self.prior else bytes(8),
+                self.streams,
             )
         )
         head = _PREFIX.pack(MAGIC, VERSION, len(fields)) + fields
@@ -199,71 +221,55 @@ def read_header(f: BinaryIO) -> Header:
     if len(prefix) < _PREFIX.size:
         raise FormatError("truncated .mlc file: header ends early")
     _, version, fields_size = _PREFIX.unpack(prefix)
-    if version != VERSION:
+    if version not in (1, VERSION):
         newer = " (written by a newer musiclm; upgrade to read it)" if version > VERSION else ""
-        raise FormatError(f"unsupported .mlc format version {version}; this musiclm reads version {VERSION}{newer}")
-    if not _FIELDS.size + 2 <= fields_size <= _FIELDS.size + 1 + MAX_NAME_BYTES:
+        raise FormatError(
+            f"unsupported .mlc format version {version}; this musiclm reads versions 1 to {VERSION}{newer}"
+        )
+    layout = _FIELDS if version == VERSION else _FIELDS_V1
+    if not layout.size + 2 <= fields_size <= layout.size + 1 + MAX_NAME_BYTES:
         raise FormatError(f"corrupt .mlc header: field block of {fields_size} bytes")
     fields = _read_exact(f, fields_size, "header")
     (crc,) = _CRC.unpack(_read_exact(f, _CRC.size, "header checksum"))
     if zlib.crc32(prefix + fields) != crc:
         raise FormatError("corrupt .mlc header: checksum mismatch")
     name_len = fields[0]
-    if 1 + name_len + _FIELDS.size != fields_size:
+    if 1 + name_len + layout.size != fields_size:
         raise FormatError("corrupt .mlc header: codec name length disagrees with the header size")
     try:
         name = fields[1 : 1 + name_len].decode()
     except UnicodeDecodeError:
         raise FormatError("corrupt .mlc header: codec name is not UTF-8") from None
-    (
-        flags,
-        fingerprint,
-        sr,
-        hop,
-        channels,
-        orig_sr,
-        orig_channels,
-        n,
-        orig_n,
-        n_q,
-        card,
-        bandwidth,
-        chunk_frames,
-        prior,
-    ) = _FIELDS.unpack(fields[1 + name_len :])
+    values = layout.unpack(fields[1 + name_len :])
+    flags, fingerprint, prior, streams = values[0], values[1], values[13], (values[14:] or (1,))[0]
     if flags & ~(FLAG_ENTROPY | FLAG_PRIOR) or (prior != bytes(8)) != bool(flags & FLAG_PRIOR):
         raise FormatError(f"corrupt .mlc header: unknown flags {flags:#x}")
     header = Header(
         name,
         fingerprint.hex(),
-        sr,
-        hop,
-        channels,
-        orig_sr,
-        orig_channels,
-        n,
-        orig_n,
-        n_q,
-        card,
-        float(bandwidth),
-        chunk_frames,
+        *values[2:11],
+        float(values[11]),
+        values[12],
         bool(flags & FLAG_ENTROPY),
         prior.hex() if flags & FLAG_PRIOR else "",
+        streams,
     )
     header.validate()
     return header
 
 
 def write_chunk(f: BinaryIO, header: Header, codes: np.ndarray, prior: np.ndarray | None = None) -> int:
-    """Write codes [n_q, t] as one chunk; returns bytes written. Range coding is used when it is smaller;
-    `prior` [n_q, card] are the model's initial counts, named by header.prior."""
-    assert codes.shape[0] == header.n_q, f"chunk has {codes.shape[0]} codebooks, header says {header.n_q}"
-    mode, payload = MODE_PACKED, pack_codes(codes, header.bits)
+    """Write codes [S, n_q, t] (or [n_q, t] for one stream) as one chunk; returns bytes written. Range coding
+    is used when it is smaller; `prior` [n_q, card] are the model's initial counts, named by header.prior."""
+    rows = codes.reshape(-1, codes.shape[-1])  # [S * K, t]: stream-major, then codebook-major
+    assert rows.shape[0] == header.streams * header.n_q, f"chunk codes {codes.shape} vs {header.streams} streams"
+    mode, payload = MODE_PACKED, pack_codes(rows, header.bits)
     if header.entropy:
         from musiclm.codec.entropy import encode_codes
 
         _check_prior(header, prior)
-        coded = encode_codes(codes, header.card, prior)
+        # one adaptive model per (stream, codebook) row; each stream's codebook k starts from prior[k]
+        coded = encode_codes(rows, header.card, None if prior is None else np.tile(prior, (header.streams, 1)))
         if len(coded) < len(payload):
             mode, payload = MODE_RANGE, coded
     head = _CHUNK_HEAD.pack(mode, len(payload))
@@ -281,51 +287,79 @@ def _check_prior(header: Header, prior: np.ndarray | None) -> None:
     assert header.prior or prior is None, "a prior must be named in the header"
 
 
-def read_chunk(f: BinaryIO, header: Header, index: int, prior: np.ndarray | None = None) -> np.ndarray:
-    """Read chunk `index` → codes [n_q, t] int64, every code < card. `prior`: see write_chunk."""
+def read_chunk_bytes(f: BinaryIO, header: Header, index: int) -> tuple[int, bytes]:
+    """Read chunk `index` and check its structure and CRC (no decoding) → (mode, payload).
+
+    A damaged chunk raises ChunkError; a file that ends inside the chunk raises FormatError ("truncated").
+    A bit-packed chunk has a known size, so even a garbled length field leaves the reader at the next chunk;
+    a range-coded one with a garbled length does not (`resumable` False)."""
     frames = header.chunk_length(index)
     where = f"chunk {index + 1}/{header.num_chunks}"
     head = _read_exact(f, _CHUNK_HEAD.size, where)
     mode, size = _CHUNK_HEAD.unpack(head)
     limit = header.packed_size(frames)
+    problem = None
     if mode not in (MODE_PACKED, MODE_RANGE) or (mode == MODE_RANGE and not header.entropy):
-        raise FormatError(f"corrupt .mlc file: {where} has unknown mode {mode}")
-    if (mode == MODE_PACKED and size != limit) or (mode == MODE_RANGE and size >= limit):
-        raise FormatError(f"corrupt .mlc file: {where} claims {size} bytes for {frames} frames")
-    payload = _read_exact(f, size, where)
+        problem = f"corrupt .mlc file: {where} has unknown mode {mode}"
+    elif (mode == MODE_PACKED and size != limit) or (mode == MODE_RANGE and size >= limit):
+        problem = f"corrupt .mlc file: {where} claims {size} bytes for {frames} frames"
+    if problem and header.entropy:
+        raise ChunkError(problem, resumable=False)
+    payload = _read_exact(f, limit if problem else size, where)
     (crc,) = _CRC.unpack(_read_exact(f, _CRC.size, f"{where} checksum"))
+    if problem:
+        raise ChunkError(problem, resumable=True)
     if zlib.crc32(head + payload) != crc:
-        raise FormatError(f"corrupt .mlc file: {where} fails its checksum (flipped bits?)")
+        raise ChunkError(f"corrupt .mlc file: {where} fails its checksum (flipped bits?)", resumable=True)
+    return mode, payload
+
+
+def read_chunk(f: BinaryIO, header: Header, index: int, prior: np.ndarray | None = None) -> np.ndarray:
+    """Read chunk `index` → codes [S, n_q, t] int64, every code < card. `prior`: see write_chunk."""
+    frames, rows = header.chunk_length(index), header.streams * header.n_q
+    mode, payload = read_chunk_bytes(f, header, index)
     if mode == MODE_RANGE:
         from musiclm.codec.entropy import decode_codes
 
         _check_prior(header, prior)
-        codes = decode_codes(payload, header.n_q, frames, header.card, prior)
+        tiled = None if prior is None else np.tile(prior, (header.streams, 1))
+        codes = decode_codes(payload, rows, frames, header.card, tiled)
     else:
-        codes = unpack_codes(payload, header.n_q, frames, header.bits)
+        codes = unpack_codes(payload, rows, frames, header.bits)
     if codes.size and int(codes.max()) >= header.card:
-        raise FormatError(f"corrupt .mlc file: {where} holds a code ≥ codebook size {header.card}")
-    return codes
+        where = f"chunk {index + 1}/{header.num_chunks}"
+        raise ChunkError(f"corrupt .mlc file: {where} holds a code ≥ codebook size {header.card}", resumable=True)
+    return codes.reshape(header.streams, header.n_q, frames)
 
 
 def check_end(f: BinaryIO) -> None:
     if f.read(1):
-        raise FormatError("corrupt .mlc file: unexpected data after the last chunk")
+        raise FormatError("corrupt .mlc file: trailing data after the last chunk")
+
+
+def verify(f: BinaryIO, header: Header) -> None:
+    """Check every chunk's length and CRC and the end of the file, without decoding codes (FormatError)."""
+    for i in range(header.num_chunks):
+        read_chunk_bytes(f, header, i)
+    check_end(f)
 
 
 def write_mlc(f: BinaryIO, header: Header, codes: np.ndarray, prior: np.ndarray | None = None) -> None:
-    """Whole-file writer: codes [n_q, T] with T == header.num_frames."""
+    """Whole-file writer: codes [n_q, T] (one stream) or [S, n_q, T], with T == header.num_frames."""
     header.validate()
-    assert codes.shape == (header.n_q, header.num_frames), f"codes {codes.shape} vs header"
+    codes = codes.reshape(header.streams, header.n_q, -1)
+    assert codes.shape[-1] == header.num_frames, f"codes {codes.shape} vs {header.num_frames} frames"
     f.write(header.pack())
     for i in range(header.num_chunks):
         start = i * header.chunk_frames
-        write_chunk(f, header, codes[:, start : start + header.chunk_length(i)], prior)
+        write_chunk(f, header, codes[..., start : start + header.chunk_length(i)], prior)
 
 
 def read_mlc(f: BinaryIO, prior: np.ndarray | None = None) -> tuple[Header, np.ndarray]:
-    """Whole-file reader → (header, codes [n_q, T] int64). Memory is bounded by the bytes actually read."""
+    """Whole-file reader → (header, codes int64: [n_q, T] for one stream, [S, n_q, T] for more). Memory is
+    bounded by the bytes actually read."""
     header = read_header(f)
     chunks = [read_chunk(f, header, i, prior) for i in range(header.num_chunks)]
     check_end(f)
-    return header, np.concatenate(chunks, axis=1)
+    codes = np.concatenate(chunks, axis=-1)
+    return header, codes[0] if header.streams == 1 else codes

@@ -9,6 +9,9 @@ network's receptive field (measured by `receptive_frames`), every kept frame see
 in the one-shot path, so streamed output equals one-shot output up to float rounding, borders included.
 (With an LSTM the receptive field is unbounded; a 1-second context then makes the difference small, not nil.)
 
+A multichannel signal whose channels are coded on their own (a mono codec, one stream per channel) goes
+through the codec as a batch: blocks [S * C, L] become [S, C, L], codes are [S, K, t].
+
 The resampler does the same trick: scipy's polyphase `resample_poly` is shift-invariant for input shifts
 that are multiples of `down` (they move the output by multiples of `up`), so resampling aligned overlapping
 blocks and keeping their middles reproduces resampling the whole signal.
@@ -100,7 +103,8 @@ def resampled_blocks(
 
 
 class BlockBuffer:
-    """Random access to a forward-only stream of blocks [C, L], keeping only what is still needed."""
+    """Random access along the last axis of a forward-only stream of blocks [..., L], keeping only what is
+    still needed."""
 
     def __init__(self, blocks: Iterator[np.ndarray]):
         self.blocks = blocks
@@ -116,39 +120,43 @@ class BlockBuffer:
             self.data = block if self.data is None else np.concatenate([self.data, block], axis=-1)
         assert self.data is not None, "empty stream"
         assert start >= self.start, "BlockBuffer only moves forward"
-        self.data = self.data[:, start - self.start :]
+        self.data = self.data[..., start - self.start :]
         self.start = start
-        return self.data[:, : stop - start]
+        return self.data[..., : stop - start]
 
 
 def encode_chunks(
     codec, blocks: Iterator[np.ndarray], num_samples: int, chunk_frames: int, context: int, n_q: int
 ) -> Iterator[Tensor]:
-    """Audio blocks [C, L] at the codec rate (num_samples in all) → codes [n_q, t] per chunk of frames."""
+    """Audio blocks [S * C, L] at the codec rate (num_samples in all; C the codec's channels, S streams
+    coded as a batch) → codes [S, n_q, t] per chunk of frames."""
     hop = codec.hop_length
     total = math.ceil(num_samples / hop)
     buffer = BlockBuffer(blocks)
     for t0 in range(0, total, chunk_frames):
         t1 = min(total, t0 + chunk_frames)
         w0 = max(0, t0 - context)
-        wav = buffer.get(w0 * hop, min(num_samples, (t1 + context) * hop))
-        codes = codec.encode(torch.from_numpy(np.ascontiguousarray(wav))[None], n_q=n_q)[0]  # [K, T']
-        yield codes[:, t0 - w0 : t1 - w0]
+        wav = buffer.get(w0 * hop, min(num_samples, (t1 + context) * hop))  # [S * C, L]
+        batch = torch.from_numpy(np.ascontiguousarray(wav)).reshape(-1, codec.channels, wav.shape[-1])
+        codes = codec.encode(batch, n_q=n_q)  # [S, K, T']
+        yield codes[..., t0 - w0 : t1 - w0]
 
 
 def decode_chunks(
     codec, chunks: Iterator[Tensor], num_samples: int, chunk_frames: int, context: int
 ) -> Iterator[np.ndarray]:
-    """Codes [K, t] per chunk → audio blocks [C, L] at the codec rate, num_samples in all."""
+    """Codes [S, K, t] (or [K, t]: one stream) per chunk → audio blocks [S * C, L] at the codec rate, one
+    block per chunk, num_samples in all."""
     hop = codec.hop_length
     total = math.ceil(num_samples / hop)
     # Frames on the right come from the next chunk(s): keep a small window of decoded codes.
-    buffer = BlockBuffer(np.asarray(c) for c in chunks)
+    buffer = BlockBuffer(np.asarray(c).reshape(-1, *c.shape[-2:]) for c in chunks)
     for t0 in range(0, total, chunk_frames):
         t1 = min(total, t0 + chunk_frames)
         w0 = max(0, t0 - context)
-        codes = buffer.get(w0, min(total, t1 + context))
-        wav = codec.decode(torch.from_numpy(np.ascontiguousarray(codes))[None])[0]  # [C, T' * hop]
+        codes = buffer.get(w0, min(total, t1 + context))  # [S, K, T']
+        wav = codec.decode(torch.from_numpy(np.ascontiguousarray(codes)))  # [S, C, T' * hop]
+        wav = wav.reshape(-1, wav.shape[-1])  # [S * C, T' * hop]
         yield wav[:, (t0 - w0) * hop : (t1 - w0) * hop][:, : num_samples - t0 * hop].numpy()
 
 

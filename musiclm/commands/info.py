@@ -1,4 +1,8 @@
-"""`musiclm info`: what a codec or LM directory, or a compressed .mlc file, holds."""
+"""`musiclm info`: what a codec or LM directory, or a compressed .mlc file, holds.
+
+For an .mlc file, every chunk's length and checksum and the end of the file are checked too (no audio is
+decoded): "verified", or exit 2 naming the first problem. --no-verify reads the header only.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +20,14 @@ def register(subparsers) -> None:
         "`musiclm info checkpoints/musiclm`",
     )
     p.add_argument("path", nargs="?", help="model directory or .mlc file (default: the shipped codec)")
+    p.add_argument("--no-verify", action="store_true", help=".mlc: read the header only, skip the chunk checks")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.path) if args.path else None
     if path is not None and path.is_file() and path.suffix != ".th":
-        return _describe_mlc(path)
+        return _describe_mlc(path, verify=not getattr(args, "no_verify", False))
     if path is not None and (path / "config.json").is_file():
         meta = json.loads((path / "config.json").read_text())
         if meta.get("model_type") not in ("musiclm-codec", "encodec", "musicgen", "musicgen_melody"):
@@ -43,16 +48,23 @@ def _describe_codec(path: Path | None) -> int:
     return 0
 
 
-def _describe_mlc(path: Path) -> int:
+def _describe_mlc(path: Path, verify: bool) -> int:
     from musiclm.compress import read_info
+    from musiclm.errors import MusicLMError
 
-    h = read_info(path)
-    seconds = h.orig_num_samples / h.orig_sample_rate
+    try:
+        h = read_info(path, verify=verify)
+    except MusicLMError as e:
+        raise MusicLMError(f"{path}: {e}") from None
+    seconds = h.duration
     kbps = path.stat().st_size * 8 / seconds / 1000 if seconds else 0.0
     print(f"{path}: {seconds:.2f} s of audio, originally {h.orig_sample_rate} Hz x {h.orig_channels} channel(s)")
     print(f"  codec {h.codec_name} ({h.fingerprint}), {h.sample_rate} Hz, {h.frame_rate:g} frames/s")
-    print(
-        f"  {h.n_q} codebooks x {h.card} at {h.bandwidth:g} kbps nominal, {kbps:.2f} kbps on disk"
-        f"{', entropy coded' if h.entropy else ''}"
+    coding = (
+        f"each of {h.streams} channels coded separately: {h.bandwidth:g} kbps per channel, {h.kbps:g} kbps nominal"
+        if h.streams > 1
+        else f"{h.bandwidth:g} kbps nominal{' (channels mixed to one)' if h.orig_channels > h.channels else ''}"
     )
+    print(f"  {h.n_q} codebooks x {h.card}, {coding}, {kbps:.2f} kbps on disk{', entropy coded' if h.entropy else ''}")
+    print(f"  {h.num_chunks} chunks: {'verified (lengths and checksums intact)' if verify else 'not verified'}")
     return 0

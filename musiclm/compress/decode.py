@@ -1,0 +1,193 @@
+""".mlc → audio: read and check chunk by chunk, decode with context, resample, write block by block.
+
+With `on_damage`, a damaged chunk does not stop decoding: it becomes silence and is reported (its index,
+time range and what is wrong). Damage is assumed to be in place (flipped bits, a cut end): a bit-packed
+chunk always has the same size, so decoding resumes at the next chunk even when a length field is garbled;
+a range-coded chunk with a garbled length, or a file that ends early, loses everything after it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from musiclm.codec import bitstream
+from musiclm.codec.bitstream import ChunkError, FormatError, Header
+from musiclm.codec.streaming import decode_chunks, receptive_frames, resampled_blocks
+from musiclm.compress.common import check_codec, check_destination, codec_prior, load_codec, open_output, progress_bar
+from musiclm.compress.reader import Source
+from musiclm.compress.writer import AudioWriter, output_format
+from musiclm.errors import MusicLMError
+from musiclm.files import check_interrupt, read_stdin
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A chunk replaced with silence (`chunk` 0-based, None for bytes after the last chunk)."""
+
+    chunk: int | None
+    chunks: int
+    start: float  # seconds
+    end: float
+    reason: str
+
+    def __str__(self) -> str:
+        if self.chunk is None:
+            return f"{self.reason} (ignored)"
+        return f"chunk {self.chunk + 1}/{self.chunks} ({self.start:.2f}-{self.end:.2f} s) {self.reason}; silence"
+
+
+class _Stdin:
+    def read(self, n: int) -> bytes:
+        return read_stdin(n)
+
+
+class _input:
+    def __init__(self, source: Source):
+        self.source, self.file = source, None
+
+    def __enter__(self) -> BinaryIO:
+        s = self.source
+        if isinstance(s, bytes):
+            return io.BytesIO(s)
+        if str(s) == "-":
+            return _Stdin()
+        if not isinstance(s, (str, Path)):
+            return s
+        if not Path(s).is_file():
+            raise MusicLMError(f"{s}: no such file")
+        self.file = open(s, "rb")  # noqa: SIM115 - closed in __exit__
+        return self.file
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def _check_prior(header: Header, codec) -> np.ndarray | None:
+    prior = codec_prior(codec, header.n_q) if header.prior else None
+    if header.prior:
+        from musiclm.codec.entropy import prior_hash
+
+        if prior is None or prior_hash(prior) != header.prior:
+            raise MusicLMError(
+                f"this file was range-coded with code statistics {header.prior}, but the codec's "
+                f"are {prior_hash(prior) if prior is not None else 'missing'} (same weights, other training "
+                "statistics?); decode with the codec directory that encoded it"
+            )
+    return prior
+
+
+def decoded_blocks(
+    f: BinaryIO,
+    header: Header,
+    codec,
+    progress: bool | None = None,
+    on_damage: Callable[[Damage], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """Blocks [orig_channels, L] at the original rate, orig_num_samples in all; checks the file's end."""
+    prior = _check_prior(header, codec)
+    damaged: set[int] = set()
+    lost: list[str] = []  # why every later chunk is missing, once reading cannot go on
+
+    def damage(i: int, reason: str) -> None:
+        start = i * header.chunk_frames / header.frame_rate
+        end = min(start + header.chunk_length(i) / header.frame_rate, header.duration)
+        damaged.add(i)
+        on_damage(Damage(i, header.num_chunks, start, end, reason))
+
+    def code_chunks() -> Iterator[np.ndarray]:  # codes [S, K, t] per chunk; zeros stand in for damage
+        with progress_bar(header, progress, "decompress") as bar:
+            for i in range(header.num_chunks):
+                check_interrupt()
+                codes = None
+                if lost:
+                    damage(i, lost[0])
+                else:
+                    try:
+                        codes = bitstream.read_chunk(f, header, i, prior)
+                    except FormatError as e:
+                        if on_damage is None:
+                            raise
+                        damage(i, str(e).replace("corrupt .mlc file: ", ""))
+                        if not (isinstance(e, ChunkError) and e.resumable):
+                            lost.append("lost (the file cannot be read past an earlier damaged chunk)")
+                if codes is None:
+                    codes = np.zeros((header.streams, header.n_q, header.chunk_length(i)), np.int64)
+                yield torch.from_numpy(codes)
+                bar.update(header.chunk_length(i) / header.frame_rate)
+
+    blocks = decode_chunks(codec, code_chunks(), header.num_samples, header.chunk_frames, receptive_frames(codec))
+    # decode_chunks yields one block per chunk, after reading that chunk (and maybe the next few)
+    silenced = (np.zeros_like(b) if i in damaged else b for i, b in enumerate(blocks))
+    yield from resampled_blocks(
+        silenced,
+        header.sample_rate,
+        header.orig_sample_rate,
+        header.num_samples,
+        header.orig_channels,
+        header.orig_num_samples,
+    )
+    if not lost:
+        try:
+            bitstream.check_end(f)
+        except FormatError as e:
+            if on_damage is None:
+                raise
+            on_damage(Damage(None, header.num_chunks, header.duration, header.duration, str(e)))
+
+
+def decompress(
+    source: Source,
+    destination: str | Path | BinaryIO,
+    codec=None,
+    force: bool = False,
+    progress: bool | None = None,
+    on_damage: Callable[[Damage], None] | None = None,
+) -> Header:
+    """Decode an .mlc file (path, '-', bytes or file object) to audio at `destination` (a path: the format
+    its extension names, .wav .flac .ogg ..., WAV if none; '-': WAV on stdout; a binary file object: WAV).
+    `on_damage`: recover, turning damaged chunks into silence and passing each one to this function."""
+    check_destination(source, destination, force)
+    fmt = output_format(destination)
+    with _input(source) as f:
+        header = bitstream.read_header(f)
+        codec = load_codec(codec)
+        check_codec(header, codec)
+        with open_output(destination, force) as out:
+            writer = AudioWriter(out, fmt, header.orig_sample_rate, header.orig_channels, header.orig_num_samples)
+            ok = False
+            try:
+                for block in decoded_blocks(f, header, codec, progress, on_damage):
+                    writer.write(block)
+                ok = True
+            finally:  # before the file under it is published (or deleted, on failure)
+                writer.close(warn=ok)
+    return header
+
+
+def decompress_bytes(data: bytes, codec=None, on_damage: Callable[[Damage], None] | None = None) -> tuple[Tensor, int]:
+    """.mlc bytes → (wav [C, N] float32 at the original rate, that rate)."""
+    f = io.BytesIO(data)
+    header = bitstream.read_header(f)
+    codec = load_codec(codec)
+    check_codec(header, codec)
+    wav = np.concatenate(list(decoded_blocks(f, header, codec, False, on_damage)), axis=-1)
+    return torch.from_numpy(wav), header.orig_sample_rate
+
+
+def read_info(source: Source, verify: bool = False) -> Header:
+    """The header of an .mlc file, without decoding it. `verify`: also check every chunk's length and CRC
+    and the end of the file (FormatError names the first problem)."""
+    with _input(source) as f:
+        header = bitstream.read_header(f)
+        if verify:
+            bitstream.verify(f, header)
+        return header

@@ -1,0 +1,141 @@
+"""Audio → .mlc: read in blocks, resample, encode chunk by chunk, write each chunk as it is done."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import BinaryIO
+
+from torch import Tensor
+
+from musiclm.codec import bitstream
+from musiclm.codec.bitstream import Header, resampled_length
+from musiclm.codec.streaming import encode_chunks, receptive_frames, resampled_blocks
+from musiclm.compress import CHUNK_SECONDS  # the one default, also used by musiclm.compress()
+from musiclm.compress.common import check_destination, codec_prior, load_codec, open_output, progress_bar
+from musiclm.compress.reader import AudioSource, Source, open_audio
+from musiclm.errors import MusicLMError
+from musiclm.files import check_interrupt
+
+DEFAULT_BANDWIDTH = 6.0  # kbps per channel, when the codec offers it (EnCodec's default too)
+
+
+def _check_mlc_name(destination) -> None:
+    """An .mlc file is named .mlc: `compress x.wav song.flac` would write codes into a file that says FLAC."""
+    if isinstance(destination, (str, Path)) and str(destination) != "-":
+        if Path(destination).suffix.lower() != ".mlc":
+            raise MusicLMError(f"{destination}: the output of compress is an .mlc file; name it NAME.mlc (or '-')")
+
+
+def _header(src: AudioSource, codec, bandwidth: float | None, entropy: bool, mono: bool, chunk_seconds: float):
+    if bandwidth is None:
+        bandwidth = DEFAULT_BANDWIDTH if DEFAULT_BANDWIDTH in codec.bandwidths else max(codec.bandwidths)
+    if bandwidth not in codec.bandwidths:
+        raise MusicLMError(
+            f"bandwidth {bandwidth:g} kbps not offered by this codec; choose one of "
+            f"{[float(b) for b in codec.bandwidths]}"
+        )
+    if not 0.05 <= chunk_seconds <= 600:
+        raise MusicLMError(f"chunk length {chunk_seconds} s out of range (0.05 .. 600)")
+    # A mono codec codes each channel on its own (a batch of S = C streams): left and right stay apart, at
+    # C times the bits. Mixing to the codec's channels (mono=True, or a codec with several) is one stream.
+    streams = src.channels if codec.channels == 1 and not mono else 1
+    header = Header(
+        codec_name=codec.config.name,
+        fingerprint=codec.fingerprint(),
+        sample_rate=codec.sample_rate,
+        hop_length=codec.hop_length,
+        channels=codec.channels,
+        orig_sample_rate=src.sample_rate,
+        orig_channels=src.channels,
+        num_samples=resampled_length(src.frames, src.sample_rate, codec.sample_rate),
+        orig_num_samples=src.frames,
+        n_q=codec.config.n_q_for_bandwidth(bandwidth),
+        card=codec.card,
+        bandwidth=float(bandwidth),
+        chunk_frames=max(1, round(chunk_seconds * codec.frame_rate)),
+        entropy=entropy,
+        streams=streams,
+    )
+    try:
+        header.validate()
+    except bitstream.FormatError as e:
+        raise MusicLMError(f"{src.name}: cannot be stored ({str(e).split(': ', 1)[-1]})") from None
+    return header
+
+
+def encode_to(
+    out,
+    src: AudioSource,
+    codec,
+    bandwidth: float | None = None,
+    entropy: bool = False,
+    mono: bool = False,
+    chunk_seconds: float = CHUNK_SECONDS,
+    progress: bool | None = None,
+) -> Header:
+    """Encode `src` with `codec` and write the .mlc bytes to `out` (anything with `write(bytes)`)."""
+    header = _header(src, codec, bandwidth, entropy, mono, chunk_seconds)
+    prior = None
+    if entropy:
+        from musiclm.codec.entropy import _check_card, prior_hash
+
+        _check_card(codec.card)
+        prior = codec_prior(codec, header.n_q)
+        if prior is not None:
+            header = Header(**{**header.__dict__, "prior": prior_hash(prior)})
+    out.write(header.pack())
+    channels = header.streams * codec.channels
+    blocks = resampled_blocks(src.blocks(), src.sample_rate, codec.sample_rate, src.frames, channels)
+    chunks = encode_chunks(codec, blocks, header.num_samples, header.chunk_frames, receptive_frames(codec), header.n_q)
+    with progress_bar(header, progress, "compress") as bar:
+        for i, codes in enumerate(chunks):  # codes [S, K, t]
+            check_interrupt()
+            bitstream.write_chunk(out, header, codes.numpy(), prior)
+            bar.update(header.chunk_length(i) / header.frame_rate)
+    return header
+
+
+def compress(
+    source: Source,
+    destination: str | Path | BinaryIO,
+    codec=None,
+    bandwidth: float | None = None,
+    entropy: bool = False,
+    mono: bool = False,
+    force: bool = False,
+    chunk_seconds: float = CHUNK_SECONDS,
+    progress: bool | None = None,
+) -> Header:
+    """Compress an audio file (path, '-', bytes or file object) to .mlc at `destination` (a path ending in
+    .mlc, '-' or a binary file object). `bandwidth`: kbps per channel (default 6 when offered); each channel
+    is coded on its own, so a stereo file takes twice that, unless `mono` codes a downmix. `entropy` adds
+    range coding. A file at `destination` is replaced only with `force`, even one that appears meanwhile."""
+    _check_mlc_name(destination)
+    check_destination(source, destination, force)
+    src = open_audio(source)  # bad input fails before the codec loads
+    try:
+        codec = load_codec(codec)
+        with open_output(destination, force) as out:
+            return encode_to(out, src, codec, bandwidth, entropy, mono, chunk_seconds, progress)
+    finally:
+        src.close()
+
+
+def compress_bytes(
+    audio: bytes | Tensor,
+    codec=None,
+    sample_rate: int | None = None,
+    bandwidth: float | None = None,
+    entropy: bool = False,
+    mono: bool = False,
+    chunk_seconds: float = CHUNK_SECONDS,
+) -> bytes:
+    """Audio file bytes, or wav [C, N] with its `sample_rate` → .mlc bytes."""
+    src = open_audio(audio, sample_rate)
+    out = io.BytesIO()
+    try:
+        encode_to(out, src, load_codec(codec), bandwidth, entropy, mono, chunk_seconds, False)
+    finally:
+        src.close()
+    return out.getvalue()
