@@ -9,6 +9,7 @@ a range-coded chunk with a garbled length, or a file that ends early, loses ever
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,8 @@ class Damage:
     def __str__(self) -> str:
         if self.chunk is None:
             return f"{self.reason} (ignored)"
-        return f"chunk {self.chunk + 1}/{self.chunks} ({self.start:.2f}-{self.end:.2f} s) {self.reason}; silence"
+        where = f"chunk {self.chunk + 1}/{self.chunks} ({self.start:.2f}-{self.end:.2f} s)"
+        return f"{where} {self.reason}; replaced with silence"
 
 
 class _Stdin:
@@ -116,9 +118,11 @@ def decoded_blocks(
                     except FormatError as e:
                         if on_damage is None:
                             raise
-                        damage(i, str(e).replace("corrupt .mlc file: ", ""))
-                        if not (isinstance(e, ChunkError) and e.resumable):
-                            lost.append("lost (the file cannot be read past an earlier damaged chunk)")
+                        damage(i, _reason(e, i, header.num_chunks))
+                        if isinstance(e, ChunkError) and not e.resumable:
+                            lost.append(f"lost: the file cannot be read past the damaged chunk {i + 1}")
+                        elif not isinstance(e, ChunkError):
+                            lost.append("missing: the file ends before it")
                 if codes is None:
                     codes = np.zeros((header.streams, header.n_q, header.chunk_length(i)), np.int64)
                 yield torch.from_numpy(codes)
@@ -142,6 +146,13 @@ def decoded_blocks(
             if on_damage is None:
                 raise
             on_damage(Damage(None, header.num_chunks, header.duration, header.duration, str(e)))
+
+
+def _reason(e: FormatError, index: int, chunks: int) -> str:
+    """A chunk's problem without the words the report already says ("corrupt .mlc file: chunk 2/4 ...")."""
+    text = re.sub(r"^(corrupt|truncated) \.mlc file: ", "", str(e))
+    text = re.sub(rf"^chunk {index + 1}/{chunks}( checksum)? ", "", text)
+    return f"truncated: {text}" if str(e).startswith("truncated") else text
 
 
 def decompress(
