@@ -18,15 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 
 from musiclm.codec import Codec
+from musiclm.evaluation import metrics
 from musiclm.evaluation.codec_eval import quality
 from musiclm.evaluation.notes import transcribe
+from musiclm.evaluation.opus import opus_roundtrip
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = {"real": ROOT / "data/recorded/manifest.jsonl", "rendered": ROOT / "data/synth_test/manifest.jsonl"}
@@ -66,6 +67,8 @@ def main() -> int:
     p.add_argument("--only-last", action="store_true", help="score only each run's newest snapshot")
     p.add_argument("--out", type=Path, default=ROOT / "outputs/codec_curve.jsonl")
     p.add_argument("--table", action="store_true", help="print the scored rows as a markdown table and exit")
+    p.add_argument("--opus", type=float, nargs="*", default=[], help="also score Opus CBR at these kbps (run 'opus')")
+    p.add_argument("--visqol", action="store_true", help="add ViSQOL (~1.5 s per clip and bandwidth)")
     args = p.parse_args()
     torch.set_num_threads(1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +82,15 @@ def main() -> int:
         clips = [w for _, w in pick_clips(manifest, "test", args.clips, args.seconds, 24000, 1, seed=0)]
         refs[name] = (clips, [transcribe(w, 24000) for w in clips])
     with args.out.open("a") as out:
+        for kbps in args.opus:
+            for name, (clips, notes) in refs.items():
+                if ("opus", 0, name, kbps) in seen:
+                    continue
+                scores = [
+                    score(wav, opus_roundtrip(wav, 24000, kbps)[0], ref_notes, args.visqol)
+                    for wav, ref_notes in zip(clips, notes, strict=True)
+                ]
+                write(out, {"run": "opus", "step": 0, "minutes": None, "set": name, "kbps": kbps}, scores)
         for run in args.runs:
             minutes = minutes_at(run)
             snaps = snapshots(run)[-1:] if args.only_last else snapshots(run)
@@ -89,43 +101,56 @@ def main() -> int:
                     for name, (clips, notes) in refs.items():
                         if (str(run), step, name, kbps) in seen:
                             continue
-                        t0 = time.time()
                         n_q = codec.config.n_q_for_bandwidth(kbps)
                         scores = []
                         with torch.no_grad():
                             for wav, ref_notes in zip(clips, notes, strict=True):
                                 est = codec.decode(codec.encode(wav[None], n_q), wav.shape[-1])[0]
-                                scores.append(quality(wav, est, 24000, ref_notes))
-                        row = {
-                            "run": str(run),
-                            "step": step,
-                            "minutes": minutes.get(step),
-                            "set": name,
-                            "kbps": kbps,
-                            "clips": len(clips),
-                            **{k: sum(s[k] for s in scores) / len(scores) for k in scores[0]},
-                        }
-                        out.write(json.dumps(row) + "\n")
-                        out.flush()
-                        print(
-                            f"{run.name} step {step} {name} {kbps:g} kbps: note F1 {row['note_f1']:.3f} "
-                            f"SI-SNR {row['si_snr']:.2f} chroma {row['chroma']:.3f} ({time.time() - t0:.0f} s)",
-                            file=sys.stderr,
-                        )
+                                scores.append(score(wav, est, ref_notes, args.visqol))
+                        key = {"run": str(run), "step": step, "minutes": minutes.get(step), "set": name, "kbps": kbps}
+                        write(out, key, scores)
     return 0
 
 
+def score(ref, est, ref_notes, with_visqol: bool) -> dict:
+    out = quality(ref, est, 24000, ref_notes)
+    if with_visqol:
+        out["visqol"] = metrics.visqol(ref, est, 24000)
+    return out
+
+
+def write(out, key: dict, scores: list[dict]) -> None:
+    row = {**key, "clips": len(scores), **{k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}}
+    out.write(json.dumps(row) + "\n")
+    out.flush()
+    print(
+        f"{Path(row['run']).name} step {row['step']} {row['set']} {row['kbps']:g} kbps: note F1 {row['note_f1']:.3f} "
+        f"SI-SNR {row['si_snr']:.2f} chroma {row['chroma']:.3f}"
+        + (f" ViSQOL {row['visqol']:.2f}" if "visqol" in row else ""),
+        file=sys.stderr,
+    )
+
+
 def table(rows: list[dict]) -> str:
-    lines = [
-        "| run | step | min | set | kbps | note F1 ↑ | SI-SNR dB ↑ | chroma ↑ | log-mel ↓ |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = (
+        "| run | step | min | set | kbps | note F1 ↑ | SI-SNR dB ↑ | chroma ↑ | ViSQOL ↑ | log-mel ↓ | loud. Δ LU ↓ |"
+    )
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["run"], r["step"], r["set"], r["kbps"])):
-        lines.append(
-            f"| {Path(r['run']).name} | {r['step']} | {r['minutes'] if r['minutes'] is not None else ''} | "
-            f"{r['set']} | {r['kbps']:g} | {r['note_f1']:.3f} | {r['si_snr']:.2f} | {r['chroma']:.3f} | "
-            f"{r['log_mel']:.3f} |"
-        )
+        cells = [
+            Path(r["run"]).name,
+            str(r["step"]),
+            "" if r["minutes"] is None else f"{r['minutes']:g}",
+            r["set"],
+            f"{r['kbps']:g}",
+            f"{r['note_f1']:.3f}",
+            f"{r['si_snr']:.2f}",
+            f"{r['chroma']:.3f}",
+            f"{r['visqol']:.2f}" if "visqol" in r else "",
+            f"{r['log_mel']:.3f}",
+            f"{r['loudness']:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

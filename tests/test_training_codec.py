@@ -17,10 +17,11 @@ import yaml
 from safetensors.torch import load_file
 
 from musiclm.audio import save_audio
+from musiclm.dsp import mel_filterbank
 from musiclm.errors import MusicLMError
 from musiclm.training.audio_dataset import CropBatches, read_manifests
 from musiclm.training.balancer import Balancer
-from musiclm.training.losses import MultiScaleMelLoss, MultiScaleSTFTLoss, mel_filterbank
+from musiclm.training.losses import MultiScaleMelLoss, MultiScaleSTFTLoss
 
 ROOT = Path(__file__).resolve().parent.parent
 DEBUG = ROOT / "configs" / "codec" / "debug.yaml"

@@ -14,6 +14,7 @@ One training step, for a batch wav [B, C, N]:
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -187,17 +188,30 @@ class CodecModule(pl.LightningModule):
 
     # ---- samples -----------------------------------------------------------------------------------------
     def make_samples(self) -> tuple[dict[str, Tensor], dict[str, float]]:
-        """Held-out clips decoded at every bandwidth: {name: wav [C, N]} and log-mel distances."""
+        """Held-out clips decoded at every bandwidth: {name: wav [C, N]} and metrics per bandwidth: log-mel
+        distance, and with the [eval] extra the ones that hear notes (note F1, SI-SNR, chroma agreement), so
+        their trend against steps is in metrics.csv (issue 11: envelope distances alone rewarded noise)."""
         if self.sample_clips is None or len(self.sample_clips) == 0:
             return {}, {}
+        from musiclm.evaluation import metrics as quality
+
         clips = self.sample_clips.to(self.device)
+        sr = self.config.codec.sample_rate
         samples, metrics = {}, {}
+        ref_notes = _transcribe_or_none(clips, sr)
         for i, clip in enumerate(clips):
             samples[f"clip{i}_original"] = clip
         for bw in self.config.codec.bandwidths:
             n_q = self.config.codec.n_q_for_bandwidth(bw)
             recon, _ = self.codec(clips, n_q)
             metrics[f"val/mel_{bw:g}kbps"] = float(self.mel_loss(recon, clips))
+            metrics[f"val/si_snr_{bw:g}kbps"] = float(quality.si_snr(clips.cpu(), recon.cpu()).mean())
+            metrics[f"val/chroma_{bw:g}kbps"] = float(quality.chroma_agreement(clips.cpu(), recon.cpu(), sr).mean())
+            if ref_notes is not None:
+                from musiclm.evaluation.notes import note_f1_from_events, transcribe
+
+                f1 = [note_f1_from_events(r, transcribe(e, sr)) for r, e in zip(ref_notes, recon.cpu(), strict=True)]
+                metrics[f"val/note_f1_{bw:g}kbps"] = sum(f1) / len(f1)
             for i, r in enumerate(recon):
                 samples[f"clip{i}_{bw:g}kbps"] = r
         return samples, metrics
@@ -213,6 +227,16 @@ class CodecModule(pl.LightningModule):
             prefix = "codec."
             codec.load_state_dict({k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)})
         codec.save_pretrained(directory)
+
+
+def _transcribe_or_none(clips: Tensor, sample_rate: int):
+    """basic-pitch transcriptions of clips [S, C, N], or None without the [eval] extra (then no note F1)."""
+    try:
+        from musiclm.evaluation.notes import transcribe
+
+        return [transcribe(clip.cpu(), sample_rate) for clip in clips]
+    except MusicLMError:
+        return None
 
 
 def _clip(params, max_norm: float) -> float:
@@ -236,7 +260,10 @@ def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: boo
         if not files:
             raise MusicLMError(f"no rows with split {d.split!r} in {d.manifests}")
         save_file_list(files, files_json)
-    held_out = read_manifests(d.manifests, d.sample_split) if d.num_samples > 0 else []
+    # Held-out clips alternate between the manifests (e.g. real recordings and rendered MIDI), so the logged
+    # note F1 / SI-SNR follow both kinds of music.
+    per_manifest = [read_manifests([m], d.sample_split) for m in d.manifests] if d.num_samples > 0 else []
+    held_out = [f for group in itertools.zip_longest(*per_manifest) for f in group if f is not None]
     clips = fixed_clips(held_out or files, c.sample_rate, c.channels, d.sample_seconds, d.num_samples)
     module = CodecModule(config, files, clips)
     if config.init_from:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from musiclm.errors import MusicLMError
+from musiclm.paths import resolve_shipped
 from musiclm.training.callbacks import AudioSamples
 from musiclm.training.config import CodecTrainConfig, LMTrainConfig
 from musiclm.training.runner import fit, prepare_run
@@ -87,9 +88,10 @@ def train_lm(
             reinit_modules(model, config.reinit)
     else:
         if not tokenizer_copy.is_file():
-            if not Path(config.data.tokenizer).is_file():
+            source = resolve_shipped(config.data.tokenizer)  # the shipped one when the path is relative
+            if not source.is_file():
                 raise MusicLMError(f"tokenizer model not found: {config.data.tokenizer}")
-            shutil.copyfile(config.data.tokenizer, tokenizer_copy)
+            shutil.copyfile(source, tokenizer_copy)
         model = MusicLM(config.lm)
     model.tokenizer = TextTokenizer(tokenizer_copy, add_eos=config.lm.text.add_eos)
     if model.tokenizer.vocab_size != config.lm.text.vocab_size:
@@ -110,14 +112,14 @@ def train_lm(
     if config.codec:
         from musiclm.lm.pretrained import attach_codec
 
-        attach_codec(model, Path(config.codec))  # checks card, frame rate and sample rate against the LM
+        attach_codec(model, resolve_shipped(config.codec))  # checks card, frame rate and sample rate against the LM
         fingerprint = model.codec.fingerprint()
     train_items = load_token_items(config.data.shards, config.data.split, config.lm.n_q, fingerprint)
     if not train_items:
         raise MusicLMError(f"no {config.data.split!r} items in {config.data.shards}")
     check_compatible(model, train_items)
     val_items = load_token_items(config.data.shards, config.data.val_split, config.lm.n_q, fingerprint)
-    codec_dir = str(Path(config.codec).resolve()) if config.codec else None
+    codec_dir = str(resolve_shipped(config.codec).resolve()) if config.codec else None
     module = LMModule(config, model, train_items, val_items, codec_dir)
     samples = AudioSamples(run_dir, config.trainer.sample_every, config.lm.sample_rate)
     val_every = config.trainer.val_every if val_items else 0

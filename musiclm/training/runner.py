@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from musiclm.config import to_dict
 from musiclm.errors import MusicLMError
+from musiclm.paths import resolve_shipped
 from musiclm.training.callbacks import LAST_CKPT, Checkpointer, StepSeed
 from musiclm.training.config import OptimConfig, TrainerConfig, load_train_config
 
@@ -52,7 +53,7 @@ def prepare_run(
             raise MusicLMError("--config is required (or --resume an existing run directory)")
         if (run_dir / "checkpoints" / LAST_CKPT).exists() and not force:
             raise MusicLMError(f"{run_dir} already holds a run; pass --resume to continue it or --force to start over")
-        config = load_train_config(cls, config_path, overrides)
+        config = load_train_config(cls, resolve_shipped(config_path) if config_path else None, overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
     saved.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     return config
