@@ -24,9 +24,10 @@ def tone(midi: float, seconds: float = 1.0, phase: float = 0.0) -> torch.Tensor:
     return (0.3 * torch.sin(2 * math.pi * float(dsp.midi_to_hz(midi)) * t + phase))[None, None]  # [1, 1, N]
 
 
-def test_istft_head_inverts_an_analysis_stft_exactly():
+@pytest.mark.parametrize("kind", ["magphase", "complex"])
+def test_istft_head_inverts_an_analysis_stft_exactly(kind):
     n_fft, hop = 64, 16
-    head = ISTFTHead(n_fft, hop, channels=1)
+    head = ISTFTHead(n_fft, hop, channels=1, kind=kind)
     wav = torch.randn(1, 16 * 50)
     pad = (n_fft - hop) // 2
     spec = torch.stft(
@@ -39,8 +40,11 @@ def test_istft_head_inverts_an_analysis_stft_exactly():
         return_complex=True,
     )
     assert spec.shape[-1] == 50  # "same" framing: one frame per hop
-    log_mag_and_phase = torch.cat([spec.abs().clamp(min=1e-12).log(), spec.angle()], dim=1)
-    out = head(log_mag_and_phase)
+    if kind == "magphase":
+        head_input = torch.cat([spec.abs().clamp(min=1e-12).log(), spec.angle()], dim=1)
+    else:
+        head_input = torch.cat([spec.real, spec.imag], dim=1)
+    out = head(head_input)
     assert out.shape == (1, 1, 800)
     torch.testing.assert_close(out[0], wav, atol=1e-4, rtol=0)
 

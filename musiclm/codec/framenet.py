@@ -37,6 +37,10 @@ class FrameNetConfig:
     upsample: int = 1  # decoder's head runs at upsample × frame rate (hop / upsample)
     kernel_size: int = 7
     compress: float = 0.3  # encoder input magnitude exponent
+    # "magphase": log-magnitude + phase angle per bin (Vocos §3.2); "complex": real and imaginary parts
+    # directly. Without a discriminator, regression on the complex spectrum has no phase wrapping to fight and
+    # starts from silence (exp(0) = 1 starts the magnitude head at a full-band noise floor).
+    head: str = "magphase"
 
 
 class ConvNeXtBlock(nn.Module):
@@ -110,19 +114,24 @@ class ISTFTHead(nn.Module):
     """[B, C·2F, T] (log-magnitude, phase) → wav [B, C, T·hop]: inverse STFT with "same" padding by overlap-add
     and division by the summed squared window (Vocos `ISTFT(padding="same")`)."""
 
-    def __init__(self, n_fft: int, hop: int, channels: int):
+    def __init__(self, n_fft: int, hop: int, channels: int, kind: str = "magphase"):
         super().__init__()
-        self.n_fft, self.hop, self.channels = n_fft, hop, channels
+        if kind not in ("magphase", "complex"):
+            raise ValueError(f"unsupported iSTFT head {kind!r}; use 'magphase' or 'complex'")
+        self.n_fft, self.hop, self.channels, self.kind = n_fft, hop, channels, kind
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         B, _, T = x.shape
         bins = self.n_fft // 2 + 1
         x = x.reshape(B * self.channels, 2, bins, T)
-        # exp of a clamped log-magnitude: Vocos clips the magnitude at 1e2 to keep early training stable
-        mag = torch.exp(x[:, 0].clamp(max=math.log(1e2)))
-        phase = x[:, 1]
-        spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+        if self.kind == "complex":
+            spec = torch.complex(x[:, 0], x[:, 1])
+        else:
+            # exp of a clamped log-magnitude: Vocos clips the magnitude at 1e2 to keep early training stable
+            mag = torch.exp(x[:, 0].clamp(max=math.log(1e2)))
+            phase = x[:, 1]
+            spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
         frames = torch.fft.irfft(spec, self.n_fft, dim=1) * self.window[None, :, None]  # [B*C, n_fft, T]
         out_len = (T - 1) * self.hop + self.n_fft
         wav = F.fold(frames, (1, out_len), (1, self.n_fft), stride=(1, self.hop))[:, 0, 0]
@@ -157,7 +166,7 @@ class FrameDecoder(nn.Module):
                 cfg.width, cfg.width, 2 * cfg.upsample, cfg.upsample, padding=cfg.upsample // 2
             )
             self.net2 = ConvNeXtStack(cfg.width, cfg.width, out, cfg.decoder_layers - first, cfg.kernel_size)
-        self.head = ISTFTHead(n_fft, head_hop, cfg.channels)
+        self.head = ISTFTHead(n_fft, head_hop, cfg.channels, cfg.head)
 
     def forward(self, latent: Tensor) -> Tensor:
         T = latent.shape[-1]
