@@ -259,7 +259,7 @@ def test_pipes_and_no_traceback_in_a_real_process(tmp_path, codec_dir):
         input=buf.getvalue(),
         capture_output=True,
         env=env,
-        timeout=120,
+        timeout=600,  # a busy machine can take minutes to start torch
     )
     assert enc.returncode == 0, enc.stderr.decode()
     dec = subprocess.run(
@@ -267,7 +267,7 @@ def test_pipes_and_no_traceback_in_a_real_process(tmp_path, codec_dir):
         input=enc.stdout,
         capture_output=True,
         env=env,
-        timeout=120,
+        timeout=600,  # a busy machine can take minutes to start torch
     )
     assert dec.returncode == 0, dec.stderr.decode()
     info = sf.info(io.BytesIO(dec.stdout))
@@ -277,7 +277,7 @@ def test_pipes_and_no_traceback_in_a_real_process(tmp_path, codec_dir):
         input=enc.stdout[:-3],
         capture_output=True,
         env=env,
-        timeout=120,
+        timeout=600,  # a busy machine can take minutes to start torch
     )
     err = bad.stderr.decode()
     assert bad.returncode == 2 and err.count("\n") == 1 and "truncated" in err, err
