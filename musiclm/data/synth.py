@@ -9,6 +9,11 @@ Determinism: job i depends only on (seed, i); the corpus of `minutes` is the sho
 whose clips reach that length, whatever the number of workers. Resumability: each finished job leaves
 `jobs/NNNNNN.json` (written last, atomically); a restart loads those and renders only the rest. The manifest
 is rewritten atomically after every job, so a partial corpus is always a valid manifest.
+
+Every clip keeps its notes: `audio/NNN/ID.mid` beside `ID.flac`, recorded as the row's "midi", cut from the
+MIDI FluidSynth rendered and shifted so its time 0 is the clip's first sample (a note held into the clip
+starts at 0). A job recorded before clips kept their MIDI is rendered again on resume: the job depends
+only on (seed, index), so its audio comes out the same and its rows gain "midi".
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from symusic import Score
 
 from musiclm.audio import atomic_write
 from musiclm.data.analysis import key_from_chroma
@@ -36,6 +42,7 @@ from musiclm.data.manifest import split_for_piece, write_manifest
 from musiclm.data.render import DEFAULT_SOUNDFONT, abc_tunes, check_renderer, render_midi, strip_repeats
 from musiclm.data.sources import SOURCES, Ensemble, choose_ensemble, list_pieces
 from musiclm.errors import MusicLMError
+from musiclm.notes.midi import clip_seconds, save_midi
 
 # Bumped whenever the job list or a job's output changes, so a resume never mixes two recipes.
 CORPUS_VERSION = 2
@@ -203,6 +210,7 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
             warnings.simplefilter("ignore")
             score.write("midi", fp=str(mid))
         audio = render_midi(mid, cfg.soundfont, cfg.sample_rate, end, Path(tmp) / "x.raw")
+        rendered = Score(str(mid))  # the notes FluidSynth played, for the MIDI kept beside each clip
     sr = cfg.sample_rate
     audio = audio[int(start * sr) :]
     if len(audio) < sr * cfg.min_clip * 0.8:
@@ -258,6 +266,9 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
         rel = f"audio/{index // 1000:03d}/{clip_id}.{cfg.audio_format}"
         with atomic_write(out / rel) as tmpf:
             sf.write(tmpf, clip, sr, format=cfg.audio_format.upper(), subtype="PCM_16")
+        # the clip's notes, times relative to its first sample (the render starts at `start` of the MIDI)
+        rel_midi = f"audio/{index // 1000:03d}/{clip_id}.mid"
+        save_midi(clip_seconds(rendered, start + t0, start + t1), out / rel_midi)
         rows.append(
             {
                 "id": clip_id,
@@ -270,6 +281,7 @@ def _render(cfg: SynthConfig, index: int, source_name: str, path: str, rng: rand
                 "caption": make_caption(fields, zlib.crc32(f"{cfg.seed}:{clip_id}".encode())),
                 "fields": fields,
                 "source": "synth",
+                "midi": rel_midi,
             }
         )
     return {"piece": piece, "rows": rows}
@@ -335,9 +347,10 @@ def build_corpus(cfg: SynthConfig, progress: bool = True, max_jobs: int | None =
                     break
                 i, name, path = job
                 done = out / "jobs" / f"{i:06d}.json"
-                if done.is_file():
-                    pending.append((json.loads(done.read_text()), None))
-                else:
+                record = json.loads(done.read_text()) if done.is_file() else None
+                if record is not None and all("midi" in r for r in record["rows"]):
+                    pending.append((record, None))
+                else:  # not rendered yet, or rendered before clips kept their MIDI: same job, same audio
                     pending.append((None, pool.submit(_run_job, (cfg, i, name, path))))
                     submitted += 1
             if not pending:

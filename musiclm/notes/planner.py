@@ -1,0 +1,246 @@
+"""Text → notes: `plan(prompt, seconds, seed)` samples a planner sequence and returns it as MIDI.
+
+    prompt --controls_from_prompt--> Controls --control_ids + header_ids--> prefix
+    prefix --prefill--> KVCache --step, mask, draw--> body bars --decode--> Score (the exact tempo asked)
+
+Sampling is constrained by REMI's grammar, so every plan decodes to valid notes: after a Position come a
+Program (one of the instruments asked), a Pitch and a Duration; positions rise within a bar and stay inside
+it; the meter and tempo are never sampled (the header states them) and neither are control tokens.
+
+Long plans go window by window (MusicGen's "extend", here over note tokens): when the sequence fills the
+context, a new window starts with the same controls and header and the last bars so far (about half the
+context), so a 60 s plan keeps its key and tempo while positions never exceed what the model was trained on.
+
+Randomness: one generator per plan seeded with `seed` (`musiclm.lm.sample.row_generators`) and one uniform
+number per sampled token, so the same prompt, seed and planner give the same MIDI.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from symusic import Score
+from torch import Tensor
+
+from musiclm.errors import MusicLMError
+from musiclm.lm.sample import draw, filter_logits, row_generators
+from musiclm.notes.midi import bar_quarters, clip_seconds, save_midi
+from musiclm.notes.model import Planner
+from musiclm.notes.prompt import controls_from_prompt
+from musiclm.notes.tokens import Controls, NoteTokenizer, default_tokenizer
+
+MAX_NOTES_PER_ONSET = 10  # a chord of more notes than this is a model stuck in a loop
+MAX_SECONDS = 600.0
+
+
+@dataclass
+class Plan:
+    midi: Score  # ticks; the tempo and meter asked at time 0
+    controls: Controls
+    seconds: float
+    tokens: list[int]  # the body as one sequence (header + bars), for inspection and continuation
+
+    def save(self, path: str | Path) -> Path:
+        return save_midi(self.midi, path)
+
+
+def default_planner_dir() -> Path:
+    from musiclm.paths import checkpoints_dir
+
+    return checkpoints_dir() / "planner"
+
+
+@functools.lru_cache(maxsize=2)
+def load_planner(directory: str | None = None) -> Planner:
+    """The planner in `directory` (default: the shipped checkpoints/planner), checked against the tokenizer."""
+    path = Path(directory) if directory else default_planner_dir()
+    if not path.is_dir():
+        raise MusicLMError(f"planner directory not found: {path}")
+    return Planner.from_pretrained(path, vocab=default_tokenizer().names)
+
+
+def plan(
+    prompt: str,
+    seconds: float = 10.0,
+    seed: int = 0,
+    planner: Planner | str | Path | None = None,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.95,
+    threads: int | None = 1,
+    **fields,
+) -> Plan:
+    """A plan of `seconds` for `prompt`: `Plan.midi` is a symusic Score (`Plan.save("plan.mid")`).
+
+    `fields` override what the prompt says: key (pitch class 0-11), mode, bpm (beats of the meter), meter,
+    programs (GM, 0-based), genre, dynamics. `planner`: a Planner, a directory, or None for the shipped one."""
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
+        raise MusicLMError(f"a plan must be 0-{MAX_SECONDS:g} s long, got {seconds}")
+    controls = controls_from_prompt(prompt, seed, **fields)
+    model = planner if isinstance(planner, Planner) else load_planner(str(planner) if planner else None)
+    return sample_plan(model, controls, seconds, seed, temperature, top_k, top_p, threads)
+
+
+class _Grammar:
+    """Which tokens may follow, from REMI's syntax and the controls; state kept per plan."""
+
+    def __init__(self, tok: NoteTokenizer, c: Controls):
+        self.tok = tok
+        V = len(tok)
+        kinds = torch.as_tensor(
+            [
+                ["Bar", "Position", "Program", "Pitch", "Duration"].index(k)
+                if k in ("Bar", "Position", "Program", "Pitch", "Duration")
+                else -1
+                for k in tok.kind
+            ]
+        )
+        self.is_kind = {k: kinds == i for i, k in enumerate(["Bar", "Position", "Program", "Pitch", "Duration"])}
+        allowed_programs = torch.zeros(V, dtype=torch.bool)
+        for p in c.programs:
+            allowed_programs[tok.ids[f"Program_{p}"]] = True
+        self.program = allowed_programs
+        self.position_of = torch.as_tensor(tok.position_of)
+        self.bar_positions = int(c.meter.split("/")[0]) * 8  # REMI: 8 positions per beat of the denominator
+        self.last_kind, self.position, self.notes_here = "Position", 0, 0  # the header ends at Position_0 (+Tempo)
+
+    def mask(self) -> Tensor:
+        """[V] bool: the tokens allowed next."""
+        k = self.last_kind
+        later = self.is_kind["Position"] & (self.position_of > self.position) & (self.position_of < self.bar_positions)
+        if k == "Bar":
+            return later | (self.position_of == 0) | self.is_kind["Bar"]
+        if k == "Header":  # after `Position_0 Tempo`: a note at 0, a later first note, or an empty bar
+            return self.program | later | self.is_kind["Bar"]
+        if k == "Position":
+            return self.program
+        if k == "Program":
+            return self.is_kind["Pitch"]
+        if k == "Pitch":
+            return self.is_kind["Duration"]
+        # after a Duration: another note here, a later position, or the next bar
+        more = self.program if self.notes_here < MAX_NOTES_PER_ONSET else torch.zeros_like(self.program)
+        return more | later | self.is_kind["Bar"]
+
+    def update(self, token: int) -> None:
+        kind = self.tok.kind[token]
+        if kind == "Bar":
+            self.position, self.notes_here = -1, 0
+        elif kind == "Position":
+            self.position, self.notes_here = int(self.tok.position_of[token]), 0
+        elif kind == "Pitch":
+            self.notes_here += 1
+        self.last_kind = kind
+
+    def start(self, first_tokens: list[int]) -> None:
+        """Follow the grammar through tokens already written (a continued window's context)."""
+        for t in first_tokens:
+            if self.tok.kind[t] in self.is_kind:
+                self.update(t)
+        if first_tokens and self.tok.kind[first_tokens[-1]] == "Tempo":
+            self.last_kind = "Header"
+
+
+@torch.inference_mode()
+def sample_plan(
+    model: Planner,
+    c: Controls,
+    seconds: float,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.95,
+    threads: int | None = 1,
+    context_bars: list[list[int]] | None = None,
+) -> Plan:
+    """Sample bars until they cover `seconds` at the controls' tempo; `context_bars` (REMI ids per bar, no Bar
+    token) continue an earlier plan: they are kept and the new bars follow them."""
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise MusicLMError(f"temperature must be a finite number >= 0, got {temperature}")
+    tok = default_tokenizer()
+    c.check()
+    if model.config.vocab_size != len(tok):
+        raise MusicLMError(f"the planner has {model.config.vocab_size} tokens, the tokenizer {len(tok)}")
+    bar_seconds = bar_quarters(c.meter) * 60.0 / c.qpm
+    bars: list[list[int]] = [list(b) for b in (context_bars or [])]
+    n_context = len(bars)
+    wanted = n_context + max(1, math.ceil(seconds / bar_seconds - 1e-9))
+    generator = row_generators(seed, 1, model.device)[0]
+    grammar = _Grammar(tok, c)
+    max_len = model.config.max_len
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        model.eval()
+        if not bars:
+            bars = [[]]
+        ids = tok.window(c, bars)
+        if len(ids) >= max_len:
+            ids, bars = _rewindow(tok, c, bars, max_len)
+        grammar.start(ids[len(tok.control_ids(c)) :])
+        cache = model.new_cache(1)
+        logits = model.step(
+            torch.tensor([ids], device=model.device), cache, torch.arange(len(ids), device=model.device)
+        )
+        budget = 400 * (wanted - n_context) + 1000  # tokens; a bar of 100 notes is already extreme
+        while budget > 0:
+            budget -= 1
+            allowed = grammar.mask().to(logits.device)
+            token = _sample(logits[0], allowed, temperature, top_k, top_p, generator)
+            if tok.kind[token] == "Bar":
+                if len(bars) >= wanted:
+                    break
+                bars.append([])
+            else:
+                bars[-1].append(token)
+            grammar.update(token)
+            ids.append(token)
+            if len(ids) >= max_len:  # the window is full: continue in a new one from the last bars
+                ids, kept = _rewindow(tok, c, bars, max_len)
+                cache = model.new_cache(1)
+                positions = torch.arange(len(ids), device=model.device)
+                logits = model.step(torch.tensor([ids], device=model.device), cache, positions)
+                continue
+            logits = model.step(torch.tensor([[token]], device=model.device), cache, torch.tensor([len(ids) - 1]))
+        else:
+            raise MusicLMError("the planner did not finish its bars (a model that never moves on); try another seed")
+    finally:
+        torch.set_num_threads(before)
+    body = tok.window(c, bars)[len(tok.control_ids(c)) :]
+    score = tok.decode(body, c)
+    offset = n_context * bar_seconds
+    total = offset + seconds
+    midi = clip_seconds(score, 0.0, total) if any(len(t.notes) for t in score.tracks) else score
+    return Plan(midi=midi, controls=c, seconds=total, tokens=body)
+
+
+def _rewindow(tok: NoteTokenizer, c: Controls, bars: list[list[int]], max_len: int) -> tuple[list[int], int]:
+    """A fresh window: controls + header + the last bars that fit in half the context (the current bar,
+    perhaps unfinished, always among them)."""
+    budget = max_len // 2 - len(tok.control_ids(c)) - 4
+    keep, used = 0, 0
+    for bar in reversed(bars):
+        if keep and used + len(bar) + 1 > budget:
+            break
+        used += len(bar) + 1
+        keep += 1
+    kept = bars[-keep:]
+    ids = tok.window(c, kept)
+    if len(ids) >= max_len:  # one bar longer than the context: keep its end
+        ids = ids[: len(tok.control_ids(c)) + 4] + ids[-(max_len // 2) :]
+    return ids, keep
+
+
+def _sample(logits: Tensor, allowed: Tensor, temperature: float, top_k: int, top_p: float, generator) -> int:
+    """logits [V] → one token among `allowed` (greedy at temperature 0), by `musiclm.lm.sample`'s filters."""
+    logits = logits.float().masked_fill(~allowed, float("-inf"))
+    if temperature == 0:
+        return int(logits.argmax())
+    probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
+    u = torch.rand((1,), generator=generator, device=logits.device)
+    return int(draw(probs, u)[0])
