@@ -25,7 +25,14 @@ import torch
 from torch import Tensor
 
 from musiclm.errors import MusicLMError
-from musiclm.lm.generation import GenerationOptions, decode_windows, generate_audio, generate_tokens, item_seeds
+from musiclm.lm.generation import (
+    GenerationOptions,
+    decode_windows,
+    generate_audio,
+    generate_tokens,
+    item_seeds,
+    output_length,
+)
 from musiclm.lm.model import MusicLM
 
 STDOUT = "-"
@@ -87,16 +94,14 @@ def generate_files(
     """Generate `texts[i]` into `destinations[i]` (a path, or "-": WAV on stdout), `batch_size` captions at
     a time; yields each file once written. Seeds as `item_seeds(texts, options.seed)`: a caption's audio is
     the same whatever batch it falls in."""
-    from musiclm.lm.generation import output_length
-
     assert len(texts) == len(destinations), "one destination per caption"
     if batch_size < 1:
         raise MusicLMError(f"batch size must be >= 1, got {batch_size}")
-    codec = model.codec
     seeds = item_seeds(texts, options.seed)
     for first in range(0, len(texts), batch_size):
         batch = list(texts[first : first + batch_size])
-        codes = generate_tokens(model, batch, options, prompt_wav, seeds[first : first + len(batch)])
+        codes = generate_tokens(model, batch, options, prompt_wav, seeds[first : first + len(batch)])  # checks
+        codec = model.codec
         _, n_samples = output_length(codec, options.duration)
         for i, text in enumerate(batch):
             destination = destinations[first + i]
