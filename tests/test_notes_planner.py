@@ -229,3 +229,18 @@ def test_recipe_trains_through_the_runner_and_exports(tmp_path):
     model = Planner.from_pretrained(export, vocab=default_tokenizer().names)
     out = plan("a reel", 3.0, seed=random.randrange(100), planner=model)
     assert meter_of(out.midi) == out.controls.meter
+
+
+def test_key_retries_return_the_first_plan_in_the_asked_key():
+    from musiclm.notes.planner import in_asked_key
+
+    model = tiny()
+    kwargs = {"planner": model, "key": 0, "mode": "major", "bpm": 100.0, "meter": "4/4"}
+    plans = [plan("a piece", 4.0, seed=s, key_retries=3, **kwargs) for s in range(4)]
+    for p in plans:
+        assert 1 <= p.attempts <= 4
+        assert in_asked_key(p) or p.attempts == 4
+    again = plan("a piece", 4.0, seed=0, key_retries=3, **kwargs)
+    assert again.tokens == plans[0].tokens and again.attempts == plans[0].attempts
+    with pytest.raises(MusicLMError):
+        plan("a piece", 4.0, key_retries=-1, **kwargs)

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from musiclm.errors import MusicLMError
 from musiclm.lm.sample import draw, filter_logits, row_generators
-from musiclm.notes.midi import bar_quarters, clip_seconds, save_midi
+from musiclm.notes.midi import bar_quarters, clip_seconds, key_from_histogram, note_array, pitch_histogram, save_midi
 from musiclm.notes.model import Planner
 from musiclm.notes.prompt import controls_from_prompt
 from musiclm.notes.tokens import Controls, NoteTokenizer, default_tokenizer
@@ -43,6 +43,7 @@ class Plan:
     controls: Controls
     seconds: float
     tokens: list[int]  # the body as one sequence (header + bars), for inspection and continuation
+    attempts: int = 1  # plans drawn to find this one (`plan(key_retries=...)`)
 
     def save(self, path: str | Path) -> Path:
         return save_midi(self.midi, path)
@@ -72,17 +73,38 @@ def plan(
     top_k: int = 0,
     top_p: float = 0.95,
     threads: int | None = 1,
+    key_retries: int = 0,
     **fields,
 ) -> Plan:
     """A plan of `seconds` for `prompt`: `Plan.midi` is a symusic Score (`Plan.save("plan.mid")`).
 
     `fields` override what the prompt says: key (pitch class 0-11), mode, bpm (beats of the meter), meter,
-    programs (GM, 0-based), genre, dynamics. `planner`: a Planner, a directory, or None for the shipped one."""
+    programs (GM, 0-based), genre, dynamics. `planner`: a Planner, a directory, or None for the shipped one.
+    `key_retries`: draw again (seeds derived from `seed`) while music21's key finder hears another key in
+    the plan, at most this many times; the first plan in the asked key is returned, else the first one
+    (`Plan.attempts` says how many were drawn)."""
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
         raise MusicLMError(f"a plan must be 0-{MAX_SECONDS:g} s long, got {seconds}")
+    if key_retries < 0:
+        raise MusicLMError(f"key_retries must be >= 0, got {key_retries}")
     controls = controls_from_prompt(prompt, seed, **fields)
     model = planner if isinstance(planner, Planner) else load_planner(str(planner) if planner else None)
-    return sample_plan(model, controls, seconds, seed, temperature, top_k, top_p, threads)
+    first = None
+    for attempt in range(key_retries + 1):
+        draw_seed = seed if attempt == 0 else (seed * 1_000_003 + attempt) % 2**64
+        out = sample_plan(model, controls, seconds, draw_seed, temperature, top_k, top_p, threads)
+        out.attempts = attempt + 1
+        first = first or out
+        if key_retries == 0 or in_asked_key(out):
+            return out
+    first.attempts = key_retries + 1
+    return first
+
+
+def in_asked_key(p: Plan) -> bool:
+    """music21's default key finder (Aarden-Essen, `midi.key_from_histogram`) hears the asked key."""
+    tonic, mode, _ = key_from_histogram(pitch_histogram(note_array(p.midi)))
+    return (tonic, mode) == (p.controls.key, p.controls.mode)
 
 
 class _Grammar:
