@@ -121,8 +121,8 @@ def _remove_work(out: Path, created: Path | None) -> None:
 
 
 def _umask_modes(folder: Path) -> None:
-    """Files this run wrote through writers that leave 0600 (safetensors, the manifest's atomic rename) get
-    the mode any new file gets, 0666 less the umask."""
+    """The files of `folder` get the mode any new file gets, 0666 less the umask: safetensors (0.8) writes
+    through a private temporary file and leaves 0600 (`Codec.save_pretrained` calls it directly)."""
     from musiclm.nn.checkpoint import new_file_mode
 
     for path in folder.iterdir():
@@ -203,7 +203,6 @@ def _prepare_data(base, catalog: Path, out: Path, heldout: float, min_duration: 
         first = index["skipped"][0]["reason"] if index["skipped"] else "?"
         raise MusicLMError(f"{catalog}: no usable audio ({index['files']} files, all skipped; first: {first})")
     held, n_train = _split_manifest(work / "catalog.jsonl", work / "manifest.jsonl", heldout)
-    _umask_modes(work)
     times["index_s"] = round(time.time() - t, 1)
 
     t = time.time()

@@ -10,11 +10,8 @@ stdout), decoded and written window by window so memory does not grow with the d
 
 from __future__ import annotations
 
-import errno
 import os
-import secrets
 import struct
-import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -25,6 +22,7 @@ import torch
 from torch import Tensor
 
 from musiclm.errors import MusicLMError
+from musiclm.files import StdoutOutput, atomic_path
 from musiclm.lm.generation import (
     GenerationOptions,
     decode_windows,
@@ -140,9 +138,9 @@ def write_audio(
     force: bool = False,
 ) -> None:
     """Blocks [C, L] (num_samples in all) → a `fmt` file, or 16-bit WAV on stdout for "-". A file is written
-    under a temporary name beside it, created with the umask's mode, and linked into place only once
-    complete: without `force` it never replaces a file, not even one that appeared meanwhile. Samples
-    outside [-1, 1] are clipped, with one warning."""
+    as a part file beside it (`musiclm.files`: the umask's mode) and published only once complete: without
+    `force` it never replaces a file, not even one that appeared meanwhile. Samples outside [-1, 1] are
+    clipped, with one warning."""
     if fmt not in output_formats():
         raise MusicLMError(f"cannot write {fmt!r} audio here; choose one of {', '.join(output_formats())}")
     peak = 0.0
@@ -169,39 +167,16 @@ def _write_file(path: Path, frames: Iterator[np.ndarray], sample_rate: int, chan
     import soundfile as sf
 
     check_destination(path, force)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # mode 0o666 minus the umask
-        with sf.SoundFile(tmp, "w", sample_rate, channels, format=_FORMATS[fmt]) as f:
-            for data in frames:
-                try:
-                    f.write(data)
-                except AssertionError:  # soundfile asserts on a short write
-                    raise OSError(errno.ENOSPC, "short write (is the disk full?)") from None
-        _link_into_place(tmp, path, force)
-    except OSError as e:
-        raise MusicLMError(f"cannot write {path}: {e.strerror or e}") from None
-    except sf.SoundFileError as e:
-        raise MusicLMError(f"cannot write {path}: {e}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _link_into_place(tmp: Path, path: Path, force: bool) -> None:
-    if force:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)  # atomic, and fails if `path` exists: nothing is replaced without --force
-    except FileExistsError:
-        raise MusicLMError(f"{path} appeared while generating; pass --force to overwrite") from None
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-        if path.exists():  # a filesystem without hard links: check, then rename
-            raise MusicLMError(f"{path} appeared while generating; pass --force to overwrite") from None
-        os.replace(tmp, path)
+    with atomic_path(path, replace=force) as part:  # created with the umask's mode; linked, not renamed
+        try:
+            with sf.SoundFile(part, "w", sample_rate, channels, format=_FORMATS[fmt]) as f:
+                for data in frames:
+                    try:
+                        f.write(data)
+                    except AssertionError:  # soundfile asserts on a short write
+                        raise MusicLMError(f"{path}: short write (is the disk full?)") from None
+        except (OSError, sf.SoundFileError) as e:
+            raise MusicLMError(f"{path}: cannot write ({e})") from None
 
 
 def _write_wav_stdout(frames: Iterator[np.ndarray], sample_rate: int, channels: int, num_samples: int) -> None:
@@ -212,26 +187,8 @@ def _write_wav_stdout(frames: Iterator[np.ndarray], sample_rate: int, channels: 
         *(b"RIFF", 36 + size, b"WAVE", b"fmt ", 16, 1, channels, sample_rate),
         *(sample_rate * channels * 2, channels * 2, 16, b"data", size),
     )
-    out = sys.stdout.buffer
-    try:
+    with StdoutOutput() as out:  # errors in one line, BrokenPipeError as itself, nothing left to flush at exit
         out.write(header)
         for data in frames:
             # the same integers as libsndfile 1.2 writes for these floats (so `-o -` equals `-o x.wav`)
             out.write(np.clip(np.floor(data * 32768.0), -32768, 32767).astype("<i2").tobytes())
-            out.flush()
-    except BrokenPipeError:
-        raise  # the reader went away: the CLI exits quietly
-    except OSError as e:
-        _silence_stdout()
-        raise MusicLMError(f"cannot write to stdout: {e.strerror or e}") from None
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null after a failed write, so the exit's flush of what is left in its buffer
-    does not fail again ("Exception ignored ... OSError")."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured in tests)
-        pass

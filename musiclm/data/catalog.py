@@ -303,9 +303,9 @@ def index_catalog(
         row["stat"] = stat
         rows.append(row)
         if time.time() - last_write >= SAVE_EVERY_SECONDS:  # an interrupted run keeps what it has done
-            _write_rows(out, rows)
+            write_manifest(out, rows)
             last_write = time.time()
-    _write_rows(out, rows)
+    write_manifest(out, rows)
     sources: dict[str, int] = {}
     for r in rows:
         sources[r.get("caption_source", "?")] = sources.get(r.get("caption_source", "?"), 0) + 1
@@ -322,7 +322,6 @@ def index_catalog(
     }
     with atomic_write(report_path) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2))
-    _umask_mode(report_path)
     return report
 
 
@@ -342,16 +341,3 @@ def _earlier(path: Path, lines: bool) -> list[dict]:
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, IsADirectoryError):
         pass
     raise MusicLMError(f"{path} exists and is not an index this command wrote; name another --out or pass --force")
-
-
-def _write_rows(out: Path, rows: list[dict]) -> None:
-    write_manifest(out, rows)
-    _umask_mode(out)
-
-
-def _umask_mode(path: Path) -> None:
-    """The atomic rename publishes mkstemp's 0600; give the file the mode any new file gets (0666 less the
-    umask). A stopgap until the shared atomic writer does it."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
