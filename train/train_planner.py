@@ -74,7 +74,8 @@ def train(args, run_dir: Path) -> None:
 
 
 def ship(export: Path, dest: Path) -> int:
-    """The export (config.json, model.safetensors in fp16, vocab.json) replaces `dest`."""
+    """The export (config.json, model.safetensors in fp16, vocab.json) + the run's config.yaml as
+    train_config.yaml replace `dest`."""
     from musiclm.errors import MusicLMError
     from musiclm.notes.model import Planner
 
@@ -84,6 +85,8 @@ def ship(export: Path, dest: Path) -> int:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(export, tmp, ignore=shutil.ignore_patterns("step.txt"))
+    if (export.parent / "config.yaml").is_file():  # the resolved recipe, as the other shipped models keep it
+        shutil.copyfile(export.parent / "config.yaml", tmp / "train_config.yaml")
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
