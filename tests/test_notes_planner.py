@@ -116,7 +116,8 @@ def test_a_tiny_planner_overfits_one_tune_and_plays_it_back(reel):
     assert loss.item() < 0.1
     model.eval()
     seconds = 4 * 2 * 60 / 100.0  # four bars of 2/4 at 100 quarter-note beats a minute
-    out = plan("a reel in D major for solo violin", seconds, seed=0, planner=model, temperature=0, **_fields(c))
+    greedy = {"temperature": 0, "key_weight": 0, "key_retries": 0}  # the model alone
+    out = plan("a reel in D major for solo violin", seconds, seed=0, planner=model, **greedy, **_fields(c))
     midi = load_midi(midi_bytes(out.midi))  # a valid file, as a DAW would read it
     assert meter_of(midi) == c.meter and abs(tempo_of(midi) - c.qpm) < 1e-3
     played = note_array(midi)
@@ -236,11 +237,27 @@ def test_key_retries_return_the_first_plan_in_the_asked_key():
 
     model = tiny()
     kwargs = {"planner": model, "key": 0, "mode": "major", "bpm": 100.0, "meter": "4/4"}
-    plans = [plan("a piece", 4.0, seed=s, key_retries=3, **kwargs) for s in range(4)]
+    plans = [plan("a piece", 4.0, seed=s, key_retries=3, key_weight=0.0, **kwargs) for s in range(4)]
     for p in plans:
         assert 1 <= p.attempts <= 4
         assert in_asked_key(p) or p.attempts == 4
-    again = plan("a piece", 4.0, seed=0, key_retries=3, **kwargs)
+    again = plan("a piece", 4.0, seed=0, key_retries=3, key_weight=0.0, **kwargs)
     assert again.tokens == plans[0].tokens and again.attempts == plans[0].attempts
     with pytest.raises(MusicLMError):
         plan("a piece", 4.0, key_retries=-1, **kwargs)
+    with pytest.raises(MusicLMError):
+        plan("a piece", 4.0, key_weight=float("nan"), **kwargs)
+
+
+def test_the_key_prior_moves_pitches_into_the_key():
+    from musiclm.notes.midi import key_from_histogram, pitch_histogram
+
+    model = tiny()  # untrained: its pitches are near uniform, so the prior alone decides the key
+    kwargs = {"planner": model, "key": 6, "mode": "major", "bpm": 120.0, "meter": "4/4", "key_retries": 0}
+    hist = {w: np.zeros(12) for w in (0.0, 4.0)}
+    for w in hist:
+        for s in range(3):
+            hist[w] += pitch_histogram(note_array(plan("a piece", 8.0, seed=s, key_weight=w, **kwargs).midi))
+    scale = [(6 + d) % 12 for d in (0, 2, 4, 5, 7, 9, 11)]  # F# major
+    share = {w: h[scale].sum() / h.sum() for w, h in hist.items()}
+    assert share[4.0] > share[0.0] + 0.2 and key_from_histogram(hist[4.0])[:2] == (6, "major")
