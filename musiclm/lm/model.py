@@ -57,7 +57,7 @@ class MusicLM(nn.Module):
         K, card, D = config.n_q, config.card, config.dim
         # K embedding tables of card + 1 rows stored as one, summed by embedding_bag in one kernel
         self.embed = nn.Embedding(K * (card + 1), D)
-        self.register_buffer("embed_offsets", torch.arange(K) * (card + 1), persistent=False)
+        self.register_buffer("embed_offsets", torch.arange(0, K * (card + 1), card + 1), persistent=False)
         self.blocks = nn.ModuleList(
             Block(
                 D,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -71,12 +72,32 @@ def check_counts(shapes: Shapes, weights: Path, wanted: Iterable[tuple[str, int,
             raise _disagree(weights, f"{field} is {count} by the config, the file holds {held} ({prefix}N)")
 
 
+@contextmanager
+def _initialisers_skipped() -> Iterator[None]:
+    """`torch.nn.init.*_` as no-ops while a model is built on `meta` (as transformers' `no_init_weights`):
+    they would only fill tensors without storage, and the first one on `meta` imports torch's compiler
+    stack (1-3 s), longer than the whole check."""
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, _keep)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(nn.init, n, f)
+
+
+def _keep(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    return tensor
+
+
 def check_shapes(build: Callable[[], nn.Module], shapes: Shapes, weights: Path, derived: tuple[str, ...] = ()) -> None:
     """Build the model on `meta` and compare its state dict with the file's header: every tensor present
     with the same shape and nothing extra. Names ending in one of `derived` may be absent (rebuilt on
     load)."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _initialisers_skipped():
             expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
     except (AssertionError, ValueError, TypeError, RuntimeError) as e:  # e.g. a width not divisible by heads
         raise MusicLMError(f"{weights.parent}: config.json describes no buildable model ({e})") from None
