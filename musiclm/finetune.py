@@ -37,7 +37,9 @@ MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.model")
 
 
 def default_recipe() -> Path:
-    return Path(__file__).resolve().parent.parent / "configs" / "lm" / "finetune.yaml"
+    from musiclm.paths import configs_dir  # package data in a wheel, the source tree in a checkout
+
+    return configs_dir() / "lm" / "finetune.yaml"
 
 
 def trainable_prefixes(n_layers: int, train_layers: int) -> list[str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from musiclm.codec.framenet import FrameDecoder, FrameEncoder, FrameNetConfig
@@ -194,7 +194,9 @@ class Codec(nn.Module):
             for k, v in self.state_dict().items()
             if not k.endswith("embed_avg")
         }
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"model_type": MODEL_TYPE})
+        from musiclm.nn.checkpoint import save_weights  # safetensors alone would leave the file 0600
+
+        save_weights(state, directory / WEIGHTS_NAME, metadata={"model_type": MODEL_TYPE})
         return directory
 
     @classmethod
