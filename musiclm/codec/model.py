@@ -211,13 +211,10 @@ class Codec(nn.Module):
             raise MusicLMError(f"codec checkpoint not found: {path}")
         if path.is_file():
             return interop.load_encodec_th(path)
+        from musiclm.nn.checkpoint import read_config_json
+
         config_path = path / CONFIG_NAME
-        if not config_path.is_file():
-            raise MusicLMError(f"{path}: not a codec directory (no {CONFIG_NAME})")
-        try:
-            meta = json.loads(config_path.read_text())
-        except json.JSONDecodeError as e:
-            raise MusicLMError(f"{config_path}: invalid JSON ({e})") from None
+        meta = read_config_json(path, "codec")
         if meta.get("model_type") == "encodec":
             return interop.load_transformers_encodec(path)
         if meta.get("model_type") in ("musicgen", "musicgen_melody"):

@@ -52,16 +52,9 @@ def save_pretrained(
 
 
 def read_config(path: Path) -> dict:
-    config_path = path / CONFIG_NAME
-    if not config_path.is_file():
-        raise MusicLMError(f"{path}: not a model directory (no {CONFIG_NAME})")
-    try:
-        meta = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise MusicLMError(f"{config_path}: invalid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise MusicLMError(f"{config_path}: expected a JSON object")
-    return meta
+    from musiclm.nn.checkpoint import read_config_json
+
+    return read_config_json(path)
 
 
 def load_state(path: Path, map_location: str = "cpu") -> dict[str, torch.Tensor]:

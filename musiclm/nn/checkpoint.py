@@ -112,3 +112,20 @@ def check_shapes(build: Callable[[], nn.Module], shapes: Shapes, weights: Path, 
         raise _disagree(
             weights, f"the file holds {extra[0]} {list(shapes[extra[0]])}, which the config has no place for"
         )
+
+
+def read_config_json(directory: Path, kind: str = "model") -> dict:
+    """DIRECTORY/config.json as a dict, or one clear MusicLMError: no such file, invalid JSON, not an object.
+    `kind` names what the directory should be ("codec", "planner") in the message."""
+    import json
+
+    config_path = Path(directory) / "config.json"
+    if not config_path.is_file():
+        raise MusicLMError(f"{directory}: not a {kind} directory (no config.json)")
+    try:
+        meta = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MusicLMError(f"{config_path}: invalid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise MusicLMError(f"{config_path}: expected a JSON object")
+    return meta

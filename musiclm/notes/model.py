@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from musiclm.config import from_dict, to_dict
 from musiclm.errors import MusicLMError
-from musiclm.nn.checkpoint import check_counts, check_shapes, read_shapes, save_weights
+from musiclm.nn.checkpoint import check_counts, check_shapes, read_config_json, read_shapes, save_weights
 from musiclm.nn.transformer import Block, CachedStep, KVCache
 
 MODEL_TYPE = "musiclm-planner"
@@ -132,13 +132,8 @@ class Planner(nn.Module):
         A missing, foreign or inconsistent directory raises MusicLMError before anything large is built."""
         directory = Path(directory)
         path = directory / CONFIG_NAME
-        if not path.is_file():
-            raise MusicLMError(f"{directory}: not a planner directory (no {CONFIG_NAME})")
-        try:
-            meta = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise MusicLMError(f"{path}: invalid JSON ({e})") from None
-        if not isinstance(meta, dict) or meta.pop("model_type", None) != MODEL_TYPE:
+        meta = read_config_json(directory, "planner")
+        if meta.pop("model_type", None) != MODEL_TYPE:
             raise MusicLMError(f"{path}: not a musiclm planner config")
         config = from_dict(PlannerConfig, meta)
         if vocab is not None:
