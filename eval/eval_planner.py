@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long", type=int, default=3, help="plans of 60 s to check for key over time")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--key-retries", type=int, default=0, help="plan(key_retries=...): redraw plans in another key")
+    p.add_argument("--key-weight", type=float, default=None, help="plan(key_weight=...); default: plan()'s")
+    p.add_argument("--key-retries", type=int, default=None, help="plan(key_retries=...); default: plan()'s")
     p.add_argument("--out", default="outputs/planner_eval.json")
     p.add_argument("--midi-dir", default="outputs/planner_plans", help="where the plans are written (.mid)")
     args = p.parse_args(argv)
@@ -91,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     from musiclm.notes.corpus import WindowMaker, load_cache
     from musiclm.notes.metrics import adherence, longest_shared_runs, music21_key, note_lines
     from musiclm.notes.midi import clip_seconds
-    from musiclm.notes.planner import load_planner, plan
+    from musiclm.notes.planner import KEY_RETRIES, KEY_WEIGHT, load_planner, plan
     from musiclm.notes.tokens import default_tokenizer
 
+    args.key_weight = KEY_WEIGHT if args.key_weight is None else args.key_weight
+    args.key_retries = KEY_RETRIES if args.key_retries is None else args.key_retries
     tok = default_tokenizer()
     model = load_planner(args.planner)
     maker = WindowMaker(tok, model.config.max_len)
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             temperature=args.temperature,
             top_p=args.top_p,
             key_retries=args.key_retries,
+            key_weight=args.key_weight,
             **given,
         )
         seconds.append(time.time() - t0)
@@ -145,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     report["adherence"] = {k: round(sum(r[k] for r in rows) / n, 3) for k in ("key", "key_relative", "meter", "tempo")}
     report["adherence"]["draws"] = n
     report["adherence"]["key_retries"] = args.key_retries
+    report["adherence"]["key_weight"] = args.key_weight
     report["adherence"]["mean_attempts"] = round(sum(r["attempts"] for r in rows) / n, 2)
     report["plan_seconds_wall"] = {"median": round(float(np.median(seconds)), 3), "max": round(max(seconds), 3)}
     print("adherence:", report["adherence"], "plan time:", report["plan_seconds_wall"], flush=True)
@@ -178,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             temperature=args.temperature,
             top_p=args.top_p,
             key_retries=args.key_retries,
+            key_weight=args.key_weight,
         )
         out.save(midi_dir / f"long{j}.mid")
         c = out.controls
