@@ -48,6 +48,7 @@ class AudioSource:
     sample_rate: int
     channels: int
     frames: int
+    slack = 0  # samples that may be missing at the end without calling the source truncated
 
     def _read(self, n: int) -> np.ndarray:  # up to n samples [C, n'] (fewer only at the end)
         raise NotImplementedError
@@ -70,16 +71,14 @@ class AudioSource:
                 if missing > self.slack:
                     got = (done + block.shape[1]) / self.sample_rate
                     raise MusicLMError(
-                        f"{self.name}: truncated or damaged audio: {got:.2f} s decode of the "
-                        f"{self.frames / self.sample_rate:.2f} s its header promises"
+                        f"{self.name}: truncated or damaged audio: only {got:.2f} s of the "
+                        f"{self.frames / self.sample_rate:.2f} s its header promises decode"
                     )
                 block = np.pad(block, ((0, 0), (0, n - block.shape[1])))
             if not np.isfinite(block).all():
                 raise MusicLMError(f"{self.name}: audio contains NaN or infinite samples")
             done += n
             yield np.ascontiguousarray(block, dtype=np.float32)
-
-    slack = 0  # samples that may be missing at the end without calling the file truncated
 
     def close(self) -> None:
         pass
