@@ -22,7 +22,7 @@ STDOUT = "-"
 
 
 def register(subparsers) -> None:
-    from musiclm.lm.generation import MAX_DURATION
+    from musiclm.lm.limits import MAX_DURATION  # no torch while the parser is built
 
     p = subparsers.add_parser(
         "generate",

@@ -23,11 +23,10 @@ import torch
 from torch import Tensor
 
 from musiclm.errors import MusicLMError
+from musiclm.lm.limits import MAX_DURATION, MAX_SEED
 from musiclm.lm.sample import SamplingParams, generate_codes
 
-MAX_DURATION = 3600.0  # seconds; generation is windowed and decoding bounded, this only stops typos (1e9)
 DECODE_FRAMES = 500  # codec frames decoded at once (10 s at 50 frames/s), plus the decoder's context
-MAX_SEED = 2**64  # what torch.Generator.manual_seed takes
 
 
 @dataclass(frozen=True)
