@@ -36,7 +36,8 @@ from musiclm.notes.tokens import Controls, NoteTokenizer, default_tokenizer
 MAX_NOTES_PER_ONSET = 10  # a chord of more notes than this is a model stuck in a loop
 MAX_SECONDS = 600.0
 KEY_WEIGHT = 2.0  # plan()'s default strength of the key prior (`key_prior`)
-KEY_RETRIES = 4  # plan()'s default: up to 5 draws for a plan in the asked key (each ~0.3 s for 10 s of music)
+KEY_RETRIES = 9  # plan()'s default: up to 10 draws per segment in the asked key (~0.2 s each for 10 s of music)
+SEGMENT_SECONDS = 10.0  # with key retries, long plans are drawn and checked this much at a time
 
 
 @dataclass
@@ -84,30 +85,60 @@ def plan(
     `fields` override what the prompt says: key (pitch class 0-11), mode, bpm (beats of the meter), meter,
     programs (GM, 0-based), genre, dynamics. `planner`: a Planner, a directory, or None for the shipped one.
     `key_weight`: strength of the key prior on pitches (0: the model alone; see `key_prior`).
-    `key_retries`: draw again (seeds derived from `seed`) while music21's key finder hears another key in
-    the plan, at most this many times; the first plan in the asked key is returned, else the first one
-    (`Plan.attempts` says how many were drawn)."""
+    `key_retries`: draw again (seeds derived from `seed`) while music21's key finder hears another key, at
+    most this many times; a plan longer than SEGMENT_SECONDS is drawn segment by segment, each continuing
+    the bars so far and checked on its own notes. Where no draw is in the key the first one is kept.
+    `Plan.attempts` says how many were drawn in all."""
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
         raise MusicLMError(f"a plan must be 0-{MAX_SECONDS:g} s long, got {seconds}")
     if key_retries < 0:
         raise MusicLMError(f"key_retries must be >= 0, got {key_retries}")
     controls = controls_from_prompt(prompt, seed, **fields)
     model = planner if isinstance(planner, Planner) else load_planner(str(planner) if planner else None)
-    first = None
-    for attempt in range(key_retries + 1):
-        draw_seed = seed if attempt == 0 else (seed * 1_000_003 + attempt) % 2**64
-        out = sample_plan(model, controls, seconds, draw_seed, temperature, top_k, top_p, threads, key_weight)
-        out.attempts = attempt + 1
-        first = first or out
-        if key_retries == 0 or in_asked_key(out):
-            return out
-    first.attempts = key_retries + 1
-    return first
+    bar_seconds = bar_quarters(controls.meter) * 60.0 / controls.qpm
+    bars: list[list[int]] | None = None
+    attempts = 0
+    for segment in range(math.ceil(seconds / bar_seconds) + 1):  # each segment adds at least one bar
+        remaining = seconds - (len(bars) if bars else 0) * bar_seconds
+        if remaining <= 1e-6:
+            break
+        # with retries, a long plan goes SEGMENT_SECONDS at a time, each checked for its key
+        length = min(SEGMENT_SECONDS, remaining) if key_retries else remaining
+        start = seconds - remaining
+        first = None
+        for attempt in range(key_retries + 1):
+            draw_seed = seed if segment == attempt == 0 else (seed * 1_000_003 + segment * 7919 + attempt) % 2**64
+            out = sample_plan(
+                model, controls, length, draw_seed, temperature, top_k, top_p, threads, key_weight, context_bars=bars
+            )
+            attempts += 1
+            first = first or out
+            if key_retries == 0 or in_asked_key(out, start):
+                break
+        else:
+            out = first
+        bars = plan_bars(out.tokens)
+    out.attempts = attempts
+    return out
 
 
-def in_asked_key(p: Plan) -> bool:
-    """music21's default key finder (Aarden-Essen, `midi.key_from_histogram`) hears the asked key."""
-    tonic, mode, _ = key_from_histogram(pitch_histogram(note_array(p.midi)))
+def plan_bars(tokens: list[int]) -> list[list[int]]:
+    """A plan's body (header + bars, `Plan.tokens`) → its bars (REMI ids without Bar tokens), to continue it."""
+    tok = default_tokenizer()
+    bars: list[list[int]] = [[]]
+    for t in tokens[4:]:  # after `Bar TimeSig Position_0 Tempo`
+        if t == tok.bar:
+            bars.append([])
+        else:
+            bars[-1].append(t)
+    return bars
+
+
+def in_asked_key(p: Plan, start: float = 0.0) -> bool:
+    """music21's default key finder (Aarden-Essen, `midi.key_from_histogram`) hears the asked key in the
+    plan from `start` seconds on."""
+    notes = note_array(clip_seconds(p.midi, start, p.seconds) if start > 0 else p.midi)
+    tonic, mode, _ = key_from_histogram(pitch_histogram(notes))
     return (tonic, mode) == (p.controls.key, p.controls.mode)
 
 
@@ -209,7 +240,7 @@ def sample_plan(
             bars = [[]]
         ids = tok.window(c, bars)
         if len(ids) >= max_len:
-            ids, bars = _rewindow(tok, c, bars, max_len)
+            ids, _ = _rewindow(tok, c, bars, max_len)
         grammar.start(ids[len(tok.control_ids(c)) :])
         cache = model.new_cache(1)
         logits = model.step(
@@ -229,7 +260,7 @@ def sample_plan(
             grammar.update(token)
             ids.append(token)
             if len(ids) >= max_len:  # the window is full: continue in a new one from the last bars
-                ids, kept = _rewindow(tok, c, bars, max_len)
+                ids, _ = _rewindow(tok, c, bars, max_len)
                 cache = model.new_cache(1)
                 positions = torch.arange(len(ids), device=model.device)
                 logits = model.step(torch.tensor([ids], device=model.device), cache, positions)
