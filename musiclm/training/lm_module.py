@@ -23,7 +23,7 @@ from musiclm.errors import MusicLMError
 from musiclm.lm import MusicLM, apply_delay
 from musiclm.training.audio_dataset import StepSampler
 from musiclm.training.config import LMTrainConfig
-from musiclm.training.runner import lr_scheduler
+from musiclm.training.runner import adamw_with_decay_groups
 from musiclm.training.token_dataset import FixedBatches, TokenCrops, TokenItem
 
 
@@ -97,19 +97,7 @@ class LMModule(pl.LightningModule):
     # ---- optimisation -------------------------------------------------------------------------------------
     def configure_optimizers(self):
         o = self.config.optim
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue  # e.g. a frozen T5 text encoder
-            # weight decay on matrices only, not on norms, biases or embeddings (nanoGPT)
-            (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=o.lr,
-            betas=tuple(o.betas),
-        )
-        scheduler = lr_scheduler(optimizer, o, self.config.trainer.max_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_decay_groups(self.model, o, self.config.trainer.max_steps)
 
     # ---- samples and export -------------------------------------------------------------------------------
     def make_samples(self) -> tuple[dict[str, Tensor], dict[str, float]]:

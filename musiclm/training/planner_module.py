@@ -29,7 +29,7 @@ from musiclm.notes.model import Planner, PlannerConfig
 from musiclm.notes.tokens import NoteTokenizer
 from musiclm.training.audio_dataset import StepSampler
 from musiclm.training.config import OptimConfig, TrainerConfig
-from musiclm.training.runner import lr_scheduler
+from musiclm.training.runner import adamw_with_decay_groups
 
 
 @dataclass
@@ -153,17 +153,7 @@ class PlannerModule(pl.LightningModule):
 
     def configure_optimizers(self):
         o = self.config.optim
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            # weight decay on matrices only, not on norms, biases or embeddings (nanoGPT)
-            (decay if p.dim() >= 2 and "embed" not in name and "pos" not in name else no_decay).append(p)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=o.lr,
-            betas=tuple(o.betas),
-        )
-        scheduler = lr_scheduler(optimizer, o, self.config.trainer.max_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_with_decay_groups(self.model, o, self.config.trainer.max_steps, ("embed", "pos"))
 
     def export(self, directory, state_dict: dict[str, Tensor] | None = None) -> None:
         """The planner directory: config.json + model.safetensors (fp16) + vocab.json."""

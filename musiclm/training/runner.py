@@ -176,3 +176,21 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: 
     if cfg.schedule not in ("constant", "cosine"):
         raise MusicLMError(f"optim.schedule: {cfg.schedule!r} is not 'constant' or 'cosine'")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def adamw_with_decay_groups(module, optim: OptimConfig, max_steps: int, no_decay_names: tuple[str, ...] = ("embed",)):
+    """AdamW + the schedule, as Lightning's configure_optimizers returns them. Weight decay on matrices only,
+    not on norms, biases or parameters whose name contains one of `no_decay_names` (nanoGPT); frozen
+    parameters (e.g. a frozen T5 text encoder) are left out."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 and not any(n in name for n in no_decay_names) else no_decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=optim.lr,
+        betas=tuple(optim.betas),
+    )
+    scheduler = lr_scheduler(optimizer, optim, max_steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
