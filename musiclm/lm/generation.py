@@ -88,15 +88,19 @@ def generate_tokens(
     options: GenerationOptions,
     prompt_wav: Tensor | None = None,
     seeds: Sequence[int | None] | None = None,
+    notes: Tensor | None = None,
 ) -> Tensor:
     """Captions → codes [B, K, T] for `options.duration`; prompt_wav [B or 1, C, N0] (at the codec's rate)
-    is continued. `seeds`: one per caption (default: `item_seeds(texts, options.seed)`)."""
+    is continued. `seeds`: one per caption (default: `item_seeds(texts, options.seed)`). `notes`
+    [B or 1, T', F]: note features per codec frame from the start (`generate_codes`)."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise MusicLMError("no text prompt given")
     if model.tokenizer is None or model.codec is None:
         raise MusicLMError("this model has no tokenizer or codec attached; load it with MusicLM.from_pretrained")
     options.check()
+    if notes is not None:
+        model.check_notes(notes)  # before any audio is encoded
     codec = model.codec.to(model.device)
     n_frames, _ = output_length(codec, options.duration)
     prompt = None
@@ -122,6 +126,7 @@ def generate_tokens(
         progress=options.progress,
         compile=options.compile,
         amp_dtype=None if options.fp32 else torch.bfloat16,
+        notes=notes,
     )
 
 
@@ -159,10 +164,15 @@ def decode_windows(codec, codes: Tensor, num_samples: int, frames: int = DECODE_
 
 
 def generate_audio(
-    model, texts: Sequence[str] | str, options: GenerationOptions, prompt_wav: Tensor | None = None
+    model,
+    texts: Sequence[str] | str,
+    options: GenerationOptions,
+    prompt_wav: Tensor | None = None,
+    notes: Tensor | None = None,
 ) -> Tensor:
-    """Captions → wav [B, C, N] at `model.codec.sample_rate`, N = round(duration * sample_rate)."""
-    codes = generate_tokens(model, texts, options, prompt_wav)
+    """Captions (+ notes [B or 1, T, F]) → wav [B, C, N] at `model.codec.sample_rate`, N = round(duration *
+    sample_rate)."""
+    codes = generate_tokens(model, texts, options, prompt_wav, notes=notes)
     codec = model.codec
     _, n_samples = output_length(codec, options.duration)
     wav = torch.empty((codes.shape[0], codec.channels, n_samples), device=codes.device)

@@ -10,6 +10,15 @@ text; cross-entropy over `valid_mask(codes)` (real codes, not the special token)
 audio (`musiclm.lm.generation`). Condition dropout (the text replaced by the null condition: an all-masked
 memory, i.e. zeros) trains the unconditional model that classifier-free guidance needs (Ho & Salimans 2022;
 MusicGen §2.4).
+
+Notes (optional, `note_features` F > 0): per-frame note features at the codec frame rate
+(`musiclm.notes.features`: piano roll [T, 48], or the audio chroma in columns 0:12) go through a centred
+Conv1d (kernel 5, no bias) and are added to the input embeddings, position s getting frame s: under the
+delay pattern input position s predicts frame s of codebook 0. MusicGen-melody (Copet et al. 2023 §2.4)
+conditions on a chromagram prepended to the sequence; our clips come with exactly aligned notes, so a
+per-frame addition puts each frame's notes where its tokens are predicted, and the ±2-frame kernel gives a
+small look-ahead that helps onsets (the notes are known in advance). All-zero notes are exactly "no notes"
+(no bias): what note dropout and the unconditional half of classifier-free guidance see.
 """
 
 from __future__ import annotations
@@ -20,10 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from musiclm.errors import MusicLMError
 from musiclm.lm.generation import GenerationOptions, generate_audio
 from musiclm.lm.sample import guide
 from musiclm.nn.transformer import Block, CachedStep, KVCache, padding_attn_mask, sinusoidal_embedding
 from musiclm.text.encoder import TextConfig, build_text_encoder
+
+NOTE_KERNEL = 5  # frames of the note projection, centred: 2 frames of look-ahead
 
 
 @dataclass
@@ -37,7 +49,10 @@ class LMConfig:
     ffn_dim: int = 1024
     activation: str = "gelu"
     dropout: float = 0.0
-    condition_dropout: float = 0.1  # training: probability a caption is replaced by the null condition
+    condition_dropout: float = 0.1  # training: probability a caption (and its notes) become the null condition
+    note_features: int = 0  # F per-frame note features (48: `piano_roll_features`); 0: text only
+    note_dropout: float = 0.3  # training data: share of examples whose notes are zeros (text alone still works)
+    chroma_share: float = 0.3  # of the examples keeping notes, share given the audio chroma only (`--melody`)
     max_frames: int = 500  # generation window in frames (the training clip length); longer → windowed
     frame_rate: float = 50.0  # of the codec the LM was trained on (checked on load)
     sample_rate: int = 24000
@@ -76,11 +91,19 @@ class MusicLM(nn.Module):
         self.text_encoder = build_text_encoder(config.text)
         # MusicGen's enc_to_dec_proj: a biased projection when the text width differs from the LM's
         self.text_proj = nn.Linear(config.text.dim, D) if config.text.dim != D else nn.Identity()
+        # notes [B, S, F] → [B, S, D], frames s-2..s+2 for position s; no bias, so zeros add nothing
+        self.note_proj = (
+            nn.Conv1d(config.note_features, D, NOTE_KERNEL, padding=NOTE_KERNEL // 2, bias=False)
+            if config.note_features > 0
+            else None
+        )
         self.tokenizer = tokenizer
         # The codec is deliberately not a submodule: its weights are not the LM's (never trained, never
         # saved in model.safetensors, not in the optimizer); `generate` moves it to the LM's device.
         object.__setattr__(self, "codec", codec)
         self.apply(self._init_weights)
+        if self.note_proj is not None:
+            nn.init.normal_(self.note_proj.weight, std=0.02)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -112,22 +135,49 @@ class MusicLM(nn.Module):
         return codes != self.special_id
 
     # ---- text ----------------------------------------------------------------------------------------
-    def encode_text(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_text(self, ids: Tensor, mask: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """ids, mask [B, L] → (memory [B, L, D] zero at masked positions, mask [B, L]).
 
         In training mode each caption is dropped to the null condition with probability
-        `condition_dropout`, so the same weights also learn the unconditional model.
+        `condition_dropout` (or where `keep` [B, 1] is False), so the same weights also learn the
+        unconditional model.
         """
-        if self.training and self.config.condition_dropout > 0:
-            keep = torch.rand(ids.shape[0], 1, device=ids.device) >= self.config.condition_dropout
+        if keep is None and self.training:
+            keep = self._condition_keep(ids.shape[0], ids.device)
+        if keep is not None:
             mask = mask & keep
         memory = self.text_proj(self.text_encoder(ids, mask))
         return memory * mask[..., None].to(memory.dtype), mask
+
+    def _condition_keep(self, B: int, device: torch.device) -> Tensor | None:
+        """Training: [B, 1] bool, False where condition dropout fires (None when it is off)."""
+        if self.config.condition_dropout <= 0:
+            return None
+        return torch.rand(B, 1, device=device) >= self.config.condition_dropout
 
     @staticmethod
     def null_condition(memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """The unconditional input: zeros, nothing to attend to (what condition dropout trains)."""
         return torch.zeros_like(memory), torch.zeros_like(mask)
+
+    # ---- notes ---------------------------------------------------------------------------------------
+    def check_notes(self, notes: Tensor) -> None:
+        """Refuse notes this model cannot take (MusicLMError): a text-only model, or F ≠ note_features."""
+        n_features = self.config.note_features
+        if n_features == 0:
+            raise MusicLMError("this model is text-only (note_features 0): it cannot be conditioned on notes")
+        if notes.dim() != 3 or notes.shape[-1] != n_features:
+            raise MusicLMError(
+                f"expected notes [B, T, {n_features}] (note features per frame), got {list(notes.shape)}"
+            )
+
+    def embed_notes(self, notes: Tensor, steps: int) -> Tensor:
+        """notes [B, T, F] (T <= steps frames; missing frames are silent) → [B, steps, D] added to the inputs."""
+        self.check_notes(notes)
+        assert notes.shape[1] <= steps, f"{notes.shape[1]} frames of notes for {steps} steps"
+        x = notes.to(device=self.device, dtype=self.note_proj.weight.dtype).transpose(1, 2)  # [B, F, T]
+        x = F.pad(x, (0, steps - notes.shape[1]))  # zeros past the clip, as in training
+        return self.note_proj(x).transpose(1, 2)  # [B, steps, D]
 
     # ---- training ------------------------------------------------------------------------------------
     def _embed(self, tokens: Tensor) -> Tensor:
@@ -141,16 +191,22 @@ class MusicLM(nn.Module):
         B, S, _ = x.shape
         return self.heads(self.norm(x)).view(B, S, self.n_q, self.card).permute(0, 2, 1, 3)
 
-    def forward(self, codes: Tensor, text_ids: Tensor, text_mask: Tensor) -> Tensor:
-        """codes [B, K, S] delayed (special id at empty cells / padding), text ids/mask [B, L] →
-        logits [B, K, S, card]; logits[:, k, s] predicts codes[:, k, s] (the shift is done here)."""
+    def forward(self, codes: Tensor, text_ids: Tensor, text_mask: Tensor, notes: Tensor | None = None) -> Tensor:
+        """codes [B, K, S] delayed (special id at empty cells / padding), text ids/mask [B, L], notes
+        [B, T, F] (T <= S frames, frame s at position s; None or zeros: no notes) → logits [B, K, S, card];
+        logits[:, k, s] predicts codes[:, k, s] (the shift is done here). In training, condition dropout
+        removes a row's text and notes together."""
         assert codes.dim() == 3 and codes.shape[1] == self.n_q, f"expected [B, {self.n_q}, S] codes"
-        memory, memory_mask = self.encode_text(text_ids, text_mask)
         B, K, S = codes.shape
+        keep = self._condition_keep(B, codes.device) if self.training else None
+        memory, memory_mask = self.encode_text(text_ids, text_mask, keep)
         inputs = torch.cat([codes.new_full((B, K, 1), self.special_id), codes[..., :-1]], dim=-1)
         x = self._embed(inputs) + sinusoidal_embedding(torch.arange(S, device=codes.device), self.config.dim).to(
             self.embed.weight.dtype
         )
+        if notes is not None:
+            note_emb = self.embed_notes(notes, S)
+            x = x + (note_emb if keep is None else note_emb * keep[..., None].to(note_emb.dtype))
         for block in self.blocks:
             x = block(x, memory, memory_mask)
         return self._logits(x)
@@ -166,11 +222,18 @@ class MusicLM(nn.Module):
 
     # ---- generation ----------------------------------------------------------------------------------
     def new_cache(
-        self, memory: Tensor, memory_mask: Tensor, max_steps: int, dtype: torch.dtype | None = None
+        self,
+        memory: Tensor,
+        memory_mask: Tensor,
+        max_steps: int,
+        dtype: torch.dtype | None = None,
+        notes: Tensor | None = None,
     ) -> KVCache:
-        """A cache for one generation window of `max_steps` positions; projects the text k/v once.
+        """A cache for one generation window of `max_steps` positions; projects the text k/v once, and the
+        window's notes [B, T, F] (T <= max_steps frames, frame 0 = position 0) once.
 
-        memory [B, L, D], memory_mask [B, L] (already doubled for classifier-free guidance)."""
+        memory [B, L, D], memory_mask [B, L], notes (already doubled for classifier-free guidance: the
+        unconditional half has zero notes)."""
         c = self.config
         dtype = dtype or self.heads.weight.dtype
         cache = KVCache(c.n_layers, memory.shape[0], c.n_heads, c.dim // c.n_heads, max_steps, dtype, memory.device)
@@ -193,6 +256,8 @@ class MusicLM(nn.Module):
         cache.pos_emb = sinusoidal_embedding(torch.arange(max_steps, device=memory.device), c.dim).to(
             self.embed.weight.dtype
         )
+        if notes is not None:
+            cache.notes = self.embed_notes(notes, max_steps).to(self.embed.weight.dtype)  # [B, max_steps, D]
         return cache
 
     def decode_step(
@@ -205,6 +270,8 @@ class MusicLM(nn.Module):
         before the heads: heads(u + cfg (c - u)) = heads(u) + cfg (heads(c) - heads(u)) as they are linear."""
         step = CachedStep.make(cache, input_pos, kv_len)
         x = self._embed(tokens) + cache.pos_emb.index_select(0, input_pos)  # [B, S_in, D]
+        if cache.notes is not None:
+            x = x + cache.notes.index_select(1, input_pos)
         B, K, S_in = tokens.shape
         if S_in == 1:  # the decode loop: 2-D activations through `Block.decode_one`
             x = x.view(B, -1)
@@ -225,9 +292,10 @@ class MusicLM(nn.Module):
         texts: list[str] | str,
         options: GenerationOptions | None = None,
         prompt_wav: Tensor | None = None,
+        notes: Tensor | None = None,
         **changes,
     ) -> Tensor:
-        """Captions → wav [B, C, N] at the codec's sample rate, N = duration * sample_rate.
+        """Captions (+ notes) → wav [B, C, N] at the codec's sample rate, N = duration * sample_rate.
 
         `options` (`GenerationOptions`; its fields may also be given by name, as in
         `model.generate(["calm piano"], duration=8, seed=1)`): duration counts the whole output, including
@@ -235,8 +303,13 @@ class MusicLM(nn.Module):
         reconstruction. Unset sampling options take the model's defaults (config.cfg, temperature, top_k,
         top_p). A caption's audio depends on its text and the seed only, not on the other captions beside
         it (`musiclm.lm.generation`); same seed → same audio on one device.
+
+        `notes` [B or 1, T, F]: note features per codec frame from the start of the output (the prompt's
+        frames included), F = config.note_features; shorter than the duration → silent after, longer → cut.
+        Guidance contrasts text + notes with neither. A text-only model refuses notes (MusicLMError).
         """
-        return generate_audio(self, texts, replace(options or GenerationOptions(), **changes), prompt_wav)
+        options = replace(options or GenerationOptions(), **changes)
+        return generate_audio(self, texts, options, prompt_wav, notes)
 
     # ---- checkpoints (musiclm.lm.pretrained) ---------------------------------------------------------
     def save_pretrained(self, directory, codec_path: str | None = None, dtype: torch.dtype = torch.float32):

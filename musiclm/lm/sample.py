@@ -11,7 +11,9 @@ output heads: the same numbers, since the heads are linear, for half the largest
 
 Audio longer than the model's window is generated window by window, each new window continuing from the
 last frames of the previous one (MusicGen's "extend" generation), so positions never exceed what the
-model was trained on.
+model was trained on. Note features (a note-conditioned model) slide with the window: a window starting at
+frame t0 gets notes[t0 : t0 + length] at its positions 0.., silent past its end, as a training crop does;
+the unconditional half of the guided batch gets none.
 
 Precision: on CUDA the steps run under bf16 autocast with a bf16 KV cache; on a CPU with native bf16
 (AVX512-BF16 / AMX) only the KV cache and attention are bf16 (half the bytes read; ~1.4x faster at batch
@@ -181,12 +183,15 @@ def generate_codes(
     compile: bool = False,
     amp_dtype: torch.dtype | None = torch.bfloat16,
     threads: int | None = 1,
+    notes: Tensor | None = None,
 ) -> Tensor:
     """Captions (ids/mask [B, L]) → codes [B, K, n_frames]; with `prompt` codes [B or 1, >=K, Tp] the
     output starts with the prompt. `seed`: one for every row, or one per row (a row's codes depend only on
     its own seed and caption). `window`/`stride` in frames (default: config.max_frames and half of it).
     On CUDA the steps run under `amp_dtype` autocast; `compile` compiles the single-step decode.
-    On CPU the decode loop runs on `threads` intra-op threads (None: torch's current setting)."""
+    On CPU the decode loop runs on `threads` intra-op threads (None: torch's current setting).
+    `notes` [B or 1, T, F]: note features of frames 0..T-1 of the output (prompt included); frames past T
+    are silent, frames past n_frames ignored. None: text only (a text-only model refuses notes)."""
     params = params or SamplingParams(
         model.config.temperature, model.config.top_k, model.config.top_p, model.config.cfg
     )
@@ -208,6 +213,12 @@ def generate_codes(
             f"the prompt ({prompt.shape[-1]} frames) is not shorter than the requested "
             f"length ({n_frames} frames): nothing to generate"
         )
+    if notes is not None:
+        model.check_notes(notes)
+        if notes.shape[0] not in (1, B):
+            raise MusicLMError(f"notes batch {notes.shape[0]} does not match {B} captions")
+        notes = notes[:, :n_frames].to(device=device, dtype=torch.float32).expand(B, -1, -1)
+        notes = torch.nn.functional.pad(notes, (0, 0, 0, n_frames - notes.shape[1]))  # [B, n_frames, F]
     window = window or model.config.max_frames
     stride = stride or max(1, window // 2)
     plan = plan_windows(n_frames, prompt.shape[-1], window, stride)
@@ -225,11 +236,17 @@ def generate_codes(
         steps = sum(w.length + K - 1 - w.keep for w in plan)
         with tqdm(total=steps, unit="step", desc="generating", disable=not progress, leave=True) as bar:
             for w in plan:
+                start = codes.shape[-1] - w.keep  # the window's first frame in the output
+                window_notes = None
+                if notes is not None:
+                    window_notes = notes[:, start : start + w.length]
+                    if guided:
+                        window_notes = torch.cat([window_notes, torch.zeros_like(window_notes)])
                 new = _generate_window(
                     model,
                     memory,
                     memory_mask,
-                    codes[..., codes.shape[-1] - w.keep :],
+                    codes[..., start:],
                     w.length,
                     params,
                     generators,
@@ -238,6 +255,7 @@ def generate_codes(
                     compile,
                     cache_dtype,
                     bar,
+                    window_notes,
                 )
                 codes = torch.cat([codes, new[..., w.keep :]], dim=-1)
     return codes
@@ -279,8 +297,10 @@ def _generate_window(
     static: bool,
     cache_dtype: torch.dtype | None,
     bar,
+    notes: Tensor | None = None,
 ) -> Tensor:
-    """One window: prompt [B, K, Tp] (Tp < n_frames) → codes [B, K, n_frames] starting with the prompt."""
+    """One window: prompt [B, K, Tp] (Tp < n_frames) → codes [B, K, n_frames] starting with the prompt;
+    notes [B (2B guided), n_frames, F] of the window's frames or None."""
     B, K, Tp = prompt.shape
     special, device = model.special_id, memory.device
     S = n_frames + K - 1
@@ -288,7 +308,7 @@ def _generate_window(
     frames[..., :Tp] = prompt
     target = apply_delay(frames, special)  # [B, K, S]: known codes, special cells, -1 to sample
     out = target.clone()
-    cache = model.new_cache(memory, memory_mask, S, dtype=cache_dtype)
+    cache = model.new_cache(memory, memory_mask, S, dtype=cache_dtype, notes=notes)
     # every row draws K * S numbers per window from its own generator, whatever it samples or keeps
     uniforms = None
     if params.temperature > 0:

@@ -70,6 +70,7 @@ class KVCache:
         self.cross_v: list[Tensor] = []
         self.cross_mask: Tensor | None = None  # additive float mask, or None when nothing is padded
         self.pos_emb: Tensor | None = None  # [max_steps, D]
+        self.notes: Tensor | None = None  # [B, max_steps, D] projected note features, or None (text only)
         self.weights: list[tuple[Tensor, ...]] = []  # per layer: `Block.decode_weights`
         self.heads: Tensor | None = None  # the output heads as [D, K * card]
 
