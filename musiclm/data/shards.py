@@ -3,8 +3,15 @@
 A shard directory holds
     meta.json                 the codec (fingerprint, name, rate, frame rate, n_q, card, bandwidth) and format
     shard-00000.safetensors   codes int16 [K, total_T] (clips end to end) + offsets int64 [clips + 1]
+                              (v2) chroma int8 [total_T]: the audio's pitch class per frame, -1 silent
+                              (v2) notes uint8 [48, total_T]: 0/1 piano-roll features of the clip's MIDI,
+                              when a clip of the shard has one (zeros for the others)
     index.jsonl               one row per clip: {id, shard, offset, frames, caption, fields, split, piece,
-                              duration}
+                              duration} (v2: + chroma, notes: whether the clip has them)
+Version 2 adds the note features (`musiclm.notes.features`) at the codes' frame rate, T equal to the codes'
+frames: `piano_roll_features` of the manifest row's "midi" file (relative to the manifest, like "path"),
+and `chroma_features` of the same audio the codec encoded. Version 1 directories still read (items without
+notes), and a tokenize run resumed in one upgrades it to version 2 (old rows stay without notes).
 The index is rewritten (atomically) only after the shard its rows point into is on disk, so an interrupted
 run leaves a consistent directory and a rerun encodes only the clips not in the index.
 `TokenShards` reads it lazily (memory-mapped safetensors slices) and refuses shards of another codec.
@@ -23,9 +30,11 @@ from safetensors.torch import save_file
 from musiclm.audio import atomic_write, load_audio
 from musiclm.data.manifest import read_manifest, resolve_path
 from musiclm.errors import MusicLMError
+from musiclm.notes.features import NUM_FEATURES, chroma_features, piano_roll_features
 
 FORMAT = "musiclm-token-shards"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 CHUNK_SECONDS = 60.0  # encode long files in pieces so memory stays bounded
 
 
@@ -55,7 +64,29 @@ def codec_meta(codec, bandwidth: float) -> dict:
         "card": codec.card,
         "bandwidth": bandwidth,
         "dtype": "int16",
+        "note_features": NUM_FEATURES,
     }
+
+
+def _same_codec(old: dict, new: dict) -> bool:
+    """meta.json of an earlier run against this one's, format version and note layout aside (v1 → v2)."""
+    skip = ("version", "note_features")
+    return {k: v for k, v in old.items() if k not in skip} == {k: v for k, v in new.items() if k not in skip}
+
+
+def chroma_index(wav: torch.Tensor, sample_rate: int, frame_rate: float, frames: int) -> torch.Tensor:
+    """wav [C, N] → the audio's pitch class per frame, int8 [T] (-1: silent), from `chroma_features`."""
+    chroma = chroma_features(wav, sample_rate, frame_rate, frames)  # [T, 12] one-hot or zeros
+    return torch.where(chroma.sum(-1) > 0, chroma.argmax(-1), -1).to(torch.int8)
+
+
+def midi_notes(manifest: str | Path, row: dict, frame_rate: float, frames: int) -> torch.Tensor | None:
+    """The row's "midi" file (relative to the manifest) → 0/1 piano-roll features uint8 [48, T], or None."""
+    if not row.get("midi"):
+        return None
+    midi = Path(row["midi"])
+    midi = midi if midi.is_absolute() else Path(manifest).resolve().parent / midi
+    return piano_roll_features(midi, frame_rate, frames).t().to(torch.uint8).contiguous()
 
 
 @torch.no_grad()
@@ -101,15 +132,14 @@ def tokenize_manifest(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "meta.json"
-    if meta_path.is_file():
-        old = json.loads(meta_path.read_text())
-        if old != meta:
-            raise MusicLMError(
-                f"{out} holds shards of another codec or bandwidth "
-                f"({old.get('codec_name')} {old.get('codec_fingerprint')}, "
-                f"{old.get('bandwidth')} kbps); use another --out"
-            )
-    else:
+    old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    if old is not None and (not _same_codec(old, meta) or old.get("version") not in READABLE_VERSIONS):
+        raise MusicLMError(
+            f"{out} holds shards of another codec, bandwidth or format "
+            f"({old.get('codec_name')} {old.get('codec_fingerprint')}, "
+            f"{old.get('bandwidth')} kbps, v{old.get('version')}); use another --out"
+        )
+    if old != meta:  # a new directory, or a version 1 one continued in version 2
         with atomic_write(meta_path) as tmp:
             Path(tmp).write_text(json.dumps(meta, indent=2))
 
@@ -122,24 +152,30 @@ def tokenize_manifest(
     skipped_ids = {s["id"] for s in skipped}
 
     todo = [r for r in rows if r["id"] not in done and r["id"] not in skipped_ids]
-    buffer: list[tuple[dict, torch.Tensor]] = []
+    buffer: list[tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []  # row, codes, chroma, notes
     buffered_frames, last_flush, encoded, t0 = 0, time.time(), 0, time.time()
+    notes_skipped: list[str] = []
 
     def flush() -> None:
         nonlocal buffer, buffered_frames, next_shard, last_flush
         if not buffer:
             return
         name = f"shard-{next_shard:05d}.safetensors"
-        codes = torch.cat([c for _, c in buffer], dim=-1).to(torch.int16)  # [K, total_T]
-        lengths = torch.tensor([c.shape[-1] for _, c in buffer], dtype=torch.int64)
+        codes = torch.cat([c for _, c, _, _ in buffer], dim=-1).to(torch.int16)  # [K, total_T]
+        lengths = torch.tensor([c.shape[-1] for _, c, _, _ in buffer], dtype=torch.int64)
         offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])  # [clips + 1]
+        tensors = {"codes": codes.contiguous(), "offsets": offsets, "chroma": torch.cat([h for _, _, h, _ in buffer])}
+        if any(n is not None for *_, n in buffer):
+            tensors["notes"] = torch.cat(
+                [
+                    n if n is not None else torch.zeros((NUM_FEATURES, c.shape[-1]), dtype=torch.uint8)
+                    for _, c, _, n in buffer
+                ],
+                dim=-1,
+            )  # [48, total_T]
         with atomic_write(out / name) as tmp:
-            save_file(
-                {"codes": codes.contiguous(), "offsets": offsets},
-                tmp,
-                metadata={"format": FORMAT, "codec_fingerprint": meta["codec_fingerprint"]},
-            )
-        for (row, _), off, frames in zip(buffer, offsets[:-1].tolist(), lengths.tolist(), strict=True):
+            save_file(tensors, tmp, metadata={"format": FORMAT, "codec_fingerprint": meta["codec_fingerprint"]})
+        for (row, _, _, notes), off, frames in zip(buffer, offsets[:-1].tolist(), lengths.tolist(), strict=True):
             index.append(
                 {
                     "id": row["id"],
@@ -151,6 +187,8 @@ def tokenize_manifest(
                     "split": row["split"],
                     "piece": row["piece"],
                     "duration": row.get("duration"),
+                    "chroma": True,
+                    "notes": notes is not None,
                 }
             )
         _write_jsonl(index_path, index)  # after the shard: the index never points at a missing file
@@ -169,7 +207,13 @@ def tokenize_manifest(
             skipped.append({"id": row["id"], "reason": str(e)})
             _write_jsonl(skipped_path, skipped)
             continue
-        buffer.append((row, codes))
+        chroma = chroma_index(wav, codec.sample_rate, codec.frame_rate, codes.shape[-1])  # the audio encoded
+        try:
+            notes = midi_notes(manifest, row, codec.frame_rate, codes.shape[-1])
+        except MusicLMError as e:  # a bad MIDI file: the clip still trains, without notes
+            notes_skipped.append(f"{row['id']}: {e}")
+            notes = None
+        buffer.append((row, codes, chroma, notes))
         buffered_frames += codes.shape[-1]
         encoded += 1
         if buffered_frames >= shard_frames or time.time() - last_flush > flush_seconds:
@@ -179,6 +223,8 @@ def tokenize_manifest(
 
     frames = sum(r["frames"] for r in index)
     return {
+        "clips_with_notes": sum(bool(r.get("notes")) for r in index),
+        "notes_skipped": notes_skipped[:20],
         "shard_dir": str(out),
         "clips": len(index),
         "encoded_now": encoded,
@@ -195,7 +241,8 @@ def tokenize_manifest(
 
 class TokenShards:
     """Clips of a shard directory: `shards[i]` → {codes LongTensor [K, T], caption, fields, id, split,
-    piece}. Shard files open lazily (memory-mapped), once per process, so DataLoader workers can share it.
+    piece, notes uint8 [T, 48] (0/1) or None, chroma int8 [T] (pitch class, -1 silent) or None}.
+    Shard files open lazily (memory-mapped), once per process, so DataLoader workers can share it.
 
     `expect_fingerprint` (or `check_codec(codec)`) refuses shards made with another codec.
     """
@@ -206,10 +253,10 @@ class TokenShards:
         if not meta_path.is_file():
             raise MusicLMError(f"{shard_dir}: not a token shard directory (no meta.json)")
         self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
+        if self.meta.get("format") != FORMAT or self.meta.get("version") not in READABLE_VERSIONS:
             raise MusicLMError(
                 f"{shard_dir}: unsupported shard format {self.meta.get('format')} "
-                f"v{self.meta.get('version')} (expected {FORMAT} v{VERSION})"
+                f"v{self.meta.get('version')} (expected {FORMAT} v{'/'.join(map(str, READABLE_VERSIONS))})"
             )
         if expect_fingerprint is not None:
             self._check(expect_fingerprint)
@@ -256,9 +303,14 @@ class TokenShards:
 
     def __getitem__(self, i: int) -> dict:
         row = self.rows[i]
-        codes = self._handle(row["shard"]).get_slice("codes")[:, row["offset"] : row["offset"] + row["frames"]]
+        handle, a, b = self._handle(row["shard"]), row["offset"], row["offset"] + row["frames"]
+        codes = handle.get_slice("codes")[:, a:b]
+        notes = handle.get_slice("notes")[:, a:b].t().contiguous() if row.get("notes") else None  # [T, 48]
+        chroma = handle.get_slice("chroma")[a:b] if row.get("chroma") else None  # [T]
         return {
             "codes": codes.long(),
+            "notes": notes,
+            "chroma": chroma,
             "caption": row["caption"],
             "fields": row["fields"],
             "id": row["id"],
