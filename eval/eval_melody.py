@@ -1,0 +1,227 @@
+"""Does generated audio follow its notes, and the text's key and tempo? (issue 12, "Must show", the audio)
+
+    python eval/eval_melody.py --model DIR --clips 16 --draws 40 --out outputs/eval_melody.json
+
+1. Melody agreement on held-out MIDI (the synth corpus's test split: pieces never trained on): each clip's
+   MIDI conditions the LM (`notes_features`, and the audio path: the render's chromagram, as `--melody
+   tune.wav` would give) with the clip's caption; agreement is the share of frames whose strongest chroma
+   pitch class equals that of the reference render (`metrics.chroma_agreement`, MusicGen-melody's measure).
+   Beside it the same audio against a different piece's render (what chance-level following scores) and
+   the codec's own ceiling (the render through the codec at the LM's bandwidth).
+2. Text controls through the planner: `--draws` captions stating key and tempo → plan → LM → audio; key
+   (relative major/minor allowed) and tempo (within 8 %, octave errors allowed) estimated from the audio
+   (`musiclm.data.analysis`). The estimators' ceiling: the same estimators on the reference renders.
+3. Speed: 10 s from text (plan + tokens + decode) in wall seconds, peak memory (max RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+NOTE_NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
+ALIASES = {"Db": "C#", "D#": "Eb", "Gb": "F#", "G#": "Ab", "A#": "Bb", "Cb": "B", "E#": "F", "Fb": "E", "B#": "C"}
+
+
+def pitch_class(name: str) -> int:
+    return NOTE_NAMES.index(ALIASES.get(name, name))
+
+
+def key_met(asked: tuple[str, str], heard: tuple[str, str]) -> bool:
+    """Same key, or its relative major/minor (the issue's rule)."""
+    a, h = pitch_class(asked[0]), pitch_class(heard[0])
+    if asked[1] == heard[1]:
+        return a == h
+    relative = (a + 9) % 12 if asked[1] == "major" else (a + 3) % 12
+    return h == relative
+
+
+def tempo_met(asked: float, heard: float, tolerance: float = 0.08) -> bool:
+    """Within 8 %, octave errors (x2, x1/2) allowed."""
+    return any(abs(heard * f - asked) <= tolerance * asked for f in (0.5, 1.0, 2.0)) if heard > 0 else False
+
+
+def held_out_clips(manifest: Path, count: int, seconds: float, sample_rate: int) -> list[dict]:
+    from musiclm.audio import load_audio
+
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("split") == "test" and r.get("midi") and r["duration"] >= seconds]
+    random.Random(0).shuffle(rows)
+    clips = []
+    for r in rows[:count]:
+        wav, _ = load_audio(manifest.parent / r["path"], sample_rate=sample_rate, channels=1, duration=seconds)
+        clips.append({**r, "wav": wav, "midi_path": manifest.parent / r["midi"]})
+    return clips
+
+
+def melody_section(model, clips: list[dict], seconds: float, seed: int) -> dict:
+    from musiclm.evaluation.metrics import chroma_agreement
+    from musiclm.lm.generation import GenerationOptions
+    from musiclm.notes.condition import chroma_view, notes_features
+    from musiclm.notes.features import chroma_features
+
+    codec, sr = model.codec, model.codec.sample_rate
+    T = int(round(seconds * codec.frame_rate))
+    options = GenerationOptions(duration=seconds, seed=seed)
+    rows = []
+    for i, clip in enumerate(clips):
+        other = clips[(i + 1) % len(clips)]
+        ref = clip["wav"]
+        via_midi = notes_features(clip["midi_path"], T, codec.frame_rate)
+        via_audio = chroma_view(chroma_features(ref, sr, codec.frame_rate, T))
+        row = {"id": clip["id"], "caption": clip["caption"]}
+        for name, notes in (("midi", via_midi), ("audio", via_audio), ("text_only", None)):
+            kwargs = {} if notes is None else {"notes": notes[None]}
+            out = model.generate([clip["caption"]], options, **kwargs)[0, :, : ref.shape[-1]]
+            row[f"{name}_agreement"] = float(chroma_agreement(ref, out, sr))
+            row[f"{name}_vs_other_piece"] = float(chroma_agreement(other["wav"][:, : out.shape[-1]], out, sr))
+        with torch.inference_mode():  # the codebooks the LM models, no more
+            recon = codec.decode(codec.encode(ref[None], n_q=model.config.n_q))[0, :, : ref.shape[-1]]
+        row["codec_ceiling"] = float(chroma_agreement(ref, recon, sr))
+        rows.append(row)
+        print(
+            f"  {clip['id']}: midi {row['midi_agreement']:.2f} (other piece {row['midi_vs_other_piece']:.2f}), "
+            f"audio {row['audio_agreement']:.2f}, text only {row['text_only_agreement']:.2f}, "
+            f"codec {row['codec_ceiling']:.2f}",
+            flush=True,
+        )
+    keys = [k for k in rows[0] if k not in ("id", "caption")]
+    return {"clips": len(rows), "mean": {k: round(float(np.mean([r[k] for r in rows])), 3) for k in keys}, "rows": rows}
+
+
+def draw_prompt(rng: random.Random, index: int) -> tuple[str, dict]:
+    """A caption that states key, mode and tempo (what the planner and the LM read)."""
+    from musiclm.data.captions import make_caption, parse_controls
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from eval_planner import draw_fields
+
+    for attempt in range(100):
+        fields = draw_fields(rng)
+        caption = make_caption(fields, seed=index * 100 + attempt)
+        stated = parse_controls(caption)
+        if {"key", "mode", "bpm"} <= set(stated):
+            return caption, {"key": fields["key"], "mode": fields["mode"], "bpm": fields["bpm"]}
+    raise RuntimeError("the captioner never stated key and tempo")
+
+
+def controls_section(model, draws: int, seconds: float) -> dict:
+    from musiclm.data.analysis import estimate_key, estimate_tempo
+    from musiclm.lm.generation import GenerationOptions
+    from musiclm.notes.condition import plan_features
+
+    sr, rng, rows = model.codec.sample_rate, random.Random(4321), []
+    for i in range(draws):
+        caption, asked = draw_prompt(rng, i)
+        notes, plans = plan_features([caption], seconds, [i], model.codec.frame_rate)
+        wav = model.generate([caption], GenerationOptions(duration=seconds, seed=i), notes=notes)[0]
+        x = wav.mean(0).numpy()
+        tonic, mode, _ = estimate_key(x, sr)
+        bpm = estimate_tempo(x, sr)
+        rows.append(
+            {
+                "caption": caption,
+                "asked": asked,
+                "heard": {"key": tonic, "mode": mode, "bpm": round(bpm, 1)},
+                "key_met": key_met((asked["key"], asked["mode"]), (tonic, mode)),
+                "tempo_met": tempo_met(asked["bpm"], bpm),
+            }
+        )
+        print(f"  {i}: key {rows[-1]['key_met']} tempo {rows[-1]['tempo_met']}: {caption}", flush=True)
+    return {
+        "draws": len(rows),
+        "key_met": round(float(np.mean([r["key_met"] for r in rows])), 3),
+        "tempo_met": round(float(np.mean([r["tempo_met"] for r in rows])), 3),
+        "rows": rows,
+    }
+
+
+def ceiling_section(clips: list[dict], sample_rate: int) -> dict:
+    """The same estimators on the reference renders, against the fields the renders were made with."""
+    from musiclm.data.analysis import estimate_key, estimate_tempo
+
+    keys, tempi = [], []
+    for clip in clips:
+        x, f = clip["wav"].mean(0).numpy(), clip["fields"]
+        tonic, mode, _ = estimate_key(x, sample_rate)
+        keys.append(key_met((f["key"], f["mode"]), (tonic, mode)))
+        tempi.append(tempo_met(float(f["bpm"]), estimate_tempo(x, sample_rate)))
+    return {
+        "clips": len(clips),
+        "key_met": round(float(np.mean(keys)), 3),
+        "tempo_met": round(float(np.mean(tempi)), 3),
+    }
+
+
+def speed_section(model, seconds: float = 10.0) -> dict:
+    from musiclm.lm.generation import GenerationOptions
+    from musiclm.notes.condition import plan_features
+
+    caption = "a calm chorale for strings in C major, 80 BPM"
+    model.generate([caption], GenerationOptions(duration=1.0, seed=0))  # warm-up (allocations, kernels)
+    t0 = time.perf_counter()
+    notes, _ = plan_features([caption], seconds, [0], model.codec.frame_rate)
+    t1 = time.perf_counter()
+    model.generate([caption], GenerationOptions(duration=seconds, seed=0), notes=notes)
+    t2 = time.perf_counter()
+    return {
+        "seconds": seconds,
+        "plan_s": round(t1 - t0, 2),
+        "tokens_and_decode_s": round(t2 - t1, 2),
+        "total_s": round(t2 - t0, 2),
+        "threads": torch.get_num_threads(),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="LM directory (default: the shipped one)")
+    p.add_argument("--manifest", default="data/synth/manifest.jsonl", help="corpus with a test split and MIDI")
+    p.add_argument("--clips", type=int, default=16)
+    p.add_argument("--draws", type=int, default=40)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip", nargs="*", default=[], choices=["melody", "controls", "ceiling", "speed"])
+    p.add_argument("--out", default="outputs/eval_melody.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+    from musiclm.lm.model import MusicLM
+
+    model = MusicLM.from_pretrained(args.model).eval()
+    sr = model.codec.sample_rate
+    report: dict = {"model": args.model or "shipped", "note_features": model.config.note_features}
+    clips = held_out_clips(Path(args.manifest), args.clips, args.seconds, sr)
+    if "ceiling" not in args.skip:
+        report["estimator_ceiling"] = ceiling_section(clips, sr)
+        print("estimators on reference renders:", report["estimator_ceiling"], flush=True)
+    if "melody" not in args.skip:
+        print(f"melody agreement on {len(clips)} held-out clips:", flush=True)
+        report["melody"] = melody_section(model, clips, args.seconds, seed=7)
+        print("mean:", report["melody"]["mean"], flush=True)
+    if "controls" not in args.skip:
+        print(f"text controls over {args.draws} draws (plan → LM → audio):", flush=True)
+        report["controls"] = controls_section(model, args.draws, args.seconds)
+        print({k: v for k, v in report["controls"].items() if k != "rows"}, flush=True)
+    if "speed" not in args.skip:
+        report["speed"] = speed_section(model)
+        print("speed:", report["speed"], flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
