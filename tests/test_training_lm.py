@@ -57,7 +57,9 @@ def make_items(n: int, seed: int) -> list[TokenItem]:
 @pytest.fixture
 def fake_shards(monkeypatch):
     splits = {"train": make_items(12, 0), "valid": make_items(5, 1)}
-    monkeypatch.setattr(token_dataset, "load_token_items", lambda dirs, split, n_q, fp=None: splits.get(split, []))
+    monkeypatch.setattr(
+        token_dataset, "load_token_items", lambda dirs, split, n_q, fp=None, notes=False: splits.get(split, [])
+    )
     return splits
 
 

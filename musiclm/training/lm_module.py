@@ -5,6 +5,11 @@ with the caption (condition dropout inside the model, §2.4) → cross-entropy o
 positions (real codes, not the special/padding token), averaged over codebooks. AdamW with a linear
 warm-up and cosine decay; Lightning clips gradients and runs bf16 on CUDA. Validation reports perplexity
 per codebook on fixed held-out crops.
+
+A note-conditioned LM (`note_features` > 0) also gets notes [B, T, F] in each batch (dropped or reduced to
+the audio chroma per example by `TokenCrops`); validation then scores the same crops three ways, so the gain
+from the notes shows in metrics.csv: val/ce with the MIDI notes, val/ce_chroma with the chroma view only,
+val/ce_no_notes with none (the text-only model inside it).
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ from musiclm.lm import MusicLM, apply_delay
 from musiclm.training.audio_dataset import StepSampler
 from musiclm.training.config import LMTrainConfig
 from musiclm.training.runner import adamw_with_decay_groups
-from musiclm.training.token_dataset import FixedBatches, TokenCrops, TokenItem
+from musiclm.training.token_dataset import FixedBatches, NoteViews, TokenCrops, TokenItem
+
+# validation views of a note LM: metric suffix → batch key of its notes (None: without notes)
+VAL_VIEWS = {"": "notes", "_chroma": "notes_chroma", "_no_notes": None}
 
 
 class LMModule(pl.LightningModule):
@@ -42,7 +50,7 @@ class LMModule(pl.LightningModule):
         self.model = model
         self.train_items, self.val_items = train_items, val_items or []
         self.codec_dir = codec_dir
-        self._val_sums: Tensor | None = None  # per codebook: Σ CE·count, Σ count
+        self._val_sums: Tensor | None = None  # [views, 2, K] per codebook: Σ CE·count, Σ count
 
     # ---- data ---------------------------------------------------------------------------------------------
     def _tokens_args(self) -> tuple:
@@ -51,7 +59,13 @@ class LMModule(pl.LightningModule):
     def train_dataloader(self) -> DataLoader:
         d = self.config.data
         dataset = TokenCrops(
-            self.train_items, d.frames, d.batch_size, self.config.trainer.seed, self.global_rank, *self._tokens_args()
+            self.train_items,
+            d.frames,
+            d.batch_size,
+            self.config.trainer.seed,
+            self.global_rank,
+            *self._tokens_args(),
+            note_views=NoteViews.of(self.model.config),
         )
         # The sampler reads global_step when iteration starts, i.e. after a checkpoint was restored.
         return DataLoader(dataset, batch_size=None, sampler=StepSampler(lambda: self.global_step), num_workers=0)
@@ -59,13 +73,25 @@ class LMModule(pl.LightningModule):
     def val_dataloader(self) -> DataLoader:
         d = self.config.data
         return DataLoader(
-            FixedBatches(self.val_items, d.frames, d.batch_size, d.val_batches, *self._tokens_args()), batch_size=None
+            FixedBatches(
+                self.val_items,
+                d.frames,
+                d.batch_size,
+                d.val_batches,
+                *self._tokens_args(),
+                note_features=self.model.config.note_features,
+            ),
+            batch_size=None,
         )
 
+    def _val_views(self) -> dict[str, str | None]:
+        return VAL_VIEWS if self.model.config.note_features > 0 else {"": None}
+
     # ---- steps --------------------------------------------------------------------------------------------
-    def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def _loss(self, batch: dict[str, Tensor], notes_key: str | None = "notes") -> tuple[Tensor, Tensor, Tensor]:
         codes = apply_delay(batch["codes"], self.model.special_id)  # [B, K, S]
-        logits = self.model(codes, batch["text_ids"], batch["text_mask"])  # [B, K, S, card]
+        notes = batch.get(notes_key) if notes_key else None  # [B, T, F] or None
+        logits = self.model(codes, batch["text_ids"], batch["text_mask"], notes)  # [B, K, S, card]
         loss, per_q = self.model.loss(logits, codes)
         counts = self.model.valid_mask(codes).sum(dim=(0, 2))  # [K]
         return loss, per_q, counts
@@ -79,19 +105,24 @@ class LMModule(pl.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = torch.zeros(2, self.model.n_q, dtype=torch.float64, device=self.device)
+        views = len(self._val_views())
+        self._val_sums = torch.zeros(views, 2, self.model.n_q, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        _, per_q, counts = self._loss(batch)
-        self._val_sums[0] += per_q.double() * counts
-        self._val_sums[1] += counts
+        for v, key in enumerate(self._val_views().values()):
+            _, per_q, counts = self._loss(batch, key)
+            self._val_sums[v, 0] += per_q.double() * counts
+            self._val_sums[v, 1] += counts
 
     def on_validation_epoch_end(self) -> None:
         sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
-        ce = sums[0] / sums[1].clamp(min=1)  # [K], token-weighted over the validation set
-        logs = {f"val/ppl_k{k}": math.exp(float(c)) for k, c in enumerate(ce)}
-        logs["val/ce"] = float(ce.mean())
-        logs["val/ppl"] = math.exp(float(ce.mean()))
+        logs = {}
+        for v, suffix in enumerate(self._val_views()):
+            ce = sums[v, 0] / sums[v, 1].clamp(min=1)  # [K], token-weighted over the validation set
+            if not suffix:
+                logs.update({f"val/ppl_k{k}": math.exp(float(c)) for k, c in enumerate(ce)})
+            logs[f"val/ce{suffix}"] = float(ce.mean())
+            logs[f"val/ppl{suffix}"] = math.exp(float(ce.mean()))
         self.log_dict(logs, sync_dist=False, rank_zero_only=True)
 
     # ---- optimisation -------------------------------------------------------------------------------------
@@ -129,3 +160,8 @@ def check_compatible(model: MusicLM, items: list[TokenItem]) -> None:
     top = max(int(it.codes.max()) for it in items)
     if top >= model.card:
         raise MusicLMError(f"the shards hold code {top}, but the LM has {model.card} entries per codebook")
+    if model.config.note_features > 0 and not any(it.notes is not None or it.chroma is not None for it in items):
+        raise MusicLMError(
+            "the LM is note-conditioned (note_features > 0) but the shards hold no note features: "
+            "tokenize a manifest with 'midi' paths (musiclm data tokenize, shard format v2)"
+        )

@@ -70,6 +70,7 @@ def train_lm(
     file the config named. With `init_from` (fine-tuning) the model, its config and its tokenizer come from
     that LM directory."""
     from musiclm.lm import MusicLM
+    from musiclm.notes.features import NUM_FEATURES
     from musiclm.text.tokenizer import TextTokenizer
     from musiclm.training.lm_module import LMModule, check_compatible
     from musiclm.training.token_dataset import load_token_items
@@ -114,11 +115,14 @@ def train_lm(
 
         attach_codec(model, resolve_shipped(config.codec))  # checks card, frame rate and sample rate against the LM
         fingerprint = model.codec.fingerprint()
-    train_items = load_token_items(config.data.shards, config.data.split, config.lm.n_q, fingerprint)
+    notes = model.config.note_features > 0
+    if model.config.note_features > NUM_FEATURES:
+        raise MusicLMError(f"lm.note_features is {model.config.note_features}; the shards hold {NUM_FEATURES}")
+    train_items = load_token_items(config.data.shards, config.data.split, config.lm.n_q, fingerprint, notes=notes)
     if not train_items:
         raise MusicLMError(f"no {config.data.split!r} items in {config.data.shards}")
     check_compatible(model, train_items)
-    val_items = load_token_items(config.data.shards, config.data.val_split, config.lm.n_q, fingerprint)
+    val_items = load_token_items(config.data.shards, config.data.val_split, config.lm.n_q, fingerprint, notes=notes)
     codec_dir = str(resolve_shipped(config.codec).resolve()) if config.codec else None
     module = LMModule(config, model, train_items, val_items, codec_dir)
     samples = AudioSamples(run_dir, config.trainer.sample_every, config.lm.sample_rate)
