@@ -88,17 +88,20 @@ def generate_files(
     prompt_wav: Tensor | None = None,
     batch_size: int = 8,
     force: bool = False,
+    notes: Tensor | None = None,
 ) -> Iterator[Written]:
     """Generate `texts[i]` into `destinations[i]` (a path, or "-": WAV on stdout), `batch_size` captions at
     a time; yields each file once written. Seeds as `item_seeds(texts, options.seed)`: a caption's audio is
-    the same whatever batch it falls in."""
+    the same whatever batch it falls in. `notes` [len(texts) or 1, T, F]: note features per codec frame for
+    a note-conditioned model (`MusicLM.generate`)."""
     assert len(texts) == len(destinations), "one destination per caption"
     if batch_size < 1:
         raise MusicLMError(f"batch size must be >= 1, got {batch_size}")
     seeds = item_seeds(texts, options.seed)
     for first in range(0, len(texts), batch_size):
         batch = list(texts[first : first + batch_size])
-        codes = generate_tokens(model, batch, options, prompt_wav, seeds[first : first + len(batch)])  # checks
+        rows = None if notes is None else notes if notes.shape[0] == 1 else notes[first : first + len(batch)]
+        codes = generate_tokens(model, batch, options, prompt_wav, seeds[first : first + len(batch)], rows)  # checks
         codec = model.codec
         _, n_samples = output_length(codec, options.duration)
         for i, text in enumerate(batch):

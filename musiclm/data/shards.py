@@ -223,10 +223,10 @@ def tokenize_manifest(
 
     frames = sum(r["frames"] for r in index)
     return {
-        "clips_with_notes": sum(bool(r.get("notes")) for r in index),
-        "notes_skipped": notes_skipped[:20],
         "shard_dir": str(out),
         "clips": len(index),
+        "clips_with_notes": sum(bool(r.get("notes")) for r in index),
+        "notes_skipped": notes_skipped[:20],  # clips whose MIDI did not read: kept without notes
         "encoded_now": encoded,
         "hours": round(frames / meta["frame_rate"] / 3600, 4),
         "tokens": frames * meta["n_q"],
