@@ -45,9 +45,10 @@ def tiny_config(vocab_size: int = 48, card: int = 32, **kw) -> LMConfig:
     return LMConfig(n_q=4, card=card, dim=32, n_layers=2, n_heads=4, ffn_dim=64, max_frames=24, text=text, **kw)
 
 
-def debug_model_dir(root, sample_rate: int = 8000):
+def debug_model_dir(root, sample_rate: int = 8000, **lm_fields):
     """checkpoints-like layout: <root>/codec (random, hop 160 → 50 frames/s at 8 kHz) and <root>/musiclm (a
-    random tiny LM with its tokenizer, codec "../codec"); returns the LM directory."""
+    random tiny LM with its tokenizer, codec "../codec"; `lm_fields` change its config, e.g. note_features);
+    returns the LM directory."""
     from musiclm.codec import Codec, CodecConfig, SEANetConfig
 
     torch.manual_seed(0)
@@ -55,7 +56,8 @@ def debug_model_dir(root, sample_rate: int = 8000):
     codec = Codec(CodecConfig(name="debug", sample_rate=sample_rate, seanet=seanet, n_q=4, card=64, bandwidths=(1.2,)))
     codec.save_pretrained(root / "codec")
     torch.manual_seed(1)
-    lm = MusicLM(tiny_config(card=64, frame_rate=50.0, sample_rate=sample_rate), tokenizer=train_tokenizer(root))
+    config = tiny_config(card=64, frame_rate=50.0, sample_rate=sample_rate, **lm_fields)
+    lm = MusicLM(config, tokenizer=train_tokenizer(root))
     return lm.save_pretrained(root / "musiclm", codec_path="../codec")
 
 

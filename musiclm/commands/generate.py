@@ -6,6 +6,14 @@ Examples:
   musiclm generate --prompts prompts.txt -o out/ --format flac
   musiclm generate "bright brass fanfare" -o - | aplay          # WAV on stdout, messages on stderr
   musiclm generate "the same, brighter" --continue intro.wav --duration 20 -o longer.wav
+  musiclm generate "a slow chorale for strings in D minor" -o chorale.wav --midi-out chorale.mid
+  musiclm generate "a bright brass quintet" --melody tune.mid -o brass.wav     # arrange a MIDI melody
+  musiclm generate "a warm string quartet" --melody hummed.wav -o quartet.wav  # or one played / hummed
+
+With a note-conditioned model (the shipped one), text goes through a plan first: the planner writes the
+notes (key, meter, tempo and instruments from the prompt), then the token LM plays them; --midi-out keeps
+the plan as a MIDI file any DAW opens. --melody replaces the plan with your notes: a MIDI file's notes, or
+the chromagram of an audio file (any rate; MusicGen-melody's condition).
 """
 
 from __future__ import annotations
@@ -75,6 +83,23 @@ def register(subparsers) -> None:
         help="read prompts from FILE (UTF-8), one per line ('#' comments and blank lines skipped)",
     )
     p.add_argument("--continue", dest="continue_wav", metavar="WAV", help="continue this audio file")
+    p.add_argument(
+        "--melody",
+        metavar="FILE",
+        help="notes to play: a MIDI file (.mid/.midi: its notes, arranged as the prompt says) or audio (any "
+        "rate: its melody as a chromagram); a shorter melody leaves the rest to the text, a longer one is cut",
+    )
+    p.add_argument(
+        "--midi-out",
+        metavar="MID",
+        help="also write the notes the audio was made from (the plan, or the --melody MIDI cut to the "
+        "duration) as a MIDI file; several prompts: NAME-1.mid, NAME-2.mid, ...",
+    )
+    p.add_argument(
+        "--no-plan",
+        action="store_true",
+        help="text only: skip the planner (a note-conditioned model then plays without notes)",
+    )
     p.add_argument(
         "--format",
         choices=("wav", "flac", "ogg", "mp3"),
@@ -153,12 +178,68 @@ def output_paths(prompts: list[str], output: str | None, fmt: str | None, format
     return [path.with_name(f"{path.stem}-{i + 1}{path.suffix}") for i in range(len(prompts))], fmt
 
 
+def midi_paths(midi_out: str | None, count: int) -> list[Path]:
+    """Where --midi-out writes each prompt's notes: the path itself for one prompt, else NAME-i.mid."""
+    if midi_out is None:
+        return []
+    path = Path(midi_out)
+    if path.suffix.lower() not in (".mid", ".midi"):
+        raise MusicLMError(f"--midi-out {midi_out}: name it .mid or .midi")
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{i + 1}{path.suffix}") for i in range(count)]
+
+
+def note_condition(args: argparse.Namespace, model, prompts: list[str], options, count: int):
+    """The notes each prompt's audio is made from → (features [B, T, F] or None, MIDI scores or None):
+    --melody's for all prompts, else a plan per prompt (its seed) with a note-conditioned model."""
+    from musiclm.lm.generation import item_seeds, output_length
+    from musiclm.notes.condition import is_midi_file, melody_features, plan_features
+
+    frames, _ = output_length(model.codec, options.duration)
+    conditioned = getattr(model.config, "note_features", 0) > 0
+    for path in midi_paths(args.midi_out, count):  # refuse before any slow work
+        if path.exists() and not args.force:
+            raise MusicLMError(f"{path} exists; pass --force to overwrite")
+    if args.melody:
+        if not conditioned:
+            raise MusicLMError("--melody: this model takes no notes (a text-only LM); use a note-conditioned one")
+        features = melody_features(args.melody, frames, model.codec.frame_rate)
+        scores = None
+        if args.midi_out:
+            if not is_midi_file(args.melody):
+                raise MusicLMError("--midi-out with an audio --melody: there are no notes to write, only a chromagram")
+            from musiclm.notes.midi import clip_seconds, load_midi
+
+            scores = [clip_seconds(load_midi(args.melody), 0.0, options.duration)] * len(prompts)
+        return features[None].expand(len(prompts), -1, -1), scores
+    if not conditioned or args.no_plan:
+        if args.midi_out:
+            why = "--no-plan" if args.no_plan else "this model plays from text alone (no notes)"
+            raise MusicLMError(f"--midi-out: {why}, so there is no plan to write")
+        return None, None
+    features, plans = plan_features(
+        prompts, options.duration, item_seeds(prompts, options.seed), model.codec.frame_rate
+    )
+    from musiclm.data.captions import key_name
+
+    for prompt, plan in zip(prompts, plans, strict=True):
+        c = plan.controls
+        print(
+            f"plan: {key_name(c.key, c.mode)} {c.mode}, {c.meter} at {c.bpm:g} BPM, "
+            f"{len(plan.midi.tracks)} instrument(s) for {prompt!r}",
+            file=sys.stderr,
+        )
+    return features, [plan.midi for plan in plans]
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from musiclm.audio import load_audio
     from musiclm.generate import check_destination, generate_files, load_model, output_formats
     from musiclm.lm.generation import GenerationOptions, output_length
+    from musiclm.notes.midi import save_midi
 
     prompts = read_prompts(args)
     seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
@@ -186,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=device)
     codec = model.codec
     output_length(codec, options.duration)  # at least one codec frame
+    notes, plans = note_condition(args, model, prompts, options, len(paths))
     prompt_wav = None
     if args.continue_wav:
         wav, _ = load_audio(args.continue_wav, sample_rate=codec.sample_rate, channels=codec.channels)
@@ -195,9 +277,12 @@ def run(args: argparse.Namespace) -> int:
 
     log = sys.stderr if paths == [STDOUT] else sys.stdout  # stdout carries the audio alone
     start = time.perf_counter()
-    for w in generate_files(model, prompts, paths, options, fmt, prompt_wav, args.batch_size, args.force):
+    for w in generate_files(model, prompts, paths, options, fmt, prompt_wav, args.batch_size, args.force, notes):
         where = "stdout" if w.destination == STDOUT else w.destination
         print(f"wrote {where} ({w.seconds:.2f} s, {codec.sample_rate} Hz): {w.text!r}", file=log)
+    for path, score in zip(midi_paths(args.midi_out, len(prompts)), plans or [], strict=False):
+        save_midi(score, path)
+        print(f"wrote {path} (the notes played)", file=log)
     elapsed = time.perf_counter() - start
     total = args.duration * len(prompts)
     print(f"generated {total:.1f} s of audio in {elapsed:.1f} s ({total / elapsed:.2f}x real time)", file=sys.stderr)
