@@ -21,20 +21,22 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_CPU)
-	$(PY) -m pip install -q -e '.[dev,eval]'
+	$(PY) -m pip install -q -e '.[dev,eval,web]'
 	@# basic-pitch's own requirements pull tensorflow on Linux: its ONNX model needs only the [eval] extra
 	$(PY) -m pip install -q --no-deps $(BASIC_PITCH)
 	@# a torchaudio built for another torch breaks `import transformers` audio models: never keep one here
 	-$(PY) -m pip uninstall -q -y torchaudio 2>/dev/null
 	touch $@
 
-# FluidSynth + a GM soundfont render the corpus; ffmpeg is the Opus baseline; chromium checks the report.
+# FluidSynth + a GM soundfont render the corpus; ffmpeg is the Opus baseline; chromium checks the report and,
+# with chromium-driver, drives the studio page (tests/test_serve.py).
 system-deps:
 	@missing=""; \
 	command -v fluidsynth >/dev/null || missing="$$missing fluidsynth"; \
 	test -f /usr/share/sounds/sf2/FluidR3_GM.sf2 || missing="$$missing fluid-soundfont-gm"; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "musiclm.commands.train",
     "musiclm.commands.eval",
     "musiclm.commands.info",
+    "musiclm.commands.serve",
 ]
 
 
