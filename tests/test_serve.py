@@ -69,6 +69,22 @@ def test_seeds():
             parse_seed(bad)
 
 
+@pytest.mark.slow
+def test_studio_generate_and_melody_on_a_text_only_model(tmp_path):
+    from musiclm.web.studio import Studio
+
+    studio = Studio(work_dir=tmp_path / "work")
+    assert not studio.takes_notes(), "the shipped LM plays from text alone"
+    (tmp_path / "tune.mid").write_bytes(b"MThd" + bytes(20))
+    job = studio.generate("calm piano", duration=0.2, seed="3", melody=tmp_path / "tune.mid")
+    assert job.seed == 3 and job.midi is None and abs(job.seconds - 0.2) < 1e-6
+    assert "melody was not used" in job.notes[0]
+    again = studio.generate("calm piano", duration=0.2, seed=3)
+    assert sf.read(again.wav)[0].tolist() == sf.read(job.wav)[0].tolist(), "same seed, same audio"
+    with pytest.raises(MusicLMError, match="type a prompt"):
+        studio.generate("  ", duration=1)
+
+
 def test_serve_refuses_bad_arguments(capsys):
     from musiclm.cli import main
 

@@ -18,7 +18,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 import gradio as gr  # noqa: E402
 
 from musiclm.errors import MusicLMError  # noqa: E402
-from musiclm.web.studio import RANDOM, Studio, melody_parameter  # noqa: E402
+from musiclm.web.studio import RANDOM, Studio  # noqa: E402
 
 log = logging.getLogger(__name__)
 MODEL_SLOT = "model"  # the concurrency id every event shares
@@ -55,7 +55,7 @@ def build_page(studio: Studio, opus: bool) -> gr.Blocks:
     """The page over `studio`; `opus`: show an Opus player (ffmpeg with libopus is installed)."""
     defaults = studio.sampling_defaults()
     bandwidths = studio.bandwidths()
-    melody_name = melody_parameter()
+    takes_notes = studio.takes_notes()
 
     @_page_errors
     def on_generate(prompt, duration, seed, cfg, temperature, melody, progress=gr.Progress(track_tqdm=True)):
@@ -110,7 +110,7 @@ def build_page(studio: Studio, opus: bool) -> gr.Blocks:
                         )
                     melody = gr.File(
                         label="melody (MIDI or audio)"
-                        + ("" if melody_name else ": not used yet, this version generates from text only"),
+                        + ("" if takes_notes else ": not used, this model plays from text alone"),
                         file_types=[".mid", ".midi", ".wav", ".flac", ".ogg", ".mp3"],
                         type="filepath",
                         elem_id="melody",

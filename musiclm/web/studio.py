@@ -1,7 +1,8 @@
 """The studio's jobs, without any page: generate from text, compress audio to .mlc, decode an .mlc. Each job
 writes its files into a folder of its own under the studio's work folder and returns their paths with the
-figures the page shows. All model work goes through the Python API (`musiclm.generate`, `musiclm.compress`);
-errors a user can fix are MusicLMError with one line of text.
+figures the page shows. All model work goes through the Python API (`musiclm.lm.generation` with the notes
+from `musiclm.notes.condition`, as `musiclm generate` does; `musiclm.compress`); errors a user can fix are
+MusicLMError with one line of text.
 
     studio = Studio()                       # the shipped model and codec (or model=DIR, codec=DIR)
     job = studio.generate("calm piano", duration=2, seed="random")   # job.wav, job.seed, job.spectrogram
@@ -11,7 +12,6 @@ errors a user can fix are MusicLMError with one line of text.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import re
 import secrets
@@ -33,10 +33,10 @@ KEEP_JOBS = 32  # job folders kept; older ones go (the page has its own copies o
 class Generated:
     wav: Path
     spectrogram: Path
-    midi: Path | None  # the note plan, when the generation API returns one
+    midi: Path | None  # the notes played (the plan, or a MIDI melody), for a note-conditioned model
     seed: int
     seconds: float  # of audio
-    elapsed: float  # wall seconds for the generation and the WAV, not the figure
+    elapsed: float  # wall seconds for the notes (if any), the audio and its WAV; not the figure
     notes: tuple[str, ...]  # what the user should know (e.g. a melody that could not be used)
 
 
@@ -78,15 +78,6 @@ def parse_seed(text: str | int | None) -> int:
     return seed
 
 
-def melody_parameter() -> str | None:
-    """The name under which `musiclm.generate.generate` takes a melody file ('melody' or 'notes'), or None
-    while the notes-first work has not given it one."""
-    from musiclm.generate import generate
-
-    params = inspect.signature(generate).parameters
-    return next((name for name in ("melody", "notes") if name in params), None)
-
-
 class Studio:
     """The model, the codec and a work folder, shared by all the page's jobs (run one at a time)."""
 
@@ -126,6 +117,10 @@ class Studio:
         """Load the model and the codec now, so the first job does not wait for them."""
         self.model, self.codec  # noqa: B018 - properties that load
 
+    def takes_notes(self) -> bool:
+        """Whether the model is note-conditioned: it then plays a plan of the prompt, or an uploaded melody."""
+        return getattr(self.model.config, "note_features", 0) > 0
+
     def sampling_defaults(self) -> dict[str, float]:
         """The model's own cfg and temperature, for the page's sliders."""
         return {"cfg": float(self.model.config.cfg), "temperature": float(self.model.config.temperature)}
@@ -155,12 +150,11 @@ class Studio:
         melody: str | Path | None = None,
         progress: bool = False,
     ) -> Generated:
-        """Text (+ an optional melody file, where the API takes one) → a WAV, its spectrogram, maybe a MIDI plan.
-        `progress`: a tqdm bar while sampling (the page shows it)."""
+        """Text (+ a melody file: MIDI or audio) → a WAV, its spectrogram, and with a note-conditioned model the
+        MIDI it played (the plan of the prompt, or the melody). `progress`: a tqdm bar while sampling."""
         from musiclm.audio import save_audio
         from musiclm.evaluation.plots import spectrograms
-        from musiclm.generate import generate
-        from musiclm.lm.generation import GenerationOptions
+        from musiclm.lm.generation import GenerationOptions, generate_audio
 
         prompt = (prompt or "").strip()
         if not prompt:
@@ -170,31 +164,46 @@ class Studio:
             duration=float(duration), seed=seed, cfg=cfg, temperature=temperature, progress=progress
         )
         options.check()
-        notes, extra = [], {}
         if melody is not None:
             upload_kind(melody, (AUDIO, MIDI), self.max_upload_mb)
-            name = melody_parameter()
-            if name is None:
-                notes.append(
-                    "the melody was not used: this version's generation takes text only (notes-first is in progress)"
-                )
-            else:
-                extra[name] = str(melody)
         folder = self._job_dir("generate")
         start = time.perf_counter()
-        result = generate(prompt, model=self.model, options=options, **extra)
-        wav, plan = result if isinstance(result, tuple) else (result, None)  # (wav, plan) once notes come first
+        features, score, notes = self._notes(prompt, options, melody)
+        wav = generate_audio(self.model, [prompt], options, notes=features)  # [1, C, N]
         sr = self.model.codec.sample_rate
         path = folder / f"{_slug(prompt)}-{seed}.wav"
         save_audio(path, wav[0].clamp(-1, 1), sr)
         elapsed = time.perf_counter() - start
         midi = None
-        if plan is not None and hasattr(plan, "dump_midi"):  # a symusic Score
+        if score is not None:
+            from musiclm.notes.midi import save_midi
+
             midi = path.with_suffix(".mid")
-            plan.dump_midi(str(midi))
+            save_midi(score, midi)
         png = folder / "spectrogram.png"
         spectrograms(png, [(f"{prompt!r}, seed {seed}", wav[0])], sr)
         return Generated(path, png, midi, seed, wav.shape[-1] / sr, elapsed, tuple(notes))
+
+    def _notes(self, prompt: str, options, melody: str | Path | None) -> tuple:
+        """What a note-conditioned model plays, as `musiclm generate` does it → (features [1, T, F] or None,
+        the MIDI score played or None, messages for the user). A text-only model gets no notes."""
+        from musiclm.lm.generation import output_length
+        from musiclm.notes.condition import is_midi_file, melody_features, plan_features
+
+        if not self.takes_notes():
+            why = "the melody was not used: this model plays from text alone (load a note-conditioned one)"
+            return None, None, (why,) if melody is not None else ()
+        frame_rate = self.model.codec.frame_rate
+        if melody is None:
+            features, plans = plan_features([prompt], options.duration, [options.seed], frame_rate)
+            return features, plans[0].midi, ()
+        frames, _ = output_length(self.model.codec, options.duration)
+        features = melody_features(melody, frames, frame_rate)[None]
+        if not is_midi_file(melody):
+            return features, None, ()
+        from musiclm.notes.midi import clip_seconds, load_midi
+
+        return features, clip_seconds(load_midi(melody), 0.0, options.duration), ()
 
     def compress(self, source: str | Path, bandwidth: float | None = None) -> Compressed:
         """Audio → .mlc, and for listening: the input, the .mlc decoded, and Opus at the same real bitrate."""
