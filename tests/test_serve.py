@@ -241,6 +241,15 @@ def test_studio_in_browser(studio_url, browser, tmp_path):
     _find(browser, "#reuse-seed")[0].click()
     seed = info.split()[1]
     _wait(browser, lambda d: _find(d, "#seed textarea")[0].get_attribute("value") == seed, 30)
+    time.sleep(2)  # let the player draw its waveform
+    shot = tmp_path / "studio.png"
+    browser.save_screenshot(str(shot))
+    if os.environ.get("MUSICLM_STUDIO_SCREENSHOT"):
+        shutil.copyfile(shot, os.environ["MUSICLM_STUDIO_SCREENSHOT"])
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)  # [H, W, 3 or 4] floats in [0, 1]
+    assert pixels.shape[0] > 500 and pixels[..., :3].std() > 0.05, "screenshot is blank"
 
     # Compress: a WAV in, an .mlc out (and it is one), the decoded audio playable
     [tab] = [b for b in _find(browser, "button[role=tab]") if b.text.strip() == "Compress"]
@@ -262,15 +271,6 @@ def test_studio_in_browser(studio_url, browser, tmp_path):
         browser, lambda d: next((a.get_attribute("href") for a in _find(d, "#mlc-audio a[download]")), None)
     )
     assert abs(_playable_seconds(browser, decoded) - 3.0) < 0.05
-    time.sleep(2)  # let the players draw their waveforms
-    shot = tmp_path / "studio.png"
-    browser.save_screenshot(str(shot))
-    if os.environ.get("MUSICLM_STUDIO_SCREENSHOT"):
-        shutil.copyfile(shot, os.environ["MUSICLM_STUDIO_SCREENSHOT"])
-    import matplotlib.image
-
-    pixels = matplotlib.image.imread(shot)  # [H, W, 3 or 4] floats in [0, 1]
-    assert pixels.shape[0] > 500 and pixels[..., :3].std() > 0.05, "screenshot is blank"
 
     # A corrupt file and one over the 1 MB limit: a message on the page, and the server keeps serving
     (tmp_path / "corrupt.wav").write_bytes(os.urandom(5000))
