@@ -73,6 +73,55 @@ def generate(
 
 
 @dataclass
+class Notes:
+    """What a note-conditioned LM plays from: features [B, T, F] (None: text alone), the MIDI score of each
+    prompt when there is one (a plan, or a MIDI melody cut to the duration), and the plans themselves."""
+
+    features: Tensor | None = None
+    scores: list | None = None
+    plans: list | None = None
+
+
+def note_condition(
+    model: MusicLM,
+    prompts: Sequence[str],
+    options: GenerationOptions,
+    melody: str | Path | None = None,
+    plan: bool = True,
+    want_midi: bool = False,
+) -> Notes:
+    """The notes each prompt's audio is made from: `melody` (a MIDI file's notes, or an audio file's
+    chromagram) for all prompts; else, with a note-conditioned model and `plan`, one plan per prompt
+    (`musiclm.notes.planner`, the prompt's own seed); else none. `want_midi`: refuse (MusicLMError) when
+    there would be no MIDI to give back (an audio melody, a text-only model, plan=False)."""
+    from musiclm.lm.generation import item_seeds
+    from musiclm.notes.condition import is_midi_file, melody_features, plan_features
+
+    frames, _ = output_length(model.codec, options.duration)
+    conditioned = model.config.note_features > 0
+    if melody is not None:
+        if not conditioned:
+            raise MusicLMError("--melody: this model takes no notes (a text-only LM); use a note-conditioned one")
+        features = melody_features(melody, frames, model.codec.frame_rate)
+        scores = None
+        if want_midi:
+            if not is_midi_file(melody):
+                raise MusicLMError("--midi-out with an audio --melody: there are no notes to write, only a chromagram")
+            from musiclm.notes.midi import clip_seconds, load_midi
+
+            scores = [clip_seconds(load_midi(melody), 0.0, options.duration)] * len(prompts)
+        return Notes(features[None].expand(len(prompts), -1, -1), scores)
+    if not conditioned or not plan:
+        if want_midi:
+            why = "--no-plan" if not plan else "this model plays from text alone (no notes)"
+            raise MusicLMError(f"--midi-out: {why}, so there is no plan to write")
+        return Notes()
+    seeds = item_seeds(list(prompts), options.seed)
+    features, plans = plan_features(list(prompts), options.duration, seeds, model.codec.frame_rate)
+    return Notes(features, [p.midi for p in plans], plans)
+
+
+@dataclass
 class Written:
     destination: str  # a path, or "-" for stdout
     text: str

@@ -191,46 +191,22 @@ def midi_paths(midi_out: str | None, count: int) -> list[Path]:
 
 
 def note_condition(args: argparse.Namespace, model, prompts: list[str], options, count: int):
-    """The notes each prompt's audio is made from → (features [B, T, F] or None, MIDI scores or None):
-    --melody's for all prompts, else a plan per prompt (its seed) with a note-conditioned model."""
-    from musiclm.lm.generation import item_seeds, output_length
-    from musiclm.notes.condition import is_midi_file, melody_features, plan_features
+    """`musiclm.generate.note_condition` for the CLI's flags; refuses an existing --midi-out before slow work."""
+    from musiclm.data.captions import key_name
+    from musiclm.generate import note_condition as condition
 
-    frames, _ = output_length(model.codec, options.duration)
-    conditioned = getattr(model.config, "note_features", 0) > 0
-    for path in midi_paths(args.midi_out, count):  # refuse before any slow work
+    for path in midi_paths(args.midi_out, count):
         if path.exists() and not args.force:
             raise MusicLMError(f"{path} exists; pass --force to overwrite")
-    if args.melody:
-        if not conditioned:
-            raise MusicLMError("--melody: this model takes no notes (a text-only LM); use a note-conditioned one")
-        features = melody_features(args.melody, frames, model.codec.frame_rate)
-        scores = None
-        if args.midi_out:
-            if not is_midi_file(args.melody):
-                raise MusicLMError("--midi-out with an audio --melody: there are no notes to write, only a chromagram")
-            from musiclm.notes.midi import clip_seconds, load_midi
-
-            scores = [clip_seconds(load_midi(args.melody), 0.0, options.duration)] * len(prompts)
-        return features[None].expand(len(prompts), -1, -1), scores
-    if not conditioned or args.no_plan:
-        if args.midi_out:
-            why = "--no-plan" if args.no_plan else "this model plays from text alone (no notes)"
-            raise MusicLMError(f"--midi-out: {why}, so there is no plan to write")
-        return None, None
-    features, plans = plan_features(
-        prompts, options.duration, item_seeds(prompts, options.seed), model.codec.frame_rate
-    )
-    from musiclm.data.captions import key_name
-
-    for prompt, plan in zip(prompts, plans, strict=True):
+    notes = condition(model, prompts, options, melody=args.melody, plan=not args.no_plan, want_midi=bool(args.midi_out))
+    for prompt, plan in zip(prompts, notes.plans or [], strict=False):  # no plans: nothing to say
         c = plan.controls
         print(
             f"plan: {key_name(c.key, c.mode)} {c.mode}, {c.meter} at {c.bpm:g} BPM, "
             f"{len(plan.midi.tracks)} instrument(s) for {prompt!r}",
             file=sys.stderr,
         )
-    return features, [plan.midi for plan in plans]
+    return notes.features, notes.scores
 
 
 def run(args: argparse.Namespace) -> int:
