@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -37,13 +39,17 @@ def start(studio: Studio, host: str = "127.0.0.1", port: int = 7860):
             pwa=False,
             mcp_server=False,
         )
-    except OSError as e:
-        raise MusicLMError(f"cannot listen on {host}:{port} ({e}); pass another --port") from None
+    except OSError:  # gradio's message names its own environment variables, not our flags
+        why = "in use, or not an address of this machine"
+        raise MusicLMError(f"cannot listen on {host}:{port} ({why}); pass another --port or --host") from None
     return page, url
 
 
 def serve(studio: Studio, host: str, port: int, announce: Callable[[str], None] = print) -> None:
-    """Load the models, start the page, announce its URL, and serve until interrupted."""
+    """Load the models, start the page, announce its URL, and serve until interrupted (Ctrl-C, or SIGTERM:
+    both close the page and remove the studio's work folder)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     studio.load()
     page, url = start(studio, host, port)
     announce(url)
@@ -53,3 +59,7 @@ def serve(studio: Studio, host: str, port: int, announce: Callable[[str], None] 
     finally:
         page.close()
         studio.close()
+
+
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # unwinds `serve` through its cleanup; the CLI reports it in one line
