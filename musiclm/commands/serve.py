@@ -12,6 +12,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -59,5 +60,10 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.codec, None if args.device == "auto" else args.device, max_upload_mb=args.max_upload_mb
     )
     print("loading the model...", file=sys.stderr, flush=True)
-    serve(studio, args.host, args.port, lambda url: print(f"musiclm studio: {url} (Ctrl-C stops it)", flush=True))
+    try:
+        serve(studio, args.host, args.port, lambda url: print(f"musiclm studio: {url} (Ctrl-C stops it)", flush=True))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM; the page is closed and the work folder removed by now
+        print("musiclm: stopped", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)  # not sys.exit: Gradio's idle worker threads would hold the interpreter's exit ~30 s
     return 0
