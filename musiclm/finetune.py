@@ -11,6 +11,11 @@ OUT/finetune/run/checkpoints/last.ckpt, so rerunning the same command after an i
 larger --steps) picks up where it stopped. Held-out perplexity is measured before and after on every
 frame of the held-out files (by file: no held-out file is ever trained on).
 
+A note-conditioned base (`note_features` > 0) fine-tunes on the chroma path: a catalog is audio only, so
+each clip's notes are its audio chromagram (what `--melody tune.wav` gives) or none, in the base's own
+proportions (`note_dropout`, `chroma_share`; the MIDI view falls back to the chroma), and the held-out
+perplexity is scored with that chroma. The result keeps `note_features`: plans and `--melody` still work.
+
 Why the last layers by default: with ~20 minutes of music, a few hundred steps on a CPU is the budget;
 training the top blocks and the output heads adapts the token statistics to the catalog while the
 embeddings, the text encoder and the lower blocks (what the model learned about music and captions from
@@ -57,16 +62,21 @@ def heldout_perplexity(
 ) -> dict:
     """Perplexity of `model` over every frame of `items` (TokenItem: codes [K, T] + caption), in windows of
     `window` frames scored by teacher forcing with their captions; eval mode (no condition dropout).
+    A note-conditioned model hears each window's audio chroma (`note_view` "chroma"; none without one).
     Past `max_windows` an evenly spaced subset is scored (a large catalog's held-out part can be hours).
     Returns {"ppl": exp(mean CE over codebooks), "ppl_k": [K], "tokens": n}."""
     from tqdm import tqdm
 
     from musiclm.evaluation.lm_perplexity import lm_score_batch
     from musiclm.evaluation.perplexity import PerplexityAccumulator
+    from musiclm.training.token_dataset import note_view
 
     model.eval()
+    F = model.config.note_features
     windows = [
-        (it.codes[:, s : s + window].long(), it.caption) for it in items for s in range(0, it.codes.shape[1], window)
+        (it.codes[:, s : s + window].long(), it.caption, note_view(it, "chroma", s, window, F) if F else None)
+        for it in items
+        for s in range(0, it.codes.shape[1], window)
     ]
     windows = windows[:: max(1, math.ceil(len(windows) / max_windows))]
     windows.sort(key=lambda w: -w[0].shape[1])  # similar lengths together: little padding
@@ -79,9 +89,10 @@ def heldout_perplexity(
         # padding = the special id: apply_delay keeps it special, so it is neither a target nor seen by a
         # real position (causal)
         codes = torch.stack(
-            [torch.nn.functional.pad(c, (0, T - c.shape[1]), value=model.special_id) for c, _ in batch]
+            [torch.nn.functional.pad(c, (0, T - c.shape[1]), value=model.special_id) for c, _, _ in batch]
         )  # [B, K, T]
-        acc.update(*lm_score_batch(model, codes, [text for _, text in batch]))
+        notes = torch.stack([n[:T] for _, _, n in batch]) if F else None  # [B, T, F], zeros past each end
+        acc.update(*lm_score_batch(model, codes, [text for _, text, _ in batch], notes))
     ppl_k = acc.perplexity()
     return {
         "ppl": math.exp(sum(math.log(p) for p in ppl_k) / len(ppl_k)),
@@ -215,7 +226,8 @@ def _prepare_data(base, catalog: Path, out: Path, heldout: float, min_duration: 
         work / "manifest.jsonl", codec_dir, work / "shards", bandwidth=bandwidth, progress=progress
     )
     times["tokenize_s"] = round(time.time() - t, 1)
-    valid_items = load_token_items([str(work / "shards")], "valid", base.n_q, base.codec.fingerprint())
+    notes = base.config.note_features > 0  # the shards' audio chroma comes along (a catalog has no MIDI)
+    valid_items = load_token_items([str(work / "shards")], "valid", base.n_q, base.codec.fingerprint(), notes=notes)
     if not valid_items:
         raise MusicLMError(f"none of the held-out files {held} could be tokenized; pass --force to start over")
     return held, n_train, index, tokens, valid_items
@@ -265,6 +277,9 @@ def finetune(
     if base.codec is None:
         raise MusicLMError(f"{base_dir}: the model names no codec to tokenize the catalog with; pass --codec")
     prefixes = trainable_prefixes(base.config.n_layers, train_layers)
+    notes = "chroma" if base.config.note_features > 0 else None  # what a note-conditioned base hears
+    if notes:
+        print("musiclm: the base model is note-conditioned; your audio trains it on its chromagram (no MIDI)")
     state = {
         "catalog": str(catalog.resolve()),
         "base_model": str(base_dir.resolve()),
@@ -347,6 +362,7 @@ def finetune(
         "start_step": start_step,
         "steps": end_step,
         "max_steps": max_steps,
+        "notes": notes,
         "ppl_before": round(before["ppl"], 4),
         "ppl_after": round(after["ppl"], 4) if after else None,
         "ppl_k_before": [round(p, 4) for p in before["ppl_k"]],

@@ -28,6 +28,12 @@ def base_dir(tmp_path_factory):
     return debug_model_dir(tmp_path_factory.mktemp("base"), SR)
 
 
+@pytest.fixture(scope="module")
+def note_base_dir(tmp_path_factory):
+    """A note-conditioned base (note_features 48), as the shipped LM will be."""
+    return debug_model_dir(tmp_path_factory.mktemp("note_base"), SR, note_features=48)
+
+
 def tune(seconds: float = 2.5, seed: int = 0) -> torch.Tensor:
     """A four-note figure repeated every 0.4 s (20 codec frames): a signal a small LM can learn."""
     g = torch.Generator().manual_seed(seed)
@@ -279,3 +285,64 @@ def test_written_files_respect_the_umask(base_dir, catalog, recipe, tmp_path):
         out / "finetune" / "manifest.jsonl",
     ):
         assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
+
+
+@pytest.mark.slow
+def test_note_conditioned_base_finetunes_on_the_chroma_path(note_base_dir, base_dir, catalog, recipe, tmp_path, capsys):
+    """An audio-only catalog fine-tunes a note-conditioned base on its chroma (the shards hold no MIDI); the
+    result keeps note_features and plays with notes (--melody) and without."""
+    from musiclm.finetune import finetune
+    from musiclm.lm import GenerationOptions
+    from musiclm.lm.generation import output_length
+    from musiclm.notes.condition import melody_features
+    from musiclm.training.token_dataset import load_token_items
+
+    out = tmp_path / "mine"
+    report = finetune(catalog, out, model=note_base_dir, config=recipe, steps=6, train_layers=1, progress=False)
+    assert report["notes"] == "chroma" and report["steps"] == 6 and not report["interrupted"]
+    assert "chromagram" in capsys.readouterr().out
+    assert math.isfinite(report["ppl_before"]) and math.isfinite(report["ppl_after"])
+    items = load_token_items([str(out / "finetune" / "shards")], "train", 4, notes=True)
+    assert items and all(it.notes is None and it.chroma is not None for it in items)  # chroma, no MIDI
+
+    tuned = MusicLM.from_pretrained(out)
+    assert tuned.config.note_features == 48 and tuned.codec is not None
+    options = GenerationOptions(duration=0.5, seed=0)
+    frames, n_samples = output_length(tuned.codec, options.duration)
+    features = melody_features(catalog / "track0.wav", frames, tuned.codec.frame_rate)  # [T, 48], chroma view
+    plain = tuned.generate(["a bright music box tune"], options)
+    heard = tuned.generate(["a bright music box tune"], options, notes=features[None])
+    assert plain.shape == heard.shape == (1, 1, n_samples) and not torch.equal(plain, heard)
+    wav_path = tmp_path / "melody.wav"
+    args = ["generate", "a bright music box tune", "-o", str(wav_path), "--duration", "0.5", "--seed", "0"]
+    assert main([*args, "--model", str(out), "--melody", str(catalog / "track0.wav")]) == 0
+    assert wav_path.is_file()
+
+    # a text-only base still fine-tunes without notes
+    plain_out = tmp_path / "plain"
+    text = finetune(catalog, plain_out, model=base_dir, config=recipe, steps=2, train_layers=0, progress=False)
+    assert text["notes"] is None and MusicLM.from_pretrained(plain_out).config.note_features == 0
+    assert "chromagram" not in capsys.readouterr().out
+
+
+def test_heldout_perplexity_of_a_note_model_hears_the_chroma(note_base_dir):
+    from dataclasses import replace
+
+    from musiclm.finetune import heldout_perplexity
+    from musiclm.training.token_dataset import TokenItem
+
+    model = MusicLM.from_pretrained(note_base_dir, load_codec=False)
+    g = torch.Generator().manual_seed(0)
+    items = [
+        TokenItem(torch.randint(0, 64, (4, T), generator=g), "calm piano", f"f{T}", chroma=pitch)
+        for T in (30, 11)
+        for pitch in [torch.randint(-1, 12, (T,), generator=g).to(torch.int8)]
+    ]
+    heard = heldout_perplexity(model, items, window=24, batch_size=4, progress=False)
+    alone = heldout_perplexity(model, items, window=24, batch_size=1, progress=False)
+    assert heard["ppl_k"] == pytest.approx(alone["ppl_k"], rel=1e-5)  # padding notes are zeros, never heard
+    silent = [replace(it, chroma=torch.full_like(it.chroma, -1)) for it in items]
+    without = [replace(it, chroma=None) for it in items]
+    deaf = heldout_perplexity(model, without, window=24, batch_size=4, progress=False)
+    assert heldout_perplexity(model, silent, window=24, progress=False)["ppl_k"] == pytest.approx(deaf["ppl_k"])
+    assert heard["tokens"] == deaf["tokens"] and heard["ppl"] != pytest.approx(deaf["ppl"], rel=1e-4)

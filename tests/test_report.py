@@ -185,6 +185,7 @@ def test_report_figures_and_files(full_report):
     assert figures["training"][0]["train/loss"] == pytest.approx(3 * math.exp(-190 / 50) + 0.1)
     lm = figures["lm"]
     assert lm["diversity"][0]["mean_pairwise_distance"] > 0  # different seeds, different audio
+    assert lm["generation"] == {"notes": "none", "midi": []} and "Played from the text alone" in page
     assert len(lm["perplexity"]["per_codebook"]) == 4  # a random LM: near-uniform over 32 entries
     assert all(8 < p < 128 for p in lm["perplexity"]["per_codebook"])
     assert {f["set"] for f in lm["frechet"]} == {"generated, cfg=3", "generated, cfg=1"}
@@ -275,3 +276,63 @@ def test_cli_report_and_errors(tmp_path, no_shipped, capsys):
     assert main(["eval", "report", "--out", str(out), "--codec", str(tmp_path / "nope")]) == 2
     assert "codec directory not found" in capsys.readouterr().err
     assert main(["eval", "speed", "--codec", str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.slow
+def test_report_plays_a_note_conditioned_model_from_plans_and_links_them(tmp_path, monkeypatch):
+    """A note-conditioned LM is evaluated the way `musiclm generate` plays it: text → plan → notes → LM; the
+    generation section says so and links each plan as MIDI beside its WAV."""
+    from test_lm_model import debug_model_dir
+
+    import musiclm.generate
+    from musiclm.evaluation.adherence import Estimators
+    from musiclm.notes.midi import load_midi, note_array
+    from musiclm.paths import checkpoints_dir
+
+    planner = checkpoints_dir() / "planner"
+    if not (planner / "config.json").is_file():
+        pytest.skip("the shipped planner (checkpoints/planner) is not here")
+    shipped = tmp_path / "checkpoints"  # the planner only: no shipped codec or LM is picked up
+    shipped.mkdir()
+    (shipped / "planner").symlink_to(planner.resolve())
+    monkeypatch.setenv("MUSICLM_CHECKPOINTS", str(shipped))
+
+    def no_estimators():
+        raise MusicLMError("estimators off in this test")  # adherence is covered by the full report
+
+    monkeypatch.setattr(Estimators, "default", staticmethod(no_estimators))
+    calls = []
+    note_condition = musiclm.generate.note_condition
+
+    def counted(model, prompts, options, *args, **kw):
+        notes = note_condition(model, prompts, options, *args, **kw)
+        calls.append((list(prompts), notes.features is not None and notes.plans is not None))
+        return notes
+
+    monkeypatch.setattr(musiclm.generate, "note_condition", counted)
+    model_dir = debug_model_dir(tmp_path / "lm", SR, note_features=48)
+    cfg = ReportConfig(
+        out=tmp_path / "report",
+        model=model_dir,
+        runs=tmp_path / "no_runs",
+        lm_manifest=_write_manifest(tmp_path / "data"),
+        speed_threads=(),
+        gen_seconds=1.0,
+        seeds=2,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        page = build_report(cfg).read_text()
+    finally:
+        torch.set_num_threads(threads)
+    assert 'class="error"' not in page, page[page.find('class="error"') :][:2000]
+    assert "Played from a plan" in page and "note-conditioned" in page
+    assert len(calls) == 1 + cfg.seeds and all(planned for _, planned in calls)  # demo + diversity, all planned
+    figures = json.loads((cfg.out / "figures.json").read_text())["lm"]["generation"]
+    assert figures["notes"] == "plan" and len(figures["midi"]) == 3
+    links = re.findall(r'<a href="([^"]+\.mid)">plan \(MIDI\)</a>', page)
+    assert links == figures["midi"] == [f"audio/generation_{i}.mid" for i in range(3)]
+    for link in links:
+        wav = (cfg.out / link).with_suffix(".wav")
+        assert wav.is_file() and len(note_array(load_midi(cfg.out / link))) > 0  # beside its WAV, with notes

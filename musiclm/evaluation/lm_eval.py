@@ -1,9 +1,14 @@
 """The report's text-to-music section: sample generations, control adherence with and without guidance,
-a Fréchet distance to real clips, diversity across seeds, and per-codebook perplexity."""
+a Fréchet distance to real clips, diversity across seeds, and per-codebook perplexity.
+
+Every generation goes the way `musiclm generate` goes (`musiclm.generate.note_condition`): a note-conditioned
+model plays each prompt's plan (text → planner → notes → LM), a text-only one the text alone."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -13,6 +18,10 @@ from musiclm.evaluation.adherence import Estimators, estimator_ceiling, evaluate
 from musiclm.evaluation.embedding import CodecEmbedding, embed_clips, feature_embedding
 from musiclm.evaluation.fad import diversity, frechet_distance
 
+if TYPE_CHECKING:
+    from musiclm.generate import Notes
+    from musiclm.lm import MusicLM
+
 DEMO_PROMPTS = (
     "calm piano in C major, slow",
     "a slow, melancholic string ensemble in D minor",
@@ -21,22 +30,44 @@ DEMO_PROMPTS = (
 DIVERSITY_PROMPT = "a moderate piece in G major played by piano, 100 BPM"
 
 
+@dataclass
+class Generator:
+    """generate_fn(texts, cfg, seed) -> (wav [B, C, N], sample rate), through the same text → plan → notes
+    path as `musiclm generate`; `last` keeps the notes of the latest call (their plans, when planned)."""
+
+    model: MusicLM
+    seconds: float
+    sample_rate: int
+    last: Notes | None = None
+
+    @property
+    def planned(self) -> bool:
+        """True when the model plays notes, so each prompt is first planned (text → notes)."""
+        return self.model.config.note_features > 0
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str], cfg: float, seed: int):
+        from musiclm.generate import note_condition
+        from musiclm.lm import GenerationOptions
+
+        options = GenerationOptions(duration=self.seconds, seed=seed, cfg=cfg)
+        self.last = note_condition(self.model, list(texts), options)  # a text-only model: no notes
+        wav = self.model.generate(list(texts), options, notes=self.last.features)  # [B, C, N]
+        return wav.float().cpu(), self.sample_rate
+
+
 def load_generate_fn(model_dir: Path, seconds: float):
-    """→ (generate_fn(texts, cfg, seed) -> (wav [B, C, N], sr), description, model) for a MusicLM directory."""
+    """→ (Generator (texts, cfg, seed) -> (wav [B, C, N], sr), description, model) for a MusicLM directory."""
     try:
-        from musiclm.lm import GenerationOptions, MusicLM
+        from musiclm.lm import MusicLM
     except ImportError as e:
         raise MusicLMError(f"the LM package is not available ({e})") from None
     model = MusicLM.from_pretrained(model_dir).eval()
     sr = int(model.codec.sample_rate) if model.codec is not None else int(model.config.sample_rate)
-
-    @torch.no_grad()
-    def generate_fn(texts: list[str], cfg: float, seed: int):
-        wav = model.generate(list(texts), GenerationOptions(duration=seconds, seed=seed, cfg=cfg))  # [B, C, N]
-        return wav.float().cpu(), sr
-
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    return generate_fn, f"{model_dir} ({params:.2f} M LM parameters, {sr} Hz)", model
+    generator = Generator(model, seconds, sr)
+    notes = "note-conditioned" if generator.planned else "text only"
+    return generator, f"{model_dir} ({params:.2f} M LM parameters, {sr} Hz, {notes})", model
 
 
 def real_clips(manifest: Path | None, split: str, count: int, seconds: float, with_fields: bool = False) -> list[tuple]:
@@ -67,18 +98,34 @@ def lm_report(page, cfg, model_dir: Path) -> str:
     body = [note(f"Model {description}; {cfg.gen_seconds:g} s per generation, guidance cfg={cfg.cfg:g}.")]
     figures: dict = {}
 
-    # Sample generations, one seed.
+    # Sample generations, one seed; a note-conditioned model's plans are kept beside the audio as MIDI.
     wav, sr = generate_fn(list(DEMO_PROMPTS), cfg.cfg, 0)
+    plans = generate_fn.last.scores or []  # a plan per prompt from a note-conditioned model, else none
+    figures["generation"] = {
+        "notes": "plan" if generate_fn.planned else "none",
+        "midi": [f"audio/generation_{i}.mid" for i in range(len(plans))],
+    }
     players = []
     for i, text in enumerate(DEMO_PROMPTS):
-        players.append(
-            f"<figure>{page.audio(f'generation_{i}', wav[i], sr)}<figcaption>{esc(text)}</figcaption></figure>"
+        caption = esc(text)
+        if i < len(plans):
+            caption += f' · <a href="{page.midi(f"generation_{i}", plans[i])}">plan (MIDI)</a>'
+        player = page.audio(f"generation_{i}", wav[i], sr)
+        players.append(f"<figure>{player}<figcaption>{caption}</figcaption></figure>")
+    if generate_fn.planned:
+        played = (
+            "Played from a plan, as musiclm generate does: each prompt is first planned as notes (the planner, "
+            "the prompt's own seed) and the LM plays those notes with the text; every generation below "
+            "(adherence, Fréchet distance, diversity) goes the same way. The plans are linked as MIDI."
         )
+    else:
+        played = "Played from the text alone: this model takes no notes (note_features 0)."
     plots.spectrograms(page.out / "img/generations.png", [(t, wav[i]) for i, t in enumerate(DEMO_PROMPTS)], sr)
     body.append(
         "<h3>Generations</h3>"
         + page.image("img/generations.png", "spectrograms of generations")
         + f'<div class="players">{"".join(players)}</div>'
+        + note(played)
     )
 
     # Control adherence, guided vs unguided; keep the audio for the Fréchet distance.

@@ -18,15 +18,18 @@ from musiclm.evaluation.perplexity import PerplexityAccumulator
 
 
 @torch.no_grad()
-def lm_score_batch(model, codes: Tensor, texts: list[str]) -> tuple[Tensor, Tensor, Tensor]:
-    """codes [B, K', T] (K' >= the LM's K) + captions → (logits [B, K, S, card], targets [B, K, S], mask)."""
+def lm_score_batch(
+    model, codes: Tensor, texts: list[str], notes: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """codes [B, K', T] (K' >= the LM's K) + captions (+ notes [B, T, F] for a note-conditioned LM) →
+    (logits [B, K, S, card], targets [B, K, S], mask)."""
     from musiclm.lm import apply_delay
 
     if model.tokenizer is None:
         raise MusicLMError("this model has no tokenizer attached; load it with MusicLM.from_pretrained")
     delayed = apply_delay(codes[:, : model.n_q].to(model.device), model.special_id)  # [B, K, S]
     ids, mask = model.tokenizer.encode(list(texts), model.config.text.max_len)
-    logits = model(delayed, ids.to(model.device), mask.to(model.device))
+    logits = model(delayed, ids.to(model.device), mask.to(model.device), notes)
     valid = model.valid_mask(delayed)  # the delay pattern's empty cells are not predictions
     return logits, delayed.masked_fill(~valid, -1), valid
 

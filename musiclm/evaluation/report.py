@@ -3,6 +3,7 @@
     out/index.html   tables, <img> and <audio> elements with relative paths
     out/img/*.png    spectrograms (reference vs decoded vs Opus), training curves
     out/audio/*.wav  clips, their codec and Opus versions, and generations
+    out/audio/*.mid  the plan each generation was played from (a note-conditioned model)
     out/figures.json the numbers in the tables, for scripts
 
 Every section degrades on its own: a missing codec, model, test set, run folder or tool (ffmpeg) turns into a
@@ -69,6 +70,14 @@ class Page:
         rel = f"audio/{name}.wav"
         save_audio(self.out / rel, wav.clamp(-1, 1), sr, subtype="PCM_16")
         return f'<audio controls preload="none" src="{rel}"></audio>'
+
+    def midi(self, name: str, score) -> str:
+        """Write a symusic Score as audio/<name>.mid (beside its WAV) and return its relative path."""
+        from musiclm.notes.midi import save_midi
+
+        rel = f"audio/{name}.mid"
+        save_midi(score, self.out / rel)
+        return rel
 
     def image(self, rel: str, alt: str) -> str:
         return f'<img src="{rel}" alt="{esc(alt)}">'
