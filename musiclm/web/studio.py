@@ -1,7 +1,7 @@
 """The studio's jobs, without any page: generate from text, compress audio to .mlc, decode an .mlc. Each job
 writes its files into a folder of its own under the studio's work folder and returns their paths with the
 figures the page shows. All model work goes through the Python API (`musiclm.lm.generation` with the notes
-from `musiclm.notes.condition`, as `musiclm generate` does; `musiclm.compress`); errors a user can fix are
+from `musiclm.generate.note_condition`, as `musiclm generate` does; `musiclm.compress`); errors a user can fix are
 MusicLMError with one line of text.
 
     studio = Studio()                       # the shipped model and codec (or model=DIR, codec=DIR)
@@ -185,25 +185,17 @@ class Studio:
         return Generated(path, png, midi, seed, wav.shape[-1] / sr, elapsed, tuple(notes))
 
     def _notes(self, prompt: str, options, melody: str | Path | None) -> tuple:
-        """What a note-conditioned model plays, as `musiclm generate` does it → (features [1, T, F] or None,
-        the MIDI score played or None, messages for the user). A text-only model gets no notes."""
-        from musiclm.lm.generation import output_length
-        from musiclm.notes.condition import is_midi_file, melody_features, plan_features
+        """What the model plays, through `musiclm.generate.note_condition` as `musiclm generate` does → (features
+        [1, T, F] or None, the MIDI score played or None, messages for the user)."""
+        from musiclm.generate import note_condition
+        from musiclm.notes.condition import is_midi_file
 
         if not self.takes_notes():
             why = "the melody was not used: this model plays from text alone (load a note-conditioned one)"
             return None, None, (why,) if melody is not None else ()
-        frame_rate = self.model.codec.frame_rate
-        if melody is None:
-            features, plans = plan_features([prompt], options.duration, [options.seed], frame_rate)
-            return features, plans[0].midi, ()
-        frames, _ = output_length(self.model.codec, options.duration)
-        features = melody_features(melody, frames, frame_rate)[None]
-        if not is_midi_file(melody):
-            return features, None, ()
-        from musiclm.notes.midi import clip_seconds, load_midi
-
-        return features, clip_seconds(load_midi(melody), 0.0, options.duration), ()
+        want_midi = melody is None or is_midi_file(melody)  # an audio melody is a chromagram: no MIDI to give
+        notes = note_condition(self.model, [prompt], options, melody, want_midi=want_midi)
+        return notes.features, notes.scores[0] if notes.scores else None, ()
 
     def compress(self, source: str | Path, bandwidth: float | None = None) -> Compressed:
         """Audio → .mlc, and for listening: the input, the .mlc decoded, and Opus at the same real bitrate."""
