@@ -71,10 +71,12 @@ def test_seeds():
 
 @pytest.mark.slow
 def test_studio_generate_and_melody_on_a_text_only_model(tmp_path):
+    from test_lm_model import debug_model_dir
+
     from musiclm.web.studio import Studio
 
-    studio = Studio(work_dir=tmp_path / "work")
-    assert not studio.takes_notes(), "the shipped LM plays from text alone"
+    studio = Studio(model=debug_model_dir(tmp_path / "text", 8000), work_dir=tmp_path / "work")
+    assert not studio.takes_notes()
     (tmp_path / "tune.mid").write_bytes(b"MThd" + bytes(20))
     job = studio.generate("calm piano", duration=0.2, seed="3", melody=tmp_path / "tune.mid")
     assert job.seed == 3 and job.midi is None and abs(job.seconds - 0.2) < 1e-6
@@ -83,6 +85,29 @@ def test_studio_generate_and_melody_on_a_text_only_model(tmp_path):
     assert sf.read(again.wav)[0].tolist() == sf.read(job.wav)[0].tolist(), "same seed, same audio"
     with pytest.raises(MusicLMError, match="type a prompt"):
         studio.generate("  ", duration=1)
+
+
+@pytest.mark.slow
+def test_studio_plays_a_plan_or_a_midi_melody_with_a_note_conditioned_model(tmp_path):
+    from symusic import Note, Score, Tempo, Track
+    from test_lm_model import debug_model_dir
+
+    from musiclm.notes.midi import load_midi, note_array, save_midi
+    from musiclm.web.studio import Studio
+
+    studio = Studio(model=debug_model_dir(tmp_path / "notes", 8000, note_features=48), work_dir=tmp_path / "work")
+    assert studio.takes_notes()
+    planned = studio.generate("a slow chorale for strings in D minor", duration=1.0, seed=3)
+    assert planned.midi is not None and len(note_array(load_midi(planned.midi))) > 0  # the plan, downloadable
+    score = Score(480)
+    score.tempos.append(Tempo(0, qpm=120.0))
+    track = Track("tune", 0, False)
+    track.notes.extend([Note(0, 480, 60, 80), Note(480, 480, 67, 80)])
+    score.tracks.append(track)
+    tune = save_midi(score, tmp_path / "tune.mid")
+    arranged = studio.generate("a slow chorale for strings in D minor", duration=1.0, seed=3, melody=tune)
+    assert list(note_array(load_midi(arranged.midi))[:, 2]) == [60, 67]  # the melody's notes, not a plan
+    assert sf.read(arranged.wav)[0].tolist() != sf.read(planned.wav)[0].tolist()
 
 
 def test_serve_refuses_bad_arguments(capsys):
