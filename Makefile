@@ -61,10 +61,10 @@ test-reference: $(REF_VENV)/.installed
 
 demo: install
 	mkdir -p demo
-	$(VENV)/bin/musiclm generate --force --duration 8 --seed 1 -o demo/piano_calm.wav "calm piano in C major, slow"
-	$(VENV)/bin/musiclm generate --force --duration 8 --seed 2 -o demo/strings_minor.wav "a slow, melancholic string ensemble in D minor"
-	$(VENV)/bin/musiclm generate --force --duration 8 --seed 3 -o demo/fast_folk.wav "a fast, bright folk tune on flute in G major"
-	@echo "demo files written to demo/"
+	$(VENV)/bin/musiclm generate --force --duration 8 --seed 1 -o demo/piano_calm.wav --midi-out demo/piano_calm.mid "calm piano in C major, slow"
+	$(VENV)/bin/musiclm generate --force --duration 8 --seed 2 -o demo/strings_minor.wav --midi-out demo/strings_minor.mid "a slow, melancholic string ensemble in D minor"
+	$(VENV)/bin/musiclm generate --force --duration 8 --seed 3 -o demo/fast_folk.wav --midi-out demo/fast_folk.mid "a fast, bright folk tune on flute in G major"
+	@echo "demo files written to demo/ (each WAV beside the MIDI plan it was played from)"
 
 lint: install
 	$(VENV)/bin/ruff check musiclm tests eval train tokenizer

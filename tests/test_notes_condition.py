@@ -100,3 +100,12 @@ def test_midi_is_recognised_by_content_and_chroma_view_keeps_only_pitch_classes(
     chroma = torch.eye(12)[[7, 7, 0]]
     view = chroma_view(chroma)
     assert view.shape == (3, NUM_FEATURES) and torch.equal(view[:, :12], chroma) and not view[:, 12:].any()
+
+
+def test_a_plan_that_rests_through_a_short_duration_is_silence_not_an_error():
+    from musiclm.notes.condition import _plan_roll
+
+    late = make_score([(8, 2, 60)])  # the first note at 4 s
+    assert not _plan_roll(late, 50, 50.0).any()  # 1 s asked: nothing sounds yet
+    assert not _plan_roll(make_score([]), 50, 50.0).any()
+    assert _plan_roll(late, 250, 50.0)[200:, 0].all()
