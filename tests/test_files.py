@@ -23,7 +23,7 @@ from musiclm.cli import main
 from musiclm.codec import bitstream
 from musiclm.compress import compress
 from musiclm.errors import MusicLMError
-from musiclm.files import AtomicOutput, Interrupted, check_interrupt, deferred_signals, interruptible
+from musiclm.files import AtomicOutput, Interrupted
 
 
 @pytest.fixture(scope="module")
@@ -118,22 +118,31 @@ def test_disk_full_is_one_line_and_leaves_nothing(capsys, tmp_path, codec_dir, w
 
 # ---- signals -----------------------------------------------------------------------------------------------
 def test_signals_wait_for_a_safe_point_except_in_blocking_io():
-    before = signal.getsignal(signal.SIGINT)
-    with deferred_signals():
-        os.kill(os.getpid(), signal.SIGINT)
-        # the handler only takes note; with other threads alive (torch, onnxruntime, tqdm) the kernel may hand the
-        # signal to one of them and the main thread runs the handler a little later: wait for it, boundedly
-        deadline = time.monotonic() + 5
-        with pytest.raises(Interrupted) as caught:
-            while time.monotonic() < deadline:
-                check_interrupt()
-                time.sleep(0.01)
-        assert caught.value.exit_code == 130
-        with pytest.raises(Interrupted) as caught, interruptible():
+    # in a fresh interpreter, as the CLI runs: in the full suite some earlier test leaves process state (threads or
+    # signal masks from the web stack) under which the main thread never saw the SIGINT; see the stop note
+    script = """
+import os, signal, time
+from musiclm.files import Interrupted, check_interrupt, deferred_signals, interruptible
+before = signal.getsignal(signal.SIGINT)
+with deferred_signals():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)  # the handler has run: it only took note
+    try:
+        check_interrupt()
+        raise SystemExit("SIGINT was not deferred to check_interrupt")
+    except Interrupted as e:
+        assert e.exit_code == 130, e.exit_code
+    try:
+        with interruptible():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
-        assert caught.value.exit_code == 143
-    assert signal.getsignal(signal.SIGINT) is before
+        raise SystemExit("SIGTERM did not interrupt a blocking wait")
+    except Interrupted as e:
+        assert e.exit_code == 143, e.exit_code
+assert signal.getsignal(signal.SIGINT) is before
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
