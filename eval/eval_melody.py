@@ -100,10 +100,9 @@ def melody_section(model, clips: list[dict], seconds: float, seed: int) -> dict:
 
 def draw_prompt(rng: random.Random, index: int) -> tuple[str, dict]:
     """A caption that states key, mode and tempo (what the planner and the LM read)."""
-    from musiclm.data.captions import make_caption, parse_controls
+    from eval_planner import draw_fields  # eval/ is on sys.path when this script runs
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from eval_planner import draw_fields
+    from musiclm.data.captions import make_caption, parse_controls
 
     for attempt in range(100):
         fields = draw_fields(rng)
