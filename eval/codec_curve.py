@@ -2,14 +2,17 @@
 
     .venv/bin/python eval/codec_curve.py runs/cmp-frame runs/cmp-baseline --clips 6
     .venv/bin/python eval/codec_curve.py runs/long-frame --table          # print the table of what is scored
+    .venv/bin/python eval/codec_curve.py checkpoints/codec --bandwidths 6 --paths raw mlc --clips 8
 
 A run folder's snapshots are `RUN/snap/step_N/` (codec directories copied from `RUN/export/` while it
-trains; `RUN/snap/times.txt` holds "HH:MM:SS step" lines) plus `RUN/export/` itself. Each snapshot is decoded
-straight through the model (codes → audio, no .mlc file: the file format is lossless, bench_codec.py checks
-it) at every bandwidth on the same clips: `--clips` from the test split of the recorded set (real music,
+trains; `RUN/snap/times.txt` holds "HH:MM:SS step" lines) plus `RUN/export/` itself; a codec directory
+(config.json + model.safetensors) is one snapshot, step 0. Each snapshot is scored as the compressor users
+get (`--paths mlc`, the default: compress_bytes → decompress_bytes, so the .mlc level corrections are in the
+loudness figure) and/or straight through the model (`raw`: codec.decode(codec.encode(x)), what the LM's
+tokens sound like) at every bandwidth on the same clips: `--clips` from the test split of the recorded set (real music,
 split by track) and as many rendered-MIDI clips from pieces never trained on (data/synth_test). Metrics lead
 with what hears notes: note F1, SI-SNR, chroma agreement; log-mel beside them. References are transcribed
-once per process. Results append to outputs/codec_curve.jsonl (one row per run, step, set, bandwidth); rows
+once per process. Results append to outputs/codec_curve.jsonl (one row per run, step, set, bandwidth, path); rows
 already there are not recomputed, so the script can be re-run as snapshots arrive.
 """
 
@@ -24,6 +27,7 @@ import torch
 from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 
 from musiclm.codec import Codec
+from musiclm.compress import compress_bytes, decompress_bytes
 from musiclm.evaluation import metrics
 from musiclm.evaluation.codec_eval import quality
 from musiclm.evaluation.notes import transcribe
@@ -34,6 +38,8 @@ SETS = {"real": ROOT / "data/recorded/manifest.jsonl", "rendered": ROOT / "data/
 
 
 def snapshots(run: Path) -> list[tuple[int, Path]]:
+    if (run / "config.json").is_file():  # a codec directory
+        return [(0, run)]
     found = {}
     for d in sorted((run / "snap").glob("step_*")):
         found[int(d.name.split("_")[1])] = d
@@ -64,6 +70,13 @@ def main() -> int:
     p.add_argument("--clips", type=int, default=6, help="clips per set (real, rendered)")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--bandwidths", type=float, nargs="+", default=None, help="default: all of the codec's")
+    p.add_argument(
+        "--paths",
+        nargs="+",
+        choices=("mlc", "raw"),
+        default=["mlc"],
+        help="mlc: through the compressor (.mlc bytes, level corrections included); raw: codec.decode(codec.encode)",
+    )
     p.add_argument("--only-last", action="store_true", help="score only each run's newest snapshot")
     p.add_argument("--out", type=Path, default=ROOT / "outputs/codec_curve.jsonl")
     p.add_argument("--table", action="store_true", help="print the scored rows as a markdown table and exit")
@@ -76,7 +89,8 @@ def main() -> int:
     if args.table:
         print(table([r for r in done if any(r["run"] == str(run) for run in args.runs)]))
         return 0
-    seen = {(r["run"], r["step"], r["set"], r["kbps"]) for r in done}
+    # rows from before --paths were scored raw
+    seen = {(r["run"], r["step"], r["set"], r["kbps"], r.get("path", "raw")) for r in done}
     refs = {}
     for name, manifest in SETS.items():
         clips = [w for _, w in pick_clips(manifest, "test", args.clips, args.seconds, 24000, 1, seed=0)]
@@ -84,7 +98,7 @@ def main() -> int:
     with args.out.open("a") as out:
         for kbps in args.opus:
             for name, (clips, notes) in refs.items():
-                if ("opus", 0, name, kbps) in seen:
+                if ("opus", 0, name, kbps, "raw") in seen:
                     continue
                 scores = [
                     score(wav, opus_roundtrip(wav, 24000, kbps)[0], ref_notes, args.visqol)
@@ -99,17 +113,24 @@ def main() -> int:
                 assert codec.sample_rate == 24000 and codec.channels == 1, "clips are cut at 24 kHz mono"
                 for kbps in args.bandwidths or codec.bandwidths:
                     for name, (clips, notes) in refs.items():
-                        if (str(run), step, name, kbps) in seen:
-                            continue
-                        n_q = codec.config.n_q_for_bandwidth(kbps)
-                        scores = []
-                        with torch.no_grad():
-                            for wav, ref_notes in zip(clips, notes, strict=True):
-                                est = codec.decode(codec.encode(wav[None], n_q), wav.shape[-1])[0]
-                                scores.append(score(wav, est, ref_notes, args.visqol))
-                        key = {"run": str(run), "step": step, "minutes": minutes.get(step), "set": name, "kbps": kbps}
-                        write(out, key, scores)
+                        for path in args.paths:
+                            if (str(run), step, name, kbps, path) in seen:
+                                continue
+                            scores = [
+                                score(wav, roundtrip(codec, wav, kbps, path), ref_notes, args.visqol)
+                                for wav, ref_notes in zip(clips, notes, strict=True)
+                            ]
+                            key = {"run": str(run), "step": step, "minutes": minutes.get(step), "set": name}
+                            write(out, {**key, "kbps": kbps, "path": path}, scores)
     return 0
+
+
+@torch.no_grad()
+def roundtrip(codec, wav: torch.Tensor, kbps: float, path: str) -> torch.Tensor:
+    """wav [1, N] at 24 kHz → decoded [1, N]: through the .mlc compressor, or straight through the model."""
+    if path == "mlc":
+        return decompress_bytes(compress_bytes(wav, codec, sample_rate=24000, bandwidth=kbps), codec)[0]
+    return codec.decode(codec.encode(wav[None], codec.config.n_q_for_bandwidth(kbps)), wav.shape[-1])[0]
 
 
 def score(ref, est, ref_notes, with_visqol: bool) -> dict:
@@ -124,25 +145,27 @@ def write(out, key: dict, scores: list[dict]) -> None:
     out.write(json.dumps(row) + "\n")
     out.flush()
     print(
-        f"{Path(row['run']).name} step {row['step']} {row['set']} {row['kbps']:g} kbps: note F1 {row['note_f1']:.3f} "
-        f"SI-SNR {row['si_snr']:.2f} chroma {row['chroma']:.3f}"
-        + (f" ViSQOL {row['visqol']:.2f}" if "visqol" in row else ""),
+        f"{Path(row['run']).name} step {row['step']} {row['set']} {row['kbps']:g} kbps {row.get('path', 'raw')}: "
+        f"note F1 {row['note_f1']:.3f} SI-SNR {row['si_snr']:.2f} chroma {row['chroma']:.3f} "
+        f"loudness Δ {row['loudness']:.2f} LU" + (f" ViSQOL {row['visqol']:.2f}" if "visqol" in row else ""),
         file=sys.stderr,
     )
 
 
 def table(rows: list[dict]) -> str:
     header = (
-        "| run | step | min | set | kbps | note F1 ↑ | SI-SNR dB ↑ | chroma ↑ | ViSQOL ↑ | log-mel ↓ | loud. Δ LU ↓ |"
+        "| run | step | min | set | kbps | path | note F1 ↑ | SI-SNR dB ↑ | chroma ↑ | ViSQOL ↑ | log-mel ↓ "
+        "| loud. Δ LU ↓ |"
     )
-    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["run"], r["step"], r["set"], r["kbps"])):
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["run"], r["step"], r["set"], r["kbps"], r.get("path", "raw"))):
         cells = [
             Path(r["run"]).name,
             str(r["step"]),
             "" if r["minutes"] is None else f"{r['minutes']:g}",
             r["set"],
             f"{r['kbps']:g}",
+            r.get("path", "raw"),
             f"{r['note_f1']:.3f}",
             f"{r['si_snr']:.2f}",
             f"{r['chroma']:.3f}",

@@ -56,6 +56,7 @@ def random_file(rng: np.random.Generator) -> tuple[bytes, np.ndarray | None]:
         bandwidth=float(rng.uniform(0.5, 24)),
         chunk_frames=int(rng.integers(1, 200)),
         entropy=bool(rng.integers(0, 2)),
+        level_frames=int(rng.integers(0, 40)),  # 0: no level bytes
     )
     p = rng.dirichlet(np.full(card, 0.3))
     codes = rng.choice(card, size=(header.n_q, header.num_frames), p=p)

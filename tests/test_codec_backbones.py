@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_compress import without_levels
 
 from musiclm import dsp
 from musiclm.codec import Codec, bitstream
@@ -60,7 +61,7 @@ def test_every_backbone_streams_like_one_shot(any_tiny_codec):
     codec.set_bandwidth(12.0)
     one_shot_codes = codec.encode(audio[None])
     assert (torch.from_numpy(codes)[None] != one_shot_codes).float().mean() < 1e-3
-    wav, sr = decompress_bytes(data, codec)
+    wav, sr = decompress_bytes(without_levels(data), codec)  # the codec's own audio, no level corrections
     one_shot_wav = codec.decode(torch.from_numpy(codes)[None], header.num_samples)[0]
     assert sr == 8000 and torch.allclose(wav, one_shot_wav, atol=1e-5)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 from pathlib import Path
 
@@ -84,12 +85,15 @@ def test_batch_mistakes_are_refused_before_any_work(capsys, tmp_path, codec_dir,
 # ---- damaged files: info verifies, decompress --recover keeps the good chunks --------------------------
 def chunk_spans(data: bytes) -> list[tuple[int, int]]:
     """(start, end) byte offsets of each chunk of an intact .mlc file."""
-    pos = 8 + struct.unpack_from("<H", data, 6)[0] + 4
-    spans = []
-    while pos < len(data):
+    f = io.BytesIO(data)
+    header = bitstream.read_header(f)
+    pos, spans = f.tell(), []
+    for i in range(header.num_chunks):
         size = struct.unpack_from("<I", data, pos + 1)[0]
-        spans.append((pos, pos + 5 + size + 4))
+        levels = header.streams * header.level_blocks(header.chunk_length(i))  # version 3: before the codes
+        spans.append((pos, pos + 5 + levels + size + 4))
         pos = spans[-1][1]
+    assert pos == len(data), "not an intact file"
     return spans
 
 

@@ -5,12 +5,16 @@ Layout (all integers little-endian; full description with offsets in FORMAT.md):
     magic "MLC\\x1a" | version u16 | fields_size u16 | fields (fields_size bytes) | crc32 u32 of all before it
     chunk 0 | chunk 1 | ... | chunk ceil(T / chunk_frames) - 1 | end of file
 
-    chunk = mode u8 (0 bit-packed, 1 range-coded) | payload_size u32 | payload | crc32 u32 of mode..payload
+    chunk = mode u8 (0 bit-packed, 1 range-coded) | payload_size u32 | levels | payload | crc32 u32 of mode..payload
 
 A chunk holds the codes [S, K, t] of `t = chunk_frames` frames (fewer in the last one) for S streams (one per
 input channel, or one for a downmix), stream-major then codebook-major, each code in ceil(log2(card)) bits.
-Chunks are independent (the entropy model restarts in each), so a decoder can stream them, and one flipped
-bit is caught by its chunk's CRC. Version 1 files (no `streams` field: one stream) are still read.
+Version 3 puts level corrections before the codes: per stream, one signed byte per block of `level_frames`
+frames, the gain in LEVEL_STEP_DB steps that the decoder applies to that block (what the gains mean and how
+they are found: musiclm.compress.level). Their size follows from the header, so a reader can still step over
+a damaged bit-packed chunk. Chunks are independent (the entropy model restarts in each), so a decoder can
+stream them, and one flipped bit is caught by its chunk's CRC. Version 1 files (no `streams` field: one
+stream) and version 2 files (no level corrections) are still read.
 
 The reader never trusts a size field: every field is checked against limits before anything is allocated,
 so a corrupt or hostile file costs at most one chunk's bytes (≤ MAX_CHUNK_BYTES) of memory.
@@ -29,7 +33,8 @@ import numpy as np
 from musiclm.errors import MusicLMError
 
 MAGIC = b"MLC\x1a"  # \x1a stops `type`/`cat` on some systems from dumping binary, as in PNG's signature
-VERSION = 2  # 2: adds `streams` (each input channel coded on its own); version 1 files still read
+VERSION = 3  # 2: adds `streams` (each input channel coded on its own); 3: adds level corrections. 1, 2 still read
+LEVEL_STEP_DB = 0.25  # one level step; a signed byte spans ±31.75 dB (FORMAT.md says why)
 MODE_PACKED, MODE_RANGE = 0, 1
 FLAG_ENTROPY = 1  # the encoder tried range coding (a chunk still says which mode it used)
 FLAG_PRIOR = 2  # the range coder's model starts from the codec's code-usage statistics (`prior` names them)
@@ -43,7 +48,9 @@ MAX_N_Q = 256
 MAX_CARD = 1 << 20
 MAX_CHUNK_BYTES = 16 << 20
 _FIELDS_V1 = struct.Struct("<B8sIIBIHQQHIdI8s")  # after the name; see Header.pack
-_FIELDS = struct.Struct("<B8sIIBIHQQHIdI8sB")  # version 2: + streams u8
+_FIELDS_V2 = struct.Struct("<B8sIIBIHQQHIdI8sB")  # version 2: + streams u8
+_FIELDS = struct.Struct("<B8sIIBIHQQHIdI8sBH")  # version 3: + level_frames u16
+_LAYOUTS = {1: _FIELDS_V1, 2: _FIELDS_V2, 3: _FIELDS}
 _PREFIX = struct.Struct("<4sHH")
 _CHUNK_HEAD = struct.Struct("<BI")
 _CRC = struct.Struct("<I")
@@ -81,6 +88,9 @@ class Header:
     # S: 1 = the input mixed to the codec's channels; orig_channels = each input channel coded on its own
     # by a mono codec (S times the bits of one stream: stereo costs twice the nominal bandwidth)
     streams: int = 1
+    # frames per level-correction block (version 3); 0 = no corrections (always so in versions 1 and 2)
+    level_frames: int = 0
+    version: int = VERSION  # the layout this header is read from or written in
 
     @property
     def frame_rate(self) -> float:
@@ -114,6 +124,10 @@ class Header:
     def packed_size(self, frames: int) -> int:
         return (self.streams * self.n_q * frames * self.bits + 7) // 8
 
+    def level_blocks(self, frames: int) -> int:
+        """Level-correction blocks per stream in a chunk of `frames` frames (the last block may be shorter)."""
+        return -(-frames // self.level_frames) if self.level_frames else 0
+
     def validate(self) -> None:
         """Raise FormatError if a field is outside what any valid file holds."""
 
@@ -143,8 +157,15 @@ class Header:
             raise bad(f"codebook size {self.card}")
         if not (math.isfinite(self.bandwidth) and 0 < self.bandwidth < 10_000):
             raise bad(f"bandwidth {self.bandwidth} kbps")
-        if not 1 <= self.chunk_frames or self.packed_size(self.chunk_frames) > MAX_CHUNK_BYTES:
+        levels = self.streams * self.level_blocks(self.chunk_frames)
+        if not 1 <= self.chunk_frames or self.packed_size(self.chunk_frames) + levels > MAX_CHUNK_BYTES:
             raise bad(f"{self.chunk_frames} frames per chunk")
+        if self.version not in _LAYOUTS:
+            raise bad(f"version {self.version}")
+        if self.version == 1 and self.streams != 1:
+            raise bad(f"{self.streams} streams in version 1")
+        if not 0 <= self.level_frames <= 0xFFFF or (self.level_frames and self.version < 3):
+            raise bad(f"{self.level_frames} frames per level block in version {self.version}")
         if self.prior and (
             not self.entropy or len(self.prior) != 16 or any(c not in "0123456789abcdef" for c in self.prior)
         ):
@@ -152,28 +173,29 @@ class Header:
 
     def pack(self) -> bytes:
         name = self.codec_name.encode()
-        fields = (
-            bytes([len(name)])
-            + name
-            + _FIELDS.pack(
-                (FLAG_ENTROPY if self.entropy else 0) | (FLAG_PRIOR if self.prior else 0),
-                bytes.fromhex(self.fingerprint),
-                self.sample_rate,
-                self.hop_length,
-                self.channels,
-                self.orig_sample_rate,
-                self.orig_channels,
-                self.num_samples,
-                self.orig_num_samples,
-                self.n_q,
-                self.card,
-                self.bandwidth,
-                self.chunk_frames,
-                bytes.fromhex(self.prior) if self.prior else bytes(8),
-                self.streams,
-            )
+        layout = _LAYOUTS[self.version]
+        values = (
+            (FLAG_ENTROPY if self.entropy else 0) | (FLAG_PRIOR if self.prior else 0),
+            bytes.fromhex(self.fingerprint),
+            self.sample_rate,
+            self.hop_length,
+            self.channels,
+            self.orig_sample_rate,
+            self.orig_channels,
+            self.num_samples,
+            self.orig_num_samples,
+            self.n_q,
+            self.card,
+            self.bandwidth,
+            self.chunk_frames,
+            bytes.fromhex(self.prior) if self.prior else bytes(8),
+            self.streams,
+            self.level_frames,
         )
-        head = _PREFIX.pack(MAGIC, VERSION, len(fields)) + fields
+        fields = (
+            bytes([len(name)]) + name + layout.pack(*values[: 13 + self.version])
+        )  # v1: 14 fields, v2: + streams, v3: + level_frames
+        head = _PREFIX.pack(MAGIC, self.version, len(fields)) + fields
         return head + _CRC.pack(zlib.crc32(head))
 
 
@@ -221,12 +243,12 @@ def read_header(f: BinaryIO) -> Header:
     if len(prefix) < _PREFIX.size:
         raise FormatError("truncated .mlc file: header ends early")
     _, version, fields_size = _PREFIX.unpack(prefix)
-    if version not in (1, VERSION):
+    if version not in _LAYOUTS:
         newer = " (written by a newer musiclm; upgrade to read it)" if version > VERSION else ""
         raise FormatError(
             f"unsupported .mlc format version {version}; this musiclm reads versions 1 to {VERSION}{newer}"
         )
-    layout = _FIELDS if version == VERSION else _FIELDS_V1
+    layout = _LAYOUTS[version]
     if not layout.size + 2 <= fields_size <= layout.size + 1 + MAX_NAME_BYTES:
         raise FormatError(f"corrupt .mlc header: field block of {fields_size} bytes")
     fields = _read_exact(f, fields_size, "header")
@@ -241,7 +263,9 @@ def read_header(f: BinaryIO) -> Header:
     except UnicodeDecodeError:
         raise FormatError("corrupt .mlc header: codec name is not UTF-8") from None
     values = layout.unpack(fields[1 + name_len :])
-    flags, fingerprint, prior, streams = values[0], values[1], values[13], (values[14:] or (1,))[0]
+    flags, fingerprint, prior = values[0], values[1], values[13]
+    streams = values[14] if version >= 2 else 1
+    level_frames = values[15] if version >= 3 else 0
     if flags & ~(FLAG_ENTROPY | FLAG_PRIOR) or (prior != bytes(8)) != bool(flags & FLAG_PRIOR):
         raise FormatError(f"corrupt .mlc header: unknown flags {flags:#x}")
     header = Header(
@@ -253,16 +277,28 @@ def read_header(f: BinaryIO) -> Header:
         bool(flags & FLAG_ENTROPY),
         prior.hex() if flags & FLAG_PRIOR else "",
         streams,
+        level_frames,
+        version,
     )
     header.validate()
     return header
 
 
-def write_chunk(f: BinaryIO, header: Header, codes: np.ndarray, prior: np.ndarray | None = None) -> int:
+def write_chunk(
+    f: BinaryIO,
+    header: Header,
+    codes: np.ndarray,
+    prior: np.ndarray | None = None,
+    levels: np.ndarray | None = None,
+) -> int:
     """Write codes [S, n_q, t] (or [n_q, t] for one stream) as one chunk; returns bytes written. Range coding
-    is used when it is smaller; `prior` [n_q, card] are the model's initial counts, named by header.prior."""
+    is used when it is smaller; `prior` [n_q, card] are the model's initial counts, named by header.prior.
+    `levels` [S, B] int8: the level corrections in LEVEL_STEP_DB steps (None: 0 dB), B = level_blocks(t)."""
     rows = codes.reshape(-1, codes.shape[-1])  # [S * K, t]: stream-major, then codebook-major
     assert rows.shape[0] == header.streams * header.n_q, f"chunk codes {codes.shape} vs {header.streams} streams"
+    shape = (header.streams, header.level_blocks(codes.shape[-1]))
+    levels = np.zeros(shape, np.int8) if levels is None else np.asarray(levels)
+    assert levels.shape == shape and levels.dtype == np.int8, f"levels {levels.shape} {levels.dtype} vs {shape}"
     mode, payload = MODE_PACKED, pack_codes(rows, header.bits)
     if header.entropy:
         from musiclm.codec.entropy import encode_codes
@@ -272,9 +308,9 @@ def write_chunk(f: BinaryIO, header: Header, codes: np.ndarray, prior: np.ndarra
         coded = encode_codes(rows, header.card, None if prior is None else np.tile(prior, (header.streams, 1)))
         if len(coded) < len(payload):
             mode, payload = MODE_RANGE, coded
-    head = _CHUNK_HEAD.pack(mode, len(payload))
+    head = _CHUNK_HEAD.pack(mode, len(payload)) + levels.tobytes()
     f.write(head + payload + _CRC.pack(zlib.crc32(head + payload)))
-    return _CHUNK_HEAD.size + len(payload) + _CRC.size
+    return len(head) + len(payload) + _CRC.size
 
 
 def _check_prior(header: Header, prior: np.ndarray | None) -> None:
@@ -287,8 +323,8 @@ def _check_prior(header: Header, prior: np.ndarray | None) -> None:
     assert header.prior or prior is None, "a prior must be named in the header"
 
 
-def read_chunk_bytes(f: BinaryIO, header: Header, index: int) -> tuple[int, bytes]:
-    """Read chunk `index` and check its structure and CRC (no decoding) → (mode, payload).
+def read_chunk_bytes(f: BinaryIO, header: Header, index: int) -> tuple[int, bytes, bytes]:
+    """Read chunk `index` and check its structure and CRC (no decoding) → (mode, levels, payload).
 
     A damaged chunk raises ChunkError; a file that ends inside the chunk raises FormatError ("truncated").
     A bit-packed chunk has a known size, so even a garbled length field leaves the reader at the next chunk;
@@ -297,6 +333,7 @@ def read_chunk_bytes(f: BinaryIO, header: Header, index: int) -> tuple[int, byte
     where = f"chunk {index + 1}/{header.num_chunks}"
     head = _read_exact(f, _CHUNK_HEAD.size, where)
     mode, size = _CHUNK_HEAD.unpack(head)
+    levels = _read_exact(f, header.streams * header.level_blocks(frames), where)
     limit = header.packed_size(frames)
     problem = None
     if mode not in (MODE_PACKED, MODE_RANGE) or (mode == MODE_RANGE and not header.entropy):
@@ -309,15 +346,18 @@ def read_chunk_bytes(f: BinaryIO, header: Header, index: int) -> tuple[int, byte
     (crc,) = _CRC.unpack(_read_exact(f, _CRC.size, f"{where} checksum"))
     if problem:
         raise ChunkError(problem, resumable=True)
-    if zlib.crc32(head + payload) != crc:
+    if zlib.crc32(head + levels + payload) != crc:
         raise ChunkError(f"corrupt .mlc file: {where} fails its checksum (flipped bits?)", resumable=True)
-    return mode, payload
+    return mode, levels, payload
 
 
-def read_chunk(f: BinaryIO, header: Header, index: int, prior: np.ndarray | None = None) -> np.ndarray:
-    """Read chunk `index` → codes [S, n_q, t] int64, every code < card. `prior`: see write_chunk."""
+def read_chunk(
+    f: BinaryIO, header: Header, index: int, prior: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read chunk `index` → (codes [S, n_q, t] int64, every code < card; levels [S, B] int8, B = 0 before
+    version 3). `prior`: see write_chunk."""
     frames, rows = header.chunk_length(index), header.streams * header.n_q
-    mode, payload = read_chunk_bytes(f, header, index)
+    mode, levels, payload = read_chunk_bytes(f, header, index)
     if mode == MODE_RANGE:
         from musiclm.codec.entropy import decode_codes
 
@@ -329,7 +369,8 @@ def read_chunk(f: BinaryIO, header: Header, index: int, prior: np.ndarray | None
     if codes.size and int(codes.max()) >= header.card:
         where = f"chunk {index + 1}/{header.num_chunks}"
         raise ChunkError(f"corrupt .mlc file: {where} holds a code ≥ codebook size {header.card}", resumable=True)
-    return codes.reshape(header.streams, header.n_q, frames)
+    levels = np.frombuffer(levels, np.int8).reshape(header.streams, header.level_blocks(frames))
+    return codes.reshape(header.streams, header.n_q, frames), levels
 
 
 def check_end(f: BinaryIO) -> None:
@@ -344,22 +385,30 @@ def verify(f: BinaryIO, header: Header) -> None:
     check_end(f)
 
 
-def write_mlc(f: BinaryIO, header: Header, codes: np.ndarray, prior: np.ndarray | None = None) -> None:
-    """Whole-file writer: codes [n_q, T] (one stream) or [S, n_q, T], with T == header.num_frames."""
+def write_mlc(
+    f: BinaryIO,
+    header: Header,
+    codes: np.ndarray,
+    prior: np.ndarray | None = None,
+    levels: list[np.ndarray] | None = None,
+) -> None:
+    """Whole-file writer: codes [n_q, T] (one stream) or [S, n_q, T], with T == header.num_frames; `levels`:
+    one [S, B] int8 per chunk (see write_chunk), None for 0 dB everywhere."""
     header.validate()
     codes = codes.reshape(header.streams, header.n_q, -1)
     assert codes.shape[-1] == header.num_frames, f"codes {codes.shape} vs {header.num_frames} frames"
     f.write(header.pack())
     for i in range(header.num_chunks):
         start = i * header.chunk_frames
-        write_chunk(f, header, codes[..., start : start + header.chunk_length(i)], prior)
+        chunk_levels = None if levels is None else levels[i]
+        write_chunk(f, header, codes[..., start : start + header.chunk_length(i)], prior, chunk_levels)
 
 
 def read_mlc(f: BinaryIO, prior: np.ndarray | None = None) -> tuple[Header, np.ndarray]:
     """Whole-file reader → (header, codes int64: [n_q, T] for one stream, [S, n_q, T] for more). Memory is
     bounded by the bytes actually read."""
     header = read_header(f)
-    chunks = [read_chunk(f, header, i, prior) for i in range(header.num_chunks)]
+    chunks = [read_chunk(f, header, i, prior)[0] for i in range(header.num_chunks)]
     check_end(f)
     codes = np.concatenate(chunks, axis=-1)
     return header, codes[0] if header.streams == 1 else codes

@@ -66,5 +66,10 @@ def _describe_mlc(path: Path, verify: bool) -> int:
         else f"{h.bandwidth:g} kbps nominal{' (channels mixed to one)' if h.orig_channels > h.channels else ''}"
     )
     print(f"  {h.n_q} codebooks x {h.card}, {coding}, {kbps:.2f} kbps on disk{', entropy coded' if h.entropy else ''}")
+    levels = "no level corrections"
+    if h.level_frames:  # one byte per stream and block
+        bits = 8 * h.streams * h.frame_rate / h.level_frames
+        levels = f"level corrections every {h.level_frames / h.frame_rate:.2f} s ({bits:.0f} bit/s of the size on disk)"
+    print(f"  .mlc version {h.version}, {levels}")
     print(f"  {h.num_chunks} chunks: {'verified (lengths and checksums intact)' if verify else 'not verified'}")
     return 0

@@ -1,4 +1,5 @@
-""".mlc → audio: read and check chunk by chunk, decode with context, resample, write block by block.
+""".mlc → audio: read and check chunk by chunk, decode with context, apply the level corrections (version 3,
+musiclm.compress.level), resample, write block by block.
 
 With `on_damage`, a damaged chunk does not stop decoding: it becomes silence and is reported (its index,
 time range and what is wrong). Damage is assumed to be in place (flipped bits, a cut end): a bit-packed
@@ -23,6 +24,7 @@ from musiclm.codec import bitstream
 from musiclm.codec.bitstream import ChunkError, FormatError, Header
 from musiclm.codec.streaming import decode_chunks, receptive_frames, resampled_blocks
 from musiclm.compress.common import check_codec, check_destination, codec_prior, load_codec, open_output, progress_bar
+from musiclm.compress.level import apply_levels
 from musiclm.compress.reader import Source
 from musiclm.compress.writer import AudioWriter, output_format
 from musiclm.errors import MusicLMError
@@ -97,6 +99,7 @@ def decoded_blocks(
     """Blocks [orig_channels, L] at the original rate, orig_num_samples in all; checks the file's end."""
     prior = _check_prior(header, codec)
     damaged: set[int] = set()
+    levels: dict[int, np.ndarray] = {}  # chunk → its level corrections [S, B], until its audio is decoded
     lost: list[str] = []  # why every later chunk is missing, once reading cannot go on
 
     def damage(i: int, reason: str) -> None:
@@ -114,7 +117,7 @@ def decoded_blocks(
                     damage(i, lost[0])
                 else:
                     try:
-                        codes = bitstream.read_chunk(f, header, i, prior)
+                        codes, levels[i] = bitstream.read_chunk(f, header, i, prior)
                     except FormatError as e:
                         if on_damage is None:
                             raise
@@ -131,6 +134,8 @@ def decoded_blocks(
     blocks = decode_chunks(codec, code_chunks(), header.num_samples, header.chunk_frames, receptive_frames(codec))
     # decode_chunks yields one block per chunk, after reading that chunk (and maybe the next few)
     silenced = (np.zeros_like(b) if i in damaged else b for i, b in enumerate(blocks))
+    if header.level_frames:
+        silenced = apply_levels(((b, levels.pop(i, None)) for i, b in enumerate(silenced)), header)
     yield from resampled_blocks(
         silenced,
         header.sample_rate,

@@ -1,8 +1,11 @@
-"""Audio → .mlc: read in blocks, resample, encode chunk by chunk, write each chunk as it is done."""
+"""Audio → .mlc: read in blocks, resample, encode chunk by chunk, decode each chunk as the decoder will to
+find its level corrections (musiclm.compress.level), write each chunk as it is done."""
 
 from __future__ import annotations
 
 import io
+import itertools
+from collections import deque
 from pathlib import Path
 from typing import BinaryIO
 
@@ -10,9 +13,10 @@ from torch import Tensor
 
 from musiclm.codec import bitstream
 from musiclm.codec.bitstream import Header, resampled_length
-from musiclm.codec.streaming import encode_chunks, receptive_frames, resampled_blocks
+from musiclm.codec.streaming import BlockBuffer, decode_chunks, encode_chunks, receptive_frames, resampled_blocks
 from musiclm.compress import CHUNK_SECONDS  # the one default, also used by musiclm.compress()
 from musiclm.compress.common import check_destination, codec_prior, load_codec, open_output, progress_bar
+from musiclm.compress.level import LevelAnalyser, level_frames_for
 from musiclm.compress.reader import AudioSource, Source, open_audio
 from musiclm.errors import MusicLMError
 from musiclm.files import check_interrupt
@@ -56,6 +60,7 @@ def _header(src: AudioSource, codec, bandwidth: float | None, entropy: bool, mon
         chunk_frames=max(1, round(chunk_seconds * codec.frame_rate)),
         entropy=entropy,
         streams=streams,
+        level_frames=level_frames_for(codec.frame_rate),
     )
     try:
         header.validate()
@@ -87,11 +92,26 @@ def encode_to(
     out.write(header.pack())
     channels = header.streams * codec.channels
     blocks = resampled_blocks(src.blocks(), src.sample_rate, codec.sample_rate, src.frames, channels)
-    chunks = encode_chunks(codec, blocks, header.num_samples, header.chunk_frames, receptive_frames(codec), header.n_q)
+    # Analysis by synthesis: the chunks' codes are decoded as musiclm.compress.decode does (same context,
+    # so chunk i waits for chunk i+1's codes) and compared with the original at the codec rate. tee holds
+    # only the blocks between the encoder's read position and the analysis's (about a chunk).
+    to_encode, to_compare = itertools.tee(blocks)
+    context = receptive_frames(codec)
+    coded: deque = deque()  # codes [S, K, t] of the chunks encoded but not yet written
+
+    def encoded():
+        for codes in encode_chunks(codec, to_encode, header.num_samples, header.chunk_frames, context, header.n_q):
+            coded.append(codes)
+            yield codes
+
+    decoded = decode_chunks(codec, encoded(), header.num_samples, header.chunk_frames, context)
+    original, analyse = BlockBuffer(to_compare), LevelAnalyser(header)
     with progress_bar(header, progress, "compress") as bar:
-        for i, codes in enumerate(chunks):  # codes [S, K, t]
+        for i, wav in enumerate(decoded):  # wav [S * C, L]: the decoder's output for chunk i
             check_interrupt()
-            bitstream.write_chunk(out, header, codes.numpy(), prior)
+            start = i * header.chunk_frames * header.hop_length
+            levels = analyse(i, original.get(start, start + wav.shape[-1]), wav)
+            bitstream.write_chunk(out, header, coded.popleft().numpy(), prior, levels)
             bar.update(header.chunk_length(i) / header.frame_rate)
     return header
 

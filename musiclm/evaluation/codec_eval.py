@@ -6,7 +6,7 @@ of `musiclm.evaluation.metrics` (log-mel, multi-scale STFT, loudness difference)
 extra: without it its column is empty and `CodecResult.note` says so. ViSQOL is left out (~1.5 s per 10 s
 clip and system; `eval/bench_codec.py` has it).
 
-Our bitrate on disk is the size of the .mlc file (bit-packed codes plus header and chunk CRCs) over the clip
+Our bitrate on disk is the size of the .mlc file (bit-packed codes, level bytes, header and chunk CRCs) over the clip
 duration, also with the optional range coding (`compress --entropy`); Opus's is the .opus (Ogg) file's.
 """
 
@@ -75,8 +75,10 @@ def _call_metric(fn, ref: Tensor, est: Tensor, sr: int) -> float:
 
 def mlc_kbps(codec, codes: Tensor, num_samples: int, entropy: bool = False) -> float:
     """Bitrate of the .mlc file holding codes [K, T] for `num_samples` samples at the codec rate, laid out
-    as `musiclm compress` writes it (10 s chunks); `entropy` range-codes chunks where that is smaller."""
+    as `musiclm compress` writes it (10 s chunks, a level byte per 0.4 s); `entropy` range-codes chunks where
+    that is smaller."""
     from musiclm.codec import bitstream
+    from musiclm.compress.level import level_frames_for
 
     header = bitstream.Header(
         codec_name=codec.config.name[:64],
@@ -93,6 +95,7 @@ def mlc_kbps(codec, codes: Tensor, num_samples: int, entropy: bool = False) -> f
         bandwidth=float(codec.bandwidth),
         chunk_frames=max(1, int(round(CHUNK_SECONDS * codec.frame_rate))),
         entropy=entropy,
+        level_frames=level_frames_for(codec.frame_rate),
     )
     buf = io.BytesIO()
     bitstream.write_mlc(buf, header, codes.cpu().numpy().astype(np.int64))
