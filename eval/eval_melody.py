@@ -63,7 +63,7 @@ def held_out_clips(manifest: Path, count: int, seconds: float, sample_rate: int)
     return clips
 
 
-def melody_section(model, clips: list[dict], seconds: float, seed: int) -> dict:
+def melody_section(model, clips: list[dict], seconds: float, seed: int, paths=("midi", "audio")) -> dict:
     from musiclm.evaluation.metrics import chroma_agreement
     from musiclm.lm.generation import GenerationOptions
     from musiclm.notes.condition import chroma_view, notes_features
@@ -79,7 +79,9 @@ def melody_section(model, clips: list[dict], seconds: float, seed: int) -> dict:
         via_midi = notes_features(clip["midi_path"], T, codec.frame_rate)
         via_audio = chroma_view(chroma_features(ref, sr, codec.frame_rate, T))
         row = {"id": clip["id"], "caption": clip["caption"]}
-        for name, notes in (("midi", via_midi), ("audio", via_audio), ("text_only", None)):
+        conditions = {"midi": via_midi, "audio": via_audio, "text_only": None}
+        for name in (*paths, "text_only"):
+            notes = conditions[name]
             kwargs = {} if notes is None else {"notes": notes[None]}
             out = model.generate([clip["caption"]], options, **kwargs)[0, :, : ref.shape[-1]]
             row[f"{name}_agreement"] = float(chroma_agreement(ref, out, sr))
@@ -88,9 +90,9 @@ def melody_section(model, clips: list[dict], seconds: float, seed: int) -> dict:
             recon = codec.decode(codec.encode(ref[None], n_q=model.config.n_q))[0, :, : ref.shape[-1]]
         row["codec_ceiling"] = float(chroma_agreement(ref, recon, sr))
         rows.append(row)
+        heard = ", ".join(f"{name} {row[name + '_agreement']:.2f}" for name in (*paths, "text_only"))
         print(
-            f"  {clip['id']}: midi {row['midi_agreement']:.2f} (other piece {row['midi_vs_other_piece']:.2f}), "
-            f"audio {row['audio_agreement']:.2f}, text only {row['text_only_agreement']:.2f}, "
+            f"  {clip['id']}: {heard} (other piece {row[paths[0] + '_vs_other_piece']:.2f}), "
             f"codec {row['codec_ceiling']:.2f}",
             flush=True,
         )
@@ -190,6 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--draws", type=int, default=40)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--note-cfg", type=float, default=None, help="guidance on the notes (default: the model's)")
+    p.add_argument(
+        "--paths",
+        nargs="+",
+        default=["midi", "audio"],
+        choices=["midi", "audio"],
+        help="note paths scored in the melody section (text only is always scored)",
+    )
     p.add_argument("--skip", nargs="*", default=[], choices=["melody", "controls", "ceiling", "speed"])
     p.add_argument("--out", default="outputs/eval_melody.json")
     args = p.parse_args(argv)
@@ -199,15 +209,21 @@ def main(argv: list[str] | None = None) -> int:
     from musiclm.lm.model import MusicLM
 
     model = MusicLM.from_pretrained(args.model).eval()
+    if args.note_cfg is not None:  # every section generates with the model's defaults
+        model.config.note_cfg = args.note_cfg
     sr = model.codec.sample_rate
-    report: dict = {"model": args.model or "shipped", "note_features": model.config.note_features}
+    report: dict = {
+        "model": args.model or "shipped",
+        "note_features": model.config.note_features,
+        "note_cfg": model.config.note_cfg,
+    }
     clips = held_out_clips(Path(args.manifest), args.clips, args.seconds, sr)
     if "ceiling" not in args.skip:
         report["estimator_ceiling"] = ceiling_section(clips, sr)
         print("estimators on reference renders:", report["estimator_ceiling"], flush=True)
     if "melody" not in args.skip:
         print(f"melody agreement on {len(clips)} held-out clips:", flush=True)
-        report["melody"] = melody_section(model, clips, args.seconds, seed=7)
+        report["melody"] = melody_section(model, clips, args.seconds, 7, tuple(args.paths))
         print("mean:", report["melody"]["mean"], flush=True)
     if "controls" not in args.skip:
         print(f"text controls over {args.draws} draws (plan → LM → audio):", flush=True)

@@ -78,6 +78,12 @@ def test_a_midi_melody_is_played_and_written_back_cut_to_the_duration(notes_mode
     assert list(written[:, 2]) == [60, 62]  # the melody's notes within the 1 s asked, no plan of its own
     assert run(notes_model, "a brass quintet", "-o", str(plain), "--no-plan") == 0
     assert not np.array_equal(sf.read(out)[0], sf.read(plain)[0])  # the notes changed the audio
+    # guidance on the notes alone: 0 is the text-guided audio without notes, a stronger one differs again
+    unguided, stronger = tmp_path / "u.wav", tmp_path / "s.wav"
+    assert run(notes_model, "a brass quintet", "-o", str(unguided), "--melody", str(melody), "--note-cfg", "0") == 0
+    assert np.array_equal(sf.read(unguided)[0], sf.read(plain)[0])
+    assert run(notes_model, "a brass quintet", "-o", str(stronger), "--melody", str(melody), "--note-cfg", "8") == 0
+    assert not np.array_equal(sf.read(stronger)[0], sf.read(out)[0])
 
 
 def test_an_audio_melody_is_played_but_has_no_notes_to_write(notes_model, tmp_path, capsys):
@@ -93,7 +99,7 @@ def test_an_audio_melody_is_played_but_has_no_notes_to_write(notes_model, tmp_pa
 
 
 @pytest.mark.parametrize("case", ["text_model_melody", "text_model_midi_out", "no_plan_midi_out", "bad_melody",
-                                  "silent_melody", "midi_out_name", "midi_out_exists"])  # fmt: skip
+                                  "silent_melody", "midi_out_name", "midi_out_exists", "note_cfg"])  # fmt: skip
 def test_what_cannot_work_is_one_line(notes_model, text_model, tmp_path, capsys, case):
     melody = tune(tmp_path / "tune.mid")
     model, extra, words = notes_model, [], ""
@@ -114,6 +120,8 @@ def test_what_cannot_work_is_one_line(notes_model, text_model, tmp_path, capsys,
     elif case == "midi_out_exists":
         (tmp_path / "x.mid").write_bytes(b"keep me")
         extra, words = ["--midi-out", str(tmp_path / "x.mid")], "exists"
+    elif case == "note_cfg":
+        extra, words = ["--note-cfg", "-1"], "note cfg"
     assert run(model, "calm piano", "-o", str(tmp_path / "x.wav"), *extra) == 2
     assert words in one_line_error(capsys)
     assert not (tmp_path / "x.wav").exists()

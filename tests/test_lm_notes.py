@@ -109,6 +109,41 @@ def test_generation_with_notes_is_seeded_and_differs_from_text_only():
     )
 
 
+def test_token_noise_corrupts_training_inputs_only():
+    model = note_lm(token_noise=0.5)
+    ids, mask = text_batch()
+    codes = apply_delay(torch.randint(0, 32, (2, 4, 10)), model.special_id)
+    inputs = torch.cat([codes.new_full((2, 4, 1), model.special_id), codes[..., :-1]], dim=-1)
+    torch.manual_seed(0)
+    noisy = model.corrupt_inputs(inputs)
+    changed = noisy != inputs
+    real = inputs != model.special_id
+    assert not changed[~real].any()  # BOS and empty delay cells stay
+    assert 0.3 < changed[real].float().mean() < 0.6  # half replaced, a few by the code they had
+    assert noisy[real].max() < 32
+    model.eval()  # evaluation and generation see the true context
+    with torch.no_grad():
+        assert torch.equal(model(codes, ids, mask), model(codes, ids, mask))
+
+
+def test_separate_note_guidance_runs_three_conditions():
+    """null + cfg (text - null) + note_cfg (text+notes - text): note_cfg 0 is text-guided generation without
+    notes, note_cfg = cfg the doubled batch, and a larger note_cfg moves the tokens."""
+    model = note_lm()
+    ids, mask = text_batch()
+    notes = random_notes(2, 20)
+    text_only = generate_codes(model, ids, mask, 20, SamplingParams(top_k=8, cfg=3.0), seed=3)
+    no_note_guidance = SamplingParams(top_k=8, cfg=3.0, note_cfg=0.0)
+    assert torch.equal(text_only, generate_codes(model, ids, mask, 20, no_note_guidance, seed=3, notes=notes))
+    joint = generate_codes(model, ids, mask, 20, SamplingParams(temperature=0, cfg=3.0), notes=notes)
+    split = SamplingParams(temperature=0, cfg=3.0, note_cfg=3.0 + 1e-6)  # the tripled batch, same formula
+    assert torch.equal(joint, generate_codes(model, ids, mask, 20, split, notes=notes))
+    strong = SamplingParams(temperature=0, cfg=3.0, note_cfg=12.0)
+    assert not torch.equal(joint, generate_codes(model, ids, mask, 20, strong, notes=notes))
+    with pytest.raises(MusicLMError, match="note cfg"):
+        SamplingParams(note_cfg=float("nan")).check()
+
+
 def test_notes_slide_with_the_window_past_max_frames():
     model = note_lm()  # max_frames 24
     ids, mask = text_batch()

@@ -68,6 +68,12 @@ def register(subparsers) -> None:
         type=float,
         help="classifier-free guidance, >= 0: 1 = off, higher follows the text more closely (default: the model's, 3)",
     )
+    p.add_argument(
+        "--note-cfg",
+        type=float,
+        help="guidance on the notes (plan or --melody) given the text, >= 0: higher follows the notes more "
+        "closely; a value other than --cfg costs a third pass per step (default: the model's, else --cfg)",
+    )
     p.add_argument("--temperature", type=float, help="sampling temperature, >= 0; 0 = greedy (default: the model's, 1)")
     p.add_argument("--top-k", type=int, help="sample among the K likeliest tokens; 0 = off (default: the model's)")
     p.add_argument("--top-p", type=float, help="nucleus sampling mass in [0, 1]; 0 = off (default: the model's)")
@@ -223,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
         duration=args.duration,
         seed=seed,
         cfg=args.cfg,
+        note_cfg=args.note_cfg,
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,

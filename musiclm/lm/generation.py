@@ -36,6 +36,7 @@ class GenerationOptions:
     duration: float = 10.0  # seconds of output, an audio prompt included
     seed: int | None = None  # None: fresh randomness on every call
     cfg: float | None = None  # classifier-free guidance; 1 = off
+    note_cfg: float | None = None  # guidance on the notes given the text (default: the model's, else cfg)
     temperature: float | None = None  # 0 = greedy
     top_k: int | None = None  # 0 = off
     top_p: float | None = None  # 0 = off

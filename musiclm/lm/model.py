@@ -53,6 +53,7 @@ class LMConfig:
     note_features: int = 0  # F per-frame note features (48: `piano_roll_features`); 0: text only
     note_dropout: float = 0.3  # training data: share of examples whose notes are zeros (text alone still works)
     chroma_share: float = 0.3  # of the examples keeping notes, share given the audio chroma only (`--melody`)
+    token_noise: float = 0.0  # training: share of input tokens replaced by random codes (`corrupt_inputs`)
     max_frames: int = 500  # generation window in frames (the training clip length); longer → windowed
     frame_rate: float = 50.0  # of the codec the LM was trained on (checked on load)
     sample_rate: int = 24000
@@ -63,6 +64,7 @@ class LMConfig:
     top_k: int = 250
     top_p: float = 0.0
     cfg: float = 3.0
+    note_cfg: float | None = None  # guidance on the notes given the text (None: cfg over both together)
 
 
 class MusicLM(nn.Module):
@@ -201,6 +203,8 @@ class MusicLM(nn.Module):
         keep = self._condition_keep(B, codes.device) if self.training else None
         memory, memory_mask = self.encode_text(text_ids, text_mask, keep)
         inputs = torch.cat([codes.new_full((B, K, 1), self.special_id), codes[..., :-1]], dim=-1)
+        if self.training and self.config.token_noise > 0:
+            inputs = self.corrupt_inputs(inputs)
         x = self._embed(inputs) + sinusoidal_embedding(torch.arange(S, device=codes.device), self.config.dim).to(
             self.embed.weight.dtype
         )
@@ -210,6 +214,16 @@ class MusicLM(nn.Module):
         for block in self.blocks:
             x = block(x, memory, memory_mask)
         return self._logits(x)
+
+    def corrupt_inputs(self, inputs: Tensor) -> Tensor:
+        """Training: replace a `token_noise` share of the real input codes by random codes (targets unchanged).
+
+        A model trained on true context only learns to trust it over its conditions, and at generation its
+        own mistakes then carry on (exposure bias; Bengio et al. 2015, scheduled sampling). With part of the
+        context unreliable, the notes and text become the sources that predict the next frame."""
+        noisy = torch.rand(inputs.shape, device=inputs.device) < self.config.token_noise
+        noisy &= inputs != self.special_id
+        return torch.where(noisy, torch.randint_like(inputs, self.card), inputs)
 
     def loss(self, logits: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-entropy over valid positions → (mean over codebooks, per-codebook [K])."""
@@ -261,13 +275,19 @@ class MusicLM(nn.Module):
         return cache
 
     def decode_step(
-        self, tokens: Tensor, cache: KVCache, input_pos: Tensor, kv_len: int | None, cfg: float | None = None
+        self,
+        tokens: Tensor,
+        cache: KVCache,
+        input_pos: Tensor,
+        kv_len: int | None,
+        cfg: float | tuple[float, float] | None = None,
     ) -> Tensor:
         """tokens [B, K, S_in] at positions input_pos [S_in] → logits [B, K, card] of the last position.
 
         kv_len: positions filled after this call (eager, reads cache[:kv_len]); None: static shapes.
         cfg: the batch is [conditional; unconditional] (2B rows) → guided logits [B, K, card], combined
-        before the heads: heads(u + cfg (c - u)) = heads(u) + cfg (heads(c) - heads(u)) as they are linear."""
+        before the heads: heads(u + cfg (c - u)) = heads(u) + cfg (heads(c) - heads(u)) as they are linear.
+        cfg (text, note) scales: the batch is [text + notes; text; unconditional] (3B rows; `guide`)."""
         step = CachedStep.make(cache, input_pos, kv_len)
         x = self._embed(tokens) + cache.pos_emb.index_select(0, input_pos)  # [B, S_in, D]
         if cache.notes is not None:

@@ -8,6 +8,9 @@ column s, keeps the known cells, and feeds the column back at position s + 1.
 Classifier-free guidance (Ho & Salimans 2022) runs as one doubled batch [conditional; null condition].
 `guide` states it on logits; the decode step applies it to the normed hidden states instead, before the
 output heads: the same numbers, since the heads are linear, for half the largest matmul of a step.
+With notes and a separate `note_cfg`, the batch is tripled [text + notes; text alone; null] and the two
+conditions get their own scales (the compositional form of Brooks et al. 2023, InstructPix2Pix §3.2.1):
+null + cfg (text - null) + note_cfg (text+notes - text). note_cfg = cfg is the doubled batch exactly.
 
 Audio longer than the model's window is generated window by window, each new window continuing from the
 last frames of the previous one (MusicGen's "extend" generation), so positions never exceed what the
@@ -48,6 +51,7 @@ class SamplingParams:
     top_k: int = 250  # 0 → off
     top_p: float = 0.0  # 0 → off
     cfg: float = 3.0  # guidance coefficient; 1 → the conditional model alone (no doubled batch)
+    note_cfg: float | None = None  # guidance on the notes given the text; None → cfg (the doubled batch)
 
     def check(self) -> None:
         # `not x >= 0` also catches NaN, which every comparison answers False
@@ -59,10 +63,18 @@ class SamplingParams:
             raise MusicLMError(f"top-p must be in [0, 1] (0 = off), got {self.top_p}")
         if not (self.cfg >= 0 and math.isfinite(self.cfg)):
             raise MusicLMError(f"cfg must be a finite number >= 0 (1 = no guidance), got {self.cfg}")
+        if self.note_cfg is not None and not (self.note_cfg >= 0 and math.isfinite(self.note_cfg)):
+            raise MusicLMError(f"note cfg must be a finite number >= 0, got {self.note_cfg}")
 
 
-def guide(logits: Tensor, cfg: float) -> Tensor:
-    """logits [2B, ...] = [conditional; unconditional] → [B, ...]: uncond + cfg * (cond - uncond)."""
+def guide(logits: Tensor, cfg: float | tuple[float, float]) -> Tensor:
+    """logits [2B, ...] = [conditional; unconditional] → [B, ...]: uncond + cfg * (cond - uncond).
+
+    cfg a pair (text cfg, note cfg): logits [3B, ...] = [text + notes; text alone; unconditional] →
+    uncond + cfg (text - uncond) + note_cfg (text+notes - text)."""
+    if isinstance(cfg, tuple):
+        full, text, uncond = logits.chunk(3)
+        return uncond + cfg[0] * (text - uncond) + cfg[1] * (full - text)
     cond, uncond = logits.chunk(2)
     return uncond + cfg * (cond - uncond)
 
@@ -224,14 +236,18 @@ def generate_codes(
     plan = plan_windows(n_frames, prompt.shape[-1], window, stride)
 
     generators = row_generators(seed, B, device)
-    guided = params.cfg != 1.0
+    # the notes get their own scale only when one is asked for and differs (else the doubled batch)
+    split = notes is not None and params.note_cfg is not None and params.note_cfg != params.cfg
+    guided = params.cfg != 1.0 or split
+    copies = 3 if split else 2 if guided else 1  # batch rows per caption: [text + notes; (text;) null]
     cache_dtype = reduced_cache_dtype(device, amp_dtype)
     step_fn = _compiled_step(model) if compile else model.decode_step
     with _autocast(device, amp_dtype), _cpu_threads(device, threads):
         memory, memory_mask = model.encode_text(text_ids.to(device), text_mask.to(device))
         if guided:
             null, null_mask = model.null_condition(memory, memory_mask)
-            memory, memory_mask = torch.cat([memory, null]), torch.cat([memory_mask, null_mask])
+            memory = torch.cat([memory] * (copies - 1) + [null])
+            memory_mask = torch.cat([memory_mask] * (copies - 1) + [null_mask])
         codes = prompt
         steps = sum(w.length + K - 1 - w.keep for w in plan)
         with tqdm(total=steps, unit="step", desc="generating", disable=not progress, leave=True) as bar:
@@ -240,8 +256,9 @@ def generate_codes(
                 window_notes = None
                 if notes is not None:
                     window_notes = notes[:, start : start + w.length]
-                    if guided:
-                        window_notes = torch.cat([window_notes, torch.zeros_like(window_notes)])
+                    if guided:  # only the first copy hears the notes
+                        silent = torch.zeros_like(window_notes)
+                        window_notes = torch.cat([window_notes] + [silent] * (copies - 1))
                 new = _generate_window(
                     model,
                     memory,
@@ -250,7 +267,7 @@ def generate_codes(
                     w.length,
                     params,
                     generators,
-                    guided,
+                    (params.cfg, params.note_cfg) if split else params.cfg if guided else None,
                     step_fn,
                     compile,
                     cache_dtype,
@@ -292,7 +309,7 @@ def _generate_window(
     n_frames: int,
     params: SamplingParams,
     generators: list[torch.Generator],
-    guided: bool,
+    cfg: float | tuple[float, float] | None,
     step_fn,
     static: bool,
     cache_dtype: torch.dtype | None,
@@ -300,7 +317,8 @@ def _generate_window(
     notes: Tensor | None = None,
 ) -> Tensor:
     """One window: prompt [B, K, Tp] (Tp < n_frames) → codes [B, K, n_frames] starting with the prompt;
-    notes [B (2B guided), n_frames, F] of the window's frames or None."""
+    notes [B (2B or 3B guided), n_frames, F] of the window's frames or None. cfg: None (no guidance), a
+    scale (the doubled batch) or (text, note) scales (the tripled batch; `guide`)."""
     B, K, Tp = prompt.shape
     special, device = model.special_id, memory.device
     S = n_frames + K - 1
@@ -317,8 +335,8 @@ def _generate_window(
 
     # prefill: BOS and the Tp fully known columns (column s is complete iff s < Tp) → logits of column Tp
     first = torch.cat([out.new_full((B, K, 1), special), out[..., :Tp]], dim=-1)
-    cfg = params.cfg if guided else None
-    logits = model.decode_step(first.repeat(2, 1, 1) if guided else first, cache, positions[: Tp + 1], Tp + 1, cfg)
+    copies = memory.shape[0] // B
+    logits = model.decode_step(first.repeat(copies, 1, 1), cache, positions[: Tp + 1], Tp + 1, cfg)
     step_in = out.new_empty((memory.shape[0], K, 1))
     pos = positions[:1].clone()
     for s in range(Tp, S):
@@ -329,9 +347,7 @@ def _generate_window(
         bar.update(1)
         if s + 1 == S:
             break
-        step_in[:B, :, 0] = nxt
-        if guided:
-            step_in[B:, :, 0] = nxt
+        step_in[..., 0] = nxt.repeat(copies, 1)
         pos.fill_(s + 1)
         logits = step_fn(step_in, cache, pos, None if static else s + 2, cfg)
     return undo_delay(out)
