@@ -193,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--note-cfg", type=float, default=None, help="guidance on the notes (default: the model's)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
+    p.add_argument("--top-k", type=int, default=None, help="top-k sampling (default: the model's)")
     p.add_argument(
         "--paths",
         nargs="+",
@@ -209,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     from musiclm.lm.model import MusicLM
 
     model = MusicLM.from_pretrained(args.model).eval()
-    if args.note_cfg is not None:  # every section generates with the model's defaults
-        model.config.note_cfg = args.note_cfg
+    for name in ("note_cfg", "temperature", "top_k"):  # every section generates with the model's defaults
+        if getattr(args, name) is not None:
+            setattr(model.config, name, getattr(args, name))
     sr = model.codec.sample_rate
     report: dict = {
         "model": args.model or "shipped",

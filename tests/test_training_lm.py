@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
@@ -259,6 +260,29 @@ def test_init_from_and_train_only_freeze_the_rest(fake_shards, tokenizer_path, t
     for key in base:
         same = torch.equal(base[key], tuned[key])
         assert same != key.startswith(("blocks.1.", "norm.", "heads.")), key
+
+
+@pytest.mark.slow
+def test_init_from_takes_the_training_fields_a_recipe_sets_and_keeps_the_rest(fake_shards, tokenizer_path, tmp_path):
+    """Continuing a model with token noise: the recipe says how to train (token_noise), the model what it is
+    (its width, and the condition dropout no recipe line asked to change); a resume trains the same way."""
+    from musiclm.training.recipes import train_lm
+
+    _one_step_base(tokenizer_path, tmp_path)  # condition_dropout 0.3 (LMConfig's default is 0.1)
+    bare = overrides(tokenizer_path, max_steps=2, val_every=0, checkpoint_every=1)
+    del bare["lm"]
+    recipe = tmp_path / "continue.yaml"
+    recipe.write_text(yaml.safe_dump(bare))
+    start = {"init_from": str(tmp_path / "base" / "export"), "lm": {"token_noise": 0.25, "dim": 999}}
+    train_lm(recipe, tmp_path / "noisy", overrides=start)
+    for step in (2, 3):
+        exported = json.loads((tmp_path / "noisy" / "export" / "config.json").read_text())
+        assert (exported["token_noise"], exported["dim"], exported["condition_dropout"]) == (0.25, 32, 0.3)
+        saved = yaml.safe_load((tmp_path / "noisy" / "config.yaml").read_text())["lm"]
+        assert (saved["token_noise"], saved["dim"], saved["condition_dropout"]) == (0.25, 32, 0.3)
+        assert (tmp_path / "noisy" / "export" / "step.txt").read_text().strip() == str(step)
+        if step == 2:
+            train_lm(None, tmp_path / "noisy", resume=True, overrides={"trainer": {"max_steps": 3}})
 
 
 def test_reinit_draws_the_named_modules_afresh_and_keeps_the_rest(fake_shards, tokenizer_path, tmp_path):

@@ -135,7 +135,7 @@ class LMTrainConfig:
     )
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(val_every=500))
     codec: str | None = None  # codec directory the shards were made with (samples; linked from the export)
-    init_from: str | None = None  # an LM directory to start from (fine-tuning); its `lm` config wins
+    init_from: str | None = None  # LM directory to start from; its `lm` wins, bar the TRAINING_FIELDS a recipe sets
     # Parameter-name prefixes that train (e.g. ["blocks.5.", "norm.", "heads."]); empty: all of them.
     train_only: list[str] = field(default_factory=list)
     # With init_from: modules drawn afresh before training (regexes on the full module name, e.g.

@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
+from musiclm.config import to_dict
 from musiclm.errors import MusicLMError
 from musiclm.paths import resolve_shipped
 from musiclm.training.callbacks import AudioSamples
 from musiclm.training.config import CodecTrainConfig, LMTrainConfig
-from musiclm.training.runner import fit, prepare_run
+from musiclm.training.runner import CONFIG_FILE, fit, prepare_run
+
+# LMConfig fields that only shape training (read from the config at each step, no weights behind them): with
+# init_from, a recipe may set them while the architecture and sampling defaults stay the model's
+TRAINING_FIELDS = ("condition_dropout", "note_dropout", "chroma_share", "token_noise")
+
+
+def recipe_lm_keys(config_path, overrides: dict[str, Any] | None) -> set[str]:
+    """The `lm` fields a recipe file and its overrides set explicitly."""
+    from musiclm.config import load_yaml
+
+    keys = set((overrides or {}).get("lm", {}))
+    if config_path is not None:
+        keys |= set(load_yaml(resolve_shipped(config_path)).get("lm") or {})
+    return keys
 
 
 def train_codec(
@@ -68,7 +85,9 @@ def train_lm(
 
     The tokenizer is copied into the run directory on the first start, so a resume never depends on the
     file the config named. With `init_from` (fine-tuning) the model, its config and its tokenizer come from
-    that LM directory."""
+    that LM directory, except the training-only fields (`TRAINING_FIELDS`: how conditions are dropped, token
+    noise) that the recipe or `overrides` set: those say how to train, not what the model is. The resolved
+    `lm` is written back to RUN_DIR/config.yaml, so a resume trains the same way."""
     from musiclm.lm import MusicLM
     from musiclm.notes.features import NUM_FEATURES
     from musiclm.text.tokenizer import TextTokenizer
@@ -82,7 +101,10 @@ def train_lm(
     if config.init_from:
         # from_pretrained returns eval mode; Lightning keeps it, which would turn condition dropout off
         model = MusicLM.from_pretrained(config.init_from, load_codec=False).train()
+        asked = TRAINING_FIELDS if resume else recipe_lm_keys(config_path, overrides) & set(TRAINING_FIELDS)
+        model.config = replace(model.config, **{name: getattr(config.lm, name) for name in sorted(asked)})
         config.lm = model.config
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
         if not tokenizer_copy.is_file():
             shutil.copyfile(model.tokenizer.path, tokenizer_copy)
         if config.reinit and not resume:  # a resume restores the trained weights anyway
