@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {
         "model": args.model or "shipped",
         "note_features": model.config.note_features,
-        "note_cfg": model.config.note_cfg,
+        "sampling": {k: getattr(model.config, k) for k in ("temperature", "top_k", "top_p", "cfg", "note_cfg")},
     }
     clips = held_out_clips(Path(args.manifest), args.clips, args.seconds, sr)
     if "ceiling" not in args.skip:
