@@ -135,6 +135,26 @@ def test_codec_eval_leads_with_the_metrics_that_hear_notes(extra, tiny_codec):
     assert "Note F1" not in result.note
 
 
+def test_codec_eval_scores_what_decompress_gives_level_included(extra, tiny_codec):
+    """A decoder 12 dB too quiet: the report's loudness difference is the compressor's (level corrections),
+    not the bare decoder's."""
+    from musiclm.audio import resample
+    from musiclm.evaluation import codec_eval
+
+    clip = torch.from_numpy(0.5 * chorale()[: 2 * SR])[None]
+    ref = resample(clip, SR, tiny_codec.sample_rate)  # the codec's rate, as evaluate scores it
+    decode = tiny_codec.decode
+    with torch.no_grad():
+        bare = decode(tiny_codec.encode(ref[None]), ref.shape[-1])[0]
+    gain = float(ref.pow(2).mean().sqrt() / bare.pow(2).mean().sqrt()) * 10 ** (-12 / 20)
+    assert codec_eval.quality(ref, gain * bare, tiny_codec.sample_rate)["loudness"] > 6  # what the model gives
+    tiny_codec.decode = lambda codes, length=None: gain * decode(codes, length)
+    rows = codec_eval.evaluate(tiny_codec, [(clip, SR)], keep_audio=0).rows
+    for row in (r for r in rows if r["system"] == "musiclm codec"):
+        assert row["loudness"] < 1.5, row
+        assert row["kbps_on_disk"] > 0
+
+
 def test_the_core_package_imports_without_the_extra():
     code = (
         "import sys\n"

@@ -104,8 +104,13 @@ def mlc_kbps(codec, codes: Tensor, num_samples: int, entropy: bool = False) -> f
 
 @torch.no_grad()
 def evaluate(codec, clips: list[tuple[Tensor, int]], keep_audio: int = 2) -> CodecResult:
-    """clips [(wav [C, N], sr)] → per-bandwidth means for the codec and for Opus at the same kbps."""
+    """clips [(wav [C, N], sr)] → per-bandwidth means for the codec and for Opus at the same kbps.
+
+    The codec's audio is what `musiclm decompress` gives: its codes written as an .mlc file (with the level
+    corrections the encoder finds, FORMAT.md version 3) and read back, so loudness is the compressor's."""
     from tqdm import tqdm
+
+    from musiclm.compress import compress_bytes, decompress_bytes
 
     refs = [resample(convert_channels(w, codec.channels), sr, codec.sample_rate) for w, sr in clips]
     bandwidths = list(codec.bandwidths)
@@ -127,12 +132,13 @@ def evaluate(codec, clips: list[tuple[Tensor, int]], keep_audio: int = 2) -> Cod
             per_system: dict[str, list[dict]] = {"musiclm codec": [], "opus": []}
             for i, ref in enumerate(refs):
                 codes = full[i][:, : codec.config.n_q_for_bandwidth(kbps)]  # [1, K, T]
-                dec = codec.decode(codes, length=ref.shape[-1])[0]  # [C, N]
+                mlc = compress_bytes(ref, codec, sample_rate=codec.sample_rate, bandwidth=kbps)
+                dec = decompress_bytes(mlc, codec)[0][:, : ref.shape[-1]]  # [C, N], level corrections applied
+                disk = len(mlc) * 8 / 1000 / (ref.shape[-1] / codec.sample_rate)
                 try:
-                    disk = mlc_kbps(codec, codes[0], ref.shape[-1])
                     ranged = mlc_kbps(codec, codes[0], ref.shape[-1], entropy=True)
-                except Exception:  # the bitstream writer may refuse odd test configs; fall back to nominal
-                    disk = ranged = codes.shape[1] * math.log2(codec.card) * codec.frame_rate / 1000
+                except Exception:  # the range coder may refuse odd test configs; fall back to nominal
+                    ranged = codes.shape[1] * math.log2(codec.card) * codec.frame_rate / 1000
                 heard = None if ref_notes is None else ref_notes[i]
                 per_system["musiclm codec"].append(
                     {"kbps_on_disk": disk, "kbps_range_coded": ranged, **quality(ref, dec, codec.sample_rate, heard)}
