@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from symusic import Note, Score, Tempo, Track
 
 from musiclm.data.manifest import read_manifest, split_for_piece
 from musiclm.errors import MusicLMError
@@ -232,21 +233,40 @@ def test_recipe_trains_through_the_runner_and_exports(tmp_path):
     assert meter_of(out.midi) == out.controls.meter
 
 
-def test_key_retries_return_the_first_plan_in_the_asked_key():
-    from musiclm.notes.planner import in_asked_key
+def test_key_retries_return_the_first_plan_in_the_asked_key_without_long_rests():
+    from musiclm.notes.planner import MAX_REST_BEATS, in_asked_key, longest_rest
 
     model = tiny()
     kwargs = {"planner": model, "key": 0, "mode": "major", "bpm": 100.0, "meter": "4/4"}
     plans = [plan("a piece", 4.0, seed=s, key_retries=3, key_weight=0.0, **kwargs) for s in range(4)]
     for p in plans:
         assert 1 <= p.attempts <= 4
-        assert in_asked_key(p) or p.attempts == 4
+        assert (in_asked_key(p) and longest_rest(p) <= MAX_REST_BEATS * 0.6) or p.attempts == 4
     again = plan("a piece", 4.0, seed=0, key_retries=3, key_weight=0.0, **kwargs)
     assert again.tokens == plans[0].tokens and again.attempts == plans[0].attempts
     with pytest.raises(MusicLMError):
         plan("a piece", 4.0, key_retries=-1, **kwargs)
     with pytest.raises(MusicLMError):
         plan("a piece", 4.0, key_weight=float("nan"), **kwargs)
+
+
+def test_longest_rest_counts_the_lead_in_the_gaps_and_the_tail():
+    from musiclm.notes.planner import Plan, longest_rest
+
+    def plan_of(spans, seconds=4.0):
+        score = Score(480)
+        score.tempos.append(Tempo(0, qpm=120.0))  # 960 ticks a second
+        track = Track("t", 0, False)
+        for on, off in spans:
+            track.notes.append(Note(int(on * 960), int((off - on) * 960), 60, 80))
+        score.tracks.append(track)
+        return Plan(score, controls=None, seconds=seconds, tokens=[])
+
+    assert longest_rest(plan_of([(0.0, 1.0), (0.5, 2.0), (2.5, 4.0)])) == pytest.approx(0.5)  # overlaps bridge
+    assert longest_rest(plan_of([(1.5, 4.0)])) == pytest.approx(1.5)  # the lead-in
+    assert longest_rest(plan_of([(0.0, 1.0)])) == pytest.approx(3.0)  # the tail
+    assert longest_rest(plan_of([])) == pytest.approx(4.0)
+    assert longest_rest(plan_of([(0.0, 1.0), (3.0, 4.0)]), start=2.0) == pytest.approx(1.0)
 
 
 def test_the_key_prior_moves_pitches_into_the_key():

@@ -38,6 +38,9 @@ MAX_SECONDS = 600.0
 KEY_WEIGHT = 2.0  # plan()'s default strength of the key prior (`key_prior`)
 KEY_RETRIES = 9  # plan()'s default: up to 10 draws per segment in the asked key (~0.2 s each for 10 s of music)
 SEGMENT_SECONDS = 10.0  # with key retries, long plans are drawn and checked this much at a time
+# a redrawn plan must not fall silent (all voices resting, or not started yet) for longer than this: a sparse
+# draw (6 notes in 10 s, or 3.5 s of silence before the first chord) is not the music the prompt asked for
+MAX_REST_BEATS = 2.0
 
 
 @dataclass
@@ -85,10 +88,11 @@ def plan(
     `fields` override what the prompt says: key (pitch class 0-11), mode, bpm (beats of the meter), meter,
     programs (GM, 0-based), genre, dynamics. `planner`: a Planner, a directory, or None for the shipped one.
     `key_weight`: strength of the key prior on pitches (0: the model alone; see `key_prior`).
-    `key_retries`: draw again (seeds derived from `seed`) while music21's key finder hears another key, at
-    most this many times; a plan longer than SEGMENT_SECONDS is drawn segment by segment, each continuing
-    the bars so far and checked on its own notes. Where no draw is in the key the first one is kept.
-    `Plan.attempts` says how many were drawn in all."""
+    `key_retries`: draw again (seeds derived from `seed`) while music21's key finder hears another key or
+    the music rests longer than MAX_REST_BEATS (`longest_rest`), at most this many times; a plan longer than
+    SEGMENT_SECONDS is drawn segment by segment, each continuing the bars so far and checked on its own
+    notes. Where no draw passes, the first in the key is kept, else the first. `Plan.attempts` says how
+    many were drawn in all."""
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
         raise MusicLMError(f"a plan must be 0-{MAX_SECONDS:g} s long, got {seconds}")
     if key_retries < 0:
@@ -105,7 +109,7 @@ def plan(
         # with retries, a long plan goes SEGMENT_SECONDS at a time, each checked for its key
         length = min(SEGMENT_SECONDS, remaining) if key_retries else remaining
         start = seconds - remaining
-        first = None
+        first = first_in_key = None
         for attempt in range(key_retries + 1):
             draw_seed = seed if segment == attempt == 0 else (seed * 1_000_003 + segment * 7919 + attempt) % 2**64
             out = sample_plan(
@@ -113,10 +117,14 @@ def plan(
             )
             attempts += 1
             first = first or out
-            if key_retries == 0 or in_asked_key(out, start):
+            if key_retries == 0:
                 break
+            if in_asked_key(out, start):
+                first_in_key = first_in_key or out
+                if longest_rest(out, start) <= MAX_REST_BEATS * 60.0 / controls.bpm:
+                    break
         else:
-            out = first
+            out = first_in_key or first
         bars = plan_bars(out.tokens)
     out.attempts = attempts
     return out
@@ -140,6 +148,18 @@ def in_asked_key(p: Plan, start: float = 0.0) -> bool:
     notes = note_array(clip_seconds(p.midi, start, p.seconds) if start > 0 else p.midi)
     tonic, mode, _ = key_from_histogram(pitch_histogram(notes))
     return (tonic, mode) == (p.controls.key, p.controls.mode)
+
+
+def longest_rest(p: Plan, start: float = 0.0) -> float:
+    """Seconds of the longest stretch from `start` to the plan's end in which no note sounds: before the
+    first note, between notes, or after the last."""
+    length = p.seconds - start
+    notes = note_array(clip_seconds(p.midi, start, p.seconds) if start > 0 else p.midi)
+    longest, reach = 0.0, 0.0  # `reach`: where the notes so far stop sounding
+    for onset, duration in notes[:, :2]:  # by onset
+        longest = max(longest, onset - reach)
+        reach = max(reach, onset + duration)
+    return max(longest, length - reach)
 
 
 class _Grammar:
