@@ -23,6 +23,7 @@ import random
 import resource
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
     from musiclm.lm.model import MusicLM
+    from musiclm.lm.sample import SamplingParams
 
     model = MusicLM.from_pretrained(args.model).eval()
     for name in ("note_cfg", "temperature", "top_k"):  # every section generates with the model's defaults
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {
         "model": args.model or "shipped",
         "note_features": model.config.note_features,
-        "sampling": {k: getattr(model.config, k) for k in ("temperature", "top_k", "top_p", "cfg", "note_cfg")},
+        "sampling": {f.name: getattr(model.config, f.name) for f in fields(SamplingParams)},
     }
     clips = held_out_clips(Path(args.manifest), args.clips, args.seconds, sr)
     if "ceiling" not in args.skip:

@@ -27,7 +27,7 @@ from eval_melody import NOTE_NAMES, held_out_clips  # eval/ is on sys.path when 
 
 from musiclm import dsp
 from musiclm.evaluation import plots
-from musiclm.evaluation.metrics import CHROMA_SILENCE_DB, chroma_agreement
+from musiclm.evaluation.metrics import chroma_agreement, judged_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 N_FFT, CHROMA_HOP = 4096, 2048  # 5.9 Hz bins at 24 kHz: harmonics of notes from C2 up stay apart
@@ -37,8 +37,7 @@ OCTAVES = range(2, 8)  # C2 (65 Hz) to C7 (2.1 kHz) marked; the plot spans A1 to
 def chromagram(wav: torch.Tensor, sr: int) -> tuple[np.ndarray, np.ndarray]:
     """wav [C, N] → chroma [12, T] scaled to 1 per frame, 0 where chroma_agreement judges nothing; mask [T]."""
     energy = dsp.chroma(wav.mean(0, keepdim=True)[None], sr, hop=CHROMA_HOP)[0]  # [12, T]
-    total = energy.sum(0)
-    judged = total > total.max() * 10 ** (CHROMA_SILENCE_DB / 10)
+    judged = judged_frames(energy)
     return (energy / energy.amax(0).clamp(min=1e-12) * judged).numpy(), judged.numpy()
 
 

@@ -8,6 +8,8 @@ it see the same spectrum.
                                                                    --cqt_filterbank--> [B*C, n_bins, T]
                                                                    --fold octaves-->  chroma [B*C, 12, T]
 
+K-weighting (ITU-R BS.1770's loudness filter) lives here too, for the compressor's level corrections.
+
 The constant-Q spectrum here is a "pseudo-CQT": semitone-spaced triangular bands summed from ONE long-window
 STFT. A 2048-point window at 24 kHz has 11.7 Hz bins while a semitone near C2 is ~4 Hz, so low notes need
 windows of 4096-8192 points (FlowDec, ICLR 2025, adds a multi-scale CQT loss for exactly these low-frequency
@@ -18,6 +20,7 @@ multi-rate CQT and has the same frequency resolution where it matters (below ~1 
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -176,3 +179,25 @@ def chroma(wav: Tensor, sample_rate: int, n_fft: int = 8192, hop: int = 2048) ->
     power = stft_magnitude(wav, n_fft, hop).pow(2)
     fb = chroma_filterbank(sample_rate, n_fft).to(power.device)
     return torch.matmul(fb, power)
+
+
+def k_weighting(sample_rate: int) -> np.ndarray:
+    """BS.1770-4's K-weighting as second-order sections [2, 6] at any rate: the standard's 48 kHz filters
+    are a high shelf (+4 dB, 1500 Hz, Q 1/√2) and a high-pass (38 Hz, Q 0.5), redrawn with the RBJ Audio
+    EQ Cookbook formulas (as pyloudnorm does)."""
+    w = 2 * math.pi * 1500.0 / sample_rate
+    a, alpha = 10 ** (4.0 / 40), math.sin(w) / (2 / math.sqrt(2))
+    shelf = [
+        a * ((a + 1) + (a - 1) * math.cos(w) + 2 * math.sqrt(a) * alpha),
+        -2 * a * ((a - 1) + (a + 1) * math.cos(w)),
+        a * ((a + 1) + (a - 1) * math.cos(w) - 2 * math.sqrt(a) * alpha),
+        (a + 1) - (a - 1) * math.cos(w) + 2 * math.sqrt(a) * alpha,
+        2 * ((a - 1) - (a + 1) * math.cos(w)),
+        (a + 1) - (a - 1) * math.cos(w) - 2 * math.sqrt(a) * alpha,
+    ]
+    w = 2 * math.pi * 38.0 / sample_rate
+    alpha = math.sin(w) / (2 * 0.5)
+    c = math.cos(w)
+    high_pass = [(1 + c) / 2, -(1 + c), (1 + c) / 2, 1 + alpha, -2 * c, 1 - alpha]
+    sos = np.array([shelf, high_pass])
+    return np.concatenate([sos[:, :3] / sos[:, 3:4], sos[:, 3:] / sos[:, 3:4]], axis=1)

@@ -103,9 +103,9 @@ def test_midi_is_recognised_by_content_and_chroma_view_keeps_only_pitch_classes(
 
 
 def test_a_plan_that_rests_through_a_short_duration_is_silence_not_an_error():
-    from musiclm.notes.condition import _plan_roll
+    from musiclm.notes.condition import notes_features
 
     late = make_score([(8, 2, 60)])  # the first note at 4 s
-    assert not _plan_roll(late, 50, 50.0).any()  # 1 s asked: nothing sounds yet
-    assert not _plan_roll(make_score([]), 50, 50.0).any()
-    assert _plan_roll(late, 250, 50.0)[200:, 0].all()
+    assert not notes_features(late, 50, 50.0).any()  # 1 s asked: nothing sounds yet
+    assert not notes_features(make_score([]), 50, 50.0).any()
+    assert notes_features(late, 250, 50.0)[200:, 0].all()

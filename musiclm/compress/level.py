@@ -27,13 +27,13 @@ its own level.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import numpy as np
 from scipy.signal import sosfilt
 
 from musiclm.codec.bitstream import LEVEL_STEP_DB, Header
+from musiclm.dsp import k_weighting
 
 LEVEL_SECONDS = 0.4  # one correction per BS.1770 gating block
 FLOOR_DB = -70.0  # K-weighted mean square of a silent block: BS.1770's absolute gate (-70 LUFS)
@@ -43,28 +43,6 @@ REFINE = 2  # passes that correct the first guess for the interpolated curve
 
 def level_frames_for(frame_rate: float) -> int:
     return max(1, round(LEVEL_SECONDS * frame_rate))
-
-
-def k_weighting(sample_rate: int) -> np.ndarray:
-    """BS.1770-4's K-weighting as second-order sections [2, 6] at any rate: the standard's 48 kHz filters
-    are a high shelf (+4 dB, 1500 Hz, Q 1/√2) and a high-pass (38 Hz, Q 0.5), redrawn with the RBJ Audio
-    EQ Cookbook formulas (as pyloudnorm does)."""
-    w = 2 * math.pi * 1500.0 / sample_rate
-    a, alpha = 10 ** (4.0 / 40), math.sin(w) / (2 / math.sqrt(2))
-    shelf = [
-        a * ((a + 1) + (a - 1) * math.cos(w) + 2 * math.sqrt(a) * alpha),
-        -2 * a * ((a - 1) + (a + 1) * math.cos(w)),
-        a * ((a + 1) + (a - 1) * math.cos(w) - 2 * math.sqrt(a) * alpha),
-        (a + 1) - (a - 1) * math.cos(w) + 2 * math.sqrt(a) * alpha,
-        2 * ((a - 1) - (a + 1) * math.cos(w)),
-        (a + 1) - (a - 1) * math.cos(w) - 2 * math.sqrt(a) * alpha,
-    ]
-    w = 2 * math.pi * 38.0 / sample_rate
-    alpha = math.sin(w) / (2 * 0.5)
-    c = math.cos(w)
-    high_pass = [(1 + c) / 2, -(1 + c), (1 + c) / 2, 1 + alpha, -2 * c, 1 - alpha]
-    sos = np.array([shelf, high_pass])
-    return np.concatenate([sos[:, :3] / sos[:, 3:4], sos[:, 3:] / sos[:, 3:4]], axis=1)
 
 
 def block_bounds(header: Header, index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -110,6 +110,7 @@ def evaluate(codec, clips: list[tuple[Tensor, int]], keep_audio: int = 2) -> Cod
     corrections the encoder finds, FORMAT.md version 3) and read back, so loudness is the compressor's."""
     from tqdm import tqdm
 
+    from musiclm.codec import bitstream
     from musiclm.compress import compress_bytes, decompress_bytes
 
     refs = [resample(convert_channels(w, codec.channels), sr, codec.sample_rate) for w, sr in clips]
@@ -122,23 +123,19 @@ def evaluate(codec, clips: list[tuple[Tensor, int]], keep_audio: int = 2) -> Cod
     if why:
         notes.append(why)
     previous = codec.bandwidth
-    # Residual VQ is greedy, so the codes at a lower bandwidth are a prefix of those at the highest:
-    # encode each clip once and slice (SoundStream §3.3).
-    k_max = codec.config.n_q_for_bandwidth(max(bandwidths))
-    full = [codec.encode(ref[None], n_q=k_max) for ref in tqdm(refs, desc="encode", leave=False)]  # [1, K, T]
     try:
         for kbps in tqdm(bandwidths, desc="codec bandwidths", leave=False):
             codec.set_bandwidth(kbps)
             per_system: dict[str, list[dict]] = {"musiclm codec": [], "opus": []}
             for i, ref in enumerate(refs):
-                codes = full[i][:, : codec.config.n_q_for_bandwidth(kbps)]  # [1, K, T]
                 mlc = compress_bytes(ref, codec, sample_rate=codec.sample_rate, bandwidth=kbps)
                 dec = decompress_bytes(mlc, codec)[0][:, : ref.shape[-1]]  # [C, N], level corrections applied
                 disk = len(mlc) * 8 / 1000 / (ref.shape[-1] / codec.sample_rate)
+                codes = torch.from_numpy(bitstream.read_mlc(io.BytesIO(mlc))[1])  # [K, T]: the file's own codes
                 try:
-                    ranged = mlc_kbps(codec, codes[0], ref.shape[-1], entropy=True)
+                    ranged = mlc_kbps(codec, codes, ref.shape[-1], entropy=True)
                 except Exception:  # the range coder may refuse odd test configs; fall back to nominal
-                    ranged = codes.shape[1] * math.log2(codec.card) * codec.frame_rate / 1000
+                    ranged = codes.shape[0] * math.log2(codec.card) * codec.frame_rate / 1000
                 heard = None if ref_notes is None else ref_notes[i]
                 per_system["musiclm codec"].append(
                     {"kbps_on_disk": disk, "kbps_range_coded": ranged, **quality(ref, dec, codec.sample_rate, heard)}

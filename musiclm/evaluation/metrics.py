@@ -125,6 +125,14 @@ def loudness_difference(ref: Tensor, est: Tensor, sample_rate: int) -> Tensor:
     return _out(torch.tensor(values, dtype=torch.float32), single)
 
 
+def judged_frames(chroma: Tensor) -> Tensor:
+    """chroma [..., 12, T] → [..., T] bool: the frames `chroma_agreement` judges (within CHROMA_SILENCE_DB of the
+    loudest frame, none in a digitally silent signal)."""
+    energy = chroma.sum(-2)
+    loudest = energy.amax(-1, keepdim=True)
+    return (energy > loudest * 10 ** (CHROMA_SILENCE_DB / 10)) & (loudest > CHROMA_DIGITAL_SILENCE)
+
+
 def chroma_agreement(ref: Tensor, est: Tensor, sample_rate: int) -> Tensor:
     """Share of the reference's non-silent frames (chroma energy within 40 dB of its loudest frame) where the
     strongest pitch class of est is that of ref → [] or [B], channels averaged. A digitally silent reference
@@ -132,9 +140,7 @@ def chroma_agreement(ref: Tensor, est: Tensor, sample_rate: int) -> Tensor:
     ref, est, single = _batched(ref, est)
     B, C, _ = ref.shape
     chroma_r, chroma_e = dsp.chroma(ref, sample_rate), dsp.chroma(est, sample_rate)  # [B*C, 12, T]
-    energy = chroma_r.sum(1)  # [B*C, T]
-    loudest = energy.amax(-1, keepdim=True)
-    judged = (energy > loudest * 10 ** (CHROMA_SILENCE_DB / 10)) & (loudest > CHROMA_DIGITAL_SILENCE)
+    judged = judged_frames(chroma_r)  # [B*C, T]
     same = chroma_r.argmax(1) == chroma_e.argmax(1)  # [B*C, T]
     share = (same & judged).sum(-1) / judged.sum(-1).clamp(min=1)
     est_silent = chroma_e.sum(1).amax(-1) <= CHROMA_DIGITAL_SILENCE

@@ -90,15 +90,5 @@ def plan_features(
     num_frames = int(math.ceil(seconds * frame_rate - 1e-9))
     seeds = [int(torch.randint(0, 2**62, ())) if s is None else s % 2**63 for s in seeds]
     plans = [plan(p, seconds, seed=s, planner=planner) for p, s in zip(prompts, seeds, strict=True)]
-    features = torch.stack([_plan_roll(p.midi, num_frames, frame_rate) for p in plans])
+    features = torch.stack([notes_features(p.midi, num_frames, frame_rate) for p in plans])
     return features, plans
-
-
-def _plan_roll(score, num_frames: int, frame_rate: float) -> Tensor:
-    """A plan may open with rests longer than a short duration: no notes is silence, not an error (an error is
-    for a user's MIDI file that holds none)."""
-    from musiclm.notes.midi import note_array
-
-    if len(note_array(score)) == 0:
-        return torch.zeros(num_frames, NUM_FEATURES)
-    return notes_features(score, num_frames, frame_rate)

@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 import torch
+from symusic import Score
 from torch import Tensor
 
 from musiclm.dsp import chroma_filterbank, stft
@@ -39,9 +40,11 @@ def piano_roll_features(midi: MidiLike, frame_rate: float = FRAME_RATE, num_fram
     shorter score is padded with silence) or, when None, enough frames to hold the last note."""
     if not (frame_rate > 0 and math.isfinite(frame_rate)):
         raise MusicLMError(f"frame rate must be a positive number, got {frame_rate}")
-    notes = note_array(load_midi(midi))  # [M, 4] onset s, duration s, pitch, program
+    # a file must hold pitched notes (load_midi says why not); a score in memory, such as a plan, may rest
+    score = midi if isinstance(midi, Score) else load_midi(midi)
+    notes = note_array(score)  # [M, 4] onset s, duration s, pitch, program
     if num_frames is None:
-        num_frames = int(math.ceil(float((notes[:, 0] + notes[:, 1]).max()) * frame_rate))
+        num_frames = int(math.ceil(float((notes[:, 0] + notes[:, 1]).max(initial=0.0)) * frame_rate))
     if not 0 <= num_frames <= MAX_FRAMES:
         raise MusicLMError(f"{num_frames} frames is outside 0-{MAX_FRAMES} ({MAX_FRAMES / frame_rate / 60:g} min)")
     out = np.zeros((num_frames, NUM_FEATURES), dtype=np.float32)

@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from musiclm.config import to_dict
 from musiclm.errors import MusicLMError
 from musiclm.paths import resolve_shipped
 from musiclm.training.callbacks import AudioSamples
 from musiclm.training.config import CodecTrainConfig, LMTrainConfig
-from musiclm.training.runner import CONFIG_FILE, fit, prepare_run
+from musiclm.training.runner import fit, prepare_run, save_config
 
 # LMConfig fields that only shape training (read from the config at each step, no weights behind them): with
 # init_from, a recipe may set them while the architecture and sampling defaults stay the model's
@@ -104,7 +102,7 @@ def train_lm(
         asked = TRAINING_FIELDS if resume else recipe_lm_keys(config_path, overrides) & set(TRAINING_FIELDS)
         model.config = replace(model.config, **{name: getattr(config.lm, name) for name in sorted(asked)})
         config.lm = model.config
-        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+        save_config(run_dir, config)
         if not tokenizer_copy.is_file():
             shutil.copyfile(model.tokenizer.path, tokenizer_copy)
         if config.reinit and not resume:  # a resume restores the trained weights anyway

@@ -54,9 +54,14 @@ def prepare_run(
         if (run_dir / "checkpoints" / LAST_CKPT).exists() and not force:
             raise MusicLMError(f"{run_dir} already holds a run; pass --resume to continue it or --force to start over")
         config = load_train_config(cls, resolve_shipped(config_path) if config_path else None, overrides)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    save_config(run_dir, config)
     return config
+
+
+def save_config(run_dir: Path, config: Any) -> None:
+    """RUN_DIR/config.yaml: the resolved config, what a resume reads."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def trainer_overrides(
