@@ -64,27 +64,35 @@ def held_out_clips(manifest: Path, count: int, seconds: float, sample_rate: int)
     return clips
 
 
-def melody_section(model, clips: list[dict], seconds: float, seed: int, paths=("midi", "audio")) -> dict:
+def melody_section(model, clips: list[dict], seconds: float, seed: int, paths=("midi", "audio"), guide=None) -> dict:
+    """The MIDI path goes as `musiclm generate --melody clip.mid` does (`note_condition`: the notes, arranged
+    for the caption's instruments, and `guide` codebooks of their render); the audio path and text alone
+    have no notes to render (guide 0)."""
     from musiclm.evaluation.metrics import chroma_agreement
+    from musiclm.generate import Notes, note_condition
     from musiclm.lm.generation import GenerationOptions
-    from musiclm.notes.condition import chroma_view, notes_features
+    from musiclm.notes.condition import chroma_view
     from musiclm.notes.features import chroma_features
 
     codec, sr = model.codec, model.codec.sample_rate
     T = int(round(seconds * codec.frame_rate))
-    options = GenerationOptions(duration=seconds, seed=seed)
+    options = GenerationOptions(duration=seconds, seed=seed, guide=guide)
+    unguided = GenerationOptions(duration=seconds, seed=seed, guide=0)
     rows = []
     for i, clip in enumerate(clips):
         other = clips[(i + 1) % len(clips)]
         ref = clip["wav"]
-        via_midi = notes_features(clip["midi_path"], T, codec.frame_rate)
-        via_audio = chroma_view(chroma_features(ref, sr, codec.frame_rate, T))
         row = {"id": clip["id"], "caption": clip["caption"]}
-        conditions = {"midi": via_midi, "audio": via_audio, "text_only": None}
         for name in (*paths, "text_only"):
-            notes = conditions[name]
-            kwargs = {} if notes is None else {"notes": notes[None]}
-            out = model.generate([clip["caption"]], options, **kwargs)[0, :, : ref.shape[-1]]
+            how = unguided
+            if name == "midi":
+                notes, how = note_condition(model, [clip["caption"]], options, melody=clip["midi_path"]), options
+            elif name == "audio":
+                notes = Notes(chroma_view(chroma_features(ref, sr, codec.frame_rate, T))[None])
+            else:
+                notes = Notes()
+            out = model.generate([clip["caption"]], how, notes=notes.features, guide=notes.guide)
+            out = out[0, :, : ref.shape[-1]]
             row[f"{name}_agreement"] = float(chroma_agreement(ref, out, sr))
             row[f"{name}_vs_other_piece"] = float(chroma_agreement(other["wav"][:, : out.shape[-1]], out, sr))
         with torch.inference_mode():  # the codebooks the LM models, no more
@@ -116,16 +124,17 @@ def draw_prompt(rng: random.Random, index: int) -> tuple[str, dict]:
     raise RuntimeError("the captioner never stated key and tempo")
 
 
-def controls_section(model, draws: int, seconds: float) -> dict:
+def controls_section(model, draws: int, seconds: float, guide=None) -> dict:
     from musiclm.data.analysis import estimate_key, estimate_tempo
+    from musiclm.generate import note_condition
     from musiclm.lm.generation import GenerationOptions
-    from musiclm.notes.condition import plan_features
 
     sr, rng, rows = model.codec.sample_rate, random.Random(4321), []
     for i in range(draws):
         caption, asked = draw_prompt(rng, i)
-        notes, plans = plan_features([caption], seconds, [i], model.codec.frame_rate)
-        wav = model.generate([caption], GenerationOptions(duration=seconds, seed=i), notes=notes)[0]
+        options = GenerationOptions(duration=seconds, seed=i, guide=guide)
+        notes = note_condition(model, [caption], options)  # the plan, as `musiclm generate` makes it
+        wav = model.generate([caption], options, notes=notes.features, guide=notes.guide)[0]
         x = wav.mean(0).numpy()
         tonic, mode, _ = estimate_key(x, sr)
         bpm = estimate_tempo(x, sr)
@@ -164,20 +173,21 @@ def ceiling_section(clips: list[dict], sample_rate: int) -> dict:
     }
 
 
-def speed_section(model, seconds: float = 10.0) -> dict:
+def speed_section(model, seconds: float = 10.0, guide=None) -> dict:
+    from musiclm.generate import note_condition
     from musiclm.lm.generation import GenerationOptions
-    from musiclm.notes.condition import plan_features
 
     caption = "a calm chorale for strings in C major, 80 BPM"
     model.generate([caption], GenerationOptions(duration=1.0, seed=0))  # warm-up (allocations, kernels)
+    options = GenerationOptions(duration=seconds, seed=0, guide=guide)
     t0 = time.perf_counter()
-    notes, _ = plan_features([caption], seconds, [0], model.codec.frame_rate)
+    notes = note_condition(model, [caption], options)  # plan, and the render of the guide
     t1 = time.perf_counter()
-    model.generate([caption], GenerationOptions(duration=seconds, seed=0), notes=notes)
+    model.generate([caption], options, notes=notes.features, guide=notes.guide)
     t2 = time.perf_counter()
     return {
         "seconds": seconds,
-        "plan_s": round(t1 - t0, 2),
+        "plan_and_guide_s": round(t1 - t0, 2),
         "tokens_and_decode_s": round(t2 - t1, 2),
         "total_s": round(t2 - t0, 2),
         "threads": torch.get_num_threads(),
@@ -196,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note-cfg", type=float, default=None, help="guidance on the notes (default: the model's)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
     p.add_argument("--top-k", type=int, default=None, help="top-k sampling (default: the model's)")
+    p.add_argument(
+        "--guide",
+        type=int,
+        default=None,
+        help="codebooks kept from a render of the notes, as `generate --guide` (default: generate's default)",
+    )
     p.add_argument(
         "--paths",
         nargs="+",
@@ -221,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model or "shipped",
         "note_features": model.config.note_features,
         "sampling": {f.name: getattr(model.config, f.name) for f in fields(SamplingParams)},
+        "guide": args.guide,
     }
     clips = held_out_clips(Path(args.manifest), args.clips, args.seconds, sr)
     if "ceiling" not in args.skip:
@@ -228,14 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         print("estimators on reference renders:", report["estimator_ceiling"], flush=True)
     if "melody" not in args.skip:
         print(f"melody agreement on {len(clips)} held-out clips:", flush=True)
-        report["melody"] = melody_section(model, clips, args.seconds, 7, tuple(args.paths))
+        report["melody"] = melody_section(model, clips, args.seconds, 7, tuple(args.paths), args.guide)
         print("mean:", report["melody"]["mean"], flush=True)
     if "controls" not in args.skip:
         print(f"text controls over {args.draws} draws (plan → LM → audio):", flush=True)
-        report["controls"] = controls_section(model, args.draws, args.seconds)
+        report["controls"] = controls_section(model, args.draws, args.seconds, args.guide)
         print({k: v for k, v in report["controls"].items() if k != "rows"}, flush=True)
     if "speed" not in args.skip:
-        report["speed"] = speed_section(model)
+        report["speed"] = speed_section(model, guide=args.guide)
         print("speed:", report["speed"], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))

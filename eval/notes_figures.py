@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="notes-figures-") as tmp:
         midi = notes.plans[0].save(Path(tmp) / "plan.mid")
         rendered = render_midi(midi, soundfont, sr, args.seconds, Path(tmp) / "plan.raw")
-    played = model.generate([args.prompt], options, notes=notes.features)[0]
+    played = model.generate([args.prompt], options, notes=notes.features, guide=notes.guide)[0]
     plan_text = f"{len(note_array(notes.scores[0]))} notes, {key_name(c.key, c.mode)} {c.mode}, {c.meter} at "
     plan_text += f"{c.bpm:g} BPM, GM programs {list(c.programs)}"
     draw(

@@ -75,11 +75,13 @@ def generate(
 @dataclass
 class Notes:
     """What a note-conditioned LM plays from: features [B, T, F] (None: text alone), the MIDI score of each
-    prompt when there is one (a plan, or a MIDI melody cut to the duration), and the plans themselves."""
+    prompt when there is one (a plan, or a MIDI melody cut to the duration), the plans themselves, and the
+    guide codes rendered from those scores."""
 
     features: Tensor | None = None
     scores: list | None = None
     plans: list | None = None
+    guide: Tensor | None = None  # [B, G, T] codes of a render of each prompt's notes (musiclm.notes.guide)
 
 
 def note_condition(
@@ -93,7 +95,9 @@ def note_condition(
     """The notes each prompt's audio is made from: `melody` (a MIDI file's notes, or an audio file's
     chromagram) for all prompts; else, with a note-conditioned model and `plan`, one plan per prompt
     (`musiclm.notes.planner`, the prompt's own seed); else none. `want_midi`: refuse (MusicLMError) when
-    there would be no MIDI to give back (an audio melody, a text-only model, plan=False)."""
+    there would be no MIDI to give back (an audio melody, a text-only model, plan=False). Where there are
+    notes (a plan or a MIDI melody, arranged for the instruments each prompt names), `options.guide`
+    codebooks of their render come with them (`guide_for`)."""
     from musiclm.lm.generation import item_seeds
     from musiclm.notes.condition import is_midi_file, melody_features, plan_features
 
@@ -103,22 +107,53 @@ def note_condition(
         if not conditioned:
             raise MusicLMError("--melody: this model takes no notes (a text-only LM); use a note-conditioned one")
         features = melody_features(melody, frames, model.codec.frame_rate)
-        scores = None
-        if want_midi:
-            if not is_midi_file(melody):
+        if not is_midi_file(melody):
+            if want_midi:
                 raise MusicLMError("--midi-out with an audio --melody: there are no notes to write, only a chromagram")
-            from musiclm.notes.midi import clip_seconds, load_midi
+            if options.guide:
+                raise MusicLMError("--guide: an audio --melody has no notes to render (give a MIDI file, or --guide 0)")
+            return Notes(features[None].expand(len(prompts), -1, -1))
+        from musiclm.notes.guide import arrange
+        from musiclm.notes.midi import clip_seconds, load_midi
+        from musiclm.notes.prompt import parse_prompt
 
-            scores = [clip_seconds(load_midi(melody), 0.0, options.duration)] * len(prompts)
-        return Notes(features[None].expand(len(prompts), -1, -1), scores)
+        played = clip_seconds(load_midi(melody), 0.0, options.duration)
+        scores = [arrange(played, parse_prompt(p).get("programs") or ()) for p in prompts]
+        guide = guide_for(model, scores, options)
+        return Notes(features[None].expand(len(prompts), -1, -1), scores if want_midi else None, guide=guide)
     if not conditioned or not plan:
         if want_midi:
             why = "--no-plan" if not plan else "this model plays from text alone (no notes)"
             raise MusicLMError(f"--midi-out: {why}, so there is no plan to write")
+        if options.guide:
+            raise MusicLMError("--guide: there are no notes to render (--no-plan, or a text-only model)")
         return Notes()
     seeds = item_seeds(list(prompts), options.seed)
     features, plans = plan_features(list(prompts), options.duration, seeds, model.codec.frame_rate)
-    return Notes(features, [p.midi for p in plans], plans)
+    scores = [p.midi for p in plans]
+    return Notes(features, scores, plans, guide_for(model, scores, options))
+
+
+def guide_for(model: MusicLM, scores: list, options: GenerationOptions) -> Tensor | None:
+    """Guide codes [B, G, T] of `scores` for `options.guide` codebooks: None when 0; by default
+    (None) GUIDE_CODEBOOKS where FluidSynth and its soundfont are installed, with one line on stderr when
+    they are not; an explicit count without them is a MusicLMError (`check_renderer`'s line)."""
+    from musiclm.lm.generation import GUIDE_CODEBOOKS
+    from musiclm.notes.guide import guide_codes, renderer_available
+
+    count = options.guide
+    if count is None:
+        if not renderer_available():
+            warnings.warn(
+                "FluidSynth is not installed: no guide, the LM writes every codebook (make system-deps)", stacklevel=2
+            )
+            return None
+        count = GUIDE_CODEBOOKS
+    if count == 0:
+        return None
+    if count > model.n_q:
+        raise MusicLMError(f"--guide {count}: this model writes {model.n_q} codebooks")
+    return guide_codes(model.codec, scores, options.duration, count)
 
 
 @dataclass
@@ -138,11 +173,13 @@ def generate_files(
     batch_size: int = 8,
     force: bool = False,
     notes: Tensor | None = None,
+    guide: Tensor | None = None,
 ) -> Iterator[Written]:
     """Generate `texts[i]` into `destinations[i]` (a path, or "-": WAV on stdout), `batch_size` captions at
     a time; yields each file once written. Seeds as `item_seeds(texts, options.seed)`: a caption's audio is
     the same whatever batch it falls in. `notes` [len(texts) or 1, T, F]: note features per codec frame for
-    a note-conditioned model (`MusicLM.generate`)."""
+    a note-conditioned model (`MusicLM.generate`); `guide` [len(texts) or 1, G, T]: codes kept for the first
+    G codebooks (`note_condition`)."""
     assert len(texts) == len(destinations), "one destination per caption"
     if batch_size < 1:
         raise MusicLMError(f"batch size must be >= 1, got {batch_size}")
@@ -150,7 +187,8 @@ def generate_files(
     for first in range(0, len(texts), batch_size):
         batch = list(texts[first : first + batch_size])
         rows = None if notes is None else notes if notes.shape[0] == 1 else notes[first : first + len(batch)]
-        codes = generate_tokens(model, batch, options, prompt_wav, seeds[first : first + len(batch)], rows)  # checks
+        kept = None if guide is None else guide if guide.shape[0] == 1 else guide[first : first + len(batch)]
+        codes = generate_tokens(model, batch, options, prompt_wav, seeds[first : first + len(batch)], rows, kept)
         codec = model.codec
         _, n_samples = output_length(codec, options.duration)
         for i, text in enumerate(batch):

@@ -78,9 +78,11 @@ def test_a_midi_melody_is_played_and_written_back_cut_to_the_duration(notes_mode
     assert list(written[:, 2]) == [60, 62]  # the melody's notes within the 1 s asked, no plan of its own
     assert run(notes_model, "a brass quintet", "-o", str(plain), "--no-plan") == 0
     assert not np.array_equal(sf.read(out)[0], sf.read(plain)[0])  # the notes changed the audio
-    # guidance on the notes alone: 0 is the text-guided audio without notes, a stronger one differs again
+    # guidance on the notes alone: 0 is the text-guided audio without notes (and without the render's codes,
+    # --guide 0), a stronger one differs again
     unguided, stronger = tmp_path / "u.wav", tmp_path / "s.wav"
-    assert run(notes_model, "a brass quintet", "-o", str(unguided), "--melody", str(melody), "--note-cfg", "0") == 0
+    args = ["--melody", str(melody), "--note-cfg", "0", "--guide", "0"]
+    assert run(notes_model, "a brass quintet", "-o", str(unguided), *args) == 0
     assert np.array_equal(sf.read(unguided)[0], sf.read(plain)[0])
     assert run(notes_model, "a brass quintet", "-o", str(stronger), "--melody", str(melody), "--note-cfg", "8") == 0
     assert not np.array_equal(sf.read(stronger)[0], sf.read(out)[0])

@@ -102,6 +102,14 @@ def register(subparsers) -> None:
         "duration) as a MIDI file; several prompts: NAME-1.mid, NAME-2.mid, ...",
     )
     p.add_argument(
+        "--guide",
+        type=int,
+        metavar="N",
+        help="keep the first N codebooks of a FluidSynth render of the notes (plan or MIDI melody) and let "
+        "the LM write the rest: more N, closer to the notes; 0: the LM writes everything (default: 2 where "
+        "FluidSynth is installed, else 0)",
+    )
+    p.add_argument(
         "--no-plan",
         action="store_true",
         help="text only: skip the planner (a note-conditioned model then plays without notes)",
@@ -212,7 +220,7 @@ def note_condition(args: argparse.Namespace, model, prompts: list[str], options,
             f"{len(plan.midi.tracks)} instrument(s) for {prompt!r}",
             file=sys.stderr,
         )
-    return notes.features, notes.scores
+    return notes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -230,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
         seed=seed,
         cfg=args.cfg,
         note_cfg=args.note_cfg,
+        guide=args.guide,
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
@@ -250,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=device)
     codec = model.codec
     output_length(codec, options.duration)  # at least one codec frame
-    notes, plans = note_condition(args, model, prompts, options, len(paths))
+    notes = note_condition(args, model, prompts, options, len(paths))
     prompt_wav = None
     if args.continue_wav:
         wav, _ = load_audio(args.continue_wav, sample_rate=codec.sample_rate, channels=codec.channels)
@@ -260,10 +269,13 @@ def run(args: argparse.Namespace) -> int:
 
     log = sys.stderr if paths == [STDOUT] else sys.stdout  # stdout carries the audio alone
     start = time.perf_counter()
-    for w in generate_files(model, prompts, paths, options, fmt, prompt_wav, args.batch_size, args.force, notes):
+    batch = args.batch_size
+    for w in generate_files(
+        model, prompts, paths, options, fmt, prompt_wav, batch, args.force, notes.features, notes.guide
+    ):
         where = "stdout" if w.destination == STDOUT else w.destination
         print(f"wrote {where} ({w.seconds:.2f} s, {codec.sample_rate} Hz): {w.text!r}", file=log)
-    for path, score in zip(midi_paths(args.midi_out, len(prompts)), plans or [], strict=False):
+    for path, score in zip(midi_paths(args.midi_out, len(prompts)), notes.scores or [], strict=False):
         save_midi(score, path)
         print(f"wrote {path} (the notes played)", file=log)
     elapsed = time.perf_counter() - start

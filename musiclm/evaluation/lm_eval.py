@@ -52,7 +52,7 @@ class Generator:
 
         options = GenerationOptions(duration=self.seconds, seed=seed, cfg=cfg)
         self.last = note_condition(self.model, list(texts), options)  # a text-only model: no notes
-        wav = self.model.generate(list(texts), options, notes=self.last.features)  # [B, C, N]
+        wav = self.model.generate(list(texts), options, notes=self.last.features, guide=self.last.guide)  # [B, C, N]
         return wav.float().cpu(), self.sample_rate
 
 

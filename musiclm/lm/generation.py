@@ -27,6 +27,7 @@ from musiclm.lm.limits import MAX_DURATION, MAX_SEED
 from musiclm.lm.sample import SamplingParams, generate_codes
 
 DECODE_FRAMES = 500  # codec frames decoded at once (10 s at 50 frames/s), plus the decoder's context
+GUIDE_CODEBOOKS = 2  # of the LM's 4: melody agreement 0.47 against 0.19 unguided (checkpoints/README.md)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class GenerationOptions:
     seed: int | None = None  # None: fresh randomness on every call
     cfg: float | None = None  # classifier-free guidance; 1 = off
     note_cfg: float | None = None  # guidance on the notes given the text (default: the model's, else cfg)
+    guide: int | None = None  # codebooks kept from a render of the notes (musiclm.notes.guide); None: GUIDE_CODEBOOKS
+    # where FluidSynth is installed, else 0; 0: the LM writes every codebook
     temperature: float | None = None  # 0 = greedy
     top_k: int | None = None  # 0 = off
     top_p: float | None = None  # 0 = off
@@ -50,6 +53,8 @@ class GenerationOptions:
             raise MusicLMError(f"duration must be in (0, {MAX_DURATION:g}] seconds, got {self.duration}")
         if self.seed is not None and not 0 <= self.seed < MAX_SEED:
             raise MusicLMError(f"seed must be an integer in [0, 2**64), got {self.seed}")
+        if self.guide is not None and self.guide < 0:
+            raise MusicLMError(f"guide must be a number of codebooks >= 0, got {self.guide}")
         given = {f.name: getattr(self, f.name) for f in fields(SamplingParams) if getattr(self, f.name) is not None}
         replace(SamplingParams(), **given).check()
 
@@ -90,10 +95,12 @@ def generate_tokens(
     prompt_wav: Tensor | None = None,
     seeds: Sequence[int | None] | None = None,
     notes: Tensor | None = None,
+    guide: Tensor | None = None,
 ) -> Tensor:
     """Captions → codes [B, K, T] for `options.duration`; prompt_wav [B or 1, C, N0] (at the codec's rate)
     is continued. `seeds`: one per caption (default: `item_seeds(texts, options.seed)`). `notes`
-    [B or 1, T', F]: note features per codec frame from the start (`generate_codes`)."""
+    [B or 1, T', F]: note features per codec frame from the start; `guide` [B or 1, G, T']: codes kept for
+    the first G codebooks (`generate_codes`; `musiclm.notes.guide`)."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise MusicLMError("no text prompt given")
@@ -128,6 +135,7 @@ def generate_tokens(
         compile=options.compile,
         amp_dtype=None if options.fp32 else torch.bfloat16,
         notes=notes,
+        guide=guide,
     )
 
 
@@ -170,10 +178,11 @@ def generate_audio(
     options: GenerationOptions,
     prompt_wav: Tensor | None = None,
     notes: Tensor | None = None,
+    guide: Tensor | None = None,
 ) -> Tensor:
-    """Captions (+ notes [B or 1, T, F]) → wav [B, C, N] at `model.codec.sample_rate`, N = round(duration *
-    sample_rate)."""
-    codes = generate_tokens(model, texts, options, prompt_wav, notes=notes)
+    """Captions (+ notes [B or 1, T, F], + guide codes [B or 1, G, T]) → wav [B, C, N] at
+    `model.codec.sample_rate`, N = round(duration * sample_rate)."""
+    codes = generate_tokens(model, texts, options, prompt_wav, notes=notes, guide=guide)
     codec = model.codec
     _, n_samples = output_length(codec, options.duration)
     wav = torch.empty((codes.shape[0], codec.channels, n_samples), device=codes.device)

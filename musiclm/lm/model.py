@@ -313,6 +313,7 @@ class MusicLM(nn.Module):
         options: GenerationOptions | None = None,
         prompt_wav: Tensor | None = None,
         notes: Tensor | None = None,
+        guide: Tensor | None = None,
         **changes,
     ) -> Tensor:
         """Captions (+ notes) → wav [B, C, N] at the codec's sample rate, N = duration * sample_rate.
@@ -327,9 +328,10 @@ class MusicLM(nn.Module):
         `notes` [B or 1, T, F]: note features per codec frame from the start of the output (the prompt's
         frames included), F = config.note_features; shorter than the duration → silent after, longer → cut.
         Guidance contrasts text + notes with neither. A text-only model refuses notes (MusicLMError).
+        `guide` [B or 1, G, T]: codes of the first G codebooks, kept as given (`musiclm.notes.guide`).
         """
         options = replace(options or GenerationOptions(), **changes)
-        return generate_audio(self, texts, options, prompt_wav, notes)
+        return generate_audio(self, texts, options, prompt_wav, notes, guide)
 
     # ---- checkpoints (musiclm.lm.pretrained) ---------------------------------------------------------
     def save_pretrained(self, directory, codec_path: str | None = None, dtype: torch.dtype = torch.float32):

@@ -196,6 +196,7 @@ def generate_codes(
     amp_dtype: torch.dtype | None = torch.bfloat16,
     threads: int | None = 1,
     notes: Tensor | None = None,
+    guide: Tensor | None = None,
 ) -> Tensor:
     """Captions (ids/mask [B, L]) → codes [B, K, n_frames]; with `prompt` codes [B or 1, >=K, Tp] the
     output starts with the prompt. `seed`: one for every row, or one per row (a row's codes depend only on
@@ -203,7 +204,9 @@ def generate_codes(
     On CUDA the steps run under `amp_dtype` autocast; `compile` compiles the single-step decode.
     On CPU the decode loop runs on `threads` intra-op threads (None: torch's current setting).
     `notes` [B or 1, T, F]: note features of frames 0..T-1 of the output (prompt included); frames past T
-    are silent, frames past n_frames ignored. None: text only (a text-only model refuses notes)."""
+    are silent, frames past n_frames ignored. None: text only (a text-only model refuses notes).
+    `guide` [B or 1, G, T] (G <= K): codes of codebooks 0..G-1 for frames 0..T-1, kept as given (a render
+    of the notes, `musiclm.notes.guide`); the model writes the finer codebooks and any frame past T."""
     params = params or SamplingParams(
         model.config.temperature, model.config.top_k, model.config.top_p, model.config.cfg
     )
@@ -231,6 +234,12 @@ def generate_codes(
             raise MusicLMError(f"notes batch {notes.shape[0]} does not match {B} captions")
         notes = notes[:, :n_frames].to(device=device, dtype=torch.float32).expand(B, -1, -1)
         notes = torch.nn.functional.pad(notes, (0, 0, 0, n_frames - notes.shape[1]))  # [B, n_frames, F]
+    if guide is not None:
+        if guide.dim() != 3 or guide.shape[0] not in (1, B) or not 0 < guide.shape[1] <= K:
+            raise MusicLMError(f"guide codes must be [1 or {B}, 1..{K}, T], got {list(guide.shape)}")
+        guide = guide[..., :n_frames].to(device=device, dtype=torch.long).expand(B, -1, -1)
+        if bool(((guide < 0) | (guide >= model.special_id)).any()):
+            raise MusicLMError(f"guide codes must be in [0, {model.special_id})")
     window = window or model.config.max_frames
     stride = stride or max(1, window // 2)
     plan = plan_windows(n_frames, prompt.shape[-1], window, stride)
@@ -273,6 +282,7 @@ def generate_codes(
                     cache_dtype,
                     bar,
                     window_notes,
+                    None if guide is None else guide[..., start : start + w.length],
                 )
                 codes = torch.cat([codes, new[..., w.keep :]], dim=-1)
     return codes
@@ -315,14 +325,18 @@ def _generate_window(
     cache_dtype: torch.dtype | None,
     bar,
     notes: Tensor | None = None,
+    guide: Tensor | None = None,
 ) -> Tensor:
     """One window: prompt [B, K, Tp] (Tp < n_frames) → codes [B, K, n_frames] starting with the prompt;
-    notes [B (2B or 3B guided), n_frames, F] of the window's frames or None. cfg: None (no guidance), a
+    notes [B (2B or 3B guided), n_frames, F] of the window's frames or None; guide [B, G, <=n_frames]: codes
+    of the first G codebooks, kept where the prompt does not already fix them. cfg: None (no guidance), a
     scale (the doubled batch) or (text, note) scales (the tripled batch; `guide`)."""
     B, K, Tp = prompt.shape
     special, device = model.special_id, memory.device
     S = n_frames + K - 1
     frames = prompt.new_full((B, K, n_frames), -1)
+    if guide is not None:
+        frames[:, : guide.shape[1], : guide.shape[-1]] = guide
     frames[..., :Tp] = prompt
     target = apply_delay(frames, special)  # [B, K, S]: known codes, special cells, -1 to sample
     out = target.clone()

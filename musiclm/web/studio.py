@@ -168,8 +168,8 @@ class Studio:
             upload_kind(melody, (AUDIO, MIDI), self.max_upload_mb)
         folder = self._job_dir("generate")
         start = time.perf_counter()
-        features, score, notes = self._notes(prompt, options, melody)
-        wav = generate_audio(self.model, [prompt], options, notes=features)  # [1, C, N]
+        features, score, guide, notes = self._notes(prompt, options, melody)
+        wav = generate_audio(self.model, [prompt], options, notes=features, guide=guide)  # [1, C, N]
         sr = self.model.codec.sample_rate
         path = folder / f"{_slug(prompt)}-{seed}.wav"
         save_audio(path, wav[0].clamp(-1, 1), sr)
@@ -186,16 +186,16 @@ class Studio:
 
     def _notes(self, prompt: str, options, melody: str | Path | None) -> tuple:
         """What the model plays, through `musiclm.generate.note_condition` as `musiclm generate` does → (features
-        [1, T, F] or None, the MIDI score played or None, messages for the user)."""
+        [1, T, F] or None, the MIDI score played or None, the guide codes or None, messages for the user)."""
         from musiclm.generate import note_condition
         from musiclm.notes.condition import is_midi_file
 
         if not self.takes_notes():
             why = "the melody was not used: this model plays from text alone (load a note-conditioned one)"
-            return None, None, (why,) if melody is not None else ()
+            return None, None, None, (why,) if melody is not None else ()
         want_midi = melody is None or is_midi_file(melody)  # an audio melody is a chromagram: no MIDI to give
         notes = note_condition(self.model, [prompt], options, melody, want_midi=want_midi)
-        return notes.features, notes.scores[0] if notes.scores else None, ()
+        return notes.features, notes.scores[0] if notes.scores else None, notes.guide, ()
 
     def compress(self, source: str | Path, bandwidth: float | None = None) -> Compressed:
         """Audio → .mlc, and for listening: the input, the .mlc decoded, and Opus at the same real bitrate."""
