@@ -67,7 +67,7 @@ class CodecModule(pl.LightningModule):
         self.cqt_loss = MultiScaleCQTLoss(config.codec.sample_rate, loss.cqt_n_ffts) if loss.cqt > 0 else None
         self.complex_loss = CompressedComplexSTFTLoss(loss.complex_n_ffts) if loss.complex_stft > 0 else None
         self.discriminator = (
-            MultiScaleSTFTDiscriminator(loss.disc_n_ffts, config.codec.channels, loss.disc_filters)
+            MultiScaleSTFTDiscriminator(loss.disc_n_ffts, config.codec.channels, loss.disc_filters, loss.disc_compress)
             if loss.adversarial
             else None
         )
@@ -115,7 +115,8 @@ class CodecModule(pl.LightningModule):
         o = self.config.optim
         groups = [{"params": [p for p in self.codec.parameters() if p.requires_grad], "name": "generator"}]
         if self.discriminator is not None:
-            groups.append({"params": list(self.discriminator.parameters()), "name": "discriminator"})
+            d_lr = self.config.loss.disc_lr or o.lr
+            groups.append({"params": list(self.discriminator.parameters()), "name": "discriminator", "lr": d_lr})
         optimizer = torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         scheduler = lr_scheduler(optimizer, o, self.config.trainer.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -83,6 +83,9 @@ class CodecLossConfig:
     adv_warmup_steps: int = 2000  # the discriminator joins after this many steps
     disc_filters: int = 32
     disc_n_ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128)
+    disc_compress: float = 0.3  # the discriminator sees |X|^c (musiclm.training.discriminator); 1 = raw STFT
+    disc_lr: float = 0.0  # the discriminator's learning rate (same schedule); 0: optim.lr. A fine-tuning phase on a
+    # CPU budget wants it higher than the generator's: a discriminator that has not learnt sends only noise
     balancer: bool = False  # EnCodec §3.4 gradient balancer over the losses on the reconstruction
     balancer_ema: float = 0.999
     mel_n_ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64)  # windows 2^i, i = 6..11 (EnCodec)
