@@ -135,9 +135,9 @@ def note_condition(
 
 
 def guide_for(model: MusicLM, scores: list, options: GenerationOptions) -> Tensor | None:
-    """Guide codes [B, G, T] of `scores` for `options.guide` codebooks: None when 0; by default
-    (None) GUIDE_CODEBOOKS where FluidSynth and its soundfont are installed, with one line on stderr when
-    they are not; an explicit count without them is a MusicLMError (`check_renderer`'s line)."""
+    """Guide codes [B, G, T] of `scores` for `options.guide` codebooks: None when 0; by default (None)
+    GUIDE_CODEBOOKS, at most all but the model's last codebook, where FluidSynth and its soundfont are
+    installed, and a warning when they are not; an explicit count without them is a MusicLMError."""
     from musiclm.lm.generation import GUIDE_CODEBOOKS
     from musiclm.notes.guide import guide_codes, renderer_available
 
@@ -148,7 +148,7 @@ def guide_for(model: MusicLM, scores: list, options: GenerationOptions) -> Tenso
                 "FluidSynth is not installed: no guide, the LM writes every codebook (make system-deps)", stacklevel=2
             )
             return None
-        count = GUIDE_CODEBOOKS
+        count = max(0, min(GUIDE_CODEBOOKS, model.n_q - 1))
     if count == 0:
         return None
     if count > model.n_q:

@@ -106,8 +106,8 @@ def register(subparsers) -> None:
         type=int,
         metavar="N",
         help="keep the first N codebooks of a FluidSynth render of the notes (plan or MIDI melody) and let "
-        "the LM write the rest: more N, closer to the notes; 0: the LM writes everything (default: 2 where "
-        "FluidSynth is installed, else 0)",
+        "the LM write the rest: more N, closer to the notes; 0: the LM writes everything (default: 3 of the "
+        "shipped LM's 4 where FluidSynth is installed, else 0)",
     )
     p.add_argument(
         "--no-plan",

@@ -27,7 +27,9 @@ from musiclm.lm.limits import MAX_DURATION, MAX_SEED
 from musiclm.lm.sample import SamplingParams, generate_codes
 
 DECODE_FRAMES = 500  # codec frames decoded at once (10 s at 50 frames/s), plus the decoder's context
-GUIDE_CODEBOOKS = 2  # of the LM's 4: melody agreement 0.47 against 0.19 unguided (checkpoints/README.md)
+# Codebooks kept from the render by default (never all: the LM writes at least the last one). Of the shipped LM's
+# 4, held-out melody agreement 0.19 / 0.41 / 0.47 with 0 / 2 / 3 kept (eval_melody.py --guide; checkpoints/README).
+GUIDE_CODEBOOKS = 3
 
 
 @dataclass(frozen=True)

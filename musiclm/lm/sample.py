@@ -3,7 +3,9 @@
 One window of T frames is S = T + K - 1 delayed steps (`musiclm.lm.delay`). A `target` grid [B, K, S]
 holds what is already known: prompt codes, the special token at empty delay cells, and -1 where the model
 must choose. Columns fully known (the audio prompt) are prefilled in one call; then each step samples
-column s, keeps the known cells, and feeds the column back at position s + 1.
+column s, keeps the known cells, and feeds the column back at position s + 1. Guide codes (the first G
+codebooks of a render of the notes, `musiclm.notes.guide`; not to be confused with `guide()`, the CFG formula)
+are known cells too, so the model writes the finer codebooks hearing the coarse ones, as in training.
 
 Classifier-free guidance (Ho & Salimans 2022) runs as one doubled batch [conditional; null condition].
 `guide` states it on logits; the decode step applies it to the normed hidden states instead, before the
