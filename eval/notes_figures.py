@@ -4,10 +4,11 @@
 
 1. generated_from_plan.png: `--prompt` → the planner's plan (`musiclm.generate.note_condition`, what
    `musiclm generate` plays from) → the plan rendered by FluidSynth (GM soundfont, the corpus's renderer)
-   above the LM's audio from that plan, same prompt and seed.
+   above the LM's audio from that plan (keeping `--guide` codebooks of the render), same prompt and seed.
 2. melody_following.png: one held-out clip (the synth corpus's test split, `--clip-index` after
    eval_melody's shuffle): its render, the render through the codec at the LM's codebooks (the ceiling),
-   the LM from the clip's MIDI, and the LM from the caption alone.
+   the LM from the clip's MIDI without and with the guide (as `generate --melody clip.mid`), and the LM
+   from the caption alone.
 
 Each panel is a spectrogram (log frequency, note names) over its chromagram (`dsp.chroma`, the one
 `chroma_agreement` reads); dots on a chromagram mark the reference's strongest pitch class per frame, and
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
     p.add_argument("--top-k", type=int, default=None, help="top-k sampling (default: the model's)")
     p.add_argument("--note-cfg", type=float, default=None, help="guidance on the notes (default: the model's)")
+    p.add_argument("--guide", type=int, default=None, help="codebooks kept from the render (default: generate's)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -127,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     model = MusicLM.from_pretrained(args.model).eval()
     codec, sr = model.codec, model.codec.sample_rate
     options = GenerationOptions(
-        duration=args.seconds, seed=args.seed, temperature=args.temperature, top_k=args.top_k, note_cfg=args.note_cfg
+        duration=args.seconds,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        note_cfg=args.note_cfg,
+        guide=args.guide,
     )
     name = f"{Path(args.model).name if args.model else 'shipped LM'}, seed {args.seed}"
 
@@ -137,11 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         midi = notes.plans[0].save(Path(tmp) / "plan.mid")
         rendered = render_midi(midi, soundfont, sr, args.seconds, Path(tmp) / "plan.raw")
     played = model.generate([args.prompt], options, notes=notes.features, guide=notes.guide)[0]
+    kept = 0 if notes.guide is None else notes.guide.shape[1]
     plan_text = f"{len(note_array(notes.scores[0]))} notes, {key_name(c.key, c.mode)} {c.mode}, {c.meter} at "
     plan_text += f"{c.bpm:g} BPM, GM programs {list(c.programs)}"
     draw(
         args.out_dir / "generated_from_plan.png",
-        [(f"the plan ({plan_text}) rendered by FluidSynth", torch.from_numpy(rendered)[None]), ("LM", played)],
+        [
+            (f"the plan ({plan_text}) rendered by FluidSynth", torch.from_numpy(rendered)[None]),
+            (f"LM, keeping {kept} of {model.config.n_q} codebooks of that render (--guide {kept})", played),
+        ],
         sr,
         f"{args.prompt!r} → planner → LM ({name})",
     )
@@ -150,16 +162,21 @@ def main(argv: list[str] | None = None) -> int:
     ref, T = clip["wav"], int(round(args.seconds * codec.frame_rate))
     with torch.inference_mode():  # the codebooks the LM models, no more
         ceiling = codec.decode(codec.encode(ref[None], n_q=model.config.n_q))[0, :, : ref.shape[-1]]
+    unguided = replace(options, guide=0)
     from_midi = model.generate(
-        [clip["caption"]], options, notes=notes_features(clip["midi_path"], T, codec.frame_rate)[None]
+        [clip["caption"]], unguided, notes=notes_features(clip["midi_path"], T, codec.frame_rate)[None]
     )[0]
-    from_text = model.generate([clip["caption"]], options)[0]
+    as_melody = note_condition(model, [clip["caption"]], options, melody=clip["midi_path"])  # generate --melody
+    guided = model.generate([clip["caption"]], options, notes=as_melody.features, guide=as_melody.guide)[0]
+    kept = 0 if as_melody.guide is None else as_melody.guide.shape[1]
+    from_text = model.generate([clip["caption"]], unguided)[0]
     draw(
         args.out_dir / "melody_following.png",
         [
             (f"reference render ({clip['id']}, {clip['piece']})", ref),
             (f"reference through the codec at {model.config.n_q} codebooks (the ceiling)", ceiling),
-            ("LM from the clip's MIDI", from_midi),
+            ("LM from the clip's MIDI (--guide 0)", from_midi),
+            (f"LM from the clip's MIDI keeping {kept} codebooks of its render (--melody, --guide {kept})", guided),
             ("LM from the caption alone", from_text),
         ],
         sr,
