@@ -250,6 +250,21 @@ def test_key_retries_return_the_first_plan_in_the_asked_key_without_long_rests()
         plan("a piece", 4.0, key_weight=float("nan"), **kwargs)
 
 
+def test_when_no_draw_passes_the_one_that_rests_least_is_kept(monkeypatch):
+    from musiclm.notes import planner as planner_module
+
+    draws = []
+    sample = planner_module.sample_plan
+    monkeypatch.setattr(planner_module, "sample_plan", lambda *a, **k: draws.append(sample(*a, **k)) or draws[-1])
+    monkeypatch.setattr(planner_module, "in_asked_key", lambda p, start=0.0: False)  # no draw can pass
+    kwargs = {"planner": tiny(), "key": 0, "mode": "major", "bpm": 100.0, "meter": "4/4", "key_weight": 0.0}
+    kept = plan("a piece", 4.0, seed=1, key_retries=5, **kwargs)
+    assert kept.attempts == 6 and len(draws) == 6
+    rests = [planner_module.longest_rest(d) for d in draws]
+    assert planner_module.longest_rest(kept) == min(rests)
+    assert kept.tokens == draws[rests.index(min(rests))].tokens
+
+
 def test_longest_rest_counts_the_lead_in_the_gaps_and_the_tail():
     from musiclm.notes.planner import Plan, longest_rest
 
