@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -118,11 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from musiclm.data.captions import key_name
-    from musiclm.data.render import DEFAULT_SOUNDFONT, check_renderer, render_midi
+    from musiclm.data.render import DEFAULT_SOUNDFONT, check_renderer
     from musiclm.generate import note_condition
     from musiclm.lm.generation import GenerationOptions
     from musiclm.lm.model import MusicLM
     from musiclm.notes.condition import notes_features
+    from musiclm.notes.guide import render_notes
     from musiclm.notes.midi import note_array
 
     soundfont = args.soundfont or DEFAULT_SOUNDFONT
@@ -141,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     notes = note_condition(model, [args.prompt], options)  # what `musiclm generate` plays from
     c = notes.plans[0].controls
-    with tempfile.TemporaryDirectory(prefix="notes-figures-") as tmp:
-        midi = notes.plans[0].save(Path(tmp) / "plan.mid")
-        rendered = render_midi(midi, soundfont, sr, args.seconds, Path(tmp) / "plan.raw")
+    rendered = render_notes(notes.scores[0], args.seconds, sr, soundfont)  # as the guide renders it
     played = model.generate([args.prompt], options, notes=notes.features, guide=notes.guide)[0]
     kept = 0 if notes.guide is None else notes.guide.shape[1]
     plan_text = f"{len(note_array(notes.scores[0]))} notes, {key_name(c.key, c.mode)} {c.mode}, {c.meter} at "

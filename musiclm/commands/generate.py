@@ -269,10 +269,10 @@ def run(args: argparse.Namespace) -> int:
 
     log = sys.stderr if paths == [STDOUT] else sys.stdout  # stdout carries the audio alone
     start = time.perf_counter()
-    batch = args.batch_size
-    for w in generate_files(
-        model, prompts, paths, options, fmt, prompt_wav, batch, args.force, notes.features, notes.guide
-    ):
+    written = generate_files(
+        model, prompts, paths, options, fmt, prompt_wav, args.batch_size, args.force, notes.features, notes.guide
+    )
+    for w in written:
         where = "stdout" if w.destination == STDOUT else w.destination
         print(f"wrote {where} ({w.seconds:.2f} s, {codec.sample_rate} Hz): {w.text!r}", file=log)
     for path, score in zip(midi_paths(args.midi_out, len(prompts)), notes.scores or [], strict=False):
