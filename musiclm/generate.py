@@ -99,15 +99,15 @@ def note_condition(
     notes (a plan or a MIDI melody, arranged for the instruments each prompt names), `options.guide`
     codebooks of their render come with them (`guide_for`)."""
     from musiclm.lm.generation import item_seeds
-    from musiclm.notes.condition import is_midi_file, melody_features, plan_features
+    from musiclm.notes.condition import is_midi_file, melody_features, notes_features, plan_features
 
     frames, _ = output_length(model.codec, options.duration)
     conditioned = model.config.note_features > 0
     if melody is not None:
         if not conditioned:
             raise MusicLMError("--melody: this model takes no notes (a text-only LM); use a note-conditioned one")
-        features = melody_features(melody, frames, model.codec.frame_rate)
         if not is_midi_file(melody):
+            features = melody_features(melody, frames, model.codec.frame_rate)
             if want_midi:
                 raise MusicLMError("--midi-out with an audio --melody: there are no notes to write, only a chromagram")
             if options.guide:
@@ -117,10 +117,13 @@ def note_condition(
         from musiclm.notes.midi import clip_seconds, load_midi
         from musiclm.notes.prompt import parse_prompt
 
+        # One read of the file; the LM's note features are those of the arrangement, so the instrument
+        # families it is told are the ones the guide is rendered with.
         played = clip_seconds(load_midi(melody), 0.0, options.duration)
         scores = [arrange(played, parse_prompt(p).get("programs") or ()) for p in prompts]
+        features = torch.stack([notes_features(s, frames, model.codec.frame_rate) for s in scores])
         guide = guide_for(model, scores, options)
-        return Notes(features[None].expand(len(prompts), -1, -1), scores if want_midi else None, guide=guide)
+        return Notes(features, scores if want_midi else None, guide=guide)
     if not conditioned or not plan:
         if want_midi:
             why = "--no-plan" if not plan else "this model plays from text alone (no notes)"

@@ -145,3 +145,22 @@ def test_an_audio_melody_has_nothing_to_render(notes_model, tmp_path, capsys):  
     args = ["-o", str(tmp_path / "x.wav"), "--melody", str(tmp_path / "hum.wav"), "--guide", "2"]
     assert run(notes_model, "calm piano", *args) == 2
     assert "audio --melody has no notes to render" in one_line_error(capsys)
+
+
+def test_a_midi_melodys_features_name_the_instruments_the_prompt_arranges_it_for(notes_model, tmp_path):  # noqa: F811
+    from musiclm.generate import GenerationOptions, note_condition
+    from musiclm.lm.model import MusicLM
+    from musiclm.notes.features import FAMILIES, PITCH_CLASSES
+
+    model = MusicLM.from_pretrained(notes_model)
+    melody = tune(tmp_path / "tune.mid")  # a piano line: C E G C, half a second each
+    options = GenerationOptions(duration=1.0, seed=0, guide=0)
+    notes = note_condition(model, ["a string quartet", "calm piano"], options, melody=melody, want_midi=True)
+    strings, piano = notes.features[0], notes.features[1]
+    # the same notes for both prompts, C then E in the first second
+    assert torch.equal(strings[:, PITCH_CLASSES], piano[:, PITCH_CLASSES])
+    assert strings[0, 0] == 1 and strings[-1, 4] == 1
+    # GM family 5 (strings, programs 40-47) for the quartet, family 0 (piano) for the piano
+    assert strings[:, FAMILIES][:, 5].all() and not strings[:, FAMILIES][:, 0].any()
+    assert piano[:, FAMILIES][:, 0].all() and not piano[:, FAMILIES][:, 5].any()
+    assert [t.program for t in notes.scores[0].tracks] == [40]
