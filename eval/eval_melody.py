@@ -51,11 +51,11 @@ def tempo_met(asked: float, heard: float, tolerance: float = 0.08) -> bool:
     return any(abs(heard * f - asked) <= tolerance * asked for f in (0.5, 1.0, 2.0)) if heard > 0 else False
 
 
-def held_out_clips(manifest: Path, count: int, seconds: float, sample_rate: int) -> list[dict]:
+def held_out_clips(manifest: Path, count: int, seconds: float, sample_rate: int, split: str = "test") -> list[dict]:
     from musiclm.audio import load_audio
 
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("split") == "test" and r.get("midi") and r["duration"] >= seconds]
+    rows = [r for r in rows if r.get("split") == split and r.get("midi") and r["duration"] >= seconds]
     random.Random(0).shuffle(rows)
     clips = []
     for r in rows[:count]:
@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="LM directory (default: the shipped one)")
     p.add_argument("--manifest", default="data/synth/manifest.jsonl", help="corpus with a test split and MIDI")
     p.add_argument("--clips", type=int, default=16)
+    p.add_argument(
+        "--split", default="test", choices=["test", "valid"], help="held-out clips to score (tune settings on valid)"
+    )
     p.add_argument("--draws", type=int, default=40)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=2)
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "sampling": {f.name: getattr(model.config, f.name) for f in fields(SamplingParams)},
         "guide": args.guide,
     }
-    clips = held_out_clips(Path(args.manifest), args.clips, args.seconds, sr)
+    clips = held_out_clips(Path(args.manifest), args.clips, args.seconds, sr, args.split)
     if "ceiling" not in args.skip:
         report["estimator_ceiling"] = ceiling_section(clips, sr)
         print("estimators on reference renders:", report["estimator_ceiling"], flush=True)

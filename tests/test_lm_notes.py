@@ -197,6 +197,34 @@ def test_note_config_round_trips_and_old_configs_load_text_only(tmp_path):
     assert old.config.note_features == 0 and old.note_proj is None
 
 
+def test_note_presence_tells_resting_notes_from_no_notes_and_round_trips(tmp_path):
+    from test_lm_model import train_tokenizer
+
+    from musiclm.lm import MusicLM
+
+    model = note_lm()
+    ids, mask = text_batch()
+    codes = apply_delay(torch.randint(0, 32, (2, 4, 10)), model.special_id)
+    notes = torch.zeros(2, 10, F)
+    notes[0, 9, 0] = 1.0  # row 0: notes given, resting until the last frame; row 1: no notes
+    with torch.no_grad():
+        before = model(codes, ids, mask, notes)
+        model.add_note_presence()  # zero: an existing model is unchanged until trained
+        torch.testing.assert_close(model(codes, ids, mask, notes), before, atol=0, rtol=0)
+        model.note_presence.normal_()
+        after = model(codes, ids, mask, notes)
+        plain = model(codes, ids, mask)
+    # the vector reaches every position of the row with notes, even the resting ones, and only that row
+    assert not torch.allclose(after[0, :, :5], before[0, :, :5], atol=1e-3)
+    torch.testing.assert_close(after[1], plain[1], atol=0, rtol=0)
+    model.tokenizer = train_tokenizer(tmp_path)
+    model.save_pretrained(tmp_path / "presence")
+    loaded = MusicLM.from_pretrained(tmp_path / "presence", load_codec=False)
+    assert loaded.config.note_presence and torch.equal(loaded.note_presence, model.note_presence)
+    with pytest.raises(MusicLMError, match="needs a note-conditioned model"):
+        tiny_lm().add_note_presence()
+
+
 # ---- shards -----------------------------------------------------------------------------------------
 def _score(pitches) -> Score:
     score = Score(480)

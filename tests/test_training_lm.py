@@ -335,3 +335,36 @@ def test_decay_start_keeps_the_rate_then_anneals():
         opt.step()
         sched.step()
     assert lrs[:11] == [1.0] * 11 and lrs[15] == pytest.approx(0.5) and lrs[20] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_init_from_a_note_model_can_add_the_notes_given_vector(tokenizer_path, tmp_path, monkeypatch):
+    """`lm.note_presence: true` with init_from grows the vector (zero, so training starts where the model
+    was), trains it, and a resume keeps it."""
+    from musiclm.training.recipes import train_lm
+
+    def with_notes(items):
+        for item in items:
+            T = item.codes.shape[1]
+            item.notes = (torch.arange(T)[:, None] % 12 == torch.arange(48)[None]).to(torch.uint8)
+            item.chroma = (torch.arange(T) % 12).to(torch.int8)
+        return items
+
+    splits = {"train": with_notes(make_items(12, 0)), "valid": with_notes(make_items(5, 1))}
+    monkeypatch.setattr(
+        token_dataset, "load_token_items", lambda dirs, split, n_q, fp=None, notes=False: splits.get(split, [])
+    )
+    base_cfg = overrides(tokenizer_path, max_steps=1, val_every=0, checkpoint_every=0)
+    base_cfg["lm"]["note_features"] = 48
+    cfg_file = tmp_path / "notes.yaml"
+    cfg_file.write_text(yaml.safe_dump(base_cfg))
+    train_lm(cfg_file, tmp_path / "base")
+    grow = {"init_from": str(tmp_path / "base" / "export"), "lm": {"note_presence": True}}
+    grow["trainer"] = {"max_steps": 2, "checkpoint_every": 1}
+    train_lm(cfg_file, tmp_path / "grown", overrides=grow)
+    exported = json.loads((tmp_path / "grown" / "export" / "config.json").read_text())
+    assert exported["note_presence"] and exported["note_features"] == 48
+    vector = _export_state(tmp_path / "grown")["note_presence"]
+    assert vector.shape == (32,) and bool(vector.ne(0).any())  # trained from zero
+    train_lm(None, tmp_path / "grown", resume=True, overrides={"trainer": {"max_steps": 3}})
+    assert not torch.equal(_export_state(tmp_path / "grown")["note_presence"], vector)

@@ -19,6 +19,10 @@ conditions on a chromagram prepended to the sequence; our clips come with exactl
 per-frame addition puts each frame's notes where its tokens are predicted, and the ±2-frame kernel gives a
 small look-ahead that helps onsets (the notes are known in advance). All-zero notes are exactly "no notes"
 (no bias): what note dropout and the unconditional half of classifier-free guidance see.
+
+With `note_presence`, a learned vector is added at every position of a row whose window holds any note
+feature: without it "no notes" (text alone) and "notes that rest" are the same input, and a model that
+learnt rests from its notes fell silent from text alone.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class LMConfig:
     dropout: float = 0.0
     condition_dropout: float = 0.1  # training: probability a caption (and its notes) become the null condition
     note_features: int = 0  # F per-frame note features (48: `piano_roll_features`); 0: text only
+    note_presence: bool = False  # a learned "notes are given" vector (see the module docstring)
     note_dropout: float = 0.3  # training data: share of examples whose notes are zeros (text alone still works)
     chroma_share: float = 0.3  # of the examples keeping notes, share given the audio chroma only (`--melody`)
     token_noise: float = 0.0  # training: share of input tokens replaced by random codes (`corrupt_inputs`)
@@ -99,6 +104,9 @@ class MusicLM(nn.Module):
             if config.note_features > 0
             else None
         )
+        self.note_presence = None
+        if config.note_features > 0 and config.note_presence:
+            self.add_note_presence()
         self.tokenizer = tokenizer
         # The codec is deliberately not a submodule: its weights are not the LM's (never trained, never
         # saved in model.safetensors, not in the optimizer); `generate` moves it to the LM's device.
@@ -173,13 +181,25 @@ class MusicLM(nn.Module):
                 f"expected notes [B, T, {n_features}] (note features per frame), got {list(notes.shape)}"
             )
 
+    def add_note_presence(self) -> None:
+        """Give the model its "notes are given" vector, zero so that an existing model's outputs do not change
+        until it is trained (fine-tuning a model saved without one: `lm.note_presence: true` with init_from)."""
+        if self.config.note_features == 0:
+            raise MusicLMError("note_presence needs a note-conditioned model (note_features > 0)")
+        self.config = replace(self.config, note_presence=True)
+        self.note_presence = nn.Parameter(torch.zeros(self.config.dim, device=self.device))
+
     def embed_notes(self, notes: Tensor, steps: int) -> Tensor:
         """notes [B, T, F] (T <= steps frames; missing frames are silent) → [B, steps, D] added to the inputs."""
         self.check_notes(notes)
         assert notes.shape[1] <= steps, f"{notes.shape[1]} frames of notes for {steps} steps"
         x = notes.to(device=self.device, dtype=self.note_proj.weight.dtype).transpose(1, 2)  # [B, F, T]
         x = F.pad(x, (0, steps - notes.shape[1]))  # zeros past the clip, as in training
-        return self.note_proj(x).transpose(1, 2)  # [B, steps, D]
+        out = self.note_proj(x).transpose(1, 2)  # [B, steps, D]
+        if self.note_presence is not None:
+            given = x.flatten(1).ne(0).any(1)  # [B]: any note feature in the window
+            out = out + given[:, None, None].to(out.dtype) * self.note_presence.to(out.dtype)
+        return out
 
     # ---- training ------------------------------------------------------------------------------------
     def _embed(self, tokens: Tensor) -> Tensor:

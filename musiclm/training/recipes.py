@@ -101,6 +101,8 @@ def train_lm(
         model = MusicLM.from_pretrained(config.init_from, load_codec=False).train()
         asked = TRAINING_FIELDS if resume else recipe_lm_keys(config_path, overrides) & set(TRAINING_FIELDS)
         model.config = replace(model.config, **{name: getattr(config.lm, name) for name in sorted(asked)})
+        if config.lm.note_presence and not model.config.note_presence:
+            model.add_note_presence()  # zero at first: the model starts where init_from left it
         config.lm = model.config
         save_config(run_dir, config)
         if not tokenizer_copy.is_file():
