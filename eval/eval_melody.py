@@ -11,7 +11,8 @@
 2. Text controls through the planner: `--draws` captions stating key and tempo → plan → LM → audio; key
    (relative major/minor allowed) and tempo (within 8 %, octave errors allowed) estimated from the audio
    (`musiclm.data.analysis`). The estimators' ceiling: the same estimators on the reference renders.
-3. Speed: 10 s from text (plan + tokens + decode) in wall seconds, peak memory (max RSS).
+3. Text alone (`--no-plan`): the share of silent half-seconds in up to 20 draws (no notes must not mean rest).
+4. Speed: 10 s from text (plan + tokens + decode) in wall seconds, peak memory (max RSS).
 """
 
 from __future__ import annotations
@@ -156,6 +157,27 @@ def controls_section(model, draws: int, seconds: float, guide=None) -> dict:
     }
 
 
+def silence_section(model, draws: int, seconds: float, block: float = 0.5, floor_db: float = -50.0) -> dict:
+    """Text alone (`generate --no-plan`: no notes, no guide): the share of `block`-second blocks quieter than
+    `floor_db` dBFS RMS, over captions drawn as in the controls section. A note-conditioned LM that learnt
+    rests from its notes can read "no notes" as "rest" and fall silent."""
+    from musiclm.lm.generation import GenerationOptions
+
+    rng, shares = random.Random(99), []
+    for i in range(draws):
+        caption, _ = draw_prompt(rng, i)
+        wav = model.generate([caption], GenerationOptions(duration=seconds, seed=i, guide=0))[0].mean(0)
+        n = int(block * model.codec.sample_rate)
+        blocks = wav[: wav.shape[0] // n * n].reshape(-1, n)
+        db = 10 * torch.log10(blocks.square().mean(1) + 1e-12)
+        shares.append(float((db < floor_db).float().mean()))
+    return {
+        "draws": draws,
+        "silent_block_share": round(float(np.mean(shares)), 3),
+        "draws_half_silent": round(float(np.mean([s >= 0.5 for s in shares])), 3),
+    }
+
+
 def ceiling_section(clips: list[dict], sample_rate: int) -> dict:
     """The same estimators on the reference renders, against the fields the renders were made with."""
     from musiclm.data.analysis import estimate_key, estimate_tempo
@@ -222,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=["midi", "audio"],
         help="note paths scored in the melody section (text only is always scored)",
     )
-    p.add_argument("--skip", nargs="*", default=[], choices=["melody", "controls", "ceiling", "speed"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["melody", "controls", "silence", "ceiling", "speed"])
     p.add_argument("--out", default="outputs/eval_melody.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -254,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"text controls over {args.draws} draws (plan → LM → audio):", flush=True)
         report["controls"] = controls_section(model, args.draws, args.seconds, args.guide)
         print({k: v for k, v in report["controls"].items() if k != "rows"}, flush=True)
+    if "silence" not in args.skip:
+        report["text_alone_silence"] = silence_section(model, min(args.draws, 20), args.seconds)
+        print("text alone, silent 0.5 s blocks:", report["text_alone_silence"], flush=True)
     if "speed" not in args.skip:
         report["speed"] = speed_section(model, guide=args.guide)
         print("speed:", report["speed"], flush=True)

@@ -51,6 +51,8 @@ _FIELDS_V1 = struct.Struct("<B8sIIBIHQQHIdI8s")  # after the name; see Header.pa
 _FIELDS_V2 = struct.Struct("<B8sIIBIHQQHIdI8sB")  # version 2: + streams u8
 _FIELDS = struct.Struct("<B8sIIBIHQQHIdI8sBH")  # version 3: + level_frames u16
 _LAYOUTS = {1: _FIELDS_V1, 2: _FIELDS_V2, 3: _FIELDS}
+# values each layout holds (v1: 14; v2: + streams; v3: + level_frames), counted from the format strings
+_FIELD_COUNTS = {version: len(layout.unpack(bytes(layout.size))) for version, layout in _LAYOUTS.items()}
 _PREFIX = struct.Struct("<4sHH")
 _CHUNK_HEAD = struct.Struct("<BI")
 _CRC = struct.Struct("<I")
@@ -192,9 +194,7 @@ class Header:
             self.streams,
             self.level_frames,
         )
-        fields = (
-            bytes([len(name)]) + name + layout.pack(*values[: 13 + self.version])
-        )  # v1: 14 fields, v2: + streams, v3: + level_frames
+        fields = bytes([len(name)]) + name + layout.pack(*values[: _FIELD_COUNTS[self.version]])
         head = _PREFIX.pack(MAGIC, self.version, len(fields)) + fields
         return head + _CRC.pack(zlib.crc32(head))
 
