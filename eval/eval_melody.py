@@ -10,7 +10,8 @@
    the codec's own ceiling (the render through the codec at the LM's bandwidth).
 2. Text controls through the planner: `--draws` captions stating key and tempo → plan → LM → audio; key
    (relative major/minor allowed) and tempo (within 8 %, octave errors allowed) estimated from the audio
-   (`musiclm.data.analysis`). The estimators' ceiling: the same estimators on the reference renders.
+   (`musiclm.data.analysis`). The estimators' ceiling: the same estimators on the reference renders; and on
+   the same plans without the LM, rendered, and rendered through the codec at the LM's codebooks.
 3. Text alone (`--no-plan`): the share of silent half-seconds in up to 20 draws (no notes must not mean rest).
 4. Speed: 10 s from text (plan + tokens + decode) in wall seconds, peak memory (max RSS).
 """
@@ -157,6 +158,35 @@ def controls_section(model, draws: int, seconds: float, guide=None) -> dict:
     }
 
 
+def plan_ceiling_section(model, draws: int, seconds: float) -> dict:
+    """The controls section's plans (same captions and seeds) without the LM: key and tempo heard on each
+    plan's render (`musiclm.notes.guide.render_notes`, the guide's synthesizer), and on that render through
+    the codec at the LM's codebooks (what the best LM could give back)."""
+    from musiclm.data.analysis import estimate_key, estimate_tempo
+    from musiclm.generate import note_condition
+    from musiclm.lm.generation import GenerationOptions
+    from musiclm.notes.guide import render_notes
+
+    codec, sr = model.codec, model.codec.sample_rate
+    rng, met = random.Random(4321), {"render": [], "codec": []}
+    for i in range(draws):
+        caption, asked = draw_prompt(rng, i)
+        notes = note_condition(model, [caption], GenerationOptions(duration=seconds, seed=i, guide=0))
+        render = torch.from_numpy(render_notes(notes.scores[0], seconds, sr))
+        with torch.inference_mode():
+            coded = codec.decode(codec.encode(render[None, None], n_q=model.config.n_q))[0, 0, : render.shape[0]]
+        for name, x in (("render", render.numpy()), ("codec", coded.numpy())):
+            tonic, mode, _ = estimate_key(x, sr)
+            met[name].append(
+                (key_met((asked["key"], asked["mode"]), (tonic, mode)), tempo_met(asked["bpm"], estimate_tempo(x, sr)))
+            )
+    out = {"draws": draws}
+    for name, rows in met.items():
+        out[f"{name}_key_met"] = round(float(np.mean([k for k, _ in rows])), 3)
+        out[f"{name}_tempo_met"] = round(float(np.mean([t for _, t in rows])), 3)
+    return out
+
+
 def silence_section(model, draws: int, seconds: float, block: float = 0.5, floor_db: float = -50.0) -> dict:
     """Text alone (`generate --no-plan`: no notes, no guide): the share of `block`-second blocks quieter than
     `floor_db` dBFS RMS, over captions drawn as in the controls section. A note-conditioned LM that learnt
@@ -244,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=["midi", "audio"],
         help="note paths scored in the melody section (text only is always scored)",
     )
-    p.add_argument("--skip", nargs="*", default=[], choices=["melody", "controls", "silence", "ceiling", "speed"])
+    p.add_argument(
+        "--skip", nargs="*", default=[], choices=["melody", "controls", "plans", "silence", "ceiling", "speed"]
+    )
     p.add_argument("--out", default="outputs/eval_melody.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -276,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"text controls over {args.draws} draws (plan → LM → audio):", flush=True)
         report["controls"] = controls_section(model, args.draws, args.seconds, args.guide)
         print({k: v for k, v in report["controls"].items() if k != "rows"}, flush=True)
+    if "plans" not in args.skip:
+        report["plan_ceiling"] = plan_ceiling_section(model, args.draws, args.seconds)
+        print("the same plans without the LM (render; render through the codec):", report["plan_ceiling"], flush=True)
     if "silence" not in args.skip:
         report["text_alone_silence"] = silence_section(model, min(args.draws, 20), args.seconds)
         print("text alone, silent 0.5 s blocks:", report["text_alone_silence"], flush=True)

@@ -114,12 +114,19 @@ def note_condition(
                 raise MusicLMError("--guide: an audio --melody has no notes to render (give a MIDI file, or --guide 0)")
             return Notes(features[None].expand(len(prompts), -1, -1))
         from musiclm.notes.guide import arrange
-        from musiclm.notes.midi import clip_seconds, load_midi
+        from musiclm.notes.midi import clip_seconds, load_midi, note_array
         from musiclm.notes.prompt import parse_prompt
 
         # One read of the file; the LM's note features are those of the arrangement, so the instrument
         # families it is told are the ones the guide is rendered with.
-        played = clip_seconds(load_midi(melody), 0.0, options.duration)
+        score = load_midi(melody)
+        played = clip_seconds(score, 0.0, options.duration)
+        if len(note_array(played)) == 0:  # the file has notes (load_midi checked), none in the part used
+            first = float(note_array(score)[0, 0])
+            raise MusicLMError(
+                f"{melody}: no notes in the first {options.duration:g} s (the first starts at {first:.1f} s); "
+                "give a longer --duration or a MIDI that starts sooner"
+            )
         scores = [arrange(played, parse_prompt(p).get("programs") or ()) for p in prompts]
         features = torch.stack([notes_features(s, frames, model.codec.frame_rate) for s in scores])
         guide = guide_for(model, scores, options)

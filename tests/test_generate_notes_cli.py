@@ -101,7 +101,8 @@ def test_an_audio_melody_is_played_but_has_no_notes_to_write(notes_model, tmp_pa
 
 
 @pytest.mark.parametrize("case", ["text_model_melody", "text_model_midi_out", "no_plan_midi_out", "bad_melody",
-                                  "silent_melody", "midi_out_name", "midi_out_exists", "note_cfg"])  # fmt: skip
+                                  "silent_melody", "late_midi", "midi_out_name", "midi_out_exists",
+                                  "note_cfg"])  # fmt: skip
 def test_what_cannot_work_is_one_line(notes_model, text_model, tmp_path, capsys, case):
     melody = tune(tmp_path / "tune.mid")
     model, extra, words = notes_model, [], ""
@@ -117,6 +118,13 @@ def test_what_cannot_work_is_one_line(notes_model, text_model, tmp_path, capsys,
     elif case == "silent_melody":
         sf.write(tmp_path / "silence.wav", np.zeros(SR), SR)
         extra, words = ["--melody", str(tmp_path / "silence.wav")], "silent"
+    elif case == "late_midi":  # notes, but none in the second that is asked for
+        late = Score(480)
+        late.tempos.append(Tempo(0, qpm=120.0))
+        late.tracks.append(Track("late", 0, False))
+        late.tracks[0].notes.append(Note(480 * 10, 480, 60, 80))  # at 5 s
+        save_midi(late, tmp_path / "late.mid")
+        extra, words = ["--melody", str(tmp_path / "late.mid")], "no notes in the first 1 s (the first starts at 5.0 s)"
     elif case == "midi_out_name":
         extra, words = ["--midi-out", str(tmp_path / "plan.txt")], ".mid"
     elif case == "midi_out_exists":
