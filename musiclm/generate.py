@@ -166,6 +166,31 @@ def guide_for(model: MusicLM, scores: list, options: GenerationOptions) -> Tenso
     return guide_codes(model.codec, scores, options.duration, count)
 
 
+# Files are written at this level (gated RMS, `musiclm.data.analysis.loudness_db`) unless asked otherwise: the
+# codec's decoder plays 4-7 dB under its input at the LM's bandwidth, so raw outputs sat near -29 dB, far under
+# what music players expect (MusicGen's audio_write normalizes loudness too).
+DEFAULT_LOUDNESS_DB = -20.0
+MAX_GAIN_DB = 24.0  # a near-silent output is raised at most this much, not turned into loud noise
+PEAK_CEILING = 0.99  # and never past this peak: normalizing never clips
+
+
+def loudness_gain(blocks: Iterable[Tensor], sample_rate: int, target_db: float) -> float:
+    """The linear gain that brings audio (blocks [C, L]) to `target_db` gated RMS: at most +MAX_GAIN_DB, and
+    no more than keeps the peak at PEAK_CEILING. Digital silence gets 1."""
+    from musiclm.data.analysis import loudness_db
+
+    mono, peak = [], 0.0
+    for block in blocks:
+        block = block.detach().float().cpu()
+        if block.numel():
+            peak = max(peak, float(block.abs().max()))
+        mono.append(block.mean(0).numpy())
+    level = loudness_db(np.concatenate(mono), sample_rate) if mono else float("-inf")
+    if not np.isfinite(level) or peak == 0.0:
+        return 1.0
+    return min(10 ** (min(target_db - level, MAX_GAIN_DB) / 20), PEAK_CEILING / peak)
+
+
 @dataclass
 class Written:
     destination: str  # a path, or "-" for stdout
@@ -184,12 +209,14 @@ def generate_files(
     force: bool = False,
     notes: Tensor | None = None,
     guide: Tensor | None = None,
+    loudness_db: float | None = DEFAULT_LOUDNESS_DB,
 ) -> Iterator[Written]:
     """Generate `texts[i]` into `destinations[i]` (a path, or "-": WAV on stdout), `batch_size` captions at
     a time; yields each file once written. Seeds as `item_seeds(texts, options.seed)`: a caption's audio is
     the same whatever batch it falls in. `notes` [len(texts) or 1, T, F]: note features per codec frame for
     a note-conditioned model (`MusicLM.generate`); `guide` [len(texts) or 1, G, T]: codes kept for the first
-    G codebooks (`note_condition`)."""
+    G codebooks (`note_condition`). `loudness_db`: each file's level (`loudness_gain`; the audio is decoded
+    twice, once to measure it, so memory stays that of one window); None writes the decoder's own level."""
     assert len(texts) == len(destinations), "one destination per caption"
     if batch_size < 1:
         raise MusicLMError(f"batch size must be >= 1, got {batch_size}")
@@ -204,6 +231,9 @@ def generate_files(
         for i, text in enumerate(batch):
             destination = destinations[first + i]
             blocks = decode_windows(codec, codes[i], n_samples)
+            if loudness_db is not None:
+                gain = loudness_gain(blocks, codec.sample_rate, loudness_db)
+                blocks = (block * gain for block in decode_windows(codec, codes[i], n_samples))
             write_audio(destination, blocks, codec.sample_rate, codec.channels, n_samples, fmt, force)
             yield Written(str(destination), text, n_samples / codec.sample_rate)
 

@@ -159,12 +159,14 @@ def test_same_prompt_and_seed_give_the_same_audio_alone_in_a_batch_from_a_file_a
     assert torch.equal(twice[1], model.generate("calm piano", duration=1.0, seed=8)[0])
 
     # the CLI: alone, second of two, from a prompts file; and the Python API's float audio as 16-bit PCM
-    assert main(_cli(model_dir, "calm piano", "--seed", "7", "--duration", "1", "-o", str(tmp_path / "a.wav"))) == 0
-    args = ["fast folk flute in g major, lively", "calm piano", "--seed", "7", "--duration", "1"]
+    # (--loudness off: the decoder's own level, what MusicLM.generate returns)
+    raw = ["--seed", "7", "--duration", "1", "--loudness", "off"]
+    assert main(_cli(model_dir, "calm piano", *raw, "-o", str(tmp_path / "a.wav"))) == 0
+    args = ["fast folk flute in g major, lively", "calm piano", *raw]
     assert main(_cli(model_dir, *args, "-o", str(tmp_path / "b.wav"))) == 0
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# two prompts\nx\ncalm piano\n", encoding="utf-8")
-    file_args = ["--prompts", str(prompts), "--seed", "7", "--duration", "1", "-o", str(tmp_path / "c.wav")]
+    file_args = ["--prompts", str(prompts), *raw, "-o", str(tmp_path / "c.wav")]
     assert main(_cli(model_dir, *file_args)) == 0
     a, _ = sf.read(tmp_path / "a.wav", dtype="int16")
     assert np.array_equal(a, sf.read(tmp_path / "b-2.wav", dtype="int16")[0])
@@ -189,6 +191,8 @@ def test_same_prompt_and_seed_give_the_same_audio_alone_in_a_batch_from_a_file_a
         (["--duration", "1e9"], "3600"),
         (["--duration", "1e-9"], "minimum is 0.02 s"),  # shorter than one frame of the 50 frames/s codec
         (["--batch-size", "0"], "batch-size"),
+        (["--loudness", "loud"], "'off'"),
+        (["--loudness", "6"], "between -70 and 0"),
     ],
 )
 def test_cli_refuses_bad_values_in_one_line(model_dir, tmp_path, capsys, args, words):
@@ -304,3 +308,32 @@ def test_one_options_object_for_every_way_in(model_dir):
     assert GenerationOptions().sampling(model.config).cfg == model.config.cfg  # unset: the model's default
     with pytest.raises(TypeError):
         model.generate(["calm piano"], options, tempo=3)
+
+
+def test_files_are_written_at_the_asked_loudness_never_clipped(model_dir, tmp_path):
+    from musiclm.data.analysis import loudness_db
+    from musiclm.generate import MAX_GAIN_DB, PEAK_CEILING, loudness_gain
+
+    base = ["calm piano", "--duration", "1", "--seed", "3"]
+    levels = {}
+    for name, extra in {"default": [], "quiet": ["--loudness", "-30"], "off": ["--loudness", "off"]}.items():
+        assert main(_cli(model_dir, *base, *extra, "-o", str(tmp_path / f"{name}.wav"))) == 0
+        audio, _ = sf.read(tmp_path / f"{name}.wav")
+        levels[name] = loudness_db(audio, SR)
+        assert np.abs(audio).max() <= PEAK_CEILING + 1e-4
+    model = MusicLM.from_pretrained(model_dir)
+    raw = model.generate("calm piano", duration=1.0, seed=3)[0]
+    assert levels["off"] == pytest.approx(loudness_db(raw.numpy()[0], SR), abs=0.05)  # the decoder's level
+    assert levels["quiet"] == pytest.approx(-30.0, abs=0.1)
+    assert (
+        levels["default"] == pytest.approx(-20.0, abs=0.1) or np.abs(sf.read(tmp_path / "default.wav")[0]).max() > 0.98
+    )
+    # the rules: silence (under the -70 dB gate) stays as it is, a whisper (-63 dB) is raised at most
+    # MAX_GAIN_DB, a peak never passes the ceiling
+    t = torch.arange(SR) / SR
+    assert loudness_gain([torch.zeros(1, SR)], SR, -20.0) == 1.0
+    whisper = 1e-3 * torch.sin(2 * np.pi * 440 * t)[None]
+    assert 20 * np.log10(loudness_gain([whisper], SR, -20.0)) == pytest.approx(MAX_GAIN_DB)
+    click = torch.zeros(1, SR)
+    click[0, 100] = 0.5
+    assert loudness_gain([click[:, :4000], click[:, 4000:]], SR, -10.0) == pytest.approx(PEAK_CEILING / 0.5)

@@ -120,6 +120,12 @@ def register(subparsers) -> None:
         help="output format when -o has no extension or names a directory (default: from the -o extension, "
         "else wav); it must agree with an -o extension",
     )
+    p.add_argument(
+        "--loudness",
+        metavar="DB",
+        help="write each file at this level, dB RMS over 0.4 s blocks (gated at -70), raised at most 24 dB and "
+        "never clipped (default -20; 'off': the decoder's own level, about -29 for the shipped models)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
     p.add_argument(
         "--fp32",
@@ -130,6 +136,21 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if present")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.set_defaults(func=run)
+
+
+def loudness_level(text: str | None, default: float) -> float | None:
+    """--loudness: None → `default`; "off" → None (the decoder's own level); else dB in (-70, 0]."""
+    if text is None:
+        return default
+    if text.lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise MusicLMError(f"--loudness: expected a level in dB (such as -20) or 'off', got {text!r}") from None
+    if not -70.0 < value <= 0.0:
+        raise MusicLMError(f"--loudness: a level between -70 and 0 dB, got {value:g}")
+    return value
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
@@ -227,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from musiclm.audio import load_audio
-    from musiclm.generate import check_destination, generate_files, load_model, output_formats
+    from musiclm.generate import DEFAULT_LOUDNESS_DB, check_destination, generate_files, load_model, output_formats
     from musiclm.lm.generation import GenerationOptions, output_length
     from musiclm.notes.midi import save_midi
 
@@ -246,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
         progress=True,
     )
     options.check()
+    loudness = loudness_level(args.loudness, DEFAULT_LOUDNESS_DB)
     if args.batch_size < 1:
         raise MusicLMError(f"--batch-size must be >= 1, got {args.batch_size}")
     paths, fmt = output_paths(prompts, args.output, args.format, output_formats())
@@ -270,7 +292,17 @@ def run(args: argparse.Namespace) -> int:
     log = sys.stderr if paths == [STDOUT] else sys.stdout  # stdout carries the audio alone
     start = time.perf_counter()
     written = generate_files(
-        model, prompts, paths, options, fmt, prompt_wav, args.batch_size, args.force, notes.features, notes.guide
+        model,
+        prompts,
+        paths,
+        options,
+        fmt,
+        prompt_wav,
+        args.batch_size,
+        args.force,
+        notes.features,
+        notes.guide,
+        loudness_db=loudness,
     )
     for w in written:
         where = "stdout" if w.destination == STDOUT else w.destination
