@@ -83,6 +83,12 @@ def test_studio_generate_and_melody_on_a_text_only_model(tmp_path):
     assert "melody was not used" in job.notes[0]
     again = studio.generate("calm piano", duration=0.2, seed=3)
     assert sf.read(again.wav)[0].tolist() == sf.read(job.wav)[0].tolist(), "same seed, same audio"
+    from musiclm.data.analysis import loudness_db
+    from musiclm.generate import DEFAULT_LOUDNESS_DB, PEAK_CEILING
+
+    audio = sf.read(job.wav)[0]  # at the level `musiclm generate` writes, or as loud as it goes unclipped
+    assert loudness_db(audio, 8000) == pytest.approx(DEFAULT_LOUDNESS_DB, abs=0.1) or abs(audio).max() > 0.98
+    assert abs(audio).max() <= PEAK_CEILING + 1e-4
     with pytest.raises(MusicLMError, match="type a prompt"):
         studio.generate("  ", duration=1)
 

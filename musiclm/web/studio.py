@@ -154,6 +154,7 @@ class Studio:
         MIDI it played (the plan of the prompt, or the melody). `progress`: a tqdm bar while sampling."""
         from musiclm.audio import save_audio
         from musiclm.evaluation.plots import spectrograms
+        from musiclm.generate import DEFAULT_LOUDNESS_DB, loudness_gain
         from musiclm.lm.generation import GenerationOptions, generate_audio
 
         prompt = (prompt or "").strip()
@@ -171,6 +172,7 @@ class Studio:
         features, score, guide, notes = self._notes(prompt, options, melody)
         wav = generate_audio(self.model, [prompt], options, notes=features, guide=guide)  # [1, C, N]
         sr = self.model.codec.sample_rate
+        wav = wav * loudness_gain([wav[0]], sr, DEFAULT_LOUDNESS_DB)  # the level `musiclm generate` writes
         path = folder / f"{_slug(prompt)}-{seed}.wav"
         save_audio(path, wav[0].clamp(-1, 1), sr)
         elapsed = time.perf_counter() - start
