@@ -378,3 +378,23 @@ def test_a_note_lm_learns_tokens_the_notes_determine():
         with_notes = model.loss(model(codes, ids, mask, notes), codes)[1][0]  # codebook 0: the notes alone
         without = model.loss(model(codes, ids, mask), codes)[1][0]
     assert without > 2.0 and with_notes < 1.0, (float(with_notes), float(without))
+
+
+def test_training_items_keep_only_a_short_silent_tail():
+    from musiclm.training.token_dataset import trim_trailing_silence
+
+    def item(chroma, with_notes=True):
+        T = len(chroma)
+        codes = torch.arange(4 * T, dtype=torch.int16).view(4, T)
+        notes = torch.ones(T, F, dtype=torch.uint8) if with_notes else None
+        return TokenItem(codes, "x", "id", notes, torch.tensor(chroma, dtype=torch.int8))
+
+    tail = item([3, 3, -1, 5, 5] + [-1] * 20)  # an inner rest stays; 20 silent frames at the end become 2
+    whole = item([0, 1, 2, 3])
+    silent = item([-1] * 6)
+    no_chroma = TokenItem(torch.zeros(4, 9, dtype=torch.int16), "y", "id2")
+    out = trim_trailing_silence([tail, whole, silent, no_chroma], keep_frames=2)
+    assert [len(i.codes[0]) for i in out] == [7, 4, 9]  # the silent-throughout item is dropped
+    assert torch.equal(out[0].codes, tail.codes[:, :7]) and out[0].notes.shape == (7, F)
+    assert out[0].chroma.tolist() == [3, 3, -1, 5, 5, -1, -1]
+    assert out[1] is whole and out[2] is no_chroma

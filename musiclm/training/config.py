@@ -122,6 +122,9 @@ class TokenDataConfig:
     frames: int = 500  # crop length T in codec frames (10 s at 50 Hz)
     batch_size: int = 8
     val_batches: int = 8  # fixed validation batches (crops from the start of each held-out item)
+    # training items keep at most this many silent frames after their last sound (the chroma says which are
+    # silent; `trim_trailing_silence`); None keeps them whole. Validation items are never trimmed.
+    trailing_silence_frames: int | None = 10
     # Prompts for the audio samples logged every trainer.sample_every steps (needs `codec`).
     sample_prompts: list[str] = field(default_factory=list)
     sample_seconds: float = 4.0

@@ -90,7 +90,7 @@ def train_lm(
     from musiclm.notes.features import NUM_FEATURES
     from musiclm.text.tokenizer import TextTokenizer
     from musiclm.training.lm_module import LMModule, check_compatible
-    from musiclm.training.token_dataset import load_token_items
+    from musiclm.training.token_dataset import load_token_items, trim_trailing_silence
 
     run_dir = Path(run_dir)
     config = prepare_run(LMTrainConfig, config_path, run_dir, resume, force, overrides or {})
@@ -141,6 +141,8 @@ def train_lm(
     if model.config.note_features > NUM_FEATURES:
         raise MusicLMError(f"lm.note_features is {model.config.note_features}; the shards hold {NUM_FEATURES}")
     train_items = load_token_items(config.data.shards, config.data.split, config.lm.n_q, fingerprint, notes=notes)
+    if config.data.trailing_silence_frames is not None:
+        train_items = trim_trailing_silence(train_items, config.data.trailing_silence_frames)
     if not train_items:
         raise MusicLMError(f"no {config.data.split!r} items in {config.data.shards}")
     check_compatible(model, train_items)

@@ -15,7 +15,7 @@ start as its codes, in one of three views drawn with the crop:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -110,6 +110,24 @@ def load_token_items(
                     )
             items.append(item)
     return items
+
+
+def trim_trailing_silence(items: list[TokenItem], keep_frames: int) -> list[TokenItem]:
+    """Items whose chroma ends in silent frames (-1) keep at most `keep_frames` of them (the release). A
+    crop that runs into a clip's silent tail teaches that silence is never followed by sound; at generation
+    from text alone one silent frame then held to the end of the audio. Items without chroma are kept whole."""
+    out = []
+    for item in items:
+        if item.chroma is not None and len(item.chroma):
+            sounding = torch.nonzero(torch.as_tensor(item.chroma) >= 0)
+            if not len(sounding):
+                continue  # silent throughout: nothing to learn from
+            end = min(len(item.chroma), int(sounding[-1]) + 1 + keep_frames)
+            if end < len(item.chroma):
+                item = replace(item, codes=item.codes[:, :end], chroma=item.chroma[:end],
+                               notes=None if item.notes is None else item.notes[:end])  # fmt: skip
+        out.append(item)
+    return out
 
 
 def collate(
