@@ -215,8 +215,9 @@ def generate_files(
     a time; yields each file once written. Seeds as `item_seeds(texts, options.seed)`: a caption's audio is
     the same whatever batch it falls in. `notes` [len(texts) or 1, T, F]: note features per codec frame for
     a note-conditioned model (`MusicLM.generate`); `guide` [len(texts) or 1, G, T]: codes kept for the first
-    G codebooks (`note_condition`). `loudness_db`: each file's level (`loudness_gain`; the audio is decoded
-    twice, once to measure it, so memory stays that of one window); None writes the decoder's own level."""
+    G codebooks (`note_condition`). `loudness_db`: each file's level (`loudness_gain`: the audio is decoded
+    twice, once to measure it, holding only its mono mix, 4 bytes a sample, ~58 MB for 10 minutes at 24 kHz);
+    None writes the decoder's own level."""
     assert len(texts) == len(destinations), "one destination per caption"
     if batch_size < 1:
         raise MusicLMError(f"batch size must be >= 1, got {batch_size}")
