@@ -187,13 +187,15 @@ def plan_ceiling_section(model, draws: int, seconds: float) -> dict:
     return out
 
 
-def silence_section(model, draws: int, seconds: float, block: float = 0.5, floor_db: float = -50.0) -> dict:
+def silence_section(
+    model, draws: int, seconds: float, block: float = 0.5, floor_db: float = -50.0, dead_db: float = -80.0
+) -> dict:
     """Text alone (`generate --no-plan`: no notes, no guide): the share of `block`-second blocks quieter than
-    `floor_db` dBFS RMS, over captions drawn as in the controls section. A note-conditioned LM that learnt
-    rests from its notes can read "no notes" as "rest" and fall silent."""
+    `floor_db` dBFS RMS (quiet), and of those under `dead_db` (digital silence: one silent frame held to the
+    end), over captions drawn as in the controls section."""
     from musiclm.lm.generation import GenerationOptions
 
-    rng, shares = random.Random(99), []
+    rng, shares, dead = random.Random(99), [], []
     for i in range(draws):
         caption, _ = draw_prompt(rng, i)
         wav = model.generate([caption], GenerationOptions(duration=seconds, seed=i, guide=0))[0].mean(0)
@@ -201,10 +203,12 @@ def silence_section(model, draws: int, seconds: float, block: float = 0.5, floor
         blocks = wav[: wav.shape[0] // n * n].reshape(-1, n)
         db = 10 * torch.log10(blocks.square().mean(1) + 1e-12)
         shares.append(float((db < floor_db).float().mean()))
+        dead.append(float((db < dead_db).float().mean()))
     return {
         "draws": draws,
         "silent_block_share": round(float(np.mean(shares)), 3),
         "draws_half_silent": round(float(np.mean([s >= 0.5 for s in shares])), 3),
+        "dead_block_share": round(float(np.mean(dead)), 3),
     }
 
 
