@@ -21,8 +21,9 @@ small look-ahead that helps onsets (the notes are known in advance). All-zero no
 (no bias): what note dropout and the unconditional half of classifier-free guidance see.
 
 With `note_presence`, a learned vector is added at every position of a row whose window holds any note
-feature: without it "no notes" (text alone) and "notes that rest" are the same input, and a model that
-learnt rests from its notes fell silent from text alone.
+feature, so "no notes" (text alone) and "notes that rest" are different inputs. It did not by itself stop
+text alone falling silent (checkpoints/README.md, stage 5): that came from training crops running into clips'
+silent tails (`musiclm.training.token_dataset.trim_trailing_silence`).
 """
 
 from __future__ import annotations
