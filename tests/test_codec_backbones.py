@@ -136,3 +136,26 @@ def test_chroma_filterbank_rows_are_pitch_classes():
     a4_bin = int(np.argmin(np.abs(freqs - 440.0)))
     assert int(fb[:, a4_bin].argmax()) == 9  # A
     assert fb[:, 0].sum() == 0  # DC belongs to no pitch class
+
+
+def test_magnitude_input_widens_an_old_encoder_without_changing_it():
+    """`init_from` a frame codec without magnitude input: the new channels start at zero, so the encoder
+    computes what it computed before; once they are trained, a steady tone's magnitude reaches the latent."""
+    from conftest import _tiny_config
+
+    torch.manual_seed(0)
+    old = Codec(_tiny_config("frame")).eval()
+    config = _tiny_config("frame")
+    config.frame.magnitude_input = True
+    new = Codec(config).eval()
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        new.load_state_dict(old.state_dict())
+    new.load_state_dict(new.encoder.widen_with_magnitude_input(old.state_dict(), prefix="encoder."))
+    x = 0.2 * torch.randn(1, 1, 800, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(new.encoder(x), old.encoder(x))
+    assert torch.equal(new.encode(x), old.encode(x))
+    with torch.no_grad():
+        new.encoder.net.embed.weight.normal_()
+    assert not torch.allclose(new.encoder(x), old.encoder(x))
+    with pytest.raises(ValueError, match="no magnitude input"):
+        old.encoder.widen_with_magnitude_input(old.state_dict(), prefix="encoder.")

@@ -275,3 +275,40 @@ def test_shard_perplexity_scores_held_out_tokens_of_the_models_codec(tmp_path):
     object.__setattr__(model, "codec", other)
     with pytest.raises(MusicLMError, match="shards were made with codec"):
         shard_perplexity(model, tmp_path / "shards")
+
+
+# ---- held tones through a codec --------------------------------------------------------------------------
+class _FakeCodec:
+    """encode = the waveform itself, decode = it scaled by `gain` above `cutoff_hz` (a codec that loses
+    high notes loses their energy)."""
+
+    sample_rate = 16000
+
+    def __init__(self, cutoff_hz: float, gain: float):
+        self.cutoff_hz, self.gain = cutoff_hz, gain
+
+    def encode(self, wav, n_q=None):
+        return wav
+
+    def decode(self, codes, length=None):
+        spec = torch.fft.rfft(codes)
+        freqs = torch.fft.rfftfreq(codes.shape[-1], 1 / self.sample_rate)
+        spec[..., freqs > self.cutoff_hz] *= self.gain
+        return torch.fft.irfft(spec, codes.shape[-1])[..., :length]
+
+
+def test_tone_levels_find_the_pitches_a_codec_loses():
+    from musiclm.evaluation.tones import lost_share, make_tone, tone_levels
+
+    pitches = [48, 60, 72, 84]  # C3 .. C6: 131, 262, 523, 1047 Hz
+    identity = tone_levels(_FakeCodec(cutoff_hz=8000, gain=1.0), pitches)
+    assert all(abs(lv.level_db) < 0.01 for lv in identity) and lost_share(identity) == 0.0
+    lossy = tone_levels(_FakeCodec(cutoff_hz=700, gain=0.01), pitches, kinds=("sine",))
+    assert [lv.pitch for lv in lossy if lv.level_db < -6] == [84]  # C6's fundamental is above the cut
+    harmonic = tone_levels(_FakeCodec(cutoff_hz=700, gain=0.01), pitches, kinds=("harmonic",))
+    assert [lv.level_db < -6 for lv in harmonic] == [False, False, False, True]
+    assert -6 < harmonic[2].level_db < -0.5  # C5 keeps its fundamental, loses its upper partials
+    tone = make_tone("vibrato", 69, 16000)
+    assert tone.dtype == np.float32 and abs(np.abs(tone).max() - 0.1) < 1e-6
+    with pytest.raises(ValueError, match="unknown tone kind"):
+        make_tone("square", 60, 16000)

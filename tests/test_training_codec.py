@@ -319,3 +319,49 @@ def test_the_discriminator_learns_a_quiet_noise_floor_only_on_compressed_spectra
         loss.backward()
         opt.step()
     assert (float(loss) < 1.0) == (compress < 1.0), float(loss)
+
+
+def test_init_from_adds_magnitude_input_and_frozen_codebooks_stay_put(corpus, tmp_path):
+    """A frame codec fine-tuned with magnitude input and `freeze_codebooks`: it starts from the codec it came
+    from, its encoder (magnitude channels too) and decoder train, and every codebook vector stays put."""
+    from musiclm.cli import main
+    from musiclm.codec import Codec
+    from musiclm.training.config import CodecTrainConfig, load_train_config
+
+    frame = {"dimension": 16, "hop_length": 8, "width": 16, "encoder_layers": 2, "decoder_layers": 2}
+    over = {"data": {"manifests": [str(corpus)]}, "codec": {"backbone": "frame", "frame": frame}}
+    torch.manual_seed(0)
+    source = Codec(load_train_config(CodecTrainConfig, DEBUG, over).codec)
+    source.train()(0.3 * torch.randn(4, 1, 800))  # k-means init: codebooks a trained codec would have
+    source.eval().save_pretrained(tmp_path / "shipped")
+    source = Codec.from_pretrained(tmp_path / "shipped")
+    args = ["train", "codec", "--config", str(DEBUG), "--out", str(tmp_path / "run"), "--threads", "1"]
+    args += ["--init-from", str(tmp_path / "shipped"), "--max-steps", "2", "--set", "freeze_codebooks=true"]
+    args += ["--set", f"data.manifests=[{corpus}]", "--set", "trainer.sample_every=0", "--set", "codec.backbone=frame"]
+    args += ["--set", "codec.frame={" + ", ".join(f"{k}: {v}" for k, v in frame.items()) + ", magnitude_input: true}"]
+    assert main(args) == 0
+    tuned = Codec.from_pretrained(tmp_path / "run" / "export")
+    assert tuned.config.frame.magnitude_input
+    for old, new in zip(source.quantizer.layers, tuned.quantizer.layers, strict=True):
+        assert torch.equal(old.embed, new.embed)
+    assert not torch.equal(tuned.decoder.net.embed.weight, source.decoder.net.embed.weight)
+    assert tuned.encoder.net.embed.weight[:, 2 * tuned.encoder.bins :].abs().sum() > 0  # magnitude channels learn
+    assert tuned.fingerprint() != source.fingerprint()
+
+
+def test_tone_melodies_mixed_into_crops_are_deterministic_and_reach_high_notes(corpus):
+    from musiclm.training.tone_melody import melody
+
+    files = read_manifests([corpus], "train")
+    plain = CropBatches(files, 8000, 1, 0.5, 16, seed=1)
+    mixed = CropBatches(files, 8000, 1, 0.5, 16, seed=1, tone_melody_share=1.0)
+    again = CropBatches(files, 8000, 1, 0.5, 16, seed=1, tone_melody_share=1.0)
+    assert torch.equal(mixed[3], again[3]) and not torch.equal(mixed[3], plain[3])
+    assert float(mixed[3].abs().max()) <= 0.99 + 1e-6
+    # The lines cover the range a melody uses: strongest partials from below C4 to above C6 across draws.
+    peaks = []
+    for seed in range(40):
+        line = melody(np.random.default_rng(seed), 24000, 24000)
+        spectrum = np.abs(np.fft.rfft(line[:2000] * np.hanning(2000)))
+        peaks.append(np.argmax(spectrum) * 24000 / 2000)
+    assert min(peaks) < 262 and max(peaks) > 1047

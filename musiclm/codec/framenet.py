@@ -41,6 +41,12 @@ class FrameNetConfig:
     # directly. Without a discriminator, regression on the complex spectrum has no phase wrapping to fight and
     # starts from silence (exp(0) = 1 starts the magnitude head at a full-band noise floor).
     head: str = "magphase"
+    # The encoder also sees the compressed magnitude |X|^c of each bin, which does not rotate with phase. From
+    # real and imaginary parts alone the first layer (linear) cannot tell a steady partial's energy from its
+    # phase: the shipped encoder mapped steady sines near 400 Hz and from ~1 kHz up to near-silence
+    # (eval/codec_tones.py), the "notes from C5 up are lost" of eval/codec_diagnose.py. Speech-enhancement
+    # front-ends feed magnitude beside the complex parts for this reason.
+    magnitude_input: bool = False
 
 
 class ConvNeXtBlock(nn.Module):
@@ -91,8 +97,13 @@ class FrameEncoder(nn.Module):
         self.n_fft = cfg.window_hops * cfg.hop_length
         self.bins = self.n_fft // 2 + 1
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        self.features_per_bin = 3 if cfg.magnitude_input else 2
         self.net = ConvNeXtStack(
-            2 * cfg.channels * self.bins, cfg.width, cfg.dimension, cfg.encoder_layers, cfg.kernel_size
+            self.features_per_bin * cfg.channels * self.bins,
+            cfg.width,
+            cfg.dimension,
+            cfg.encoder_layers,
+            cfg.kernel_size,
         )
 
     def forward(self, wav: Tensor) -> Tensor:
@@ -105,9 +116,24 @@ class FrameEncoder(nn.Module):
         spec = torch.stft(x, self.n_fft, hop, self.n_fft, self.window, center=False, return_complex=True)
         mag = spec.abs().clamp(min=1e-7)
         spec = spec * mag.pow(self.cfg.compress - 1.0)
-        feats = torch.cat([spec.real, spec.imag], dim=1)  # [B*C, 2F, T]
-        feats = feats.reshape(B, C * 2 * self.bins, -1)
+        parts = [spec.real, spec.imag] + ([mag.pow(self.cfg.compress)] if self.cfg.magnitude_input else [])
+        feats = torch.cat(parts, dim=1)  # [B*C, 2F or 3F, T]
+        feats = feats.reshape(B, C * self.features_per_bin * self.bins, -1)
         return self.net(feats)
+
+    def widen_with_magnitude_input(self, state: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+        """A state dict saved without magnitude input, made loadable into this encoder: the magnitude
+        channels' input weights start at zero, so the encoder computes exactly what it computed before and
+        training (`init_from`) starts from the old model. Returns a new dict; other keys are shared."""
+        if not self.cfg.magnitude_input:
+            raise ValueError("this encoder has no magnitude input to widen for")
+        key = f"{prefix}net.embed.weight"
+        old = state[key]  # [width, C·2·F, kernel]
+        width, _, kernel = old.shape
+        per_channel = old.reshape(width, self.cfg.channels, 2, self.bins, kernel)
+        zeros = per_channel.new_zeros(width, self.cfg.channels, 1, self.bins, kernel)
+        widened = torch.cat([per_channel, zeros], dim=2).reshape(width, -1, kernel)
+        return {**state, key: widened}
 
 
 class ISTFTHead(nn.Module):

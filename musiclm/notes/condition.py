@@ -22,6 +22,7 @@ from musiclm.notes.features import FRAME_RATE, NUM_FEATURES, PITCH_CLASSES, chro
 from musiclm.notes.midi import MidiLike
 
 MIDI_EXTENSIONS = (".mid", ".midi", ".smf")
+MIDI_MAGIC = b"MThd"  # the first four bytes of a standard MIDI file
 
 
 def chroma_view(chroma: Tensor) -> Tensor:
@@ -39,7 +40,7 @@ def is_midi_file(path: str | Path) -> bool:
         return True
     try:
         with open(path, "rb") as f:
-            return f.read(4) == b"MThd"
+            return f.read(4) == MIDI_MAGIC
     except OSError:
         return False
 

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, Sampler
 
 from musiclm.audio import load_audio
 from musiclm.errors import MusicLMError
+from musiclm.training.tone_melody import add_melody
 
 
 @dataclass
@@ -96,6 +97,7 @@ class CropBatches(Dataset):
         rank: int = 0,
         gain_db: tuple[float, float] = (0.0, 0.0),
         group_weights: list[float] | None = None,
+        tone_melody_share: float = 0.0,
     ):
         if not files:
             raise MusicLMError("no training audio: the manifests list no rows of the training split")
@@ -103,6 +105,7 @@ class CropBatches(Dataset):
         self.segment = int(round(segment_seconds * sample_rate))
         self.batch_size, self.seed, self.rank, self.gain_db = batch_size, seed, rank, gain_db
         self.probs = sampling_probabilities(files, group_weights or [])
+        self.tone_melody_share = tone_melody_share
 
     def __len__(self) -> int:  # effectively unbounded; the sampler decides which steps are drawn
         return 2**62
@@ -122,7 +125,10 @@ class CropBatches(Dataset):
                 wav, _ = load_audio(file.path, self.sample_rate, self.channels, start=start, duration=seconds)
             except MusicLMError:
                 continue
-            return _fit(wav, self.segment) * _gain(wav, gain)
+            crop = _fit(wav, self.segment) * _gain(wav, gain)
+            if self.tone_melody_share > 0 and rng.random() < self.tone_melody_share:
+                crop = add_melody(crop, rng, self.sample_rate)
+            return crop
         raise MusicLMError("8 unreadable audio files in a row; check the manifests")
 
 

@@ -98,6 +98,7 @@ class CodecModule(pl.LightningModule):
             self.global_rank,
             tuple(d.gain_db),
             d.manifest_weights,
+            d.tone_melody_share,
         )
         workers = self.config.trainer.num_workers
         # The sampler reads global_step when iteration starts, i.e. after a checkpoint was restored.
@@ -133,8 +134,10 @@ class CodecModule(pl.LightningModule):
         wav = batch  # [B, C, N]
         step = self.global_step
         n_q = self.sample_n_q(step)
-        if self.config.freeze_encoder:  # Lightning sets train mode each epoch; frozen codebooks take no EMA step
+        # Lightning sets train mode each epoch; frozen codebooks take no EMA step and replace no dead codes
+        if self.config.freeze_encoder:
             self.codec.encoder.eval()
+        if self.config.freeze_encoder or self.config.freeze_codebooks:
             self.codec.quantizer.eval()
         recon, q = self.codec(wav, n_q)  # [B, C, N]
         losses = {
@@ -271,8 +274,23 @@ def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: boo
         start = Codec.from_pretrained(config.init_from)
         ours, theirs = to_dict(config.codec), to_dict(start.config)
         ours.pop("name"), theirs.pop("name")
+        widen = _adds_magnitude_input(ours, theirs)
+        if widen:  # the one architecture change init_from bridges: the encoder gains magnitude input
+            theirs["frame"]["magnitude_input"] = True
         if ours != theirs:
             diff = sorted(k for k in ours if ours[k] != theirs.get(k))
             raise MusicLMError(f"init_from {config.init_from}: its codec config differs in {diff}")
-        module.codec.load_state_dict(start.state_dict())  # weights and EMA codebook statistics
+        state = start.state_dict()  # weights and EMA codebook statistics
+        if widen:
+            state = module.codec.encoder.widen_with_magnitude_input(state, prefix="encoder.")
+        module.codec.load_state_dict(state)
     return module
+
+
+def _adds_magnitude_input(ours: dict, theirs: dict) -> bool:
+    """True when a frame codec is started from one whose encoder lacked magnitude input."""
+    return (
+        ours.get("backbone") == "frame"
+        and ours["frame"].get("magnitude_input", False)
+        and not theirs.get("frame", {}).get("magnitude_input", False)
+    )

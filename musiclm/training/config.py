@@ -64,6 +64,7 @@ class AudioDataConfig:
     batch_size: int = 8
     gain_db: tuple[float, float] = (-10.0, 6.0)  # uniform random gain (augmentation), then peak-limited to 1
     min_duration: float = 0.5  # rows shorter than this are skipped
+    tone_melody_share: float = 0.0  # share of crops with a synthetic melody mixed in (training/tone_melody.py)
     # Held-out rows (split == sample_split) give the fixed audio samples logged every trainer.sample_every.
     sample_split: str = "test"
     num_samples: int = 2
@@ -111,6 +112,9 @@ class CodecTrainConfig:
     # Train the decoder only: encoder and codebooks stay fixed, so the codes do not change and an LM can
     # train on tokens from this codec while its decoder keeps improving.
     freeze_encoder: bool = False
+    # Keep the codebooks fixed while encoder and decoder train: each code keeps its meaning to the decoder and
+    # to an LM trained on this codec, so that LM fine-tunes on re-tokenized data rather than starting over.
+    freeze_codebooks: bool = False
 
 
 @dataclass

@@ -10,7 +10,7 @@ from musiclm.errors import MusicLMError
 DEFAULT_MAX_UPLOAD_MB = 50.0
 MB = 2**20  # what Gradio's upload limit counts in, so both checks agree
 MLC_MAGIC = b"MLC\x1a"  # musiclm.codec.bitstream.MAGIC, without importing numpy and the codec for 4 bytes
-MIDI_MAGIC = b"MThd"
+MIDI_MAGIC = b"MThd"  # musiclm.notes.condition.MIDI_MAGIC, without importing torch for 4 bytes
 AUDIO, MLC, MIDI = "audio", "mlc", "midi"
 
 

@@ -1,0 +1,70 @@
+"""Which held tones survive a codec: decoded level against input, per pitch and tone kind.
+
+    .venv/bin/python eval/codec_tones.py checkpoints/codec runs/codec-mag/export --kbps 6
+
+For every MIDI pitch from --low to --high (C2-C7 by default) and each kind (sine; 6-partial harmonic; the
+harmonic tone with vibrato), a 1.5 s tone at -20 dBFS peak goes through codec.encode → codec.decode at --kbps.
+Printed per codec: the share of tones more than 6 dB down ("lost"), per kind and per octave, and the pitches
+lost. A codec that keeps the notes keeps held tones at every pitch a melody uses (musiclm.evaluation.tones).
+Results also go to outputs/codec_tones.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from musiclm.codec import Codec
+from musiclm.evaluation.tones import TONE_KINDS, lost_share, tone_levels
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def note_name(pitch: int) -> str:
+    return f"{NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("codecs", nargs="+", help="codec directories (config.json + model.safetensors)")
+    parser.add_argument("--kbps", type=float, default=6.0)
+    parser.add_argument("--low", type=int, default=36, help="lowest MIDI pitch (36 = C2)")
+    parser.add_argument("--high", type=int, default=96, help="highest MIDI pitch (96 = C7)")
+    parser.add_argument("--out", default=str(ROOT / "outputs/codec_tones.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    pitches = list(range(args.low, args.high + 1))
+    report = {}
+    for path in args.codecs:
+        codec = Codec.from_pretrained(path).eval()
+        levels = tone_levels(codec, pitches, TONE_KINDS, codec.config.n_q_for_bandwidth(args.kbps))
+        print(f"\n{path} at {args.kbps:g} kbps: {lost_share(levels):.0%} of {len(levels)} tones lost (> 6 dB down)")
+        for kind in TONE_KINDS:
+            mine = [lv for lv in levels if lv.kind == kind]
+            octaves = []
+            for lo in range(args.low, args.high + 1, 12):
+                band = [lv for lv in mine if lo <= lv.pitch < lo + 12]
+                octaves.append(f"{note_name(lo)} {lost_share(band):4.0%}")
+            median = float(np.median([lv.level_db for lv in mine]))
+            print(f"  {kind:9s} lost {lost_share(mine):4.0%}  median level {median:+6.1f} dB  | " + "  ".join(octaves))
+        lost = [note_name(lv.pitch) for lv in levels if lv.kind == "harmonic" and lv.level_db < -6.0]
+        print(f"  harmonic tones lost: {' '.join(lost) or 'none'}")
+        report[path] = {
+            "kbps": args.kbps,
+            "lost_share": lost_share(levels),
+            "levels": [{"kind": lv.kind, "pitch": lv.pitch, "level_db": round(lv.level_db, 2)} for lv in levels],
+        }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    out.write_text(json.dumps({**previous, **report}, indent=1))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

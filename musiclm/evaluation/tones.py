@@ -1,0 +1,69 @@
+"""Does a steady tone survive the codec? Level of the decoded tone against the input, pitch by pitch.
+
+Note F1 on music says notes are lost; this says which. A codec that keeps the notes must pass a held tone at
+any pitch a melody uses, at about its level: Opus does, trivially. The shipped frame codec (2026-11-29) did
+not: steady sines near 400 Hz and from about 1 kHz up came back 40+ dB down (its encoder mapped them to
+near-silence), which is where eval/codec_diagnose.py found the notes from C5 up missing.
+
+Each tone is `seconds` long with a 10 ms fade-in, at `amplitude` peak; the level is the RMS of the middle
+(a quarter of the length trimmed from each end, so neither edge counts) in dB relative to the input's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from musiclm.dsp import midi_to_hz
+
+TONE_KINDS = ("sine", "harmonic", "vibrato")
+LOST_DB = -6.0  # a tone more than 6 dB down is not "about its level"
+
+
+@dataclass(frozen=True)
+class ToneLevel:
+    kind: str
+    pitch: int  # MIDI note number
+    level_db: float  # decoded RMS over input RMS, middle of the tone
+
+
+def make_tone(kind: str, pitch: int, sample_rate: int, seconds: float = 1.5, amplitude: float = 0.1) -> np.ndarray:
+    """`sine`: one partial; `harmonic`: 6 partials at 1/k amplitude (a plain instrument); `vibrato`: the
+    harmonic tone with 5 Hz vibrato of ±0.5 % (a sung or bowed note). Partials above Nyquist are left out."""
+    if kind not in TONE_KINDS:
+        raise ValueError(f"unknown tone kind {kind!r}; use one of {TONE_KINDS}")
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    f0 = float(midi_to_hz(pitch))
+    depth = 0.005 if kind == "vibrato" else 0.0
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + depth * np.sin(2 * np.pi * 5.0 * t))) / sample_rate
+    partials = 1 if kind == "sine" else 6
+    x = sum(np.sin(k * phase + k) / k for k in range(1, partials + 1) if k * f0 < sample_rate / 2)
+    x = x * np.minimum(1.0, t / 0.01)
+    return (amplitude * x / np.abs(x).max()).astype(np.float32)
+
+
+def _middle_rms(x: np.ndarray) -> float:
+    q = len(x) // 4
+    return float(np.sqrt(np.mean(x[q : len(x) - q] ** 2)) + 1e-12)
+
+
+@torch.no_grad()
+def tone_levels(
+    codec, pitches: list[int], kinds: tuple[str, ...] = TONE_KINDS, n_q: int | None = None
+) -> list[ToneLevel]:
+    """Each tone through codec.encode → codec.decode at `n_q` codebooks (None: all), mono codecs."""
+    sr = codec.sample_rate
+    out = []
+    for kind in kinds:
+        for pitch in pitches:
+            x = make_tone(kind, pitch, sr)
+            wav = torch.from_numpy(x)[None, None]
+            y = codec.decode(codec.encode(wav, n_q), wav.shape[-1])[0, 0].float().numpy()
+            out.append(ToneLevel(kind, pitch, 20 * np.log10(_middle_rms(y) / _middle_rms(x))))
+    return out
+
+
+def lost_share(levels: list[ToneLevel], threshold_db: float = LOST_DB) -> float:
+    return float(np.mean([lv.level_db < threshold_db for lv in levels])) if levels else 0.0
