@@ -1,9 +1,10 @@
 """Which held tones survive a codec: decoded level against input, per pitch and tone kind.
 
-    .venv/bin/python eval/codec_tones.py checkpoints/codec runs/codec-mag/export --kbps 6
+    .venv/bin/python eval/codec_tones.py checkpoints/codec runs/codec-tones/export --kbps 6 --opus 12
 
 For every MIDI pitch from --low to --high (C2-C7 by default) and each kind (sine; 6-partial harmonic; the
-harmonic tone with vibrato), a 1.5 s tone at -20 dBFS peak goes through codec.encode → codec.decode at --kbps.
+harmonic tone with vibrato), a 1.5 s tone at -20 dBFS peak goes through codec.encode → codec.decode at --kbps
+(and through Opus at each --opus).
 Printed per codec: the share of tones more than 6 dB down ("lost"), per kind and per octave, and the pitches
 lost. A codec that keeps the notes keeps held tones at every pitch a melody uses (musiclm.evaluation.tones).
 Results also go to outputs/codec_tones.json.
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 
 from musiclm.codec import Codec
-from musiclm.evaluation.tones import TONE_KINDS, lost_share, tone_levels
+from musiclm.evaluation.opus import opus_roundtrip
+from musiclm.evaluation.tones import TONE_KINDS, codec_roundtrip, lost_share, tone_levels
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -35,15 +37,27 @@ def main() -> None:
     parser.add_argument("--kbps", type=float, default=6.0)
     parser.add_argument("--low", type=int, default=36, help="lowest MIDI pitch (36 = C2)")
     parser.add_argument("--high", type=int, default=96, help="highest MIDI pitch (96 = C7)")
+    parser.add_argument("--opus", type=float, nargs="*", default=[], help="also Opus CBR at these kbps")
     parser.add_argument("--out", default=str(ROOT / "outputs/codec_tones.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     pitches = list(range(args.low, args.high + 1))
     report = {}
+    systems = {}
     for path in args.codecs:
         codec = Codec.from_pretrained(path).eval()
-        levels = tone_levels(codec, pitches, TONE_KINDS, codec.config.n_q_for_bandwidth(args.kbps))
-        print(f"\n{path} at {args.kbps:g} kbps: {lost_share(levels):.0%} of {len(levels)} tones lost (> 6 dB down)")
+        systems[f"{path} at {args.kbps:g} kbps"] = (
+            codec_roundtrip(codec, codec.config.n_q_for_bandwidth(args.kbps)),
+            codec.sample_rate,
+        )
+    for kbps in args.opus:
+        systems[f"opus {kbps:g} kbps"] = (
+            lambda x, kbps=kbps: opus_roundtrip(torch.from_numpy(x)[None], 24000, kbps)[0][0].numpy(),
+            24000,
+        )
+    for name, (roundtrip, sample_rate) in systems.items():
+        levels = tone_levels(roundtrip, sample_rate, pitches, TONE_KINDS)
+        print(f"\n{name}: {lost_share(levels):.0%} of {len(levels)} tones lost (> 6 dB down)")
         for kind in TONE_KINDS:
             mine = [lv for lv in levels if lv.kind == kind]
             octaves = []
@@ -54,8 +68,7 @@ def main() -> None:
             print(f"  {kind:9s} lost {lost_share(mine):4.0%}  median level {median:+6.1f} dB  | " + "  ".join(octaves))
         lost = [note_name(lv.pitch) for lv in levels if lv.kind == "harmonic" and lv.level_db < -6.0]
         print(f"  harmonic tones lost: {' '.join(lost) or 'none'}")
-        report[path] = {
-            "kbps": args.kbps,
+        report[name] = {
             "lost_share": lost_share(levels),
             "levels": [{"kind": lv.kind, "pitch": lv.pitch, "level_db": round(lv.level_db, 2)} for lv in levels],
         }

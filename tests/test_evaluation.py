@@ -298,14 +298,14 @@ class _FakeCodec:
 
 
 def test_tone_levels_find_the_pitches_a_codec_loses():
-    from musiclm.evaluation.tones import lost_share, make_tone, tone_levels
+    from musiclm.evaluation.tones import codec_roundtrip, lost_share, make_tone, tone_levels
 
     pitches = [48, 60, 72, 84]  # C3 .. C6: 131, 262, 523, 1047 Hz
-    identity = tone_levels(_FakeCodec(cutoff_hz=8000, gain=1.0), pitches)
+    identity = tone_levels(codec_roundtrip(_FakeCodec(cutoff_hz=8000, gain=1.0)), 16000, pitches)
     assert all(abs(lv.level_db) < 0.01 for lv in identity) and lost_share(identity) == 0.0
-    lossy = tone_levels(_FakeCodec(cutoff_hz=700, gain=0.01), pitches, kinds=("sine",))
+    lossy = tone_levels(codec_roundtrip(_FakeCodec(700, 0.01)), 16000, pitches, kinds=("sine",))
     assert [lv.pitch for lv in lossy if lv.level_db < -6] == [84]  # C6's fundamental is above the cut
-    harmonic = tone_levels(_FakeCodec(cutoff_hz=700, gain=0.01), pitches, kinds=("harmonic",))
+    harmonic = tone_levels(codec_roundtrip(_FakeCodec(700, 0.01)), 16000, pitches, kinds=("harmonic",))
     assert [lv.level_db < -6 for lv in harmonic] == [False, False, False, True]
     assert -6 < harmonic[2].level_db < -0.5  # C5 keeps its fundamental, loses its upper partials
     tone = make_tone("vibrato", 69, 16000)

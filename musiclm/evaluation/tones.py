@@ -11,6 +11,7 @@ Each tone is `seconds` long with a 10 ms fade-in, at `amplitude` peak; the level
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,20 +50,31 @@ def _middle_rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x[q : len(x) - q] ** 2)) + 1e-12)
 
 
-@torch.no_grad()
 def tone_levels(
-    codec, pitches: list[int], kinds: tuple[str, ...] = TONE_KINDS, n_q: int | None = None
+    roundtrip: Callable[[np.ndarray], np.ndarray],
+    sample_rate: int,
+    pitches: list[int],
+    kinds: tuple[str, ...] = TONE_KINDS,
 ) -> list[ToneLevel]:
-    """Each tone through codec.encode → codec.decode at `n_q` codebooks (None: all), mono codecs."""
-    sr = codec.sample_rate
+    """Each tone through `roundtrip` (mono float32 [N] → decoded [N']) and its level against the input."""
     out = []
     for kind in kinds:
         for pitch in pitches:
-            x = make_tone(kind, pitch, sr)
-            wav = torch.from_numpy(x)[None, None]
-            y = codec.decode(codec.encode(wav, n_q), wav.shape[-1])[0, 0].float().numpy()
+            x = make_tone(kind, pitch, sample_rate)
+            y = roundtrip(x)[: len(x)]
             out.append(ToneLevel(kind, pitch, 20 * np.log10(_middle_rms(y) / _middle_rms(x))))
     return out
+
+
+def codec_roundtrip(codec, n_q: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """codec.encode → codec.decode at `n_q` codebooks (None: all), for a mono codec."""
+
+    @torch.no_grad()
+    def run(x: np.ndarray) -> np.ndarray:
+        wav = torch.from_numpy(x)[None, None]
+        return codec.decode(codec.encode(wav, n_q), wav.shape[-1])[0, 0].float().numpy()
+
+    return run
 
 
 def lost_share(levels: list[ToneLevel], threshold_db: float = LOST_DB) -> float:
