@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from musiclm.dsp import midi_to_hz
+
 LOW_PITCH, HIGH_PITCH = 48, 100  # C3 .. E7
 ALONE_SHARE = 0.25  # of the augmented crops: the melody over silence, as a solo instrument or a test tone
 
@@ -34,7 +36,7 @@ def melody(rng: np.random.Generator, length: int, sample_rate: int) -> np.ndarra
 
 def _note(rng: np.random.Generator, n: int, dur: int, sample_rate: int) -> np.ndarray:
     t = np.arange(n) / sample_rate
-    f0 = 440.0 * 2 ** ((rng.uniform(LOW_PITCH, HIGH_PITCH) - 69) / 12)
+    f0 = float(midi_to_hz(rng.uniform(LOW_PITCH, HIGH_PITCH)))
     depth = rng.uniform(0.002, 0.01) if rng.random() < 0.3 else 0.0
     phase = 2 * np.pi * np.cumsum(f0 * (1 + depth * np.sin(2 * np.pi * rng.uniform(4, 7) * t))) / sample_rate
     partials = int(rng.integers(1, 9))
