@@ -234,14 +234,15 @@ def test_recipe_trains_through_the_runner_and_exports(tmp_path):
 
 
 def test_key_retries_return_the_first_plan_in_the_asked_key_without_long_rests():
-    from musiclm.notes.planner import MAX_REST_BEATS, in_asked_key, longest_rest
+    from musiclm.notes.planner import MAX_LEAD_BEATS, MAX_REST_BEATS, in_asked_key, leading_rest, longest_rest
 
     model = tiny()
     kwargs = {"planner": model, "key": 0, "mode": "major", "bpm": 100.0, "meter": "4/4"}
     plans = [plan("a piece", 4.0, seed=s, key_retries=3, key_weight=0.0, **kwargs) for s in range(4)]
     for p in plans:
         assert 1 <= p.attempts <= 4
-        assert (in_asked_key(p) and longest_rest(p) <= MAX_REST_BEATS * 0.6) or p.attempts == 4
+        passes = longest_rest(p) <= MAX_REST_BEATS * 0.6 and leading_rest(p) <= MAX_LEAD_BEATS * 0.6
+        assert (in_asked_key(p) and passes) or p.attempts == 4
     again = plan("a piece", 4.0, seed=0, key_retries=3, key_weight=0.0, **kwargs)
     assert again.tokens == plans[0].tokens and again.attempts == plans[0].attempts
     with pytest.raises(MusicLMError):
@@ -260,13 +261,13 @@ def test_when_no_draw_passes_the_one_that_rests_least_is_kept(monkeypatch):
     kwargs = {"planner": tiny(), "key": 0, "mode": "major", "bpm": 100.0, "meter": "4/4", "key_weight": 0.0}
     kept = plan("a piece", 4.0, seed=1, key_retries=5, **kwargs)
     assert kept.attempts == 6 and len(draws) == 6
-    rests = [planner_module.longest_rest(d) for d in draws]
-    assert planner_module.longest_rest(kept) == min(rests)
-    assert kept.tokens == draws[rests.index(min(rests))].tokens
+    # among draws that start within a beat (0.6 s at 100 bpm), the one that rests least
+    ranks = [(planner_module.leading_rest(d) > 0.6, planner_module.longest_rest(d)) for d in draws]
+    assert kept.tokens == draws[ranks.index(min(ranks))].tokens
 
 
 def test_longest_rest_counts_the_lead_in_the_gaps_and_the_tail():
-    from musiclm.notes.planner import Plan, longest_rest
+    from musiclm.notes.planner import Plan, leading_rest, longest_rest
 
     def plan_of(spans, seconds=4.0):
         score = Score(480)
@@ -282,6 +283,8 @@ def test_longest_rest_counts_the_lead_in_the_gaps_and_the_tail():
     assert longest_rest(plan_of([(0.0, 1.0)])) == pytest.approx(3.0)  # the tail
     assert longest_rest(plan_of([])) == pytest.approx(4.0)
     assert longest_rest(plan_of([(0.0, 1.0), (3.0, 4.0)]), start=2.0) == pytest.approx(1.0)
+    assert leading_rest(plan_of([(1.5, 4.0), (0.25, 1.0)])) == pytest.approx(0.25)  # the earliest note
+    assert leading_rest(plan_of([])) == pytest.approx(4.0)
 
 
 def test_the_key_prior_moves_pitches_into_the_key():

@@ -41,6 +41,8 @@ SEGMENT_SECONDS = 10.0  # with key retries, long plans are drawn and checked thi
 # a redrawn plan must not fall silent (all voices resting, or not started yet) for longer than this: a sparse
 # draw (6 notes in 10 s, or 3.5 s of silence before the first chord) is not the music the prompt asked for
 MAX_REST_BEATS = 2.0
+# and must start within a beat (a pickup): 1.4 s of silence before the first note opened the "calm piano" demo
+MAX_LEAD_BEATS = 1.0
 
 
 @dataclass
@@ -89,10 +91,11 @@ def plan(
     programs (GM, 0-based), genre, dynamics. `planner`: a Planner, a directory, or None for the shipped one.
     `key_weight`: strength of the key prior on pitches (0: the model alone; see `key_prior`).
     `key_retries`: draw again (seeds derived from `seed`) while music21's key finder hears another key or
-    the music rests longer than MAX_REST_BEATS (`longest_rest`), at most this many times; a plan longer than
+    the music rests longer than MAX_REST_BEATS (`longest_rest`) or starts later than MAX_LEAD_BEATS
+    (`leading_rest`), at most this many times; a plan longer than
     SEGMENT_SECONDS is drawn segment by segment, each continuing the bars so far and checked on its own
-    notes. Where no draw passes, the one that rests least is kept, among those in the key if any (a fast
-    folk tune of 8 notes with 1.6 s of silence first was kept before). `Plan.attempts` says how many were
+    notes. Where no draw passes, the one that rests least is kept, among those in the key (and then those that
+    start in time) if any (a fast folk tune of 8 notes with 1.6 s of silence first was kept before). `Plan.attempts` says how many were
     drawn in all."""
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
         raise MusicLMError(f"a plan must be 0-{MAX_SECONDS:g} s long, got {seconds}")
@@ -101,6 +104,7 @@ def plan(
     controls = controls_from_prompt(prompt, seed, **fields)
     model = planner if isinstance(planner, Planner) else load_planner(str(planner) if planner else None)
     bar_seconds = bar_quarters(controls.meter) * 60.0 / controls.qpm
+    beat = 60.0 / controls.bpm
     bars: list[list[int]] | None = None
     attempts = 0
     for segment in range(math.ceil(seconds / bar_seconds) + 1):  # each segment adds at least one bar
@@ -120,9 +124,10 @@ def plan(
             if key_retries == 0:
                 break
             in_key, rest = in_asked_key(out, start), longest_rest(out, start)
-            if in_key and rest <= MAX_REST_BEATS * 60.0 / controls.bpm:
+            late = segment == 0 and leading_rest(out) > MAX_LEAD_BEATS * beat
+            if in_key and not late and rest <= MAX_REST_BEATS * beat:
                 break
-            rank = (not in_key, rest)  # in the key first, then the shortest silence
+            rank = (not in_key, late, rest)  # in the key first, then starting in time, then the shortest silence
             if best_rank is None or rank < best_rank:
                 best, best_rank = out, rank
         else:
@@ -162,6 +167,12 @@ def longest_rest(p: Plan, start: float = 0.0) -> float:
         longest = max(longest, onset - reach)
         reach = max(reach, onset + duration)
     return max(longest, length - reach)
+
+
+def leading_rest(p: Plan) -> float:
+    """Seconds before the plan's first note (all of it when there is none)."""
+    notes = note_array(p.midi)
+    return float(notes[:, 0].min()) if len(notes) else p.seconds
 
 
 class _Grammar:

@@ -90,7 +90,8 @@ class Checkpointer(pl.Callback):
         tmp = self.ckpt_path.with_name(LAST_CKPT + ".tmp")
         if trainer.is_global_zero:
             tmp.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)  # collective: every rank takes part (FSDP gathers shards)
+        # weights_only=False: the optimizer and loop state go in too, so --resume continues exactly
+        trainer.save_checkpoint(tmp, weights_only=False)  # collective: every rank takes part (FSDP gathers shards)
         state = trainer.strategy.lightning_module_state_dict()  # full weights, also from FSDP shards
         if trainer.is_global_zero:
             os.replace(tmp, self.ckpt_path)
