@@ -90,13 +90,12 @@ def plan(
     `fields` override what the prompt says: key (pitch class 0-11), mode, bpm (beats of the meter), meter,
     programs (GM, 0-based), genre, dynamics. `planner`: a Planner, a directory, or None for the shipped one.
     `key_weight`: strength of the key prior on pitches (0: the model alone; see `key_prior`).
-    `key_retries`: draw again (seeds derived from `seed`) while music21's key finder hears another key or
-    the music rests longer than MAX_REST_BEATS (`longest_rest`) or starts later than MAX_LEAD_BEATS
-    (`leading_rest`), at most this many times; a plan longer than
-    SEGMENT_SECONDS is drawn segment by segment, each continuing the bars so far and checked on its own
-    notes. Where no draw passes, the one that rests least is kept, among those in the key (and then those that
-    start in time) if any (a fast folk tune of 8 notes with 1.6 s of silence first was kept before). `Plan.attempts` says how many were
-    drawn in all."""
+    `key_retries`: draw again (seeds derived from `seed`) while music21's key finder hears another key, the
+    music rests longer than MAX_REST_BEATS (`longest_rest`) or starts later than MAX_LEAD_BEATS
+    (`leading_rest`), at most this many times; a plan longer than SEGMENT_SECONDS is drawn segment by
+    segment, each continuing the bars so far and checked on its own notes. Where no draw passes, the one
+    that rests least is kept, among those in the key (then those that start in time) if any (a fast folk
+    tune of 8 notes with 1.6 s of silence first was kept before). `Plan.attempts` says how many were drawn."""
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
         raise MusicLMError(f"a plan must be 0-{MAX_SECONDS:g} s long, got {seconds}")
     if key_retries < 0:
