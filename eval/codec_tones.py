@@ -7,6 +7,9 @@ harmonic tone with vibrato), a 1.5 s tone at -20 dBFS peak goes through codec.en
 (and through Opus at each --opus).
 Printed per codec: the share of tones more than 6 dB down ("lost"), per kind and per octave, and the pitches
 lost. A codec that keeps the notes keeps held tones at every pitch a melody uses (musiclm.evaluation.tones).
+Then the same sines a quarter-tone off the equal-tempered grid (a detuned recording, a glide, another
+tuning): the shipped codec lost far more of those. With --sweep PNG, steady sines from 100 Hz to 4 kHz at
+1/8 semitone steps are plotted for every system (a codec that keeps any note is flat there).
 Results also go to outputs/codec_tones.json.
 """
 
@@ -21,7 +24,7 @@ import torch
 
 from musiclm.codec import Codec
 from musiclm.evaluation.opus import opus_roundtrip
-from musiclm.evaluation.tones import TONE_KINDS, codec_roundtrip, lost_share, tone_levels
+from musiclm.evaluation.tones import TONE_KINDS, codec_roundtrip, lost_share, sweep_levels, tone_levels
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -38,6 +41,7 @@ def main() -> None:
     parser.add_argument("--low", type=int, default=36, help="lowest MIDI pitch (36 = C2)")
     parser.add_argument("--high", type=int, default=96, help="highest MIDI pitch (96 = C7)")
     parser.add_argument("--opus", type=float, nargs="*", default=[], help="also Opus CBR at these kbps")
+    parser.add_argument("--sweep", metavar="PNG", help="also plot a sine sweep, 100 Hz-4 kHz, of every system")
     parser.add_argument("--out", default=str(ROOT / "outputs/codec_tones.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -66,17 +70,44 @@ def main() -> None:
                 octaves.append(f"{note_name(lo)} {lost_share(band):4.0%}")
             median = float(np.median([lv.level_db for lv in mine]))
             print(f"  {kind:9s} lost {lost_share(mine):4.0%}  median level {median:+6.1f} dB  | " + "  ".join(octaves))
-        lost = [note_name(lv.pitch) for lv in levels if lv.kind == "harmonic" and lv.level_db < -6.0]
+        lost = [note_name(int(lv.pitch)) for lv in levels if lv.kind == "harmonic" and lv.level_db < -6.0]
         print(f"  harmonic tones lost: {' '.join(lost) or 'none'}")
+        in_tune = [lv for lv in levels if lv.kind == "sine"]
+        off = tone_levels(roundtrip, sample_rate, [p + 0.5 for p in pitches], ("sine",))
+        print(f"  sines lost in tune {lost_share(in_tune):4.0%}, a quarter-tone off {lost_share(off):4.0%}")
         report[name] = {
             "lost_share": lost_share(levels),
+            "sine_lost_in_tune": lost_share(in_tune),
+            "sine_lost_quarter_tone_off": lost_share(off),
             "levels": [{"kind": lv.kind, "pitch": lv.pitch, "level_db": round(lv.level_db, 2)} for lv in levels],
         }
+    if args.sweep:
+        plot_sweeps(systems, Path(args.sweep))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.is_file() else {}
     out.write_text(json.dumps({**previous, **report}, indent=1))
     print(f"\nwrote {out}")
+
+
+def plot_sweeps(systems: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(14, 5))
+    for name, (roundtrip, sample_rate) in systems.items():
+        freqs, levels = sweep_levels(roundtrip, sample_rate)
+        print(f"sweep {name}: {np.mean(levels < -6.0):.0%} of sines 100 Hz-4 kHz lost")
+        ax.plot(freqs, levels, lw=0.8, label=name)
+    ax.set(xscale="log", xlabel="frequency (Hz)", ylabel="decoded level (dB)", ylim=(-60, 10))
+    ax.set_title("steady sines at 1/8-semitone steps through each system (flat = every pitch kept)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90, bbox_inches="tight")
+    print(f"wrote {png}")
 
 
 if __name__ == "__main__":

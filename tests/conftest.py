@@ -44,18 +44,20 @@ def _tiny_config(backbone: str):
     return CodecConfig(
         name=f"tiny-{backbone}",
         sample_rate=8000,
-        backbone="frame" if backbone == "frame" else "seanet",
+        backbone="frame" if backbone.startswith("frame") else "seanet",
         seanet=SEANetConfig(
             n_filters=4, dimension=16, ratios=(4, 2), activation="snake" if backbone == "snake" else "elu"
         ),
-        frame=FrameNetConfig(dimension=16, hop_length=8, width=16, encoder_layers=2, decoder_layers=2),
+        frame=FrameNetConfig(
+            dimension=16, hop_length=8, width=16, encoder_layers=2, decoder_layers=2, heterodyne=backbone == "frame-het"
+        ),
         n_q=4,
         card=64,
         bandwidths=(6.0, 12.0, 24.0),
     )
 
 
-@pytest.fixture(params=["seanet", "snake", "frame"])
+@pytest.fixture(params=["seanet", "snake", "frame", "frame-het"])
 def any_tiny_codec(request):
     """The tiny codec with each backbone/activation: SEANet (EnCodec), SEANet with Snake (DAC), frame-domain
     ConvNeXt + iSTFT head (Vocos). Same hop (8), rate and codebooks, so the same invariants apply."""

@@ -11,7 +11,7 @@ from test_compress import without_levels
 
 from musiclm import dsp
 from musiclm.codec import Codec, bitstream
-from musiclm.codec.framenet import FrameNetConfig, ISTFTHead
+from musiclm.codec.framenet import FrameNetConfig, ISTFTHead, heterodyne_rotation
 from musiclm.codec.seanet import Snake1d
 from musiclm.codec.streaming import receptive_frames
 from musiclm.compress import compress_bytes, decompress_bytes
@@ -25,10 +25,11 @@ def tone(midi: float, seconds: float = 1.0, phase: float = 0.0) -> torch.Tensor:
     return (0.3 * torch.sin(2 * math.pi * float(dsp.midi_to_hz(midi)) * t + phase))[None, None]  # [1, 1, N]
 
 
-@pytest.mark.parametrize("kind", ["magphase", "complex"])
+@pytest.mark.parametrize("kind", ["magphase", "complex", "heterodyne"])
 def test_istft_head_inverts_an_analysis_stft_exactly(kind):
     n_fft, hop = 64, 16
-    head = ISTFTHead(n_fft, hop, channels=1, kind=kind)
+    heterodyne = kind == "heterodyne"
+    head = ISTFTHead(n_fft, hop, channels=1, kind="magphase" if heterodyne else kind, heterodyne=heterodyne)
     wav = torch.randn(1, 16 * 50)
     pad = (n_fft - hop) // 2
     spec = torch.stft(
@@ -41,13 +42,37 @@ def test_istft_head_inverts_an_analysis_stft_exactly(kind):
         return_complex=True,
     )
     assert spec.shape[-1] == 50  # "same" framing: one frame per hop
-    if kind == "magphase":
+    if heterodyne:  # the head takes phase against each bin's centre frequency, frames counted from 0
+        spec = spec * heterodyne_rotation(n_fft // 2 + 1, 50, n_fft // hop, 0, -1)
+    if kind != "complex":
         head_input = torch.cat([spec.abs().clamp(min=1e-12).log(), spec.angle()], dim=1)
     else:
         head_input = torch.cat([spec.real, spec.imag], dim=1)
     out = head(head_input)
     assert out.shape == (1, 1, 800)
     torch.testing.assert_close(out[0], wav, atol=1e-4, rtol=0)
+    if heterodyne:  # a slice of the frames, told where it starts, gives the same samples
+        part = head(head_input[..., 20:40], frame_offset=20)[0, 0]
+        torch.testing.assert_close(part[hop * 4 : hop * 16], wav[0, hop * 24 : hop * 36], atol=1e-4, rtol=0)
+        assert not torch.allclose(head(head_input[..., 21:41])[0, 0, hop * 4 : hop * 16], wav[0, hop * 25 : hop * 37])
+
+
+def test_heterodyned_phase_of_a_steady_tone_turns_slowly_at_any_pitch():
+    """Frame-local STFT phase of a steady sine turns by 2π·k/4 a frame in bin k (fast, and different per bin);
+    against the bin's centre frequency it turns by 2π·(f - f_k)·hop/sr, slow wherever the pitch falls."""
+    n_fft, hop, bins = 1920, 480, 961
+    for midi in (60.0, 84.0, 84.37, 93.0):
+        f = float(dsp.midi_to_hz(midi))
+        spec = torch.stft(tone(midi)[0], n_fft, hop, n_fft, torch.hann_window(n_fft), center=False, return_complex=True)
+        k = int(round(f * n_fft / SR))
+        het = spec * heterodyne_rotation(bins, spec.shape[-1], 4, 0, -1)
+        local_turn = torch.angle(spec[0, k, 1:] / spec[0, k, :-1])  # phase change per frame in the tone's bin
+        het_turn = torch.angle(het[0, k, 1:] / het[0, k, :-1])
+        expected = 2 * math.pi * (f - k * SR / n_fft) * hop / SR
+        torch.testing.assert_close(het_turn, torch.full_like(het_turn, expected), atol=1e-3, rtol=0)
+        assert abs(expected) <= math.pi / 4 + 1e-6  # within half a bin of the centre: at most 1/8 turn a frame
+        if k % 4:
+            assert local_turn.abs().mean() > 1.0  # a quarter turn or more per frame, frame-local
 
 
 def test_every_backbone_streams_like_one_shot(any_tiny_codec):

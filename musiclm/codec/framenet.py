@@ -47,6 +47,14 @@ class FrameNetConfig:
     # (eval/codec_tones.py), the "notes from C5 up are lost" of eval/codec_diagnose.py. Speech-enhancement
     # front-ends feed magnitude beside the complex parts for this reason.
     magnitude_input: bool = False
+    # Phase measured against each bin's centre frequency (the phase vocoder's heterodyned phase, Dolson 1986)
+    # instead of torch.stft's frame-local phase. Frame-local, a steady partial at bin k's centre turns by
+    # 2π·k/window_hops a frame, a different fast rotation per bin that a convolution (which does not know
+    # the absolute frame index) must reproduce from the codes: the shipped codec learned it only for the
+    # equal-tempered pitches of its training notes and passes steady sines only there (a comb above ~250 Hz;
+    # eval/codec_tones.py). Heterodyned, a steady partial at any frequency turns slowly, by 2π·(f - f_k)·hop/sr.
+    # Encoder and iSTFT head both take `frame_offset`, the absolute index of their first frame.
+    heterodyne: bool = False
 
 
 class ConvNeXtBlock(nn.Module):
@@ -83,6 +91,16 @@ class ConvNeXtStack(nn.Module):
         return self.proj(self.norm_out(x.transpose(1, 2))).transpose(1, 2)
 
 
+def heterodyne_rotation(bins: int, frames: int, window_hops: int, frame_offset: int, sign: int) -> Tensor:
+    """[bins, frames] complex: exp(sign · 2πi · k · t / window_hops), t = frame_offset + 0..frames-1, bin k's
+    centre-frequency rotation over a hop (hop / n_fft = 1 / window_hops). Computed from (k·t) mod window_hops,
+    so it is exact at any offset."""
+    k = torch.arange(bins)[:, None]
+    t = torch.arange(frame_offset, frame_offset + frames)[None, :]
+    angle = (sign * 2 * math.pi / window_hops) * torch.remainder(k * t, window_hops).float()
+    return torch.polar(torch.ones_like(angle), angle)
+
+
 def _pad_to_frames(wav: Tensor, hop: int) -> Tensor:
     extra = -wav.shape[-1] % hop
     return F.pad(wav, (0, extra)) if extra else wav
@@ -106,7 +124,8 @@ class FrameEncoder(nn.Module):
             cfg.kernel_size,
         )
 
-    def forward(self, wav: Tensor) -> Tensor:
+    def forward(self, wav: Tensor, frame_offset: int = 0) -> Tensor:
+        """`frame_offset`: absolute index of the first frame (used with `heterodyne`, for chunked encoding)."""
         B, C, _ = wav.shape
         hop = self.cfg.hop_length
         x = _pad_to_frames(wav, hop).reshape(B * C, -1)
@@ -114,6 +133,9 @@ class FrameEncoder(nn.Module):
         pad = (self.n_fft - hop) // 2
         x = F.pad(x, (pad, pad))
         spec = torch.stft(x, self.n_fft, hop, self.n_fft, self.window, center=False, return_complex=True)
+        if self.cfg.heterodyne:
+            rot = heterodyne_rotation(self.bins, spec.shape[-1], self.cfg.window_hops, frame_offset, -1)
+            spec = spec * rot.to(spec.device)
         mag = spec.abs().clamp(min=1e-7)
         spec = spec * mag.pow(self.cfg.compress - 1.0)
         parts = [spec.real, spec.imag] + ([mag.pow(self.cfg.compress)] if self.cfg.magnitude_input else [])
@@ -140,14 +162,18 @@ class ISTFTHead(nn.Module):
     """[B, C·2F, T] (log-magnitude, phase) → wav [B, C, T·hop]: inverse STFT with "same" padding by overlap-add
     and division by the summed squared window (Vocos `ISTFT(padding="same")`)."""
 
-    def __init__(self, n_fft: int, hop: int, channels: int, kind: str = "magphase"):
+    def __init__(self, n_fft: int, hop: int, channels: int, kind: str = "magphase", heterodyne: bool = False):
         super().__init__()
         if kind not in ("magphase", "complex"):
             raise ValueError(f"unsupported iSTFT head {kind!r}; use 'magphase' or 'complex'")
+        if heterodyne and n_fft % hop:
+            raise ValueError(f"a heterodyned head needs n_fft ({n_fft}) to be a multiple of the hop ({hop})")
         self.n_fft, self.hop, self.channels, self.kind = n_fft, hop, channels, kind
+        self.heterodyne = heterodyne
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, frame_offset: int = 0) -> Tensor:
+        """`frame_offset`: absolute index of the first frame (at the head's hop), used with `heterodyne`."""
         B, _, T = x.shape
         bins = self.n_fft // 2 + 1
         x = x.reshape(B * self.channels, 2, bins, T)
@@ -158,6 +184,8 @@ class ISTFTHead(nn.Module):
             mag = torch.exp(x[:, 0].clamp(max=math.log(1e2)))
             phase = x[:, 1]
             spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+        if self.heterodyne:  # back from each bin's centre-frequency reference to frame-local phase
+            spec = spec * heterodyne_rotation(bins, T, self.n_fft // self.hop, frame_offset, 1).to(spec.device)
         frames = torch.fft.irfft(spec, self.n_fft, dim=1) * self.window[None, :, None]  # [B*C, n_fft, T]
         out_len = (T - 1) * self.hop + self.n_fft
         wav = F.fold(frames, (1, out_len), (1, self.n_fft), stride=(1, self.hop))[:, 0, 0]
@@ -192,11 +220,12 @@ class FrameDecoder(nn.Module):
                 cfg.width, cfg.width, 2 * cfg.upsample, cfg.upsample, padding=cfg.upsample // 2
             )
             self.net2 = ConvNeXtStack(cfg.width, cfg.width, out, cfg.decoder_layers - first, cfg.kernel_size)
-        self.head = ISTFTHead(n_fft, head_hop, cfg.channels, cfg.head)
+        self.head = ISTFTHead(n_fft, head_hop, cfg.channels, cfg.head, cfg.heterodyne)
 
-    def forward(self, latent: Tensor) -> Tensor:
+    def forward(self, latent: Tensor, frame_offset: int = 0) -> Tensor:
+        """`frame_offset`: absolute index of the first latent frame (used with `heterodyne`)."""
         T = latent.shape[-1]
         x = self.net(latent)
         if self.up is not None:
             x = self.net2(self.up(x)[..., : T * self.cfg.upsample])
-        return self.head(x)
+        return self.head(x, frame_offset * self.cfg.upsample)

@@ -143,20 +143,33 @@ class Codec(nn.Module):
         if wav.shape[-1] == 0:
             raise MusicLMError("empty audio: need at least one sample")
 
-    @torch.no_grad()
-    def encode(self, wav: Tensor, n_q: int | None = None) -> Tensor:
-        """wav [B, C, N] float in [-1, 1] → codes [B, K, T] int64, T = ceil(N / hop_length)."""
-        self._check_wav(wav)
-        return self.quantizer.encode(self.encoder(wav), n_q or self.n_q)
+    def _encode_latent(self, wav: Tensor, frame_offset: int) -> Tensor:
+        if isinstance(self.encoder, FrameEncoder):
+            return self.encoder(wav, frame_offset)
+        return self.encoder(wav)  # SEANet: a convolution stack, the same at every offset
+
+    def _decode_latent(self, latent: Tensor, frame_offset: int) -> Tensor:
+        if isinstance(self.decoder, FrameDecoder):
+            return self.decoder(latent, frame_offset)
+        return self.decoder(latent)
 
     @torch.no_grad()
-    def decode(self, codes: Tensor, length: int | None = None) -> Tensor:
-        """codes [B, K, T] → wav [B, C, T * hop_length], trimmed to `length` samples when given."""
+    def encode(self, wav: Tensor, n_q: int | None = None, frame_offset: int = 0) -> Tensor:
+        """wav [B, C, N] float in [-1, 1] → codes [B, K, T] int64, T = ceil(N / hop_length).
+        `frame_offset`: the absolute frame index of wav's first sample when it is a chunk of a longer signal
+        that starts on a frame boundary (a heterodyned frame codec's phase depends on it)."""
+        self._check_wav(wav)
+        return self.quantizer.encode(self._encode_latent(wav, frame_offset), n_q or self.n_q)
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor, length: int | None = None, frame_offset: int = 0) -> Tensor:
+        """codes [B, K, T] → wav [B, C, T * hop_length], trimmed to `length` samples when given.
+        `frame_offset`: the absolute index of the first frame when `codes` are a slice of a longer stream."""
         if codes.dim() != 3:
             raise MusicLMError(f"expected codes shaped [B, K, T], got {list(codes.shape)}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.card):
             raise MusicLMError(f"codes out of range [0, {self.card})")
-        wav = self.decoder(self.quantizer.decode(codes.long()))
+        wav = self._decode_latent(self.quantizer.decode(codes.long()), frame_offset)
         return wav if length is None else wav[..., :length]
 
     def forward(self, wav: Tensor, n_q: int | None = None):

@@ -138,7 +138,7 @@ def encode_chunks(
         w0 = max(0, t0 - context)
         wav = buffer.get(w0 * hop, min(num_samples, (t1 + context) * hop))  # [S * C, L]
         batch = torch.from_numpy(np.ascontiguousarray(wav)).reshape(-1, codec.channels, wav.shape[-1])
-        codes = codec.encode(batch, n_q=n_q)  # [S, K, T']
+        codes = codec.encode(batch, n_q=n_q, frame_offset=w0)  # [S, K, T']
         yield codes[..., t0 - w0 : t1 - w0]
 
 
@@ -155,7 +155,7 @@ def decode_chunks(
         t1 = min(total, t0 + chunk_frames)
         w0 = max(0, t0 - context)
         codes = buffer.get(w0, min(total, t1 + context))  # [S, K, T']
-        wav = codec.decode(torch.from_numpy(np.ascontiguousarray(codes)))  # [S, C, T' * hop]
+        wav = codec.decode(torch.from_numpy(np.ascontiguousarray(codes)), frame_offset=w0)  # [S, C, T' * hop]
         wav = wav.reshape(-1, wav.shape[-1])  # [S * C, T' * hop]
         yield wav[:, (t0 - w0) * hop : (t1 - w0) * hop][:, : num_samples - t0 * hop].numpy()
 

@@ -96,7 +96,7 @@ def encode_clip(codec, wav: torch.Tensor, device: str = "cpu") -> torch.Tensor:
     parts = []
     for start in range(0, wav.shape[-1], chunk):
         piece = wav[:, start : start + chunk].unsqueeze(0).to(device)  # [1, C, n]
-        parts.append(codec.encode(piece)[0].cpu())  # [K, t]
+        parts.append(codec.encode(piece, frame_offset=start // codec.hop_length)[0].cpu())  # [K, t]
     return torch.cat(parts, dim=-1)
 
 

@@ -5,6 +5,12 @@ any pitch a melody uses, at about its level: Opus does, trivially. The shipped f
 not: steady sines near 400 Hz and from about 1 kHz up came back 40+ dB down (its encoder mapped them to
 near-silence), which is where eval/codec_diagnose.py found the notes from C5 up missing.
 
+Off the equal-tempered grid it was worse: a sweep of steady sines showed a comb, in-tune pitches passed and
+those between them (a quarter-tone off, as in a detuned recording, a glide or a non-A440 tuning) were lost
+from ~250 Hz up (`sweep_levels`). Its frame-local STFT phase turns by a different fast rate in every bin; the
+decoder had learned those rotations only for the pitches its training notes used
+(`musiclm.codec.framenet.FrameNetConfig.heterodyne`).
+
 Each tone is `seconds` long with a 10 ms fade-in, at `amplitude` peak; the level is the RMS of the middle
 (a quarter of the length trimmed from each end, so neither edge counts) in dB relative to the input's.
 """
@@ -26,11 +32,11 @@ LOST_DB = -6.0  # a tone more than 6 dB down is not "about its level"
 @dataclass(frozen=True)
 class ToneLevel:
     kind: str
-    pitch: int  # MIDI note number
+    pitch: float  # MIDI note number (fractional: between the equal-tempered pitches)
     level_db: float  # decoded RMS over input RMS, middle of the tone
 
 
-def make_tone(kind: str, pitch: int, sample_rate: int, seconds: float = 1.5, amplitude: float = 0.1) -> np.ndarray:
+def make_tone(kind: str, pitch: float, sample_rate: int, seconds: float = 1.5, amplitude: float = 0.1) -> np.ndarray:
     """`sine`: one partial; `harmonic`: 6 partials at 1/k amplitude (a plain instrument); `vibrato`: the
     harmonic tone with 5 Hz vibrato of ±0.5 % (a sung or bowed note). Partials above Nyquist are left out."""
     if kind not in TONE_KINDS:
@@ -53,17 +59,35 @@ def _middle_rms(x: np.ndarray) -> float:
 def tone_levels(
     roundtrip: Callable[[np.ndarray], np.ndarray],
     sample_rate: int,
-    pitches: list[int],
+    pitches: list[float],
     kinds: tuple[str, ...] = TONE_KINDS,
+    seconds: float = 1.5,
 ) -> list[ToneLevel]:
     """Each tone through `roundtrip` (mono float32 [N] → decoded [N']) and its level against the input."""
     out = []
     for kind in kinds:
         for pitch in pitches:
-            x = make_tone(kind, pitch, sample_rate)
+            x = make_tone(kind, pitch, sample_rate, seconds)
             y = roundtrip(x)[: len(x)]
             out.append(ToneLevel(kind, pitch, 20 * np.log10(_middle_rms(y) / _middle_rms(x))))
     return out
+
+
+def sweep_levels(
+    roundtrip: Callable[[np.ndarray], np.ndarray],
+    sample_rate: int,
+    low_hz: float = 100.0,
+    high_hz: float = 4000.0,
+    steps_per_semitone: int = 8,
+    seconds: float = 0.8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steady sines from `low_hz` to `high_hz` at `steps_per_semitone` per semitone through `roundtrip`:
+    (frequencies [F], levels in dB [F]). A codec that keeps any note, in tune or not, is flat here."""
+    count = int(np.floor(12 * steps_per_semitone * np.log2(high_hz / low_hz))) + 1
+    freqs = low_hz * 2.0 ** (np.arange(count) / (12 * steps_per_semitone))
+    pitches = 69.0 + 12.0 * np.log2(freqs / 440.0)
+    levels = tone_levels(roundtrip, sample_rate, list(pitches), ("sine",), seconds)
+    return freqs, np.array([lv.level_db for lv in levels])
 
 
 def codec_roundtrip(codec, n_q: int | None = None) -> Callable[[np.ndarray], np.ndarray]:

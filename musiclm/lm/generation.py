@@ -170,7 +170,7 @@ def decode_windows(codec, codes: Tensor, num_samples: int, frames: int = DECODE_
             break
         t1 = min(T, t0 + frames)
         w0, w1 = max(0, t0 - context), min(T, t1 + context)
-        wav = codec.decode(codes[None, :, w0:w1])[0]  # [C, (w1 - w0) * hop]
+        wav = codec.decode(codes[None, :, w0:w1], frame_offset=w0)[0]  # [C, (w1 - w0) * hop]
         yield wav[:, (t0 - w0) * hop : (t1 - w0) * hop][:, : num_samples - t0 * hop]
 
 
