@@ -56,6 +56,17 @@ def _hann(n_fft: int, device: torch.device) -> Tensor:
     return window if window.device == device else window.to(device)
 
 
+def lowpass(wav: Tensor, sample_rate: int, cutoff_hz: float, transition: float = 0.25) -> Tensor:
+    """wav [..., N] low-passed by an FFT mask over the whole signal: 1 below cutoff_hz, a raised-cosine fall to
+    0 over `transition` (a fraction of the cutoff) above it. Zero-phase, so waveforms stay comparable."""
+    n = wav.shape[-1]
+    freqs = torch.fft.rfftfreq(n, 1.0 / sample_rate, device=wav.device)
+    edge = cutoff_hz * (1.0 + transition)
+    ramp = ((freqs - cutoff_hz) / (edge - cutoff_hz)).clamp(0.0, 1.0)
+    mask = 0.5 * (1.0 + torch.cos(math.pi * ramp))
+    return torch.fft.irfft(torch.fft.rfft(wav.float()) * mask, n)
+
+
 def midi_to_hz(note: float | np.ndarray) -> float | np.ndarray:
     return A4_HZ * 2.0 ** ((np.asarray(note, dtype=np.float64) - 69.0) / 12.0)
 

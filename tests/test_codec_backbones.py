@@ -155,6 +155,20 @@ def test_complex_loss_sees_phase_that_magnitude_losses_do_not():
     assert float(complex_loss(a4_inverted, a4)) > 0.1
 
 
+def test_phase_cutoff_asks_for_phase_below_it_and_only_magnitude_above():
+    low, high = tone(55), tone(100)  # G3 196 Hz, E7 2637 Hz
+    low_flipped, high_flipped = tone(55, phase=math.pi), tone(100, phase=math.pi)
+    banded = CompressedComplexSTFTLoss((512, 128), sample_rate=SR, phase_cutoff_hz=1000.0)
+    full = CompressedComplexSTFTLoss((512, 128), sample_rate=SR)
+    assert float(banded(low_flipped, low)) > 0.1  # a phase error below the cutoff still costs
+    assert float(full(high_flipped, high)) > 0.1
+    # above it nearly free (what is left is window leakage, raised by the 0.3 power compression)
+    assert float(banded(high_flipped, high)) < 0.2 * float(full(high_flipped, high))
+    mixed = low + high
+    kept = dsp.lowpass(mixed, SR, 1000.0)
+    torch.testing.assert_close(kept[..., 2000:-2000], low[..., 2000:-2000], atol=2e-3, rtol=0)
+
+
 def test_chroma_filterbank_rows_are_pitch_classes():
     fb = dsp.chroma_filterbank(SR, 4096).numpy()
     freqs = np.linspace(0, SR / 2, fb.shape[1])

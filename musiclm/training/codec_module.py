@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from musiclm.codec import Codec
 from musiclm.config import to_dict
+from musiclm.dsp import lowpass
 from musiclm.errors import MusicLMError
 from musiclm.training.audio_dataset import (
     AudioFile,
@@ -65,7 +66,13 @@ class CodecModule(pl.LightningModule):
         self.mel_loss = MultiScaleMelLoss(config.codec.sample_rate, loss.mel_n_ffts, loss.mel_bins)
         self.stft_loss = MultiScaleSTFTLoss(loss.stft_n_ffts)
         self.cqt_loss = MultiScaleCQTLoss(config.codec.sample_rate, loss.cqt_n_ffts) if loss.cqt > 0 else None
-        self.complex_loss = CompressedComplexSTFTLoss(loss.complex_n_ffts) if loss.complex_stft > 0 else None
+        self.complex_loss = (
+            CompressedComplexSTFTLoss(
+                loss.complex_n_ffts, sample_rate=config.codec.sample_rate, phase_cutoff_hz=loss.phase_cutoff_hz
+            )
+            if loss.complex_stft > 0
+            else None
+        )
         self.discriminator = (
             MultiScaleSTFTDiscriminator(loss.disc_n_ffts, config.codec.channels, loss.disc_filters, loss.disc_compress)
             if loss.adversarial
@@ -140,8 +147,11 @@ class CodecModule(pl.LightningModule):
         if self.config.freeze_encoder or self.config.freeze_codebooks:
             self.codec.quantizer.eval()
         recon, q = self.codec(wav, n_q)  # [B, C, N]
+        cutoff, sr = self.config.loss.phase_cutoff_hz, self.config.codec.sample_rate
+        # the waveform term sees only the band whose phase is asked for (LossConfig.phase_cutoff_hz)
+        wave_out, wave_ref = (lowpass(recon, sr, cutoff), lowpass(wav, sr, cutoff)) if cutoff > 0 else (recon, wav)
         losses = {
-            "l1": torch.nn.functional.l1_loss(recon.float(), wav.float()),
+            "l1": torch.nn.functional.l1_loss(wave_out.float(), wave_ref.float()),
             "mel": self.mel_loss(recon, wav),
             "stft": self.stft_loss(recon, wav),
         }

@@ -97,6 +97,12 @@ class CodecLossConfig:
     cqt_n_ffts: tuple[int, ...] = (8192, 4096)
     complex_stft: float = 0.0  # compressed complex spectrum (Braun & Tashev 2021)
     complex_n_ffts: tuple[int, ...] = (2048, 512, 128)
+    # Phase-sensitive terms (time L1, the complex part of complex_stft) only below this frequency; 0: full band.
+    # A decoder that cannot match a partial's phase is told by them that silence costs less than the partial
+    # at a wrong phase (twice less in L2), so it drops what it cannot phase-match: the shipped codec kept
+    # steady sines only at the pitches its notes used, and none above ~1 kHz (eval/codec_tones.py --sweep).
+    # Above the cutoff only magnitudes are asked for; hearing is insensitive to the phase of high partials.
+    phase_cutoff_hz: float = 0.0
 
 
 @dataclass

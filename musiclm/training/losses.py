@@ -86,9 +86,17 @@ class CompressedComplexSTFTLoss(nn.Module):
     magnitude losses it sees phase, which reconstruction-only codecs otherwise never learn (DAC ablations:
     "buzzing, as it has not learned to reconstruct phase"); compression keeps quiet partials in play."""
 
-    def __init__(self, n_ffts: tuple[int, ...] = (2048, 512, 128), c: float = 0.3, alpha: float = 0.3):
+    def __init__(
+        self,
+        n_ffts: tuple[int, ...] = (2048, 512, 128),
+        c: float = 0.3,
+        alpha: float = 0.3,
+        sample_rate: int = 24000,
+        phase_cutoff_hz: float = 0.0,
+    ):
         super().__init__()
         self.n_ffts, self.c, self.alpha = n_ffts, c, alpha
+        self.sample_rate, self.phase_cutoff_hz = sample_rate, phase_cutoff_hz
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         total = x.new_zeros((), dtype=torch.float32)
@@ -97,7 +105,11 @@ class CompressedComplexSTFTLoss(nn.Module):
             mx, my = sx.abs().clamp(min=1e-8), sy.abs().clamp(min=1e-8)
             cx, cy = mx.pow(self.c), my.pow(self.c)
             mag = F.mse_loss(cx, cy)
-            cplx = (sx * (cx / mx) - sy * (cy / my)).abs().pow(2).mean()
+            diff = (sx * (cx / mx) - sy * (cy / my)).abs().pow(2)  # [B, F, T]
+            if self.phase_cutoff_hz > 0:  # the phase term only where phase is asked for (LossConfig)
+                bins = int(self.phase_cutoff_hz * n_fft / self.sample_rate) + 1
+                diff = diff[..., : max(bins, 1), :]
+            cplx = diff.mean()
             total = total + (1 - self.alpha) * mag + self.alpha * cplx
         return total / len(self.n_ffts)
 
