@@ -24,7 +24,7 @@ def quiet_codec():
     """A codec whose decoder comes out 0.3 times (-10.5 dB) too quiet, as the shipped one does on some clips."""
     codec = tiny_codec()
     decode = codec.decode
-    codec.decode = lambda codes, length=None: 0.3 * decode(codes, length)
+    codec.decode = lambda codes, length=None, **kw: 0.3 * decode(codes, length, **kw)
     return codec
 
 
@@ -89,7 +89,7 @@ def test_silence_stays_silent_and_noise_is_never_lifted(quiet_codec):
     # a decoder that keeps silence silent (below the -70 dB floor): 0 dB, the output stays as it was
     faint = tiny_codec()
     decode = faint.decode
-    faint.decode = lambda codes, length=None: 1e-5 * decode(codes, length)
+    faint.decode = lambda codes, length=None, **kw: 1e-5 * decode(codes, length, **kw)
     data = compress_bytes(silence, faint, sample_rate=SR, chunk_seconds=0.5)
     assert (levels_of(data) == 0).all()
     assert torch.equal(decompress_bytes(data, faint)[0], decompress_bytes(without_levels(data), faint)[0])

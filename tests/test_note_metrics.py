@@ -148,7 +148,7 @@ def test_codec_eval_scores_what_decompress_gives_level_included(extra, tiny_code
         bare = decode(tiny_codec.encode(ref[None]), ref.shape[-1])[0]
     gain = float(ref.pow(2).mean().sqrt() / bare.pow(2).mean().sqrt()) * 10 ** (-12 / 20)
     assert codec_eval.quality(ref, gain * bare, tiny_codec.sample_rate)["loudness"] > 6  # what the model gives
-    tiny_codec.decode = lambda codes, length=None: gain * decode(codes, length)
+    tiny_codec.decode = lambda codes, length=None, **kw: gain * decode(codes, length, **kw)
     rows = codec_eval.evaluate(tiny_codec, [(clip, SR)], keep_audio=0).rows
     for row in (r for r in rows if r["system"] == "musiclm codec"):
         assert row["loudness"] < 1.5, row
