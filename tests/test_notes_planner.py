@@ -234,14 +234,14 @@ def test_recipe_trains_through_the_runner_and_exports(tmp_path):
 
 
 def test_key_retries_return_the_first_plan_in_the_asked_key_without_long_rests():
-    from musiclm.notes.planner import MAX_LEAD_BEATS, MAX_REST_BEATS, in_asked_key, leading_rest, longest_rest
+    from musiclm.notes.planner import MAX_LEAD_BEATS, in_asked_key, leading_rest, longest_rest, rest_limit
 
     model = tiny()
     kwargs = {"planner": model, "key": 0, "mode": "major", "bpm": 100.0, "meter": "4/4"}
     plans = [plan("a piece", 4.0, seed=s, key_retries=3, key_weight=0.0, **kwargs) for s in range(4)]
     for p in plans:
         assert 1 <= p.attempts <= 4
-        passes = longest_rest(p) <= MAX_REST_BEATS * 0.6 and leading_rest(p) <= MAX_LEAD_BEATS * 0.6
+        passes = longest_rest(p) <= rest_limit(0.6) and leading_rest(p) <= MAX_LEAD_BEATS * 0.6
         assert (in_asked_key(p) and passes) or p.attempts == 4
     again = plan("a piece", 4.0, seed=0, key_retries=3, key_weight=0.0, **kwargs)
     assert again.tokens == plans[0].tokens and again.attempts == plans[0].attempts
@@ -249,6 +249,19 @@ def test_key_retries_return_the_first_plan_in_the_asked_key_without_long_rests()
         plan("a piece", 4.0, key_retries=-1, **kwargs)
     with pytest.raises(MusicLMError):
         plan("a piece", 4.0, key_weight=float("nan"), **kwargs)
+
+
+def test_slow_tempi_may_not_rest_longer_than_a_second_and_a_half():
+    """Two beats at 120 bpm are 1 s; at 63 bpm (the calm-piano demo) they would be 1.9 s, capped at 1.5 s;
+    a slow plan's redraws honour the cap."""
+    from musiclm.notes.planner import MAX_REST_SECONDS, longest_rest, rest_limit
+
+    assert rest_limit(0.5) == pytest.approx(1.0)
+    assert rest_limit(60 / 63) == MAX_REST_SECONDS < 2 * 60 / 63
+    kwargs = {"planner": tiny(), "key": 0, "mode": "major", "bpm": 50.0, "meter": "4/4", "key_weight": 0.0}
+    for seed in range(3):
+        p = plan("a piece", 6.0, seed=seed, key_retries=4, **kwargs)
+        assert longest_rest(p) <= MAX_REST_SECONDS or p.attempts == 5
 
 
 def test_when_no_draw_passes_the_one_that_rests_least_is_kept(monkeypatch):

@@ -55,6 +55,10 @@ class FrameNetConfig:
     # eval/codec_tones.py). Heterodyned, a steady partial at any frequency turns slowly, by 2π·(f - f_k)·hop/sr.
     # Encoder and iSTFT head both take `frame_offset`, the absolute index of their first frame.
     heterodyne: bool = False
+    # Ceiling of the magphase head's magnitude per bin (Vocos clips at 1e2 for early stability). At n_fft 1920
+    # a sine of amplitude a peaks at a·480 in its bin, so 1e2 clips any partial louder than ~0.21 (-13.6 dBFS):
+    # the shipped codec plays a 0.3-amplitude sine 6.7 dB quiet. New recipes raise it (configs/codec/*.yaml).
+    max_magnitude: float = 1e2
 
 
 class ConvNeXtBlock(nn.Module):
@@ -162,15 +166,41 @@ class ISTFTHead(nn.Module):
     """[B, C·2F, T] (log-magnitude, phase) → wav [B, C, T·hop]: inverse STFT with "same" padding by overlap-add
     and division by the summed squared window (Vocos `ISTFT(padding="same")`)."""
 
-    def __init__(self, n_fft: int, hop: int, channels: int, kind: str = "magphase", heterodyne: bool = False):
+    def __init__(
+        self,
+        n_fft: int,
+        hop: int,
+        channels: int,
+        kind: str = "magphase",
+        heterodyne: bool = False,
+        max_magnitude: float = 1e2,
+    ):
         super().__init__()
         if kind not in ("magphase", "complex"):
             raise ValueError(f"unsupported iSTFT head {kind!r}; use 'magphase' or 'complex'")
         if heterodyne and n_fft % hop:
             raise ValueError(f"a heterodyned head needs n_fft ({n_fft}) to be a multiple of the hop ({hop})")
         self.n_fft, self.hop, self.channels, self.kind = n_fft, hop, channels, kind
-        self.heterodyne = heterodyne
+        self.heterodyne, self.max_log_magnitude = heterodyne, math.log(max_magnitude)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def log_magnitude(self, x: Tensor) -> Tensor:
+        """The head's input [B, C·2F, T] → the log-magnitude it asks for per bin [B·C, F, T], unclamped (so a
+        loss on it has a gradient however quiet the bin: `exp` passes none to a bin near zero)."""
+        B, _, T = x.shape
+        x = x.reshape(B * self.channels, 2, self.n_fft // 2 + 1, T)
+        if self.kind == "complex":
+            return torch.log(torch.complex(x[:, 0], x[:, 1]).abs().clamp(min=1e-7))
+        return x[:, 0]
+
+    def analyze(self, wav: Tensor) -> Tensor:
+        """wav [B, C, N] → complex STFT [B·C, F, T] framed as this head synthesises (frame t centred on
+        samples [t·hop, (t+1)·hop)), the target a loss on the head's own spectrum compares with."""
+        B, C, _ = wav.shape
+        x = _pad_to_frames(wav, self.hop).reshape(B * C, -1)
+        pad = (self.n_fft - self.hop) // 2
+        x = F.pad(x, (pad, pad))
+        return torch.stft(x, self.n_fft, self.hop, self.n_fft, self.window, center=False, return_complex=True)
 
     def forward(self, x: Tensor, frame_offset: int = 0) -> Tensor:
         """`frame_offset`: absolute index of the first frame (at the head's hop), used with `heterodyne`."""
@@ -181,7 +211,7 @@ class ISTFTHead(nn.Module):
             spec = torch.complex(x[:, 0], x[:, 1])
         else:
             # exp of a clamped log-magnitude: Vocos clips the magnitude at 1e2 to keep early training stable
-            mag = torch.exp(x[:, 0].clamp(max=math.log(1e2)))
+            mag = torch.exp(x[:, 0].clamp(max=self.max_log_magnitude))
             phase = x[:, 1]
             spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
         if self.heterodyne:  # back from each bin's centre-frequency reference to frame-local phase
@@ -220,12 +250,16 @@ class FrameDecoder(nn.Module):
                 cfg.width, cfg.width, 2 * cfg.upsample, cfg.upsample, padding=cfg.upsample // 2
             )
             self.net2 = ConvNeXtStack(cfg.width, cfg.width, out, cfg.decoder_layers - first, cfg.kernel_size)
-        self.head = ISTFTHead(n_fft, head_hop, cfg.channels, cfg.head, cfg.heterodyne)
+        self.head = ISTFTHead(n_fft, head_hop, cfg.channels, cfg.head, cfg.heterodyne, cfg.max_magnitude)
 
-    def forward(self, latent: Tensor, frame_offset: int = 0) -> Tensor:
-        """`frame_offset`: absolute index of the first latent frame (used with `heterodyne`)."""
+    def spectrum(self, latent: Tensor) -> Tensor:
+        """latent [B, D, T] → the head's input [B, C·2F, T·upsample] (what `head` turns into audio)."""
         T = latent.shape[-1]
         x = self.net(latent)
         if self.up is not None:
             x = self.net2(self.up(x)[..., : T * self.cfg.upsample])
-        return self.head(x, frame_offset * self.cfg.upsample)
+        return x
+
+    def forward(self, latent: Tensor, frame_offset: int = 0) -> Tensor:
+        """`frame_offset`: absolute index of the first latent frame (used with `heterodyne`)."""
+        return self.head(self.spectrum(latent), frame_offset * self.cfg.upsample)

@@ -41,6 +41,9 @@ SEGMENT_SECONDS = 10.0  # with key retries, long plans are drawn and checked thi
 # a redrawn plan must not fall silent (all voices resting, or not started yet) for longer than this: a sparse
 # draw (6 notes in 10 s, or 3.5 s of silence before the first chord) is not the music the prompt asked for
 MAX_REST_BEATS = 2.0
+# ... and never longer than this in seconds: at 63 bpm two beats are 1.9 s, and the "calm piano" demo kept a
+# 1.9 s hole in the middle of its 10 s
+MAX_REST_SECONDS = 1.5
 # and must start within a beat (a pickup): 1.4 s of silence before the first note opened the "calm piano" demo
 MAX_LEAD_BEATS = 1.0
 
@@ -91,7 +94,7 @@ def plan(
     programs (GM, 0-based), genre, dynamics. `planner`: a Planner, a directory, or None for the shipped one.
     `key_weight`: strength of the key prior on pitches (0: the model alone; see `key_prior`).
     `key_retries`: draw again (seeds derived from `seed`) while music21's key finder hears another key, the
-    music rests longer than MAX_REST_BEATS (`longest_rest`) or starts later than MAX_LEAD_BEATS
+    music rests longer than `rest_limit` (`longest_rest`) or starts later than MAX_LEAD_BEATS
     (`leading_rest`), at most this many times; a plan longer than SEGMENT_SECONDS is drawn segment by
     segment, each continuing the bars so far and checked on its own notes. Where no draw passes, the one
     that rests least is kept, among those in the key (then those that start in time) if any (a fast folk
@@ -124,7 +127,7 @@ def plan(
                 break
             in_key, rest = in_asked_key(out, start), longest_rest(out, start)
             late = segment == 0 and leading_rest(out) > MAX_LEAD_BEATS * beat
-            if in_key and not late and rest <= MAX_REST_BEATS * beat:
+            if in_key and not late and rest <= rest_limit(beat):
                 break
             rank = (not in_key, late, rest)  # in the key first, then starting in time, then the shortest silence
             if best_rank is None or rank < best_rank:
@@ -134,6 +137,11 @@ def plan(
         bars = plan_bars(out.tokens)
     out.attempts = attempts
     return out
+
+
+def rest_limit(beat_seconds: float) -> float:
+    """The longest silence a redrawn plan may keep: MAX_REST_BEATS beats, at most MAX_REST_SECONDS."""
+    return min(MAX_REST_BEATS * beat_seconds, MAX_REST_SECONDS)
 
 
 def plan_bars(tokens: list[int]) -> list[list[int]]:
