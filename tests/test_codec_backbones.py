@@ -240,3 +240,57 @@ def test_head_log_magnitude_loss_reaches_a_silent_bin_that_the_mel_loss_cannot()
     assert float(mel_grad[0, k].abs().max()) < 1e-9
     assert float(head_grad[0, k, 2:-2].max()) < 0  # descent raises the sine's bin
     assert float(head_grad[0, k].abs().min()) > 0.5 / head_grad[0, :961].numel()
+
+
+def _purity_and_level(out: torch.Tensor, ref: torch.Tensor, f: float) -> tuple[float, float]:
+    """Share of the middle second's energy within 5 Hz of f (Hann-windowed), and its level against ref in dB."""
+    y, x = out[0, 0, SR // 2 : 3 * SR // 2].numpy(), ref[0, 0, SR // 2 : 3 * SR // 2].numpy()
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y)))) ** 2
+    near = np.abs(np.fft.rfftfreq(len(y), 1 / SR) - f) < 5
+    return float(spectrum[near].sum() / spectrum.sum()), float(20 * np.log10(y.std() / x.std()))
+
+
+@pytest.mark.parametrize("f", [452.9, 1078.0, 1812.0, 3700.0])  # all between the A440 pitches
+def test_vocoder_phase_makes_a_steady_sine_coherent_at_any_pitch_from_its_magnitude(f):
+    """Given only a sine's magnitudes (phase input all zero), the vocoder-phase head plays the sine back clean
+    and at level; the learned-phase head, given the same constant phase, does not."""
+    t = torch.arange(2 * SR) / SR
+    sine = (0.1 * torch.sin(2 * math.pi * f * t))[None, None]
+    learned = ISTFTHead(1920, 480, channels=1, max_magnitude=1e3)
+    vocoder = ISTFTHead(1920, 480, channels=1, max_magnitude=1e3, vocoder_from_bin=0)
+    spec = learned.analyze(sine)
+    magnitudes_only = torch.cat([spec.abs().clamp(min=1e-9).log(), torch.zeros_like(spec.real)], dim=1)
+    purity, level = _purity_and_level(vocoder(magnitudes_only), sine, f)
+    assert purity > 0.95 and abs(level) < 0.5, (purity, level)
+    purity, level = _purity_and_level(learned(magnitudes_only), sine, f)
+    assert purity < 0.5 or level < -6.0
+
+
+def test_vocoder_phase_keeps_the_learned_phase_below_its_bin():
+    """Below `vocoder_from_bin` the head plays the phase it is given (a low tone comes back sample-exact);
+    above it a high tone comes back clean from its magnitudes; the complex head cannot take vocoder phase."""
+    low, high = tone(55), tone(98, phase=1.0)  # G3 196 Hz; D7 2349 Hz
+    head = ISTFTHead(1920, 480, channels=1, max_magnitude=1e3, vocoder_from_bin=40)  # 500 Hz
+    spec = head.analyze(low + high)
+    out = head(torch.cat([spec.abs().clamp(min=1e-9).log(), spec.angle()], dim=1))
+    kept_low = dsp.lowpass(out, SR, 500.0)[..., 4000:-4000]
+    torch.testing.assert_close(kept_low, low[..., 4000:-4000], atol=3e-3, rtol=0)
+    above_1k = out - dsp.lowpass(out, SR, 1000.0)  # clear of the low tone's window leakage
+    purity, level = _purity_and_level(above_1k, high, float(dsp.midi_to_hz(98)))
+    assert purity > 0.9 and abs(level) < 1.0, (purity, level)
+    with pytest.raises(ValueError, match="vocoder phase"):
+        ISTFTHead(64, 16, channels=1, kind="complex", vocoder_from_bin=4)
+
+
+def test_a_vocoder_phase_codec_round_trips_its_config_and_decodes(tmp_path):
+    from conftest import _tiny_config
+
+    config = _tiny_config("frame")
+    config.frame.vocoder_phase_hz = 1000.0
+    codec = Codec(config).eval()
+    assert codec.decoder.head.vocoder_from_bin == math.ceil(1000.0 * 32 / 8000)
+    codec.save_pretrained(tmp_path / "voc")
+    again = Codec.from_pretrained(tmp_path / "voc")
+    x = 0.2 * torch.randn(1, 1, 800, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(again.decode(again.encode(x)), codec.decode(codec.encode(x)))
+    assert again.decode(again.encode(x)).shape == (1, 1, 800)

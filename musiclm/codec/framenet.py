@@ -59,6 +59,17 @@ class FrameNetConfig:
     # a sine of amplitude a peaks at a·480 in its bin, so 1e2 clips any partial louder than ~0.21 (-13.6 dBFS):
     # the shipped codec plays a 0.3-amplitude sine 6.7 dB quiet. New recipes raise it (configs/codec/*.yaml).
     max_magnitude: float = 1e2
+    # From this frequency up, the head does not use a learned phase: it propagates phase from the magnitudes it
+    # predicts, as a phase-locked vocoder does (Laroche & Dolson 1999: each spectral peak advances by its
+    # instantaneous frequency, read from the log-magnitude's parabola around the peak, and the bins around a
+    # peak are locked to it). Why: a learned frame-local phase is coherent only at the pitches the training
+    # notes used (the comb of eval/codec_tones.py --sweep, from ~250 Hz up), and the phase-aware losses then
+    # push every other partial to silence. Propagated phase is coherent for a steady partial at any frequency;
+    # the codes carry magnitudes only up there. 0: learned phase in every bin. Train with loss.phase_cutoff_hz
+    # at the same frequency (the waveform and complex terms would fight a phase nobody predicts). Chunked
+    # decoding restarts the propagation at each chunk: bins above this frequency are not sample-identical to a
+    # one-shot decode (their phase is free; their magnitudes are).
+    vocoder_phase_hz: float = 0.0
 
 
 class ConvNeXtBlock(nn.Module):
@@ -103,6 +114,44 @@ def heterodyne_rotation(bins: int, frames: int, window_hops: int, frame_offset: 
     t = torch.arange(frame_offset, frame_offset + frames)[None, :]
     angle = (sign * 2 * math.pi / window_hops) * torch.remainder(k * t, window_hops).float()
     return torch.polar(torch.ones_like(angle), angle)
+
+
+def vocoder_phase(log_mag: Tensor, hop: int, n_fft: int, floor_nats: float = 11.5) -> Tensor:
+    """Phase for a magnitude-only spectrogram by peak-locked propagation (Laroche & Dolson 1999, identity
+    phase locking). log_mag [B, F, T] (frame-local framing as torch.stft, frames `hop` apart) → phase [B, F, T].
+
+    Per frame: peaks are bins above both neighbours and within `floor_nats` of the frame's loudest bin; a
+    peak's frequency comes from the parabola through its log-magnitude and its neighbours' (the bin offset δ);
+    its phase advances from the previous frame's by hop · 2π(k + δ)/n_fft; every other bin takes the phase of
+    its nearest peak minus π per bin of distance (a Hann-windowed partial's bins alternate in sign around the
+    frame centre). The first frame starts from zero phase. Not differentiable (called under no_grad)."""
+    with torch.no_grad():
+        B, F_, T = log_mag.shape
+        L = log_mag.float()
+        bins = torch.arange(F_, device=L.device)
+        prev = torch.zeros(B, F_, device=L.device)
+        out = torch.empty(B, F_, T, device=L.device)
+        left, mid, right = L[:, :-2], L[:, 1:-1], L[:, 2:]
+        interior = (mid > left) & (mid >= right)
+        loud = mid > L.amax(dim=1, keepdim=True) - floor_nats
+        is_peak = F.pad(interior & loud, (0, 0, 1, 1))  # [B, F, T]; the edge bins are never peaks
+        curvature = (left - 2 * mid + right).clamp(max=-1e-6)
+        delta = F.pad((0.5 * (left - right) / curvature).clamp(-0.5, 0.5), (0, 0, 1, 1))
+        advance = hop * 2 * math.pi * (bins[None, :, None] + delta) / n_fft  # [B, F, T] at peak bins
+        big = F_ * 4
+        for t in range(T):
+            peaks = is_peak[:, :, t]
+            # nearest peak to every bin: the last peak at or below it and the first at or above it
+            below = torch.where(peaks, bins, torch.full_like(bins, -big)).cummax(dim=1).values
+            above = torch.where(peaks, bins, torch.full_like(bins, 2 * big)).flip(1).cummin(dim=1).values.flip(1)
+            owner = torch.where(bins - below <= above - bins, below, above)
+            has_peak = peaks.any(dim=1, keepdim=True)
+            owner = torch.where(has_peak, owner.clamp(0, F_ - 1), bins)
+            peak_phase = prev + advance[:, :, t]  # meaningful at peak bins
+            locked = peak_phase.gather(1, owner) - math.pi * (bins - owner).float()
+            out[:, :, t] = torch.where(has_peak, torch.remainder(locked + math.pi, 2 * math.pi) - math.pi, prev)
+            prev = out[:, :, t]
+        return out.to(log_mag.dtype)
 
 
 def _pad_to_frames(wav: Tensor, hop: int) -> Tensor:
@@ -174,10 +223,14 @@ class ISTFTHead(nn.Module):
         kind: str = "magphase",
         heterodyne: bool = False,
         max_magnitude: float = 1e2,
+        vocoder_from_bin: int | None = None,
     ):
         super().__init__()
         if kind not in ("magphase", "complex"):
             raise ValueError(f"unsupported iSTFT head {kind!r}; use 'magphase' or 'complex'")
+        if vocoder_from_bin is not None and (kind != "magphase" or heterodyne):
+            raise ValueError("vocoder phase needs the plain magphase head (no heterodyne)")
+        self.vocoder_from_bin = vocoder_from_bin
         if heterodyne and n_fft % hop:
             raise ValueError(f"a heterodyned head needs n_fft ({n_fft}) to be a multiple of the hop ({hop})")
         self.n_fft, self.hop, self.channels, self.kind = n_fft, hop, channels, kind
@@ -211,8 +264,13 @@ class ISTFTHead(nn.Module):
             spec = torch.complex(x[:, 0], x[:, 1])
         else:
             # exp of a clamped log-magnitude: Vocos clips the magnitude at 1e2 to keep early training stable
-            mag = torch.exp(x[:, 0].clamp(max=self.max_log_magnitude))
+            log_mag = x[:, 0].clamp(max=self.max_log_magnitude)
+            mag = torch.exp(log_mag)
             phase = x[:, 1]
+            if self.vocoder_from_bin is not None:
+                k = self.vocoder_from_bin
+                propagated = vocoder_phase(log_mag.detach(), self.hop, self.n_fft)
+                phase = torch.cat([phase[:, :k], propagated[:, k:]], dim=1)
             spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
         if self.heterodyne:  # back from each bin's centre-frequency reference to frame-local phase
             spec = spec * heterodyne_rotation(bins, T, self.n_fft // self.hop, frame_offset, 1).to(spec.device)
@@ -228,9 +286,9 @@ class ISTFTHead(nn.Module):
 
 
 class FrameDecoder(nn.Module):
-    """latent [B, D, T] -> wav [B, C, T * hop_length]."""
+    """latent [B, D, T] -> wav [B, C, T * hop_length] (`sample_rate` places `vocoder_phase_hz` on the bins)."""
 
-    def __init__(self, cfg: FrameNetConfig):
+    def __init__(self, cfg: FrameNetConfig, sample_rate: int = 24000):
         super().__init__()
         if cfg.hop_length % cfg.upsample:
             raise ValueError(f"hop_length {cfg.hop_length} is not divisible by upsample {cfg.upsample}")
@@ -250,7 +308,10 @@ class FrameDecoder(nn.Module):
                 cfg.width, cfg.width, 2 * cfg.upsample, cfg.upsample, padding=cfg.upsample // 2
             )
             self.net2 = ConvNeXtStack(cfg.width, cfg.width, out, cfg.decoder_layers - first, cfg.kernel_size)
-        self.head = ISTFTHead(n_fft, head_hop, cfg.channels, cfg.head, cfg.heterodyne, cfg.max_magnitude)
+        vocoder_from_bin = math.ceil(cfg.vocoder_phase_hz * n_fft / sample_rate) if cfg.vocoder_phase_hz > 0 else None
+        self.head = ISTFTHead(
+            n_fft, head_hop, cfg.channels, cfg.head, cfg.heterodyne, cfg.max_magnitude, vocoder_from_bin
+        )
 
     def spectrum(self, latent: Tensor) -> Tensor:
         """latent [B, D, T] → the head's input [B, C·2F, T·upsample] (what `head` turns into audio)."""

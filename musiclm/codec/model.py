@@ -87,7 +87,7 @@ class Codec(nn.Module):
         if config.backbone_config is config.seanet:
             self.encoder, self.decoder = SEANetEncoder(config.seanet), SEANetDecoder(config.seanet)
         else:
-            self.encoder, self.decoder = FrameEncoder(config.frame), FrameDecoder(config.frame)
+            self.encoder, self.decoder = FrameEncoder(config.frame), FrameDecoder(config.frame, config.sample_rate)
         self.quantizer = ResidualVectorQuantizer(
             config.dimension,
             config.n_q,
