@@ -49,7 +49,13 @@ def _tiny_config(backbone: str):
             n_filters=4, dimension=16, ratios=(4, 2), activation="snake" if backbone == "snake" else "elu"
         ),
         frame=FrameNetConfig(
-            dimension=16, hop_length=8, width=16, encoder_layers=2, decoder_layers=2, heterodyne=backbone == "frame-het"
+            dimension=16,
+            hop_length=8,
+            width=16,
+            encoder_layers=2,
+            decoder_layers=2,
+            heterodyne=backbone == "frame-het",
+            vocoder_phase_hz=1000.0 if backbone == "frame-voc" else 0.0,
         ),
         n_q=4,
         card=64,
@@ -57,7 +63,7 @@ def _tiny_config(backbone: str):
     )
 
 
-@pytest.fixture(params=["seanet", "snake", "frame", "frame-het"])
+@pytest.fixture(params=["seanet", "snake", "frame", "frame-het", "frame-voc"])
 def any_tiny_codec(request):
     """The tiny codec with each backbone/activation: SEANet (EnCodec), SEANet with Snake (DAC), frame-domain
     ConvNeXt + iSTFT head (Vocos). Same hop (8), rate and codebooks, so the same invariants apply."""

@@ -116,7 +116,9 @@ def heterodyne_rotation(bins: int, frames: int, window_hops: int, frame_offset: 
     return torch.polar(torch.ones_like(angle), angle)
 
 
-def vocoder_phase(log_mag: Tensor, hop: int, n_fft: int, floor_nats: float = 11.5) -> Tensor:
+def vocoder_phase(
+    log_mag: Tensor, hop: int, n_fft: int, known: Tensor | None = None, floor_nats: float = 11.5
+) -> Tensor:
     """Phase for a magnitude-only spectrogram by peak-locked propagation (Laroche & Dolson 1999, identity
     phase locking). log_mag [B, F, T] (frame-local framing as torch.stft, frames `hop` apart) → phase [B, F, T].
 
@@ -138,20 +140,59 @@ def vocoder_phase(log_mag: Tensor, hop: int, n_fft: int, floor_nats: float = 11.
         curvature = (left - 2 * mid + right).clamp(max=-1e-6)
         delta = F.pad((0.5 * (left - right) / curvature).clamp(-0.5, 0.5), (0, 0, 1, 1))
         advance = hop * 2 * math.pi * (bins[None, :, None] + delta) / n_fft  # [B, F, T] at peak bins
+        # nearest peak to every bin, all frames at once: the last peak at or below it, the first at or above it
         big = F_ * 4
-        for t in range(T):
-            peaks = is_peak[:, :, t]
-            # nearest peak to every bin: the last peak at or below it and the first at or above it
-            below = torch.where(peaks, bins, torch.full_like(bins, -big)).cummax(dim=1).values
-            above = torch.where(peaks, bins, torch.full_like(bins, 2 * big)).flip(1).cummin(dim=1).values.flip(1)
-            owner = torch.where(bins - below <= above - bins, below, above)
-            has_peak = peaks.any(dim=1, keepdim=True)
-            owner = torch.where(has_peak, owner.clamp(0, F_ - 1), bins)
-            peak_phase = prev + advance[:, :, t]  # meaningful at peak bins
-            locked = peak_phase.gather(1, owner) - math.pi * (bins - owner).float()
-            out[:, :, t] = torch.where(has_peak, torch.remainder(locked + math.pi, 2 * math.pi) - math.pi, prev)
-            prev = out[:, :, t]
+        index = bins[None, :, None].expand(B, F_, T)
+        below = torch.where(is_peak, index, torch.full_like(index, -big)).cummax(dim=1).values
+        above = torch.where(is_peak, index, torch.full_like(index, 2 * big)).flip(1).cummin(dim=1).values.flip(1)
+        owner = torch.where(index - below <= above - index, below, above).clamp(0, F_ - 1)
+        offset = -math.pi * (index - owner).float()
+        has_peak = is_peak.any(dim=1)  # [B, T]
+        first = 0
+        if known is not None and known.shape[-1]:
+            first = min(known.shape[-1], T)
+            out[:, :, :first] = known[..., :first].float()
+            prev = out[:, :, first - 1]
+        for t in range(first, T):  # only the recurrence is sequential
+            locked = (prev + advance[:, :, t]).gather(1, owner[:, :, t]) + offset[:, :, t]
+            prev = torch.where(has_peak[:, t, None], torch.remainder(locked + math.pi, 2 * math.pi) - math.pi, prev)
+            out[:, :, t] = prev
         return out.to(log_mag.dtype)
+
+
+class PhaseTrack:
+    """The vocoder phases of the frames a chunked decode has kept so far, by absolute head frame, so the next
+    chunk continues them: with overlap-discard (musiclm.codec.streaming) a chunk's window reaches back into
+    frames already kept, and taking their phases (instead of propagating afresh) makes the streamed output
+    equal the one-shot output. `upsample`: head frames per codec frame."""
+
+    def __init__(self, upsample: int = 1):
+        self.upsample = upsample
+        self.start = 0
+        self.phase: Tensor | None = None  # [B, F, n], head frames start .. start + n - 1
+
+    def known_from(self, frame: int, frames: int) -> Tensor | None:
+        """Recorded phases for head frames frame, frame + 1, … (as many as recorded in a row, ≤ frames)."""
+        if self.phase is None or not self.start <= frame < self.start + self.phase.shape[-1]:
+            return None
+        return self.phase[..., frame - self.start : frame - self.start + frames]
+
+    def record(self, frame: int, phase: Tensor) -> None:
+        """Phases [B, F, n] of head frames from `frame` on (they replace any recorded from there on)."""
+        if self.phase is not None and self.start <= frame <= self.start + self.phase.shape[-1]:
+            phase = torch.cat([self.phase[..., : frame - self.start], phase], dim=-1)
+            frame = self.start
+        self.start, self.phase = frame, phase
+
+    def keep_before(self, codec_frame: int, history: int = 256) -> None:
+        """Forget what is not final (frames from `codec_frame` on: the right context of the chunk just
+        decoded) and all but the last `history` codec frames before it."""
+        if self.phase is None:
+            return
+        end = min(codec_frame * self.upsample - self.start, self.phase.shape[-1])
+        begin = max(0, end - history * self.upsample)
+        self.phase = self.phase[..., begin:end] if end > 0 else None
+        self.start += begin
 
 
 def _pad_to_frames(wav: Tensor, hop: int) -> Tensor:
@@ -255,8 +296,9 @@ class ISTFTHead(nn.Module):
         x = F.pad(x, (pad, pad))
         return torch.stft(x, self.n_fft, self.hop, self.n_fft, self.window, center=False, return_complex=True)
 
-    def forward(self, x: Tensor, frame_offset: int = 0) -> Tensor:
-        """`frame_offset`: absolute index of the first frame (at the head's hop), used with `heterodyne`."""
+    def forward(self, x: Tensor, frame_offset: int = 0, phase_track: PhaseTrack | None = None) -> Tensor:
+        """`frame_offset`: absolute index of the first frame (at the head's hop), used with `heterodyne` and
+        with `phase_track` (vocoder phase carried across the chunks of a chunked decode)."""
         B, _, T = x.shape
         bins = self.n_fft // 2 + 1
         x = x.reshape(B * self.channels, 2, bins, T)
@@ -269,7 +311,10 @@ class ISTFTHead(nn.Module):
             phase = x[:, 1]
             if self.vocoder_from_bin is not None:
                 k = self.vocoder_from_bin
-                propagated = vocoder_phase(log_mag.detach(), self.hop, self.n_fft)
+                known = phase_track.known_from(frame_offset, T) if phase_track is not None else None
+                propagated = vocoder_phase(log_mag.detach(), self.hop, self.n_fft, known)
+                if phase_track is not None:
+                    phase_track.record(frame_offset, propagated)
                 phase = torch.cat([phase[:, :k], propagated[:, k:]], dim=1)
             spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
         if self.heterodyne:  # back from each bin's centre-frequency reference to frame-local phase
@@ -321,6 +366,10 @@ class FrameDecoder(nn.Module):
             x = self.net2(self.up(x)[..., : T * self.cfg.upsample])
         return x
 
-    def forward(self, latent: Tensor, frame_offset: int = 0) -> Tensor:
-        """`frame_offset`: absolute index of the first latent frame (used with `heterodyne`)."""
-        return self.head(self.spectrum(latent), frame_offset * self.cfg.upsample)
+    def forward(self, latent: Tensor, frame_offset: int = 0, phase_track: PhaseTrack | None = None) -> Tensor:
+        """`frame_offset`: absolute index of the first latent frame (used with `heterodyne`, `phase_track`)."""
+        return self.head(self.spectrum(latent), frame_offset * self.cfg.upsample, phase_track)
+
+    def new_phase_track(self) -> PhaseTrack | None:
+        """A PhaseTrack for a chunked decode when this decoder propagates phase (None otherwise)."""
+        return PhaseTrack(self.cfg.upsample) if self.head.vocoder_from_bin is not None else None

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from musiclm.codec.framenet import FrameDecoder, FrameEncoder, FrameNetConfig
+from musiclm.codec.framenet import FrameDecoder, FrameEncoder, FrameNetConfig, PhaseTrack
 from musiclm.codec.quantizer import ResidualVectorQuantizer
 from musiclm.codec.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 from musiclm.config import from_dict, to_dict
@@ -148,10 +148,15 @@ class Codec(nn.Module):
             return self.encoder(wav, frame_offset)
         return self.encoder(wav)  # SEANet: a convolution stack, the same at every offset
 
-    def _decode_latent(self, latent: Tensor, frame_offset: int) -> Tensor:
+    def _decode_latent(self, latent: Tensor, frame_offset: int, phase_track: PhaseTrack | None = None) -> Tensor:
         if isinstance(self.decoder, FrameDecoder):
-            return self.decoder(latent, frame_offset)
+            return self.decoder(latent, frame_offset, phase_track)
         return self.decoder(latent)
+
+    def new_phase_track(self) -> PhaseTrack | None:
+        """State that a chunked decode passes to every `decode` call, in order, when the decoder carries
+        state across chunks (a frame codec with `vocoder_phase_hz`); None when it does not."""
+        return self.decoder.new_phase_track() if isinstance(self.decoder, FrameDecoder) else None
 
     @torch.no_grad()
     def encode(self, wav: Tensor, n_q: int | None = None, frame_offset: int = 0) -> Tensor:
@@ -162,14 +167,17 @@ class Codec(nn.Module):
         return self.quantizer.encode(self._encode_latent(wav, frame_offset), n_q or self.n_q)
 
     @torch.no_grad()
-    def decode(self, codes: Tensor, length: int | None = None, frame_offset: int = 0) -> Tensor:
+    def decode(
+        self, codes: Tensor, length: int | None = None, frame_offset: int = 0, phase_track: PhaseTrack | None = None
+    ) -> Tensor:
         """codes [B, K, T] → wav [B, C, T * hop_length], trimmed to `length` samples when given.
-        `frame_offset`: the absolute index of the first frame when `codes` are a slice of a longer stream."""
+        `frame_offset`: the absolute index of the first frame when `codes` are a slice of a longer stream;
+        `phase_track` (from `new_phase_track`, when not None): carried from chunk to chunk of such a stream."""
         if codes.dim() != 3:
             raise MusicLMError(f"expected codes shaped [B, K, T], got {list(codes.shape)}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.card):
             raise MusicLMError(f"codes out of range [0, {self.card})")
-        wav = self._decode_latent(self.quantizer.decode(codes.long()), frame_offset)
+        wav = self._decode_latent(self.quantizer.decode(codes.long()), frame_offset, phase_track)
         return wav if length is None else wav[..., :length]
 
     def forward(self, wav: Tensor, n_q: int | None = None):

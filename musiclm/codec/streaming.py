@@ -151,11 +151,15 @@ def decode_chunks(
     total = math.ceil(num_samples / hop)
     # Frames on the right come from the next chunk(s): keep a small window of decoded codes.
     buffer = BlockBuffer(np.asarray(c).reshape(-1, *c.shape[-2:]) for c in chunks)
+    track = codec.new_phase_track()  # a vocoder-phase decoder continues the phases of the frames kept so far
     for t0 in range(0, total, chunk_frames):
         t1 = min(total, t0 + chunk_frames)
         w0 = max(0, t0 - context)
         codes = buffer.get(w0, min(total, t1 + context))  # [S, K, T']
-        wav = codec.decode(torch.from_numpy(np.ascontiguousarray(codes)), frame_offset=w0)  # [S, C, T' * hop]
+        codes = torch.from_numpy(np.ascontiguousarray(codes))
+        wav = codec.decode(codes, frame_offset=w0, phase_track=track)  # [S, C, T' * hop]
+        if track is not None:
+            track.keep_before(t1)
         wav = wav.reshape(-1, wav.shape[-1])  # [S * C, T' * hop]
         yield wav[:, (t0 - w0) * hop : (t1 - w0) * hop][:, : num_samples - t0 * hop].numpy()
 
@@ -183,5 +187,11 @@ def receptive_frames(codec, window: int = 64) -> int:
     wav = 0.1 * torch.randn(1, codec.channels, window * hop, generator=gen)
     enc = _changed_span(codec.encoder, wav, window * hop // 2, 1 / hop)
     latent = torch.randn(1, codec.config.dimension, window, generator=gen)
-    dec = math.ceil(_changed_span(codec.decoder, latent, window // 2, hop) / hop)
+    decoder = codec.decoder
+    if getattr(decoder, "new_phase_track", lambda: None)() is not None:
+        # vocoder phase runs on to the end of a window by design; PhaseTrack carries it across chunks, so
+        # only the network's spread (the spectrum, then the iSTFT's overlap) needs context
+        frames = math.ceil(_changed_span(decoder.spectrum, latent, window // 2, 1))
+        return max(enc, frames + decoder.cfg.window_hops // 2 + 1) + 1
+    dec = math.ceil(_changed_span(decoder, latent, window // 2, hop) / hop)
     return max(enc, dec) + 1

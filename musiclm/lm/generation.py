@@ -165,12 +165,15 @@ def decode_windows(codec, codes: Tensor, num_samples: int, frames: int = DECODE_
     hop, T = codec.hop_length, codes.shape[-1]
     assert T * hop >= num_samples, f"{T} frames cannot hold {num_samples} samples"
     context = decoder_context(codec) if T > frames else 0
+    track = codec.new_phase_track()  # vocoder phase continues across windows (see decode_chunks)
     for t0 in range(0, T, frames):
         if t0 * hop >= num_samples:
             break
         t1 = min(T, t0 + frames)
         w0, w1 = max(0, t0 - context), min(T, t1 + context)
-        wav = codec.decode(codes[None, :, w0:w1], frame_offset=w0)[0]  # [C, (w1 - w0) * hop]
+        wav = codec.decode(codes[None, :, w0:w1], frame_offset=w0, phase_track=track)[0]  # [C, (w1 - w0) * hop]
+        if track is not None:
+            track.keep_before(t1)
         yield wav[:, (t0 - w0) * hop : (t1 - w0) * hop][:, : num_samples - t0 * hop]
 
 
