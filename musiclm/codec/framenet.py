@@ -117,26 +117,36 @@ def heterodyne_rotation(bins: int, frames: int, window_hops: int, frame_offset: 
 
 
 def vocoder_phase(
-    log_mag: Tensor, hop: int, n_fft: int, known: Tensor | None = None, floor_nats: float = 11.5
+    log_mag: Tensor,
+    hop: int,
+    n_fft: int,
+    known: Tensor | None = None,
+    frame_offset: int = 0,
+    prominence_nats: float = 1.5,
+    lobe_bins: int = 3,
 ) -> Tensor:
     """Phase for a magnitude-only spectrogram by peak-locked propagation (Laroche & Dolson 1999, identity
     phase locking). log_mag [B, F, T] (frame-local framing as torch.stft, frames `hop` apart) → phase [B, F, T].
 
-    Per frame: peaks are bins above both neighbours and within `floor_nats` of the frame's loudest bin; a
-    peak's frequency comes from the parabola through its log-magnitude and its neighbours' (the bin offset δ);
-    its phase advances from the previous frame's by hop · 2π(k + δ)/n_fft; every other bin takes the phase of
-    its nearest peak minus π per bin of distance (a Hann-windowed partial's bins alternate in sign around the
-    frame centre). The first frame starts from zero phase. Not differentiable (called under no_grad)."""
+    Per frame, a partial is a bin above both neighbours that stands `prominence_nats` (1.5 ≈ 13 dB) above the
+    mean log-magnitude of the 17 bins around it. Its frequency comes from the parabola through its
+    log-magnitude and its neighbours' (the bin offset δ); its phase advances from the previous frame's by
+    hop · 2π(k + δ)/n_fft; the bins of its main lobe (±`lobe_bins`) take its phase minus π per bin of distance
+    (a Hann-windowed partial's bins alternate in sign around the frame centre). Every other bin is noise and
+    gets a pseudo-random phase drawn from (bin, absolute frame) — locking the noise floor's chance peaks
+    would turn it into steady whistles. The first frame's partials start from zero phase, or the propagation
+    continues `known` [B, F, m], the phases of the first m frames decoded before (chunked decoding,
+    `PhaseTrack`; `frame_offset` is the absolute index of the first frame). Not differentiable."""
     with torch.no_grad():
         B, F_, T = log_mag.shape
         L = log_mag.float()
         bins = torch.arange(F_, device=L.device)
-        prev = torch.zeros(B, F_, device=L.device)
-        out = torch.empty(B, F_, T, device=L.device)
         left, mid, right = L[:, :-2], L[:, 1:-1], L[:, 2:]
-        interior = (mid > left) & (mid >= right)
-        loud = mid > L.amax(dim=1, keepdim=True) - floor_nats
-        is_peak = F.pad(interior & loud, (0, 0, 1, 1))  # [B, F, T]; the edge bins are never peaks
+        local_mean = F.avg_pool1d(
+            L.transpose(1, 2).reshape(B * T, 1, F_), 17, stride=1, padding=8, count_include_pad=False
+        ).reshape(B, T, F_).transpose(1, 2)
+        prominent = (mid > left) & (mid >= right) & (mid > local_mean[:, 1:-1] + prominence_nats)
+        is_peak = F.pad(prominent, (0, 0, 1, 1))  # [B, F, T]; the edge bins are never peaks
         curvature = (left - 2 * mid + right).clamp(max=-1e-6)
         delta = F.pad((0.5 * (left - right) / curvature).clamp(-0.5, 0.5), (0, 0, 1, 1))
         advance = hop * 2 * math.pi * (bins[None, :, None] + delta) / n_fft  # [B, F, T] at peak bins
@@ -145,9 +155,16 @@ def vocoder_phase(
         index = bins[None, :, None].expand(B, F_, T)
         below = torch.where(is_peak, index, torch.full_like(index, -big)).cummax(dim=1).values
         above = torch.where(is_peak, index, torch.full_like(index, 2 * big)).flip(1).cummin(dim=1).values.flip(1)
-        owner = torch.where(index - below <= above - index, below, above).clamp(0, F_ - 1)
+        owner = torch.where(index - below <= above - index, below, above)
+        in_lobe = (index - owner).abs() <= lobe_bins
+        owner = owner.clamp(0, F_ - 1)
         offset = -math.pi * (index - owner).float()
-        has_peak = is_peak.any(dim=1)  # [B, T]
+        # noise phase: a fixed hash of (bin, absolute frame), so chunked and one-shot decoding agree
+        frames = torch.arange(frame_offset, frame_offset + T, device=L.device, dtype=torch.float64) % 65536
+        seed = torch.sin(bins[:, None].double() * 12.9898 + frames[None, :] * 78.233) * 43758.5453
+        noise = (2 * math.pi * torch.frac(seed.abs()) - math.pi).float()  # [F, T]
+        out = torch.empty(B, F_, T, device=L.device)
+        prev = torch.zeros(B, F_, device=L.device)
         first = 0
         if known is not None and known.shape[-1]:
             first = min(known.shape[-1], T)
@@ -155,7 +172,8 @@ def vocoder_phase(
             prev = out[:, :, first - 1]
         for t in range(first, T):  # only the recurrence is sequential
             locked = (prev + advance[:, :, t]).gather(1, owner[:, :, t]) + offset[:, :, t]
-            prev = torch.where(has_peak[:, t, None], torch.remainder(locked + math.pi, 2 * math.pi) - math.pi, prev)
+            locked = torch.remainder(locked + math.pi, 2 * math.pi) - math.pi
+            prev = torch.where(in_lobe[:, :, t], locked, noise[None, :, t])
             out[:, :, t] = prev
         return out.to(log_mag.dtype)
 
@@ -312,7 +330,7 @@ class ISTFTHead(nn.Module):
             if self.vocoder_from_bin is not None:
                 k = self.vocoder_from_bin
                 known = phase_track.known_from(frame_offset, T) if phase_track is not None else None
-                propagated = vocoder_phase(log_mag.detach(), self.hop, self.n_fft, known)
+                propagated = vocoder_phase(log_mag.detach(), self.hop, self.n_fft, known, frame_offset)
                 if phase_track is not None:
                     phase_track.record(frame_offset, propagated)
                 phase = torch.cat([phase[:, :k], propagated[:, k:]], dim=1)
