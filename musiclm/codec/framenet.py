@@ -142,9 +142,11 @@ def vocoder_phase(
         L = log_mag.float()
         bins = torch.arange(F_, device=L.device)
         left, mid, right = L[:, :-2], L[:, 1:-1], L[:, 2:]
-        local_mean = F.avg_pool1d(
-            L.transpose(1, 2).reshape(B * T, 1, F_), 17, stride=1, padding=8, count_include_pad=False
-        ).reshape(B, T, F_).transpose(1, 2)
+        local_mean = (
+            F.avg_pool1d(L.transpose(1, 2).reshape(B * T, 1, F_), 17, stride=1, padding=8, count_include_pad=False)
+            .reshape(B, T, F_)
+            .transpose(1, 2)
+        )
         prominent = (mid > left) & (mid >= right) & (mid > local_mean[:, 1:-1] + prominence_nats)
         is_peak = F.pad(prominent, (0, 0, 1, 1))  # [B, F, T]; the edge bins are never peaks
         curvature = (left - 2 * mid + right).clamp(max=-1e-6)
