@@ -62,6 +62,10 @@ def main() -> None:
     for name, (roundtrip, sample_rate) in systems.items():
         levels = tone_levels(roundtrip, sample_rate, pitches, TONE_KINDS)
         print(f"\n{name}: {lost_share(levels):.0%} of {len(levels)} tones lost (> 6 dB down)")
+        print(
+            f"  in the fundamental's band (a noise wash at the right level keeps the level, not the band): "
+            f"{lost_share(levels, band=True):.0%} lost"
+        )
         for kind in TONE_KINDS:
             mine = [lv for lv in levels if lv.kind == kind]
             octaves = []
@@ -75,11 +79,18 @@ def main() -> None:
         in_tune = [lv for lv in levels if lv.kind == "sine"]
         off = tone_levels(roundtrip, sample_rate, [p + 0.5 for p in pitches], ("sine",))
         print(f"  sines lost in tune {lost_share(in_tune):4.0%}, a quarter-tone off {lost_share(off):4.0%}")
+        in_band, off_band = lost_share(in_tune, band=True), lost_share(off, band=True)
+        print(f"  in band: in tune {in_band:4.0%}, a quarter-tone off {off_band:4.0%}")
         report[name] = {
             "lost_share": lost_share(levels),
+            "lost_share_band": lost_share(levels, band=True),
+            "sine_lost_quarter_tone_off_band": lost_share(off, band=True),
             "sine_lost_in_tune": lost_share(in_tune),
             "sine_lost_quarter_tone_off": lost_share(off),
-            "levels": [{"kind": lv.kind, "pitch": lv.pitch, "level_db": round(lv.level_db, 2)} for lv in levels],
+            "levels": [
+                {"kind": lv.kind, "pitch": lv.pitch, "level_db": round(lv.level_db, 2), "band_db": round(lv.band_db, 2)}
+                for lv in levels
+            ],
         }
     if args.sweep:
         plot_sweeps(systems, Path(args.sweep))

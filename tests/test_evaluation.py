@@ -297,6 +297,21 @@ class _FakeCodec:
         return torch.fft.irfft(spec, codes.shape[-1])[..., :length]
 
 
+def test_a_noise_wash_at_the_right_level_keeps_the_level_but_loses_the_band():
+    """A "codec" that returns white noise at the input's RMS passes the total-level test and fails the band."""
+    from musiclm.evaluation.tones import lost_share, tone_levels
+
+    rng = np.random.default_rng(0)
+
+    def wash(x: np.ndarray) -> np.ndarray:
+        noise = rng.standard_normal(len(x)).astype(np.float32)
+        return noise * float(np.sqrt(np.mean(x**2)) / np.sqrt(np.mean(noise**2)))
+
+    levels = tone_levels(wash, 16000, [60, 72, 84], kinds=("sine",))
+    assert lost_share(levels) == 0.0
+    assert lost_share(levels, band=True) == 1.0 and all(lv.band_db < -15 for lv in levels)
+
+
 def test_tone_levels_find_the_pitches_a_codec_loses():
     from musiclm.evaluation.tones import codec_roundtrip, lost_share, make_tone, tone_levels
 
@@ -308,6 +323,7 @@ def test_tone_levels_find_the_pitches_a_codec_loses():
     harmonic = tone_levels(codec_roundtrip(_FakeCodec(700, 0.01)), 16000, pitches, kinds=("harmonic",))
     assert [lv.level_db < -6 for lv in harmonic] == [False, False, False, True]
     assert -6 < harmonic[2].level_db < -0.5  # C5 keeps its fundamental, loses its upper partials
+    assert all(abs(lv.band_db) < 0.01 for lv in identity) and lost_share(identity, band=True) == 0.0
     tone = make_tone("vibrato", 69, 16000)
     assert tone.dtype == np.float32 and abs(np.abs(tone).max() - 0.1) < 1e-6
     with pytest.raises(ValueError, match="unknown tone kind"):

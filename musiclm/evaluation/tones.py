@@ -12,7 +12,10 @@ decoder had learned those rotations only for the pitches its training notes used
 (`musiclm.codec.framenet.FrameNetConfig.heterodyne`).
 
 Each tone is `seconds` long with a 10 ms fade-in, at `amplitude` peak; the level is the RMS of the middle
-(a quarter of the length trimmed from each end, so neither edge counts) in dB relative to the input's.
+(a quarter of the length trimmed from each end, so neither edge counts) in dB relative to the input's. The
+band level is the same ratio for the energy within a semitone of the fundamental only: a noise wash at the
+right level keeps the level and loses the band (2026-11-30: young frame codecs played off-grid sines as
+noise 17-43 dB below the sine's band, at a total level only 4-16 dB down; eval/codec_sine_proxy.py).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class ToneLevel:
     kind: str
     pitch: float  # MIDI note number (fractional: between the equal-tempered pitches)
     level_db: float  # decoded RMS over input RMS, middle of the tone
+    band_db: float = float("nan")  # the same for the energy within a semitone of the fundamental
 
 
 def make_tone(kind: str, pitch: float, sample_rate: int, seconds: float = 1.5, amplitude: float = 0.1) -> np.ndarray:
@@ -56,6 +60,15 @@ def _middle_rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x[q : len(x) - q] ** 2)) + 1e-12)
 
 
+def _band_energy(x: np.ndarray, f0: float, sample_rate: int) -> float:
+    q = len(x) // 4
+    middle = x[q : len(x) - q]
+    spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle)))) ** 2
+    freqs = np.fft.rfftfreq(len(middle), 1 / sample_rate)
+    near = np.abs(np.log2(np.maximum(freqs, 1e-3) / f0)) < 1 / 12
+    return float(spectrum[near].sum() + 1e-20)
+
+
 def tone_levels(
     roundtrip: Callable[[np.ndarray], np.ndarray],
     sample_rate: int,
@@ -69,7 +82,10 @@ def tone_levels(
         for pitch in pitches:
             x = make_tone(kind, pitch, sample_rate, seconds)
             y = roundtrip(x)[: len(x)]
-            out.append(ToneLevel(kind, pitch, 20 * np.log10(_middle_rms(y) / _middle_rms(x))))
+            level = 20 * np.log10(_middle_rms(y) / _middle_rms(x))
+            f0 = float(midi_to_hz(pitch))
+            band = 10 * np.log10(_band_energy(y, f0, sample_rate) / _band_energy(x, f0, sample_rate))
+            out.append(ToneLevel(kind, pitch, level, band))
     return out
 
 
@@ -101,5 +117,8 @@ def codec_roundtrip(codec, n_q: int | None = None) -> Callable[[np.ndarray], np.
     return run
 
 
-def lost_share(levels: list[ToneLevel], threshold_db: float = LOST_DB) -> float:
-    return float(np.mean([lv.level_db < threshold_db for lv in levels])) if levels else 0.0
+def lost_share(levels: list[ToneLevel], threshold_db: float = LOST_DB, band: bool = False) -> float:
+    """Share of tones more than `threshold_db` down: in total level, or with `band` in the fundamental's band."""
+    if not levels:
+        return 0.0
+    return float(np.mean([(lv.band_db if band else lv.level_db) < threshold_db for lv in levels]))
