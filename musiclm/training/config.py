@@ -108,7 +108,8 @@ class CodecLossConfig:
     # through exp(log-magnitude), whose gradient vanishes with the magnitude, and the log-mel floor cuts it
     # off entirely: a band that the phase-aware terms once pushed quiet stays silent for good. Found
     # 2026-11-30: the trained codecs return a constant ~4e-5 at 1,047 Hz whatever the input level. This term's
-    # gradient does not depend on the level, so no band can die.
+    # gradient does not depend on the level, so no band can die. Measured harmful (train/README.md, "Why the
+    # bands die"): at weight 1 the noise-floor bins dominate it and the model converges to a noise wash.
     head_logmag: float = 0.0
 
 
