@@ -215,6 +215,15 @@ class PhaseTrack:
         self.start += begin
 
 
+def same_framed_stft(wav: Tensor, n_fft: int, hop: int, window: Tensor) -> Tensor:
+    """wav [B, C, N] → complex STFT [B·C, F, ceil(N / hop)] with "same" framing: frame t is centred on
+    samples [t·hop, (t+1)·hop) (the encoder's input and the iSTFT head's synthesis framing)."""
+    B, C, _ = wav.shape
+    x = _pad_to_frames(wav, hop).reshape(B * C, -1)
+    pad = (n_fft - hop) // 2
+    return torch.stft(F.pad(x, (pad, pad)), n_fft, hop, n_fft, window, center=False, return_complex=True)
+
+
 def _pad_to_frames(wav: Tensor, hop: int) -> Tensor:
     extra = -wav.shape[-1] % hop
     return F.pad(wav, (0, extra)) if extra else wav
@@ -242,11 +251,7 @@ class FrameEncoder(nn.Module):
         """`frame_offset`: absolute index of the first frame (used with `heterodyne`, for chunked encoding)."""
         B, C, _ = wav.shape
         hop = self.cfg.hop_length
-        x = _pad_to_frames(wav, hop).reshape(B * C, -1)
-        # "same" framing: frame t is centred on samples [t·hop, (t+1)·hop), so T = N / hop exactly
-        pad = (self.n_fft - hop) // 2
-        x = F.pad(x, (pad, pad))
-        spec = torch.stft(x, self.n_fft, hop, self.n_fft, self.window, center=False, return_complex=True)
+        spec = same_framed_stft(wav, self.n_fft, hop, self.window)
         if self.cfg.heterodyne:
             rot = heterodyne_rotation(self.bins, spec.shape[-1], self.cfg.window_hops, frame_offset, -1)
             spec = spec * rot.to(spec.device)
@@ -310,11 +315,7 @@ class ISTFTHead(nn.Module):
     def analyze(self, wav: Tensor) -> Tensor:
         """wav [B, C, N] → complex STFT [B·C, F, T] framed as this head synthesises (frame t centred on
         samples [t·hop, (t+1)·hop)), the target a loss on the head's own spectrum compares with."""
-        B, C, _ = wav.shape
-        x = _pad_to_frames(wav, self.hop).reshape(B * C, -1)
-        pad = (self.n_fft - self.hop) // 2
-        x = F.pad(x, (pad, pad))
-        return torch.stft(x, self.n_fft, self.hop, self.n_fft, self.window, center=False, return_complex=True)
+        return same_framed_stft(wav, self.n_fft, self.hop, self.window)
 
     def forward(self, x: Tensor, frame_offset: int = 0, phase_track: PhaseTrack | None = None) -> Tensor:
         """`frame_offset`: absolute index of the first frame (at the head's hop), used with `heterodyne` and
