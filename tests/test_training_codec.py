@@ -221,6 +221,17 @@ def test_init_from_an_exported_codec(corpus, tmp_path):
     (tmp_path / "run2").mkdir()
     with pytest.raises(MusicLMError, match="differs in \\['card'\\]"):
         build_codec_module(bad, tmp_path / "run2", reuse_files=False)
+    # Settings no weight depends on may change on the way (a larger dead-code threshold here).
+    retuned = load_train_config(
+        CodecTrainConfig, DEBUG, {**over, "init_from": str(tmp_path / "shipped"), "codec": {"dead_code_threshold": 5.0}}
+    )
+    assert retuned.codec.dead_code_threshold != source.config.dead_code_threshold
+    (tmp_path / "run3").mkdir()
+    module = build_codec_module(retuned, tmp_path / "run3", reuse_files=False)
+    assert module.codec.config.dead_code_threshold == 5.0
+    for key, value in source.state_dict().items():
+        if not key.endswith("embed_avg"):
+            assert torch.equal(module.codec.state_dict()[key], value), key
 
 
 def test_cli_set_overrides_fields_and_rejects_unknown_ones(corpus, tmp_path, capsys):

@@ -307,6 +307,8 @@ def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: boo
         widen = _adds_magnitude_input(ours, theirs)
         if widen:  # the one architecture change init_from bridges: the encoder gains magnitude input
             theirs["frame"]["magnitude_input"] = True
+        for path in RETUNABLE_FIELDS:  # no weights depend on these, so a run may set them afresh
+            _copy_field(ours, theirs, path)
         if ours != theirs:
             diff = sorted(k for k in ours if ours[k] != theirs.get(k))
             raise MusicLMError(f"init_from {config.init_from}: its codec config differs in {diff}")
@@ -315,6 +317,28 @@ def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: boo
             state = module.codec.encoder.widen_with_magnitude_input(state, prefix="encoder.")
         module.codec.load_state_dict(state)
     return module
+
+
+# Codec settings that change no weight's shape or meaning-at-load: a run started with init_from may set them
+# anew (e.g. lift Vocos' 1e2 magnitude clip, or switch on vocoder phase above a frequency).
+RETUNABLE_FIELDS = (
+    ("frame", "max_magnitude"),
+    ("frame", "vocoder_phase_hz"),
+    ("ema_decay",),
+    ("dead_code_threshold",),
+    ("kmeans_iters",),
+)
+
+
+def _copy_field(ours: dict, theirs: dict, path: tuple[str, ...]) -> None:
+    """theirs[path] = ours[path] where both configs have the enclosing section."""
+    *parents, key = path
+    for name in parents:
+        ours, theirs = ours.get(name), theirs.get(name)
+        if not isinstance(ours, dict) or not isinstance(theirs, dict):
+            return
+    if key in ours:
+        theirs[key] = ours[key]
 
 
 def _adds_magnitude_input(ours: dict, theirs: dict) -> bool:
