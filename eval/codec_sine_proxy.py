@@ -7,10 +7,10 @@ autoencoder from scratch for a few hundred steps, then play it steady sines off 
 
 --data corpus: 1 s crops of the training manifests with tone melodies in 30 % (as the codec recipes);
 --data tones: random 1-4 partial tones, 100 Hz-4 kHz. --losses picks from mel (multi-scale log-mel + linear
-mel, weight 1), l1 (time L1, 1), complex (compressed complex spectrum, 2), head (`head_log_magnitude_loss`, 1);
-plain weighted sum, no balancer. --rvq puts the 24 × 1024 residual quantizer (quantizer dropout, commitment
-1) between them. Every quarter of the run the autoencoder (no quantizer) plays 0.1-amplitude sines at 9
-frequencies between grid pitches, 155 Hz-3.7 kHz, and three figures are printed per sine:
+mel, weight 1), l1 (time L1, 1), complex (compressed complex spectrum, 2); plain weighted sum, no
+balancer. --rvq puts the 24 × 1024 residual quantizer (quantizer dropout, commitment 1) between them.
+Every quarter of the run the autoencoder (no quantizer) plays 0.1-amplitude sines at 9 frequencies between
+grid pitches, 155 Hz-3.7 kHz, and three figures are printed per sine:
 - band: output energy within a semitone of the sine against the input's, dB (is the partial there);
 - level: all output energy against the input's, dB (a noise wash at the right level scores 0 here);
 - SI-SNR, dB (is it there with the input's phase).
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from musiclm.codec.framenet import FrameDecoder, FrameEncoder, FrameNetConfig
 from musiclm.codec.quantizer import ResidualVectorQuantizer
 from musiclm.training.audio_dataset import CropBatches, read_manifests
-from musiclm.training.losses import CompressedComplexSTFTLoss, MultiScaleMelLoss, head_log_magnitude_loss
+from musiclm.training.losses import CompressedComplexSTFTLoss, MultiScaleMelLoss
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = [ROOT / "data/recorded/manifest.jsonl", ROOT / "data/synth/manifest.jsonl"]
@@ -75,27 +75,24 @@ def probe(encoder, decoder) -> list[tuple[float, float, float]]:
     return results
 
 
-def term(name: str, y: torch.Tensor, x: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:
+def term(name: str, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """One reconstruction loss at its --losses weight."""
     if name == "mel":
         return MEL(y, x)
     if name == "l1":
         return F.l1_loss(y, x)
-    if name == "complex":
-        return 2.0 * COMPLEX(y, x)
-    return head_log_magnitude_loss(DECODER_HEAD[0], spectrum, x)
+    return 2.0 * COMPLEX(y, x)
 
 
 MEL = MultiScaleMelLoss(SR, (2048, 1024, 512, 256, 128, 64), 64)
 COMPLEX = CompressedComplexSTFTLoss((2048, 512, 128))
-DECODER_HEAD: list = []  # the head of the decoder being trained (set in main)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--data", choices=("corpus", "tones"), default="corpus")
-    p.add_argument("--losses", nargs="+", choices=("mel", "l1", "complex", "head"), default=["mel"])
+    p.add_argument("--losses", nargs="+", choices=("mel", "l1", "complex"), default=["mel"])
     p.add_argument("--rvq", action="store_true", help="train through the residual quantizer")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -107,7 +104,6 @@ def main() -> int:
     quantizer = ResidualVectorQuantizer(cfg.dimension, 24, 1024, dead_code_threshold=0.1) if args.rvq else None
     params = list(encoder.parameters()) + list(decoder.parameters())
     optimizer = torch.optim.Adam(params, lr=3e-4, betas=(0.5, 0.9))
-    DECODER_HEAD[:] = [decoder.head]
     crops = None
     if args.data == "corpus":
         files = read_manifests(MANIFESTS, "train", 0.5)
@@ -121,9 +117,8 @@ def main() -> int:
         if quantizer is not None:
             q = quantizer(latent, int(rng.choice([3, 6, 12, 24])))
             latent, commit = q.quantized, q.commit_loss
-        spectrum = decoder.spectrum(latent)
-        y = decoder.head(spectrum)[..., : x.shape[-1]]
-        loss = commit + sum(term(name, y, x, spectrum) for name in args.losses)
+        y = decoder(latent)[..., : x.shape[-1]]
+        loss = commit + sum(term(name, y, x) for name in args.losses)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -377,23 +377,3 @@ def test_tone_melodies_mixed_into_crops_are_deterministic_and_reach_high_notes(c
         peaks.append(np.argmax(spectrum) * 24000 / 2000)
     assert min(peaks) < 262 and max(peaks) > 1047
 
-
-def test_head_log_magnitude_loss_trains_a_frame_codec_and_refuses_seanet(corpus, tmp_path):
-    """`loss.head_logmag` joins the frame codec's update (logged as train/head_logmag, and it changes the
-    weights a step reaches); a SEANet codec has no iSTFT head for it and says so."""
-    from musiclm.training.recipes import train_codec
-
-    frame = {"dimension": 16, "hop_length": 8, "width": 16, "encoder_layers": 2, "decoder_layers": 2}
-    base = {"data": {"manifests": [str(corpus)]}, "trainer": {"max_steps": 2, "sample_every": 0}}
-    runs = {}
-    for weight in (0.0, 1.0):
-        over = {**base, "codec": {"backbone": "frame", "frame": frame}, "loss": {"head_logmag": weight}}
-        torch.manual_seed(0)
-        train_codec(DEBUG, tmp_path / f"frame{weight}", overrides=over)
-        runs[weight] = _weights(tmp_path / f"frame{weight}")
-    header = next((tmp_path / "frame1.0" / "csv").rglob("metrics.csv")).read_text().splitlines()[0]
-    assert "train/head_logmag" in header.split(",")
-    key = "decoder.net.proj.weight"
-    assert not torch.equal(runs[0.0][key], runs[1.0][key])
-    with pytest.raises(MusicLMError, match="frame backbone"):
-        train_codec(DEBUG, tmp_path / "seanet", overrides={**base, "loss": {"head_logmag": 1.0}})

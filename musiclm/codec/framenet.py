@@ -303,18 +303,9 @@ class ISTFTHead(nn.Module):
         self.heterodyne, self.max_log_magnitude = heterodyne, math.log(max_magnitude)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
-    def log_magnitude(self, x: Tensor) -> Tensor:
-        """The head's input [B, C·2F, T] → the log-magnitude it asks for per bin [B·C, F, T], unclamped (so a
-        loss on it has a gradient however quiet the bin: `exp` passes none to a bin near zero)."""
-        B, _, T = x.shape
-        x = x.reshape(B * self.channels, 2, self.n_fft // 2 + 1, T)
-        if self.kind == "complex":
-            return torch.log(torch.complex(x[:, 0], x[:, 1]).abs().clamp(min=1e-7))
-        return x[:, 0]
-
     def analyze(self, wav: Tensor) -> Tensor:
         """wav [B, C, N] → complex STFT [B·C, F, T] framed as this head synthesises (frame t centred on
-        samples [t·hop, (t+1)·hop)), the target a loss on the head's own spectrum compares with."""
+        samples [t·hop, (t+1)·hop)): the spectrum that, fed back as magnitude and phase, returns `wav`."""
         return same_framed_stft(wav, self.n_fft, self.hop, self.window)
 
     def forward(self, x: Tensor, frame_offset: int = 0, phase_track: PhaseTrack | None = None) -> Tensor:

@@ -24,7 +24,6 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from musiclm.codec import Codec
-from musiclm.codec.framenet import FrameDecoder
 from musiclm.config import to_dict
 from musiclm.dsp import lowpass
 from musiclm.errors import MusicLMError
@@ -48,7 +47,6 @@ from musiclm.training.losses import (
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
-    head_log_magnitude_loss,
 )
 from musiclm.training.runner import lr_scheduler
 
@@ -148,7 +146,7 @@ class CodecModule(pl.LightningModule):
             self.codec.encoder.eval()
         if self.config.freeze_encoder or self.config.freeze_codebooks:
             self.codec.quantizer.eval()
-        recon, q, head_loss = self._reconstruct(wav, n_q)  # [B, C, N]
+        recon, q = self.codec(wav, n_q)  # [B, C, N]
         cutoff, sr = self.config.loss.phase_cutoff_hz, self.config.codec.sample_rate
         # the waveform term sees only the band whose phase is asked for (LossConfig.phase_cutoff_hz)
         wave_out, wave_ref = (lowpass(recon, sr, cutoff), lowpass(wav, sr, cutoff)) if cutoff > 0 else (recon, wav)
@@ -173,8 +171,6 @@ class CodecModule(pl.LightningModule):
         grad, norms = self.balancer(losses, recon)  # ∂(combined loss)/∂x̂, [B, C, N]
         # Surrogate whose gradient is exactly the combined one: Σ x̂ · g (g held constant) + λ_w ℓ_w (+ L_d).
         surrogate = (recon * grad.detach()).sum() + self.config.loss.commit * q.commit_loss
-        if head_loss is not None:  # outside the balancer: it reaches the model through the head, not x̂
-            surrogate = surrogate + self.config.loss.head_logmag * head_loss
         if d_loss is not None:
             surrogate = surrogate + d_loss
 
@@ -200,25 +196,9 @@ class CodecModule(pl.LightningModule):
         )
         if d_loss is not None:
             logs["train/disc"] = d_loss.detach()
-        if head_loss is not None:
-            logs["train/head_logmag"] = head_loss.detach()
         self.log_dict(logs, prog_bar=False, sync_dist=False)
         self.log("mel", losses["mel"].detach(), prog_bar=True, logger=False)
         return surrogate.detach()
-
-    def _reconstruct(self, wav: Tensor, n_q: int) -> tuple[Tensor, object, Tensor | None]:
-        """(x̂, QuantizerOutput, head log-magnitude loss or None): `Codec.forward`, opened up when the loss
-        needs the frame decoder's head spectrum."""
-        if self.config.loss.head_logmag <= 0:
-            recon, q = self.codec(wav, n_q)
-            return recon, q, None
-        decoder = self.codec.decoder
-        if not isinstance(decoder, FrameDecoder):
-            raise MusicLMError("loss.head_logmag needs the frame backbone (an iSTFT head)")
-        q = self.codec.quantizer(self.codec.encoder(wav), n_q)
-        spectrum = decoder.spectrum(q.quantized)
-        recon = decoder.head(spectrum)[..., : wav.shape[-1]]
-        return recon, q, head_log_magnitude_loss(decoder.head, spectrum, wav)
 
     # ---- samples -----------------------------------------------------------------------------------------
     def make_samples(self) -> tuple[dict[str, Tensor], dict[str, float]]:

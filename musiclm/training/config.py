@@ -103,14 +103,6 @@ class CodecLossConfig:
     # steady sines only at the pitches its notes used, and none above ~1 kHz (eval/codec_tones.py --sweep).
     # Above the cutoff only magnitudes are asked for; hearing is insensitive to the phase of high partials.
     phase_cutoff_hz: float = 0.0
-    # L1 between the log-magnitude a frame codec's iSTFT head asks for and the target's, per bin at the head's
-    # own framing (frame backbone only; added beside the balanced terms). Every loss above reaches the head
-    # through exp(log-magnitude), whose gradient vanishes with the magnitude, and the log-mel floor cuts it
-    # off entirely: a band that the phase-aware terms once pushed quiet stays silent for good. Found
-    # 2026-11-30: the trained codecs return a constant ~4e-5 at 1,047 Hz whatever the input level. This term's
-    # gradient does not depend on the level, so no band can die. Measured harmful (train/README.md, "Why the
-    # bands die"): at weight 1 the noise-floor bins dominate it and the model converges to a noise wash.
-    head_logmag: float = 0.0
 
 
 @dataclass

@@ -114,17 +114,6 @@ class CompressedComplexSTFTLoss(nn.Module):
         return total / len(self.n_ffts)
 
 
-def head_log_magnitude_loss(head: nn.Module, spectrum: Tensor, wav: Tensor, floor: float = 1e-5) -> Tensor:
-    """L1 between the log-magnitude a frame decoder's iSTFT head is asked for (`spectrum`, its input
-    [B, C·2F, T]) and log(|STFT| + floor) of the target `wav` [B, C, N] at the head's framing
-    (`CodecLossConfig.head_logmag`). Its gradient is ±1 per bin whatever the level, unlike any loss that
-    reaches the head through exp()."""
-    predicted = head.log_magnitude(spectrum).float()
-    target = torch.log(head.analyze(wav.float()).abs() + floor)
-    frames = min(predicted.shape[-1], target.shape[-1])
-    return F.l1_loss(predicted[..., :frames], target[..., :frames])
-
-
 # ---- adversarial (hinge, as EnCodec §3.4) -----------------------------------------------------------------
 def discriminator_loss(real_logits: list[Tensor], fake_logits: list[Tensor]) -> Tensor:
     """L_d = mean_k [ max(0, 1 - D_k(x)) + max(0, 1 + D_k(x̂)) ]."""
