@@ -376,4 +376,3 @@ def test_tone_melodies_mixed_into_crops_are_deterministic_and_reach_high_notes(c
         spectrum = np.abs(np.fft.rfft(line[:2000] * np.hanning(2000)))
         peaks.append(np.argmax(spectrum) * 24000 / 2000)
     assert min(peaks) < 262 and max(peaks) > 1047
-
