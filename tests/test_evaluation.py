@@ -324,6 +324,12 @@ def test_tone_levels_find_the_pitches_a_codec_loses():
     assert [lv.level_db < -6 for lv in harmonic] == [False, False, False, True]
     assert -6 < harmonic[2].level_db < -0.5  # C5 keeps its fundamental, loses its upper partials
     assert all(abs(lv.band_db) < 0.01 for lv in identity) and lost_share(identity, band=True) == 0.0
+    # the validation probe: quarter-tone-off sines every 3 semitones; the 6 above the 700 Hz cut are lost
+    from musiclm.evaluation.tones import OFF_GRID_PITCHES, sine_band_lost_share
+
+    assert sum(p > 77 for p in OFF_GRID_PITCHES) == 6  # 700 Hz is MIDI 77.0
+    assert sine_band_lost_share(codec_roundtrip(_FakeCodec(700, 0.01)), 16000) == 6 / 20
+    assert sine_band_lost_share(codec_roundtrip(_FakeCodec(8000, 1.0)), 16000) == 0.0
     tone = make_tone("vibrato", 69, 16000)
     assert tone.dtype == np.float32 and abs(np.abs(tone).max() - 0.1) < 1e-6
     with pytest.raises(ValueError, match="unknown tone kind"):

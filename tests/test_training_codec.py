@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -113,6 +114,10 @@ def test_resume_is_exact(corpus, tmp_path):
     opt_b = torch.load(tmp_path / "split" / "checkpoints" / "last.ckpt", weights_only=False)["optimizer_states"]
     for sa, sb in zip(opt_a[0]["state"].values(), opt_b[0]["state"].values(), strict=True):
         assert torch.equal(sa["exp_avg"], sb["exp_avg"])
+    # the validation at step 2 (debug recipe: sample_every 2) scored held tones beside the clips
+    rows = list(csv.DictReader(next((tmp_path / "straight" / "csv").rglob("metrics.csv")).open()))
+    lost = [float(r["val/sines_lost_1.5kbps"]) for r in rows if r.get("val/sines_lost_1.5kbps")]
+    assert lost and all(0.0 <= v <= 1.0 for v in lost)
 
 
 def _cli(*args: str) -> list[str]:

@@ -27,6 +27,7 @@ from musiclm.codec import Codec
 from musiclm.config import to_dict
 from musiclm.dsp import lowpass
 from musiclm.errors import MusicLMError
+from musiclm.evaluation.tones import codec_roundtrip, sine_band_lost_share
 from musiclm.training.audio_dataset import (
     AudioFile,
     CropBatches,
@@ -204,7 +205,8 @@ class CodecModule(pl.LightningModule):
     def make_samples(self) -> tuple[dict[str, Tensor], dict[str, float]]:
         """Held-out clips decoded at every bandwidth: {name: wav [C, N]} and metrics per bandwidth: log-mel
         distance, and with the [eval] extra the ones that hear notes (note F1, SI-SNR, chroma agreement), so
-        their trend against steps is in metrics.csv (issue 11: envelope distances alone rewarded noise)."""
+        their trend against steps is in metrics.csv (issue 11: envelope distances alone rewarded noise); for
+        a mono codec also the share of off-grid steady sines lost in their band (`sine_band_lost_share`)."""
         if self.sample_clips is None or len(self.sample_clips) == 0:
             return {}, {}
         from musiclm.evaluation import metrics as quality
@@ -228,6 +230,9 @@ class CodecModule(pl.LightningModule):
                 metrics[f"val/note_f1_{bw:g}kbps"] = sum(f1) / len(f1)
             for i, r in enumerate(recon):
                 samples[f"clip{i}_{bw:g}kbps"] = r
+            if self.config.codec.channels == 1:
+                roundtrip = codec_roundtrip(self.codec, n_q)
+                metrics[f"val/sines_lost_{bw:g}kbps"] = sine_band_lost_share(roundtrip, sr)
         return samples, metrics
 
     # ---- export -----------------------------------------------------------------------------------------
