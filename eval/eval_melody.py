@@ -97,9 +97,7 @@ def melody_section(model, clips: list[dict], seconds: float, seed: int, paths=("
             out = out[0, :, : ref.shape[-1]]
             row[f"{name}_agreement"] = float(chroma_agreement(ref, out, sr))
             row[f"{name}_vs_other_piece"] = float(chroma_agreement(other["wav"][:, : out.shape[-1]], out, sr))
-        with torch.inference_mode():  # the codebooks the LM models, no more
-            recon = codec.decode(codec.encode(ref[None], n_q=model.config.n_q))[0, :, : ref.shape[-1]]
-        row["codec_ceiling"] = float(chroma_agreement(ref, recon, sr))
+        row["codec_ceiling"] = codec_ceiling(codec, model.config.n_q, ref)
         rows.append(row)
         heard = ", ".join(f"{name} {row[name + '_agreement']:.2f}" for name in (*paths, "text_only"))
         print(
@@ -109,6 +107,15 @@ def melody_section(model, clips: list[dict], seconds: float, seed: int, paths=("
         )
     keys = [k for k in rows[0] if k not in ("id", "caption")]
     return {"clips": len(rows), "mean": {k: round(float(np.mean([r[k] for r in rows])), 3) for k in keys}, "rows": rows}
+
+
+def codec_ceiling(codec, n_q: int, ref: torch.Tensor) -> float:
+    """Melody agreement of `ref` [C, N] with itself through the codec at the LM's `n_q` codebooks, no more."""
+    from musiclm.evaluation.metrics import chroma_agreement
+
+    with torch.inference_mode():
+        recon = codec.decode(codec.encode(ref[None], n_q=n_q))[0, :, : ref.shape[-1]]
+    return float(chroma_agreement(ref, recon, codec.sample_rate))
 
 
 def draw_prompt(rng: random.Random, index: int) -> tuple[str, dict]:
@@ -281,8 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--skip", nargs="*", default=[], choices=["melody", "controls", "plans", "silence", "ceiling", "speed"]
     )
+    p.add_argument(
+        "--codec",
+        default=None,
+        help="a candidate codec in place of the model's: scores only what needs no LM sampling (the codec's "
+        "melody ceiling at the LM's codebooks, the plans through it, the estimators)",
+    )
     p.add_argument("--out", default="outputs/eval_melody.json")
     args = p.parse_args(argv)
+    if args.codec:  # the LM was trained on another codec's tokens: nothing it samples would mean anything
+        args.skip = sorted({*args.skip, "melody", "controls", "silence", "speed"})
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -290,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     from musiclm.lm.sample import SamplingParams
 
     model = MusicLM.from_pretrained(args.model).eval()
+    if args.codec:
+        from musiclm.codec import Codec
+
+        object.__setattr__(model, "codec", Codec.from_pretrained(args.codec).eval())  # not a submodule (MusicLM)
     for name in ("note_cfg", "temperature", "top_k"):  # every section generates with the model's defaults
         if getattr(args, name) is not None:
             setattr(model.config, name, getattr(args, name))
@@ -299,8 +318,13 @@ def main(argv: list[str] | None = None) -> int:
         "note_features": model.config.note_features,
         "sampling": {f.name: getattr(model.config, f.name) for f in fields(SamplingParams)},
         "guide": args.guide,
+        "codec": args.codec or "the model's",
     }
     clips = held_out_clips(Path(args.manifest), args.clips, args.seconds, sr, args.split)
+    if args.codec:
+        ceilings = [codec_ceiling(model.codec, model.config.n_q, clip["wav"]) for clip in clips]
+        report["codec_melody_ceiling"] = round(float(np.mean(ceilings)), 3)
+        print(f"melody agreement through the codec at {model.config.n_q} codebooks:", report["codec_melody_ceiling"])
     if "ceiling" not in args.skip:
         report["estimator_ceiling"] = ceiling_section(clips, sr)
         print("estimators on reference renders:", report["estimator_ceiling"], flush=True)
