@@ -381,3 +381,34 @@ def test_tone_melodies_mixed_into_crops_are_deterministic_and_reach_high_notes(c
         spectrum = np.abs(np.fft.rfft(line[:2000] * np.hanning(2000)))
         peaks.append(np.argmax(spectrum) * 24000 / 2000)
     assert min(peaks) < 262 and max(peaks) > 1047
+
+
+def test_init_from_adds_a_head_mlp_that_starts_as_the_plain_decoder(corpus, tmp_path):
+    """`frame.head_hidden` on a codec that had none: the new head MLP starts at zero output, so the decoder
+    sounds exactly as before until it trains; every other weight is the source's."""
+    from musiclm.codec import Codec
+    from musiclm.training.codec_module import build_codec_module
+    from musiclm.training.config import CodecTrainConfig, load_train_config
+
+    frame = {"dimension": 16, "hop_length": 8, "width": 16, "encoder_layers": 2, "decoder_layers": 2}
+    over = {"data": {"manifests": [str(corpus)]}, "codec": {"backbone": "frame", "frame": frame}}
+    torch.manual_seed(0)
+    source = Codec(load_train_config(CodecTrainConfig, DEBUG, over).codec)
+    source.train()(0.3 * torch.randn(4, 1, 800))
+    source.eval().save_pretrained(tmp_path / "shipped")
+    source = Codec.from_pretrained(tmp_path / "shipped")
+    grown = {**over, "codec": {"backbone": "frame", "frame": {**frame, "head_hidden": 32}}}
+    config = load_train_config(CodecTrainConfig, DEBUG, {**grown, "init_from": str(tmp_path / "shipped")})
+    (tmp_path / "run").mkdir()
+    codec = build_codec_module(config, tmp_path / "run", reuse_files=False).codec.eval()
+    assert any(".proj_mlp." in k for k in codec.state_dict()) and codec.config.frame.head_hidden == 32
+    for key, value in source.state_dict().items():
+        if not key.endswith("embed_avg"):
+            assert torch.equal(codec.state_dict()[key], value), key
+    x = 0.3 * torch.randn(1, 1, 800)
+    with torch.no_grad():
+        codes = source.encode(x)
+        torch.testing.assert_close(codec.decode(codes), source.decode(codes))
+    loss = codec.decoder(codec.quantizer.decode(codes)).pow(2).mean()
+    loss.backward()
+    assert float(codec.decoder.net.proj_mlp[2].weight.grad.abs().sum()) > 0  # and it does train

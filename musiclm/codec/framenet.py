@@ -70,6 +70,11 @@ class FrameNetConfig:
     # decoding restarts the propagation at each chunk: bins above this frequency are not sample-identical to a
     # one-shot decode (their phase is free; their magnitudes are).
     vocoder_phase_hz: float = 0.0
+    # Hidden width of a residual MLP beside the decoder's last projection (0: none). That projection maps each
+    # frame's `width` features linearly onto 2·(n_fft/2 + 1) log-magnitudes and phases (1,922 at n_fft 1920
+    # from 256): a rank-`width` readout, where Vocos reads 513 bins from 512. The MLP's output layer starts at
+    # zero, so a decoder that gains it starts as the one it came from (init_from bridges it).
+    head_hidden: int = 0
 
 
 class ConvNeXtBlock(nn.Module):
@@ -91,19 +96,27 @@ class ConvNeXtBlock(nn.Module):
 
 
 class ConvNeXtStack(nn.Module):
-    def __init__(self, in_dim: int, width: int, out_dim: int, layers: int, kernel_size: int):
+    def __init__(
+        self, in_dim: int, width: int, out_dim: int, layers: int, kernel_size: int, proj_hidden: int = 0
+    ) -> None:
         super().__init__()
         self.embed = nn.Conv1d(in_dim, width, kernel_size, padding=kernel_size // 2)
         self.norm_in = nn.LayerNorm(width, eps=1e-6)
         self.blocks = nn.ModuleList(ConvNeXtBlock(width, kernel_size, 1.0 / max(layers, 1)) for _ in range(layers))
         self.norm_out = nn.LayerNorm(width, eps=1e-6)
         self.proj = nn.Linear(width, out_dim)
+        self.proj_mlp = None
+        if proj_hidden > 0:  # FrameNetConfig.head_hidden: zero output layer, so it starts as the plain projection
+            self.proj_mlp = nn.Sequential(nn.Linear(width, proj_hidden), nn.GELU(), nn.Linear(proj_hidden, out_dim))
+            nn.init.zeros_(self.proj_mlp[2].weight), nn.init.zeros_(self.proj_mlp[2].bias)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, in_dim, T] -> [B, out_dim, T]
         x = self.norm_in(self.embed(x).transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
-        return self.proj(self.norm_out(x.transpose(1, 2))).transpose(1, 2)
+        z = self.norm_out(x.transpose(1, 2))
+        out = self.proj(z) if self.proj_mlp is None else self.proj(z) + self.proj_mlp(z)
+        return out.transpose(1, 2)
 
 
 def heterodyne_rotation(bins: int, frames: int, window_hops: int, frame_offset: int, sign: int) -> Tensor:
@@ -355,7 +368,9 @@ class FrameDecoder(nn.Module):
         bins = n_fft // 2 + 1
         out = 2 * cfg.channels * bins
         if cfg.upsample == 1:
-            self.net = ConvNeXtStack(cfg.dimension, cfg.width, out, cfg.decoder_layers, cfg.kernel_size)
+            self.net = ConvNeXtStack(
+                cfg.dimension, cfg.width, out, cfg.decoder_layers, cfg.kernel_size, cfg.head_hidden
+            )
             self.up = None
         else:
             # half the blocks at the frame rate, a learned upsampling, the rest at the head's rate
@@ -364,7 +379,9 @@ class FrameDecoder(nn.Module):
             self.up = nn.ConvTranspose1d(
                 cfg.width, cfg.width, 2 * cfg.upsample, cfg.upsample, padding=cfg.upsample // 2
             )
-            self.net2 = ConvNeXtStack(cfg.width, cfg.width, out, cfg.decoder_layers - first, cfg.kernel_size)
+            self.net2 = ConvNeXtStack(
+                cfg.width, cfg.width, out, cfg.decoder_layers - first, cfg.kernel_size, cfg.head_hidden
+            )
         vocoder_from_bin = math.ceil(cfg.vocoder_phase_hz * n_fft / sample_rate) if cfg.vocoder_phase_hz > 0 else None
         self.head = ISTFTHead(
             n_fft, head_hop, cfg.channels, cfg.head, cfg.heterodyne, cfg.max_magnitude, vocoder_from_bin

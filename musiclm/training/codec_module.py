@@ -290,8 +290,11 @@ def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: boo
         ours, theirs = to_dict(config.codec), to_dict(start.config)
         ours.pop("name"), theirs.pop("name")
         widen = _adds_magnitude_input(ours, theirs)
-        if widen:  # the one architecture change init_from bridges: the encoder gains magnitude input
+        if widen:  # an architecture change init_from bridges: the encoder gains magnitude input
             theirs["frame"]["magnitude_input"] = True
+        head_mlp = _adds_head_hidden(ours, theirs)
+        if head_mlp:  # the other: the decoder gains a head MLP, which starts at zero (FrameNetConfig.head_hidden)
+            theirs["frame"]["head_hidden"] = ours["frame"]["head_hidden"]
         for path in RETUNABLE_FIELDS:  # no weights depend on these, so a run may set them afresh
             _copy_field(ours, theirs, path)
         if ours != theirs:
@@ -300,6 +303,8 @@ def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: boo
         state = start.state_dict()  # weights and EMA codebook statistics
         if widen:
             state = module.codec.encoder.widen_with_magnitude_input(state, prefix="encoder.")
+        if head_mlp:  # the new MLP keeps its fresh (zero-output) weights
+            state.update({k: v for k, v in module.codec.state_dict().items() if ".proj_mlp." in k})
         module.codec.load_state_dict(state)
     return module
 
@@ -324,6 +329,15 @@ def _copy_field(ours: dict, theirs: dict, path: tuple[str, ...]) -> None:
             return
     if key in ours:
         theirs[key] = ours[key]
+
+
+def _adds_head_hidden(ours: dict, theirs: dict) -> bool:
+    """True when a frame codec is started from one whose decoder had no head MLP."""
+    return (
+        ours.get("backbone") == "frame"
+        and ours["frame"].get("head_hidden", 0) > 0
+        and not theirs.get("frame", {}).get("head_hidden", 0)
+    )
 
 
 def _adds_magnitude_input(ours: dict, theirs: dict) -> bool:
