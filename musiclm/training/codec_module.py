@@ -45,6 +45,7 @@ from musiclm.training.losses import (
     MultiScaleCQTLoss,
     MultiScaleMelLoss,
     MultiScaleSTFTLoss,
+    SpectralConvergenceLoss,
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
@@ -67,6 +68,7 @@ class CodecModule(pl.LightningModule):
         self.mel_loss = MultiScaleMelLoss(config.codec.sample_rate, loss.mel_n_ffts, loss.mel_bins)
         self.stft_loss = MultiScaleSTFTLoss(loss.stft_n_ffts)
         self.cqt_loss = MultiScaleCQTLoss(config.codec.sample_rate, loss.cqt_n_ffts) if loss.cqt > 0 else None
+        self.convergence_loss = SpectralConvergenceLoss(loss.stft_n_ffts) if loss.convergence > 0 else None
         self.complex_loss = (
             CompressedComplexSTFTLoss(
                 loss.complex_n_ffts, sample_rate=config.codec.sample_rate, phase_cutoff_hz=loss.phase_cutoff_hz
@@ -84,6 +86,8 @@ class CodecModule(pl.LightningModule):
             weights["cqt"] = loss.cqt
         if self.complex_loss is not None:
             weights["complex"] = loss.complex_stft
+        if self.convergence_loss is not None:
+            weights["convergence"] = loss.convergence
         if loss.adversarial:
             weights.update(adv=loss.adv, feat=loss.feat)
         self.balancer = Balancer(weights, balance=loss.balancer, ema=loss.balancer_ema)
@@ -160,6 +164,8 @@ class CodecModule(pl.LightningModule):
             losses["cqt"] = self.cqt_loss(recon, wav)
         if self.complex_loss is not None:
             losses["complex"] = self.complex_loss(recon, wav)
+        if self.convergence_loss is not None:
+            losses["convergence"] = self.convergence_loss(recon, wav)
         d_loss = None
         if self.adversarial_active(step):
             real_logits, real_feats = self.discriminator(wav)

@@ -97,6 +97,9 @@ class CodecLossConfig:
     cqt_n_ffts: tuple[int, ...] = (8192, 4096)
     complex_stft: float = 0.0  # compressed complex spectrum (Braun & Tashev 2021)
     complex_n_ffts: tuple[int, ...] = (2048, 512, 128)
+    # Spectral convergence alone at stft_n_ffts (losses.SpectralConvergenceLoss): linear magnitudes, where a
+    # note's loud partials outweigh the many quiet bins that every log-magnitude term weighs alike.
+    convergence: float = 0.0
     # Phase-sensitive terms (time L1, the complex part of complex_stft) only below this frequency; 0: full band.
     # A decoder that cannot match a partial's phase is told by them that silence costs less than the partial
     # at a wrong phase (twice less in L2), so it drops what it cannot phase-match: the shipped codec kept
