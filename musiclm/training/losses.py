@@ -70,8 +70,8 @@ class SpectralConvergenceLoss(nn.Module):
     loud partials weigh by their energy. Log-magnitude L1 (log-mel, CQT, the log half of MultiScaleSTFTLoss)
     weighs every bin alike, and music is mostly quiet bins. Measured 2026-11-30 on the shipped decoder: fitting
     its latent to a steady 1-2 kHz sine with log-magnitude L1 + log-mel moved away from the sine (band level
-    -69 dB), with spectral convergence it found one (-3 to -8 dB). The decoder can play what its encoder, so
-    trained, never asks of it."""
+    -69 to -88 dB), with spectral convergence it found one (-7 to -8 dB; eval/codec_latent_fit.py). The decoder
+    can play what its encoder, so trained, never asks of it."""
 
     def __init__(self, n_ffts: tuple[int, ...] = (2048, 1024, 512), floor: float = 1e-5):
         super().__init__()
