@@ -12,8 +12,11 @@ loudness figure) and/or straight through the model (`raw`: codec.decode(codec.en
 tokens sound like) at every bandwidth on the same clips: `--clips` from the test split of the recorded set (real music,
 split by track) and as many rendered-MIDI clips from pieces never trained on (data/synth_test). Metrics lead
 with what hears notes: note F1, SI-SNR, chroma agreement; log-mel beside them. References are transcribed
-once per process. Results append to outputs/codec_curve.jsonl (one row per run, step, set, bandwidth, path); rows
-already there are not recomputed, so the script can be re-run as snapshots arrive.
+once per process. Each row also carries `sines_lost`: the share of 20 steady sines a quarter-tone off the grid,
+C2-A6, that come back more than 6 dB down in their band (`musiclm.evaluation.tones.sine_band_lost_share`;
+the raw model at that bandwidth, or Opus). Results append to outputs/codec_curve.jsonl (one row per run,
+step, set, bandwidth, path); rows already there are not recomputed, so the script can be re-run as snapshots
+arrive.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from musiclm.evaluation import metrics
 from musiclm.evaluation.codec_eval import quality
 from musiclm.evaluation.notes import transcribe
 from musiclm.evaluation.opus import opus_roundtrip
+from musiclm.evaluation.tones import codec_roundtrip, sine_band_lost_share
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = {"real": ROOT / "data/recorded/manifest.jsonl", "rendered": ROOT / "data/synth_test/manifest.jsonl"}
@@ -104,7 +108,11 @@ def main() -> int:
                     score(wav, opus_roundtrip(wav, 24000, kbps)[0], ref_notes, args.visqol)
                     for wav, ref_notes in zip(clips, notes, strict=True)
                 ]
-                write(out, {"run": "opus", "step": 0, "minutes": None, "set": name, "kbps": kbps}, scores)
+                lost = sine_band_lost_share(
+                    lambda x, k=kbps: opus_roundtrip(torch.from_numpy(x)[None], 24000, k)[0][0].numpy(), 24000
+                )
+                key = {"run": "opus", "step": 0, "minutes": None, "set": name, "kbps": kbps, "sines_lost": lost}
+                write(out, key, scores)
         for run in args.runs:
             minutes = minutes_at(run)
             snaps = snapshots(run)[-1:] if args.only_last else snapshots(run)
@@ -112,6 +120,7 @@ def main() -> int:
                 codec = Codec.from_pretrained(directory)
                 assert codec.sample_rate == 24000 and codec.channels == 1, "clips are cut at 24 kHz mono"
                 for kbps in args.bandwidths or codec.bandwidths:
+                    lost = None  # off-grid steady sines lost in their band (musiclm.evaluation.tones), once per kbps
                     for name, (clips, notes) in refs.items():
                         for path in args.paths:
                             if (str(run), step, name, kbps, path) in seen:
@@ -120,8 +129,12 @@ def main() -> int:
                                 score(wav, roundtrip(codec, wav, kbps, path), ref_notes, args.visqol)
                                 for wav, ref_notes in zip(clips, notes, strict=True)
                             ]
+                            if lost is None:
+                                lost = sine_band_lost_share(
+                                    codec_roundtrip(codec, codec.config.n_q_for_bandwidth(kbps)), 24000
+                                )
                             key = {"run": str(run), "step": step, "minutes": minutes.get(step), "set": name}
-                            write(out, {**key, "kbps": kbps, "path": path}, scores)
+                            write(out, {**key, "kbps": kbps, "path": path, "sines_lost": lost}, scores)
     return 0
 
 
@@ -147,7 +160,9 @@ def write(out, key: dict, scores: list[dict]) -> None:
     print(
         f"{Path(row['run']).name} step {row['step']} {row['set']} {row['kbps']:g} kbps {row.get('path', 'raw')}: "
         f"note F1 {row['note_f1']:.3f} SI-SNR {row['si_snr']:.2f} chroma {row['chroma']:.3f} "
-        f"loudness Δ {row['loudness']:.2f} LU" + (f" ViSQOL {row['visqol']:.2f}" if "visqol" in row else ""),
+        f"loudness Δ {row['loudness']:.2f} LU"
+        + (f" ViSQOL {row['visqol']:.2f}" if "visqol" in row else "")
+        + (f" sines lost {row['sines_lost']:.0%}" if row.get("sines_lost") is not None else ""),
         file=sys.stderr,
     )
 
@@ -155,9 +170,9 @@ def write(out, key: dict, scores: list[dict]) -> None:
 def table(rows: list[dict]) -> str:
     header = (
         "| run | step | min | set | kbps | path | note F1 ↑ | SI-SNR dB ↑ | chroma ↑ | ViSQOL ↑ | log-mel ↓ "
-        "| loud. Δ LU ↓ |"
+        "| loud. Δ LU ↓ | sines lost ↓ |"
     )
-    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["run"], r["step"], r["set"], r["kbps"], r.get("path", "raw"))):
         cells = [
             Path(r["run"]).name,
@@ -172,6 +187,7 @@ def table(rows: list[dict]) -> str:
             f"{r['visqol']:.2f}" if "visqol" in r else "",
             f"{r['log_mel']:.3f}",
             f"{r['loudness']:.2f}",
+            f"{r['sines_lost']:.0%}" if r.get("sines_lost") is not None else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
