@@ -275,3 +275,24 @@ def test_a_vocoder_phase_codec_round_trips_its_config_and_decodes(tmp_path):
     x = 0.2 * torch.randn(1, 1, 800, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(again.decode(again.encode(x)), codec.decode(codec.encode(x)))
     assert again.decode(again.encode(x)).shape == (1, 1, 800)
+
+
+def test_magnitude_grad_floor_changes_the_gradient_not_the_sound():
+    """exp(log-magnitude) with its gradient floored: the same forward pass (train or eval), and a silent bin
+    (log-magnitude -10) passes `floor` back instead of exp(-10)."""
+    from musiclm.codec.framenet import exp_with_grad_floor
+
+    x = torch.tensor([-10.0, 0.0, 2.0], requires_grad=True)
+    y = exp_with_grad_floor(x, 0.1)
+    torch.testing.assert_close(y, x.detach().exp())
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([0.1, 1.0, math.exp(2.0)]))
+    plain, floored = ISTFTHead(64, 16, channels=1), ISTFTHead(64, 16, channels=1, magnitude_grad_floor=0.1)
+    spectrum = torch.cat([torch.full((1, 33, 10), -10.0), torch.rand(1, 33, 10)], dim=1)
+    torch.testing.assert_close(floored.train()(spectrum), plain(spectrum))
+    grads = []
+    for head in (plain, floored):
+        s = spectrum.clone().requires_grad_()
+        head.train()(s).pow(2).sum().backward()  # any loss that wants the bins louder or quieter
+        grads.append(s.grad[:, :33].abs().sum())
+    assert float(grads[1]) > 100 * float(grads[0])

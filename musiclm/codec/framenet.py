@@ -75,6 +75,13 @@ class FrameNetConfig:
     # from 256): a rank-`width` readout, where Vocos reads 513 bins from 512. The MLP's output layer starts at
     # zero, so a decoder that gains it starts as the one it came from (init_from bridges it).
     head_hidden: int = 0
+    # Training only (the forward pass is unchanged): the gradient of the magphase head's exp(log-magnitude) is
+    # floored at this magnitude. Through exp, a bin the decoder has once made silent (~4e-5) passes ~1e-4 of a
+    # live bin's gradient back to the latent: measured 2026-11-30 (eval/codec_latent_fit.py), the shipped
+    # decoder plays a 1,047 Hz sine from a fitted latent (Adam, whose steps ignore gradient scale, or SGD at
+    # 1e4x the learning rate a 523 Hz sine needs), while its encoder, trained among live notes, never leaves
+    # the silent latent. 0: plain exp.
+    magnitude_grad_floor: float = 0.0
 
 
 class ConvNeXtBlock(nn.Module):
@@ -290,6 +297,25 @@ class FrameEncoder(nn.Module):
         return {**state, key: widened}
 
 
+class _ExpWithGradFloor(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, floor: float) -> Tensor:
+        y = x.exp()
+        ctx.save_for_backward(y)
+        ctx.floor = floor
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (y,) = ctx.saved_tensors
+        return grad * y.clamp(min=ctx.floor), None
+
+
+def exp_with_grad_floor(x: Tensor, floor: float) -> Tensor:
+    """exp(x), whose gradient is max(exp(x), floor) (FrameNetConfig.magnitude_grad_floor); plain exp at 0."""
+    return _ExpWithGradFloor.apply(x, floor) if floor > 0 else x.exp()
+
+
 class ISTFTHead(nn.Module):
     """[B, C·2F, T] (log-magnitude, phase) → wav [B, C, T·hop]: inverse STFT with "same" padding by overlap-add
     and division by the summed squared window (Vocos `ISTFT(padding="same")`)."""
@@ -303,6 +329,7 @@ class ISTFTHead(nn.Module):
         heterodyne: bool = False,
         max_magnitude: float = 1e2,
         vocoder_from_bin: int | None = None,
+        magnitude_grad_floor: float = 0.0,
     ):
         super().__init__()
         if kind not in ("magphase", "complex"):
@@ -314,6 +341,7 @@ class ISTFTHead(nn.Module):
             raise ValueError(f"a heterodyned head needs n_fft ({n_fft}) to be a multiple of the hop ({hop})")
         self.n_fft, self.hop, self.channels, self.kind = n_fft, hop, channels, kind
         self.heterodyne, self.max_log_magnitude = heterodyne, math.log(max_magnitude)
+        self.magnitude_grad_floor = magnitude_grad_floor
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def analyze(self, wav: Tensor) -> Tensor:
@@ -332,7 +360,7 @@ class ISTFTHead(nn.Module):
         else:
             # exp of a clamped log-magnitude: Vocos clips the magnitude at 1e2 to keep early training stable
             log_mag = x[:, 0].clamp(max=self.max_log_magnitude)
-            mag = torch.exp(log_mag)
+            mag = exp_with_grad_floor(log_mag, self.magnitude_grad_floor) if self.training else torch.exp(log_mag)
             phase = x[:, 1]
             if self.vocoder_from_bin is not None:
                 k = self.vocoder_from_bin
@@ -384,7 +412,14 @@ class FrameDecoder(nn.Module):
             )
         vocoder_from_bin = math.ceil(cfg.vocoder_phase_hz * n_fft / sample_rate) if cfg.vocoder_phase_hz > 0 else None
         self.head = ISTFTHead(
-            n_fft, head_hop, cfg.channels, cfg.head, cfg.heterodyne, cfg.max_magnitude, vocoder_from_bin
+            n_fft,
+            head_hop,
+            cfg.channels,
+            cfg.head,
+            cfg.heterodyne,
+            cfg.max_magnitude,
+            vocoder_from_bin,
+            cfg.magnitude_grad_floor,
         )
 
     def spectrum(self, latent: Tensor) -> Tensor:

@@ -320,6 +320,7 @@ def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: boo
 RETUNABLE_FIELDS = (
     ("frame", "max_magnitude"),
     ("frame", "vocoder_phase_hz"),
+    ("frame", "magnitude_grad_floor"),
     ("ema_decay",),
     ("dead_code_threshold",),
     ("kmeans_iters",),
