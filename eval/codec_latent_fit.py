@@ -12,7 +12,11 @@ the sine against the input's, dB) of each output. When a fitted latent plays the
 not, the decoder can and the encoder (as trained) never asks it to.
 Measured 2026-11-30, shipped codec: 1,047-2,093 Hz, encoder → decoder -73 to -76 dB; fitted with convergence
 -7 to -8 dB; fitted with log, -69 to -88 dB, and at 523 Hz log fitting moved from -1.3 dB (the encoder's) to
--41 dB: the log terms' optimum is not the note (losses.SpectralConvergenceLoss).
+-41 dB: the log terms' optimum is not the note (losses.SpectralConvergenceLoss). The fitted latent through
+the 12 codebooks of 6 kbps: -20 to -27 dB (the codebooks cover it in part). Why the encoder never gets
+there: with `--optimizer sgd` (steps in proportion to the gradient) 523 Hz fits at lr 100 and 1,047 Hz does
+not move (-73 dB) until lr 1e4 (-1 dB): through exp(log-magnitude) a silent bin passes back ~1e-4 of a live
+one's gradient (FrameNetConfig.magnitude_grad_floor).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ def main() -> int:
     p.add_argument("--loss", choices=("convergence", "log"), default="convergence")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="sgd: steps scale with the gradient")
     args = p.parse_args()
     torch.set_num_threads(1)
     codec = Codec.from_pretrained(args.codec).eval().requires_grad_(False)
@@ -58,7 +63,7 @@ def main() -> int:
             return spectral_convergence(sy, sx)
         return (torch.log(sy + 1e-4) - torch.log(sx + 1e-4)).abs().mean() + mel(y, x)
 
-    print("band level, dB: encoder → decoder | at 6 kbps | fitted latent")
+    print("band level, dB: encoder → decoder | at 6 kbps | fitted latent | fitted latent at 6 kbps")
     for f in args.hz:
         x = (0.1 * torch.sin(2 * math.pi * f * torch.arange(sr) / sr))[None, None]
         with torch.no_grad():
@@ -66,7 +71,7 @@ def main() -> int:
             plain = codec.decoder(z0)[..., :sr]
             coded = codec.decode(codec.encode(x, codec.config.n_q_for_bandwidth(6.0)), sr)
         z = z0.clone().requires_grad_(True)
-        opt = torch.optim.Adam([z], lr=args.lr)
+        opt = (torch.optim.Adam if args.optimizer == "adam" else torch.optim.SGD)([z], lr=args.lr)
         for _ in range(args.steps):
             loss = loss_fn(codec.decoder(z)[..., :sr], x)
             opt.zero_grad()
@@ -74,9 +79,10 @@ def main() -> int:
             opt.step()
         with torch.no_grad():
             fitted = codec.decoder(z)[..., :sr]
+            fitted_coded = codec.decoder(codec.quantizer(z, codec.config.n_q_for_bandwidth(6.0)).quantized)[..., :sr]
         ref = x[0, 0].numpy()
-        row = [band_db(y[0, 0].numpy(), ref, f, sr) for y in (plain, coded, fitted)]
-        print(f"{f:7.1f} Hz: {row[0]:6.1f} | {row[1]:6.1f} | {row[2]:6.1f}", flush=True)
+        row = [band_db(y[0, 0].numpy(), ref, f, sr) for y in (plain, coded, fitted, fitted_coded)]
+        print(f"{f:7.1f} Hz: " + " | ".join(f"{v:6.1f}" for v in row), flush=True)
     return 0
 
 
