@@ -25,22 +25,12 @@ import argparse
 import math
 import sys
 
-import numpy as np
 import torch
 
 from musiclm.codec import Codec
 from musiclm.dsp import stft_magnitude
+from musiclm.evaluation.tones import band_level_db
 from musiclm.training.losses import MultiScaleMelLoss, spectral_convergence
-
-
-def band_db(y: np.ndarray, x: np.ndarray, f: float, sample_rate: int) -> float:
-    """Energy within a semitone of f in the middle half of y against x's, dB."""
-    n = len(x)
-    window = np.hanning(n // 2)
-    Y = np.abs(np.fft.rfft(y[n // 4 : n // 4 + n // 2] * window)) ** 2
-    X = np.abs(np.fft.rfft(x[n // 4 : n // 4 + n // 2] * window)) ** 2
-    near = np.abs(np.fft.rfftfreq(n // 2, 1 / sample_rate) - f) < f * (2 ** (1 / 12) - 1)
-    return float(10 * np.log10(max(Y[near].sum(), 1e-30) / X[near].sum()))
 
 
 def main() -> int:
@@ -81,7 +71,7 @@ def main() -> int:
             fitted = codec.decoder(z)[..., :sr]
             fitted_coded = codec.decoder(codec.quantizer(z, codec.config.n_q_for_bandwidth(6.0)).quantized)[..., :sr]
         ref = x[0, 0].numpy()
-        row = [band_db(y[0, 0].numpy(), ref, f, sr) for y in (plain, coded, fitted, fitted_coded)]
+        row = [band_level_db(y[0, 0].numpy(), ref, f, sr) for y in (plain, coded, fitted, fitted_coded)]
         print(f"{f:7.1f} Hz: " + " | ".join(f"{v:6.1f}" for v in row), flush=True)
     return 0
 

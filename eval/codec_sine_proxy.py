@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from musiclm.codec.framenet import FrameDecoder, FrameEncoder, FrameNetConfig
 from musiclm.codec.quantizer import ResidualVectorQuantizer
+from musiclm.evaluation.tones import band_level_db
 from musiclm.training.audio_dataset import CropBatches, read_manifests
 from musiclm.training.losses import CompressedComplexSTFTLoss, MultiScaleMelLoss
 
@@ -62,16 +63,11 @@ def probe(encoder, decoder) -> list[tuple[float, float, float]]:
         with torch.no_grad():
             y = decoder(encoder(x))[0, 0, : 2 * SR].numpy()
         ref, est = x[0, 0, SR // 2 : -SR // 2].numpy(), y[SR // 2 : -SR // 2]
-        window = np.hanning(len(ref))
-        freqs = np.fft.rfftfreq(len(ref), 1 / SR)
-        near = np.abs(np.log2(np.maximum(freqs, 1.0) / f)) < 1 / 12
-        band = np.sum(np.abs(np.fft.rfft(est * window))[near] ** 2) / np.sum(
-            np.abs(np.fft.rfft(ref * window))[near] ** 2
-        )
+        band = band_level_db(y[: 2 * SR], x[0, 0].numpy(), f, SR)  # its middle half is the [SR/2, 3SR/2) above
         level = est.std() / ref.std()
         scale = (est @ ref) / (ref @ ref)
         si_snr = (scale * ref) @ (scale * ref) / (np.sum((est - scale * ref) ** 2) + 1e-12)
-        results.append(tuple(10 * np.log10(v + 1e-12) for v in (band, level**2, si_snr)))
+        results.append((band, *(10 * np.log10(v + 1e-12) for v in (level**2, si_snr))))
     return results
 
 

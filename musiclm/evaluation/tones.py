@@ -69,6 +69,11 @@ def _band_energy(x: np.ndarray, f0: float, sample_rate: int) -> float:
     return float(spectrum[near].sum() + 1e-20)
 
 
+def band_level_db(decoded: np.ndarray, reference: np.ndarray, f0: float, sample_rate: int) -> float:
+    """Energy within a semitone of f0 in the middle half of `decoded` against `reference`'s, dB."""
+    return float(10 * np.log10(_band_energy(decoded, f0, sample_rate) / _band_energy(reference, f0, sample_rate)))
+
+
 def tone_levels(
     roundtrip: Callable[[np.ndarray], np.ndarray],
     sample_rate: int,
@@ -84,8 +89,7 @@ def tone_levels(
             y = roundtrip(x)[: len(x)]
             level = 20 * np.log10(_middle_rms(y) / _middle_rms(x))
             f0 = float(midi_to_hz(pitch))
-            band = 10 * np.log10(_band_energy(y, f0, sample_rate) / _band_energy(x, f0, sample_rate))
-            out.append(ToneLevel(kind, pitch, level, band))
+            out.append(ToneLevel(kind, pitch, level, band_level_db(y, x, f0, sample_rate)))
     return out
 
 

@@ -52,26 +52,7 @@ def spectral_convergence(sx: Tensor, sy: Tensor, floor: float = 1e-5) -> Tensor:
 class MultiScaleSTFTLoss(nn.Module):
     """Spectral convergence + log-magnitude L1 at several resolutions (Yamamoto et al. 2020, Parallel WaveGAN)."""
 
-    def __init__(self, n_ffts: tuple[int, ...] = (2048, 1024, 512), floor: float = 1e-5):
-        super().__init__()
-        self.n_ffts, self.floor = n_ffts, floor
-
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        total = x.new_zeros((), dtype=torch.float32)
-        for n_fft in self.n_ffts:
-            sx, sy = stft_magnitude(x, n_fft, n_fft // 4), stft_magnitude(y, n_fft, n_fft // 4)
-            log_mag = F.l1_loss(torch.log(sx.clamp(min=self.floor)), torch.log(sy.clamp(min=self.floor)))
-            total = total + spectral_convergence(sx, sy, self.floor) + log_mag
-        return total / len(self.n_ffts)
-
-
-class SpectralConvergenceLoss(nn.Module):
-    """Spectral convergence alone at several resolutions (Arık et al. 2018): on linear magnitudes, so a note's
-    loud partials weigh by their energy. Log-magnitude L1 (log-mel, CQT, the log half of MultiScaleSTFTLoss)
-    weighs every bin alike, and music is mostly quiet bins. Measured 2026-11-30 on the shipped decoder: fitting
-    its latent to a steady 1-2 kHz sine with log-magnitude L1 + log-mel moved away from the sine (band level
-    -69 to -88 dB), with spectral convergence it found one (-7 to -8 dB; eval/codec_latent_fit.py). The decoder
-    can play what its encoder, so trained, never asks of it."""
+    log_magnitude = True  # SpectralConvergenceLoss drops the log-magnitude half
 
     def __init__(self, n_ffts: tuple[int, ...] = (2048, 1024, 512), floor: float = 1e-5):
         super().__init__()
@@ -82,7 +63,20 @@ class SpectralConvergenceLoss(nn.Module):
         for n_fft in self.n_ffts:
             sx, sy = stft_magnitude(x, n_fft, n_fft // 4), stft_magnitude(y, n_fft, n_fft // 4)
             total = total + spectral_convergence(sx, sy, self.floor)
+            if self.log_magnitude:
+                total = total + F.l1_loss(torch.log(sx.clamp(min=self.floor)), torch.log(sy.clamp(min=self.floor)))
         return total / len(self.n_ffts)
+
+
+class SpectralConvergenceLoss(MultiScaleSTFTLoss):
+    """Spectral convergence alone at several resolutions (Arık et al. 2018): on linear magnitudes, so a note's
+    loud partials weigh by their energy. Log-magnitude L1 (log-mel, CQT, the log half of MultiScaleSTFTLoss)
+    weighs every bin alike, and music is mostly quiet bins. Measured 2026-11-30 on the shipped decoder: fitting
+    its latent to a steady 1-2 kHz sine with log-magnitude L1 + log-mel moved away from the sine (band level
+    -69 to -88 dB), with spectral convergence it found one (-7 to -8 dB; eval/codec_latent_fit.py). The decoder
+    can play what its encoder, so trained, never asks of it."""
+
+    log_magnitude = False
 
 
 class MultiScaleCQTLoss(nn.Module):
