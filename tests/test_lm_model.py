@@ -230,6 +230,36 @@ def test_save_load_round_trip_and_bad_dirs(tmp_path):
         MusicLM.from_pretrained(tmp_path / "lm")
 
 
+def test_lm_remembers_its_codec_token_space_and_refuses_another(tmp_path):
+    from musiclm.codec import Codec
+
+    lm_dir = debug_model_dir(tmp_path)
+    codec = Codec.from_pretrained(tmp_path / "codec")
+    # the LM was saved with no codec attached: an old directory, no fingerprint, loads as before
+    assert "codec_fingerprint" not in json.loads((lm_dir / "config.json").read_text())
+    model = MusicLM.from_pretrained(lm_dir)
+    model.save_pretrained(lm_dir, codec_path="../codec")  # now saved beside its codec: the fingerprint is kept
+    assert json.loads((lm_dir / "config.json").read_text())["codec_fingerprint"] == codec.fingerprint()
+    # a load without the codec, saved again elsewhere, still carries it
+    bare = MusicLM.from_pretrained(lm_dir, load_codec=False)
+    bare.save_pretrained(tmp_path / "copy" / "musiclm", codec_path="../../codec")
+    assert MusicLM.from_pretrained(tmp_path / "copy" / "musiclm").codec_fingerprint == codec.fingerprint()
+
+    # a decoder trained further keeps the token space: accepted
+    with torch.no_grad():
+        next(codec.decoder.parameters()).add_(0.1)
+    codec.save_pretrained(tmp_path / "codec")
+    assert MusicLM.from_pretrained(lm_dir).codec is not None
+    # new codebooks make other tokens: refused with one line that says what to do
+    with torch.no_grad():
+        for name, buf in codec.quantizer.named_buffers():
+            if name.endswith("embed"):
+                buf.mul_(1.5)
+    codec.save_pretrained(tmp_path / "codec")
+    with pytest.raises(MusicLMError, match="makes other tokens .* than the LM was trained on"):
+        MusicLM.from_pretrained(lm_dir)
+
+
 def test_shipped_model_missing_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("MUSICLM_CHECKPOINTS", str(tmp_path))
     with pytest.raises(MusicLMError, match="missing"):

@@ -71,6 +71,14 @@ def test_shipped_files_are_found_from_any_directory(tmp_path, monkeypatch):
         paths.default_codec_dir()
 
 
+def test_shipped_lm_was_trained_on_the_shipped_codec_tokens():
+    """The shipped pair is one set: the LM's recorded token space is the shipped codec's."""
+    from musiclm.codec import Codec
+
+    recorded = json.loads((paths.default_lm_dir() / "config.json").read_text()).get("codec_fingerprint")
+    assert recorded == Codec.from_pretrained(paths.default_codec_dir()).fingerprint()
+
+
 def _run(cmd: list, cwd: Path, env: dict | None = None, timeout: float = 600) -> str:
     proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"

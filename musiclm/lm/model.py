@@ -112,6 +112,8 @@ class MusicLM(nn.Module):
         # The codec is deliberately not a submodule: its weights are not the LM's (never trained, never
         # saved in model.safetensors, not in the optimizer); `generate` moves it to the LM's device.
         object.__setattr__(self, "codec", codec)
+        # the token space the weights were trained on (`Codec.fingerprint`), kept through a load without a codec
+        self.codec_fingerprint: str | None = None
         self.apply(self._init_weights)
         if self.note_proj is not None:
             nn.init.normal_(self.note_proj.weight, std=0.02)
@@ -355,10 +357,16 @@ class MusicLM(nn.Module):
         return generate_audio(self, texts, options, prompt_wav, notes, guide)
 
     # ---- checkpoints (musiclm.lm.pretrained) ---------------------------------------------------------
-    def save_pretrained(self, directory, codec_path: str | None = None, dtype: torch.dtype = torch.float32):
+    def save_pretrained(
+        self,
+        directory,
+        codec_path: str | None = None,
+        dtype: torch.dtype = torch.float32,
+        codec_fingerprint: str | None = None,
+    ):
         from musiclm.lm.pretrained import save_pretrained
 
-        return save_pretrained(self, directory, codec_path, dtype)
+        return save_pretrained(self, directory, codec_path, dtype, codec_fingerprint)
 
     @classmethod
     def from_pretrained(cls, path=None, map_location: str = "cpu", load_codec: bool = True) -> MusicLM:

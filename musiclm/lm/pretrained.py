@@ -3,6 +3,10 @@
 The config's `codec` entry names the codec directory relative to the model directory (the shipped layout
 is checkpoints/musiclm/ with codec "../codec"), so the pair moves together and a copied model keeps
 working. A transformers MusicGen directory is recognised by its model_type and converted on load.
+
+config.json also records `codec_fingerprint`, the token space the LM was trained on (`Codec.fingerprint`):
+a codec whose encoder or codebooks changed makes other tokens, and an LM paired with it would play noise, so
+loading refuses the pair with one clear line instead.
 """
 
 from __future__ import annotations
@@ -25,11 +29,16 @@ MODEL_TYPE = "musiclm-lm"
 
 
 def save_pretrained(
-    model, directory: str | Path, codec_path: str | None = None, dtype: torch.dtype = torch.float32
+    model,
+    directory: str | Path,
+    codec_path: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    codec_fingerprint: str | None = None,
 ) -> Path:
     """Write `model` (with its tokenizer) to `directory`; `codec_path` is stored relative to it.
 
-    `dtype=torch.float16` halves the file (loading casts back to the model's float32 parameters)."""
+    `dtype=torch.float16` halves the file (loading casts back to the model's float32 parameters).
+    `codec_fingerprint` (default: that of the attached codec) names the token space the LM was trained on."""
     from musiclm.config import override
 
     directory = Path(directory)
@@ -38,6 +47,12 @@ def save_pretrained(
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config if codec_path is None else override(model.config, {"codec": codec_path})
     meta = {"model_type": MODEL_TYPE, **to_dict(config)}
+    if codec_fingerprint is None and getattr(model, "codec", None) is not None:
+        codec_fingerprint = model.codec.fingerprint()
+    if codec_fingerprint is None:
+        codec_fingerprint = getattr(model, "codec_fingerprint", None)
+    if codec_fingerprint is not None:
+        meta["codec_fingerprint"] = codec_fingerprint
     (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     # clone: tied tensors (T5's shared embedding) would otherwise be refused by safetensors
     state = {
@@ -75,11 +90,17 @@ def load_weights(model, state: dict[str, torch.Tensor], where: Path) -> None:
         )
 
 
-def attach_codec(model, codec_dir: Path) -> None:
-    """Load the codec the LM was trained on and check it produces the tokens the LM expects."""
+def attach_codec(model, codec_dir: Path, expect_fingerprint: str | None = None) -> None:
+    """Load the codec the LM was trained on and check it produces the tokens the LM expects: card, rates and,
+    where the LM recorded one, the fingerprint of its token space."""
     from musiclm.codec import Codec
 
     codec = Codec.from_pretrained(codec_dir)
+    if expect_fingerprint is not None and codec.fingerprint() != expect_fingerprint:
+        raise MusicLMError(
+            f"codec {codec_dir} makes other tokens (fingerprint {codec.fingerprint()}) than the LM was trained on "
+            f"({expect_fingerprint}): pair the LM with its own codec, or re-tokenize and fine-tune it on this one"
+        )
     c = model.config
     if codec.card != c.card:
         raise MusicLMError(f"codec {codec_dir} has {codec.card} entries per codebook, the LM expects {c.card}")
@@ -127,6 +148,7 @@ def from_pretrained(path: str | Path | None = None, map_location: str = "cpu", l
         return load_musicgen(path, map_location=map_location, load_codec=load_codec)
     if meta.pop("model_type", None) != MODEL_TYPE:
         raise MusicLMError(f"{path / CONFIG_NAME}: not a musiclm LM or MusicGen config")
+    trained_fingerprint = meta.pop("codec_fingerprint", None)  # absent in directories saved before it existed
     config = from_dict(LMConfig, meta)
     check_header(config, path / WEIGHTS_NAME)  # before anything is allocated: the directory may be hostile
     tokenizer = TextTokenizer(path / TOKENIZER_NAME, add_eos=config.text.add_eos)
@@ -136,6 +158,7 @@ def from_pretrained(path: str | Path | None = None, map_location: str = "cpu", l
         )
     model = MusicLM(config, tokenizer=tokenizer)
     load_weights(model, load_state(path, map_location), path)
+    model.codec_fingerprint = trained_fingerprint
     if load_codec and config.codec:
-        attach_codec(model, (path / config.codec).resolve())
+        attach_codec(model, (path / config.codec).resolve(), trained_fingerprint)
     return model.to(map_location).eval()
