@@ -128,6 +128,25 @@ def test_tokens_round_trip_notes_programs_meter_and_tempo(tok):
     assert meter_of(back) == "3/4" and abs(tempo_of(back) - 120) < 1e-3
 
 
+@pytest.mark.parametrize(
+    ("meter", "onsets", "accents"),
+    [
+        ((4, 4), [0, 1, 1.5, 2, 4], [20, 8, -8, 8, 20]),  # bar, beat, between beats, beat, next bar
+        ((6, 8), [0, 0.5, 1.5, 3], [20, -8, 8, 20]),  # 6/8: two dotted-quarter beats a bar
+    ],
+)
+def test_plans_are_accented_by_the_meter(tok, meter, onsets, accents):
+    from musiclm.notes.tokens import DYNAMICS_VELOCITY
+
+    score = make_score([(t, 0.5, 60 + i) for i, t in enumerate(onsets)], meter=meter)
+    for dynamics in ("soft", "loud"):
+        c = Controls(meter=f"{meter[0]}/{meter[1]}", dynamics=dynamics)
+        back = tok.decode(tok.window(c, tok.encode_bars(score)), c)
+        velocities = [n.velocity for n in sorted((n for t in back.tracks for n in t.notes), key=lambda n: n.time)]
+        base = DYNAMICS_VELOCITY[dynamics]
+        assert velocities == [min(127, base + a) for a in accents]
+
+
 def test_exact_tempo_is_written_whatever_the_bucket(tok):
     bars = tok.encode_bars(make_score(C_MAJOR_THEN_REST))
     c = Controls(bpm=77.0, meter="6/8")  # 6/8: a beat is a dotted quarter, 77 beats = 115.5 quarters

@@ -12,8 +12,8 @@ One planner sequence:
 * body: REMI bars `Bar Position Program Pitch Duration ...` with no tempo or meter changes (a piece is cut
   at its first meter change when cached). A training window may start at any bar: it gets the same header.
 
-Velocities are not tokens: dynamics come from the caption and are applied when the plan is written out,
-which keeps a note at three tokens (Program Pitch Duration) and a 1024-token window near 300 notes.
+Velocities are not tokens: dynamics come from the caption and are applied, accented by the metre, when the
+plan is written out, which keeps a note at three tokens (Program Pitch Duration) and a 1024-token window near 300 notes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 from symusic import Score, Tempo
 
 from musiclm.errors import MusicLMError
-from musiclm.notes.midi import beat_quarters
+from musiclm.notes.midi import bar_quarters, beat_quarters
 
 # Meters the tokenizer knows: every meter of the synth corpus's sources (Palestrina's 4/2 and 3/2 included).
 TIME_SIGNATURES = {8: [3, 6, 9, 12], 4: [1, 2, 3, 4, 5, 6], 2: [2, 3, 4]}
@@ -47,6 +47,20 @@ GENRES = (
 )
 ANY = "any"
 DYNAMICS_VELOCITY = {"soft": 52, "moderate": 76, "loud": 100}
+# Metrical accent added to that velocity: the first beat of a bar, the other beats, notes between beats.
+# Strong beats carry stress in performance (Lerdahl & Jackendoff 1983, "A Generative Theory of Tonal Music",
+# ch. 4, the metrical grid). With one flat velocity a plan's dotted figures pulse as loudly as its beats, and
+# a 4/4 at 117 bpm was heard at 2/3 of its tempo; with these accents the tempo heard on 23 plans' renders
+# was the one asked 14 times instead of 10 (eval/eval_melody.py, plans section, measures all 40).
+ACCENT_DOWNBEAT, ACCENT_BEAT, ACCENT_OFFBEAT = 20, 8, -8
+
+
+def metrical_velocity(tick: int, ticks_per_quarter: int, meter: str, base: int) -> int:
+    """`base` shaped by where `tick` falls in `meter` (bars from tick 0), within MIDI's 1-127."""
+    bar = round(bar_quarters(meter) * ticks_per_quarter)
+    beat = round(beat_quarters(meter) * ticks_per_quarter)
+    accent = ACCENT_DOWNBEAT if tick % bar == 0 else ACCENT_BEAT if tick % bar % beat == 0 else ACCENT_OFFBEAT
+    return int(min(127, max(1, base + accent)))
 
 
 @dataclass(frozen=True)
@@ -192,7 +206,8 @@ class NoteTokenizer:
 
     def decode(self, ids: list[int], c: Controls) -> Score:
         """A planner sequence (controls optional) → Score in ticks with the exact tempo asked and the
-        velocity of the asked dynamics. Control, BOS, PAD tokens and everything after EOS are ignored."""
+        velocity of the asked dynamics, accented by the metre (`metrical_velocity`). Control, BOS, PAD
+        tokens and everything after EOS are ignored."""
         remi_size = len(self.remi.vocab)
         body = []
         for i in ids:
@@ -203,10 +218,10 @@ class NoteTokenizer:
         score = self.remi.decode(body)
         score.tempos.clear()
         score.tempos.append(Tempo(0, qpm=c.qpm))
-        velocity = DYNAMICS_VELOCITY[c.dynamics]
+        velocity, tpq = DYNAMICS_VELOCITY[c.dynamics], score.ticks_per_quarter
         for track in score.tracks:
             for note in track.notes:
-                note.velocity = velocity
+                note.velocity = metrical_velocity(note.time, tpq, c.meter, velocity)
         return score
 
 
