@@ -41,6 +41,7 @@ def ship(codec_dir: Path, lm_dir: Path, lm_config: Path | None, stage: int, out:
             f"{lm_dir} was trained on tokens of codec {lm.codec_fingerprint}, {codec_dir} is {codec.fingerprint()}"
         )
     codec_out, lm_out = out / "codec", out / "musiclm"
+    codec_out.mkdir(parents=True, exist_ok=True)
     for name in CODEC_FILES:
         if (codec_dir / name).is_file():
             shutil.copyfile(codec_dir / name, codec_out / name)
