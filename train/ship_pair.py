@@ -43,8 +43,9 @@ def ship(codec_dir: Path, lm_dir: Path, lm_config: Path | None, stage: int, out:
     codec_out, lm_out = out / "codec", out / "musiclm"
     codec_out.mkdir(parents=True, exist_ok=True)
     for name in CODEC_FILES:
-        if (codec_dir / name).is_file():
-            shutil.copyfile(codec_dir / name, codec_out / name)
+        src, dst = codec_dir / name, codec_out / name
+        if src.is_file() and not (dst.exists() and src.resolve() == dst.resolve()):  # re-shipping an LM alone
+            shutil.copyfile(src, dst)
     lm.save_pretrained(lm_out, codec_path="../codec", dtype=torch.float16)
     if lm_config is not None:
         shutil.copyfile(lm_config, lm_out / f"train_config_stage{stage}.yaml")
