@@ -112,8 +112,8 @@ class MusicLM(nn.Module):
         # The codec is deliberately not a submodule: its weights are not the LM's (never trained, never
         # saved in model.safetensors, not in the optimizer); `generate` moves it to the LM's device.
         object.__setattr__(self, "codec", codec)
-        # the token space the weights were trained on (`Codec.fingerprint`), kept through a load without a codec
-        self.codec_fingerprint: str | None = None
+        # the token space the weights are trained on (`Codec.fingerprint`): set by attach_codec and by loading
+        self.codec_fingerprint: str | None = codec.fingerprint() if codec is not None else None
         self.apply(self._init_weights)
         if self.note_proj is not None:
             nn.init.normal_(self.note_proj.weight, std=0.02)

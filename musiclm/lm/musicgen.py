@@ -168,6 +168,7 @@ def load_musicgen(path: Path, map_location: str = "cpu", load_codec: bool = True
         if codec.card != config.card:
             raise MusicLMError(f"{path}: EnCodec has {codec.card} entries per codebook, decoder {config.card}")
         object.__setattr__(model, "codec", codec.eval())
+        model.codec_fingerprint = codec.fingerprint()
     return model.to(map_location).eval()
 
 

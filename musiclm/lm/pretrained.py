@@ -38,7 +38,8 @@ def save_pretrained(
     """Write `model` (with its tokenizer) to `directory`; `codec_path` is stored relative to it.
 
     `dtype=torch.float16` halves the file (loading casts back to the model's float32 parameters).
-    `codec_fingerprint` (default: that of the attached codec) names the token space the LM was trained on."""
+    `codec_fingerprint` (default: `model.codec_fingerprint`, set by `attach_codec` and by loading) names the
+    token space the LM was trained on."""
     from musiclm.config import override
 
     directory = Path(directory)
@@ -47,10 +48,7 @@ def save_pretrained(
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config if codec_path is None else override(model.config, {"codec": codec_path})
     meta = {"model_type": MODEL_TYPE, **to_dict(config)}
-    if codec_fingerprint is None and getattr(model, "codec", None) is not None:
-        codec_fingerprint = model.codec.fingerprint()
-    if codec_fingerprint is None:
-        codec_fingerprint = getattr(model, "codec_fingerprint", None)
+    codec_fingerprint = codec_fingerprint or model.codec_fingerprint
     if codec_fingerprint is not None:
         meta["codec_fingerprint"] = codec_fingerprint
     (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
@@ -112,6 +110,7 @@ def attach_codec(model, codec_dir: Path, expect_fingerprint: str | None = None) 
             f"the LM was trained at {c.sample_rate} Hz / {c.frame_rate:g} frames/s"
         )
     object.__setattr__(model, "codec", codec.eval())
+    model.codec_fingerprint = codec.fingerprint()  # what it is trained on from now, or was (checked above)
 
 
 def check_header(config, weights: Path) -> None:
@@ -158,7 +157,7 @@ def from_pretrained(path: str | Path | None = None, map_location: str = "cpu", l
         )
     model = MusicLM(config, tokenizer=tokenizer)
     load_weights(model, load_state(path, map_location), path)
-    model.codec_fingerprint = trained_fingerprint
+    model.codec_fingerprint = trained_fingerprint  # kept when no codec is attached
     if load_codec and config.codec:
         attach_codec(model, (path / config.codec).resolve(), trained_fingerprint)
     return model.to(map_location).eval()

@@ -152,8 +152,7 @@ class LMModule(pl.LightningModule):
             model.load_state_dict({k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)})
         codec = os.path.relpath(Path(self.codec_dir).resolve(), Path(directory).resolve()) if self.codec_dir else None
         config = model.config
-        trained_on = self.model.codec.fingerprint() if self.model.codec is not None else None
-        model.save_pretrained(directory, codec_path=codec, codec_fingerprint=trained_on)
+        model.save_pretrained(directory, codec_path=codec, codec_fingerprint=self.model.codec_fingerprint)
         model.config = config  # save_pretrained rewrites `codec` relative to the directory; keep ours
 
 
