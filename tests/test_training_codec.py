@@ -198,6 +198,48 @@ def test_cli_refuses_to_overwrite_a_run_and_needs_a_run_to_resume(corpus, tmp_pa
 
 
 @pytest.mark.slow
+def test_discriminator_warmup_trains_only_the_discriminator(corpus, tmp_path):
+    """loss.disc_warmup_steps: before adv_warmup_steps the discriminator learns from the generator's output
+    while the generator hears nothing, so the codec comes out exactly as without it and the
+    discriminator does not."""
+    from musiclm.training.recipes import train_codec
+
+    def run(path, disc_warmup):
+        loss = {"adversarial": True, "adv_warmup_steps": 2, "disc_warmup_steps": disc_warmup}
+        overrides = {
+            "data": {"manifests": [str(corpus)]},
+            "trainer": {"max_steps": 2, "sample_every": 0},
+            "loss": loss,
+        }
+        train_codec(DEBUG, path, overrides=overrides)
+        state = torch.load(path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        return {k: v for k, v in state.items() if k.startswith("discriminator.")}, _weights(path)
+
+    disc_idle, codec_idle = run(tmp_path / "idle", 0)
+    disc_warm, codec_warm = run(tmp_path / "warm", 2)
+    for key in codec_idle:
+        assert torch.equal(codec_idle[key], codec_warm[key]), key
+    changed = [k for k in disc_idle if not torch.equal(disc_idle[k], disc_warm[k])]
+    assert len(changed) > len(disc_idle) // 2
+
+
+@pytest.mark.slow
+def test_max_minutes_stops_early_and_exports(corpus, tmp_path):
+    """trainer.max_minutes ends a run on wall time, well before max_steps, with the checkpoint and export of
+    the step it reached (how recipes are compared at equal cost)."""
+    from musiclm.training.recipes import train_codec
+
+    overrides = {
+        "data": {"manifests": [str(corpus)]},
+        "trainer": {"max_steps": 100_000, "max_minutes": 0.05, "sample_every": 0, "checkpoint_every": 0},
+    }
+    trainer = train_codec(DEBUG, tmp_path / "run", overrides=overrides)
+    assert 0 < trainer.global_step < 100_000
+    assert int((tmp_path / "run" / "export" / "step.txt").read_text()) == trainer.global_step
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(corpus, tmp_path):
     """Lightning DDP (gloo) with 2 CPU processes, launched as a user would (`--devices 2 --strategy ddp`)."""
     data = yaml.safe_load(DEBUG.read_text())

@@ -26,6 +26,9 @@ from musiclm.lm.model import LMConfig
 class TrainerConfig:
     seed: int = 1234
     max_steps: int = 100_000
+    # Stop after this much training wall time (Lightning's max_time; checkpoint and export as at max_steps):
+    # recipes compared at equal cost, or the minutes of a lent GPU machine. 0: no limit.
+    max_minutes: float = 0.0
     checkpoint_every: int = 200  # steps between resumable checkpoints (a SIGKILL loses at most this many)
     log_every: int = 10  # steps between CSV/wandb scalar rows
     sample_every: int = 1000  # steps between audio samples + spectrogram images (0: never)
@@ -82,6 +85,11 @@ class CodecLossConfig:
     adv: float = 3.0
     feat: float = 3.0
     adv_warmup_steps: int = 2000  # the discriminator joins after this many steps
+    # The discriminator alone learns for this many steps before adv_warmup_steps, seeing the generator's
+    # output without sending it anything: a fine-tuning phase that starts the adversarial terms on a
+    # trained generator then hears a discriminator that already tells real from decoded, not a fresh one's
+    # noise (HiFi-GAN-style fine-tuning). 0: both start together at adv_warmup_steps.
+    disc_warmup_steps: int = 0
     disc_filters: int = 32
     disc_n_ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128)
     disc_compress: float = 0.3  # the discriminator sees |X|^c (musiclm.training.discriminator); 1 = raw STFT

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,7 @@ def fit(
         strategy=strategy,
         precision=precision,
         max_steps=cfg.max_steps,
+        max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes > 0 else None,
         max_epochs=-1,
         logger=loggers,
         callbacks=[

@@ -1,0 +1,80 @@
+"""train/merge_decoder.py: a decoder trained elsewhere goes into a codec whose encoder, codebooks and
+fingerprint stay; anything that would touch the codes is refused with one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from musiclm.codec import Codec
+
+SCRIPT = Path(__file__).resolve().parents[1] / "train" / "merge_decoder.py"
+
+
+def _merge(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_merge_replaces_the_decoder_and_keeps_the_fingerprint(tiny_codec, tmp_path):
+    tiny_codec.save_pretrained(tmp_path / "codec")
+    shipped = Codec.from_pretrained(tmp_path / "codec")
+    trained = {
+        k: (v + 0.01 * torch.randn_like(v)).half()
+        for k, v in shipped.state_dict().items()
+        if k.startswith("decoder.") and v.is_floating_point()
+    }
+    save_file(trained, str(tmp_path / "decoder.safetensors"), metadata={"step": "7"})
+
+    done = _merge(
+        "--codec",
+        str(tmp_path / "codec"),
+        "--decoder",
+        str(tmp_path / "decoder.safetensors"),
+        "--out",
+        str(tmp_path / "merged"),
+        "--name",
+        "tiny-merged",
+    )
+    assert done.returncode == 0, done.stderr
+    merged = Codec.from_pretrained(tmp_path / "merged")
+    assert merged.fingerprint() == shipped.fingerprint() and merged.config.name == "tiny-merged"
+    state = merged.state_dict()
+    for key, value in trained.items():
+        torch.testing.assert_close(state[key].half(), value)
+    assert any(not torch.equal(state[k], shipped.state_dict()[k].to(state[k].dtype)) for k in trained)
+    assert '"step": "7"' in (tmp_path / "merged" / "merged_from.json").read_text()
+
+
+def test_merge_refuses_what_would_change_the_codes(tiny_codec, tmp_path):
+    tiny_codec.save_pretrained(tmp_path / "codec")
+    state = tiny_codec.state_dict()
+    encoder_key = next(k for k in state if k.startswith("encoder.") and state[k].is_floating_point())
+    save_file({encoder_key: state[encoder_key]}, str(tmp_path / "encoder.safetensors"))
+    done = _merge(
+        "--codec",
+        str(tmp_path / "codec"),
+        "--decoder",
+        str(tmp_path / "encoder.safetensors"),
+        "--out",
+        str(tmp_path / "bad"),
+    )
+    assert done.returncode == 1 and "decoder.* weights only" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+    decoder = {k: v for k, v in state.items() if k.startswith("decoder.")}
+    save_file(decoder, str(tmp_path / "decoder.safetensors"))
+    done = _merge(
+        "--codec",
+        str(tmp_path / "codec"),
+        "--decoder",
+        str(tmp_path / "decoder.safetensors"),
+        "--out",
+        str(tmp_path / "bad"),
+        "--set",
+        "sample_rate=16000",
+    )
+    assert done.returncode == 1 and "only" in done.stderr and not (tmp_path / "bad").exists()

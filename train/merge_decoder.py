@@ -1,0 +1,96 @@
+"""Put a decoder trained elsewhere (train/gpu_decoder_phase.sh writes decoder-only fp16 safetensors) into a
+codec directory: the encoder and codebooks, and so the fingerprint and every LM trained on its tokens, stay.
+
+    python train/merge_decoder.py --codec checkpoints/codec --decoder gan_final.safetensors \\
+        --out train/candidates/codec-gan --name musiclm-codec-frame-A3-gan [--set frame.vocoder_phase_hz=0]
+
+--set changes a decoder-side codec setting that the decoder was trained with (codec_module.RETUNABLE_FIELDS,
+e.g. the vocoder-phase frequency); anything else would change what the weights mean and is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from musiclm.codec import Codec, CodecConfig
+from musiclm.config import from_dict, to_dict
+from musiclm.errors import MusicLMError
+from musiclm.training.codec_module import RETUNABLE_FIELDS
+
+
+def merge(codec_dir: str, decoder_file: str, out: str, name: str | None, settings: list[str]) -> Codec:
+    codec = Codec.from_pretrained(codec_dir)
+    before = codec.fingerprint()
+    config = to_dict(codec.config)
+    for item in settings:
+        key, _, value = item.partition("=")
+        path = tuple(key.split("."))
+        if path not in RETUNABLE_FIELDS:
+            raise MusicLMError(f"--set {key}: only {['.'.join(p) for p in RETUNABLE_FIELDS]} may change")
+        section = config
+        for part in path[:-1]:
+            section = section[part]
+        section[path[-1]] = yaml.safe_load(value)
+    if name:
+        config["name"] = name
+    merged = Codec(from_dict(CodecConfig, config))
+    state = codec.state_dict()
+    decoder = load_file(decoder_file)
+    if not decoder or any(not k.startswith("decoder.") for k in decoder):
+        raise MusicLMError(f"{decoder_file}: expected decoder.* weights only")
+    missing = sorted(k for k in state if k.startswith("decoder.") and k not in decoder)
+    if missing:
+        raise MusicLMError(f"{decoder_file}: lacks {missing[:3]}{'...' if len(missing) > 3 else ''}")
+    state.update({k: v.to(state[k].dtype) for k, v in decoder.items()})
+    merged.load_state_dict(state)
+    if merged.fingerprint() != before:
+        raise MusicLMError("the merged codec's fingerprint changed: the decoder file touched the encoder")
+    merged.save_pretrained(out, dtype=_stored_dtype(Path(codec_dir) / "model.safetensors"))
+    if Codec.from_pretrained(out).fingerprint() != before:  # e.g. an fp32 codec written as fp16
+        raise MusicLMError(f"{out}: the saved codec's fingerprint differs from {codec_dir}'s")
+    with safe_open(decoder_file, "pt") as f:
+        step = (f.metadata() or {}).get("step")
+    (Path(out) / "merged_from.json").write_text(
+        json.dumps({"codec": codec_dir, "decoder": str(decoder_file), "step": step, "set": settings}, indent=2) + "\n"
+    )
+    return merged
+
+
+def _stored_dtype(weights: Path) -> torch.dtype:
+    """The floating dtype a codec's weights were saved in (the shipped ones are fp16), so a merge rounds
+    nothing that defines the codes."""
+    with safe_open(str(weights), "pt") as f:
+        for key in f.keys():
+            tensor = f.get_slice(key)
+            if tensor.get_dtype() in ("F16", "BF16", "F32"):
+                return {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}[tensor.get_dtype()]
+    return torch.float32
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--codec", required=True, help="codec directory whose encoder and codebooks stay")
+    parser.add_argument("--decoder", required=True, help="decoder.* weights (safetensors)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--name", help="the merged codec's config name")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        merged = merge(args.codec, args.decoder, args.out, args.name, args.set)
+    except MusicLMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: fingerprint {merged.fingerprint()} (unchanged)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
