@@ -10,7 +10,8 @@
    the codec's own ceiling (the render through the codec at the LM's bandwidth).
 2. Text controls through the planner: `--draws` captions stating key and tempo → plan → LM → audio; key
    (relative major/minor allowed) and tempo (within 8 %, octave errors allowed) estimated from the audio
-   (`musiclm.data.analysis`). The estimators' ceiling: the same estimators on the reference renders; and on
+   (`musiclm.data.analysis`); key also from basic-pitch's transcription by the captions' own rule
+   (`key_met_notes`, `musiclm.evaluation.notes.key_from_events`). The estimators' ceiling: the same estimators on the reference renders; and on
    the same plans without the LM, rendered, and rendered through the codec at the LM's codebooks.
 3. Text alone (`--no-plan`): the share of silent half-seconds in up to 20 draws (no notes must not mean rest).
 4. Speed: 10 s from text (plan + tokens + decode) in wall seconds, peak memory (max RSS).
@@ -46,6 +47,16 @@ def key_met(asked: tuple[str, str], heard: tuple[str, str]) -> bool:
         return a == h
     relative = (a + 9) % 12 if asked[1] == "major" else (a + 3) % 12
     return h == relative
+
+
+def keys_heard(x: np.ndarray, sample_rate: int) -> dict[str, tuple[str, str]]:
+    """The key heard by both estimators: "chroma" (Krumhansl-Schmuckler on the audio's chroma, the figure
+    reported since stage 5) and "notes" (the captions' own rule on basic-pitch's transcription,
+    `musiclm.evaluation.notes.key_from_events`)."""
+    from musiclm.data.analysis import estimate_key
+    from musiclm.evaluation.notes import estimate_key_from_notes
+
+    return {"chroma": estimate_key(x, sample_rate)[:2], "notes": estimate_key_from_notes(x, sample_rate)[:2]}
 
 
 def tempo_met(asked: float, heard: float, tolerance: float = 0.08) -> bool:
@@ -134,7 +145,7 @@ def draw_prompt(rng: random.Random, index: int) -> tuple[str, dict]:
 
 
 def controls_section(model, draws: int, seconds: float, guide=None) -> dict:
-    from musiclm.data.analysis import estimate_key, estimate_tempo
+    from musiclm.data.analysis import estimate_tempo
     from musiclm.generate import note_condition
     from musiclm.lm.generation import GenerationOptions
 
@@ -145,21 +156,24 @@ def controls_section(model, draws: int, seconds: float, guide=None) -> dict:
         notes = note_condition(model, [caption], options)  # the plan, as `musiclm generate` makes it
         wav = model.generate([caption], options, notes=notes.features, guide=notes.guide)[0]
         x = wav.mean(0).numpy()
-        tonic, mode, _ = estimate_key(x, sr)
-        bpm = estimate_tempo(x, sr)
+        keys = keys_heard(x, sr)
+        (tonic, mode), bpm = keys["chroma"], estimate_tempo(x, sr)
         rows.append(
             {
                 "caption": caption,
                 "asked": asked,
-                "heard": {"key": tonic, "mode": mode, "bpm": round(bpm, 1)},
+                "heard": {"key": tonic, "mode": mode, "bpm": round(bpm, 1), "key_notes": " ".join(keys["notes"])},
                 "key_met": key_met((asked["key"], asked["mode"]), (tonic, mode)),
+                "key_met_notes": key_met((asked["key"], asked["mode"]), keys["notes"]),
                 "tempo_met": tempo_met(asked["bpm"], bpm),
             }
         )
-        print(f"  {i}: key {rows[-1]['key_met']} tempo {rows[-1]['tempo_met']}: {caption}", flush=True)
+        row = rows[-1]
+        print(f"  {i}: key {row['key_met']}/{row['key_met_notes']} tempo {row['tempo_met']}: {caption}", flush=True)
     return {
         "draws": len(rows),
         "key_met": round(float(np.mean([r["key_met"] for r in rows])), 3),
+        "key_met_notes": round(float(np.mean([r["key_met_notes"] for r in rows])), 3),
         "tempo_met": round(float(np.mean([r["tempo_met"] for r in rows])), 3),
         "rows": rows,
     }
@@ -169,7 +183,7 @@ def plan_ceiling_section(model, draws: int, seconds: float) -> dict:
     """The controls section's plans (same captions and seeds) without the LM: key and tempo heard on each
     plan's render (`musiclm.notes.guide.render_notes`, the guide's synthesizer), and on that render through
     the codec at the LM's codebooks (what the best LM could give back)."""
-    from musiclm.data.analysis import estimate_key, estimate_tempo
+    from musiclm.data.analysis import estimate_tempo
     from musiclm.generate import note_condition
     from musiclm.lm.generation import GenerationOptions
     from musiclm.notes.guide import render_notes
@@ -183,14 +197,20 @@ def plan_ceiling_section(model, draws: int, seconds: float) -> dict:
         with torch.inference_mode():
             coded = codec.decode(codec.encode(render[None, None], n_q=model.config.n_q))[0, 0, : render.shape[0]]
         for name, x in (("render", render.numpy()), ("codec", coded.numpy())):
-            tonic, mode, _ = estimate_key(x, sr)
+            keys = keys_heard(x, sr)
+            asked_key = (asked["key"], asked["mode"])
             met[name].append(
-                (key_met((asked["key"], asked["mode"]), (tonic, mode)), tempo_met(asked["bpm"], estimate_tempo(x, sr)))
+                (
+                    key_met(asked_key, keys["chroma"]),
+                    key_met(asked_key, keys["notes"]),
+                    tempo_met(asked["bpm"], estimate_tempo(x, sr)),
+                )
             )
     out = {"draws": draws}
     for name, rows in met.items():
-        out[f"{name}_key_met"] = round(float(np.mean([k for k, _ in rows])), 3)
-        out[f"{name}_tempo_met"] = round(float(np.mean([t for _, t in rows])), 3)
+        out[f"{name}_key_met"] = round(float(np.mean([k for k, _, _ in rows])), 3)
+        out[f"{name}_key_met_notes"] = round(float(np.mean([k for _, k, _ in rows])), 3)
+        out[f"{name}_tempo_met"] = round(float(np.mean([t for _, _, t in rows])), 3)
     return out
 
 
@@ -221,17 +241,19 @@ def silence_section(
 
 def ceiling_section(clips: list[dict], sample_rate: int) -> dict:
     """The same estimators on the reference renders, against the fields the renders were made with."""
-    from musiclm.data.analysis import estimate_key, estimate_tempo
+    from musiclm.data.analysis import estimate_tempo
 
-    keys, tempi = [], []
+    keys, keys_notes, tempi = [], [], []
     for clip in clips:
         x, f = clip["wav"].mean(0).numpy(), clip["fields"]
-        tonic, mode, _ = estimate_key(x, sample_rate)
-        keys.append(key_met((f["key"], f["mode"]), (tonic, mode)))
+        heard = keys_heard(x, sample_rate)
+        keys.append(key_met((f["key"], f["mode"]), heard["chroma"]))
+        keys_notes.append(key_met((f["key"], f["mode"]), heard["notes"]))
         tempi.append(tempo_met(float(f["bpm"]), estimate_tempo(x, sample_rate)))
     return {
         "clips": len(clips),
         "key_met": round(float(np.mean(keys)), 3),
+        "key_met_notes": round(float(np.mean(keys_notes)), 3),
         "tempo_met": round(float(np.mean(tempi)), 3),
     }
 

@@ -190,3 +190,27 @@ def test_visqol_prefers_the_original_to_a_noisy_copy():
     noisy = music + 0.05 * torch.randn(music.shape, generator=torch.Generator().manual_seed(0))
     same, worse = metrics.visqol(music, music, SR), metrics.visqol(music, noisy, SR)
     assert 1.0 <= worse < same <= 5.0
+
+
+def test_key_from_events_weighs_pitch_classes_by_duration():
+    """The captions' rule on transcribed notes: a C major scale whose tonic triad is held reads as C major,
+    the same notes a fifth up as G major; held A-C-E with passing notes reads as A minor or its relative."""
+    from musiclm.evaluation.notes import key_from_events
+
+    def events(pitches, lengths):
+        onsets = np.cumsum([0.0] + list(lengths[:-1]))
+        return NoteEvents(onsets, onsets + np.array(lengths), np.array(pitches))
+
+    scale, lengths = [60, 62, 64, 65, 67, 69, 71, 72], [2.0, 0.25, 2.0, 0.25, 2.0, 0.25, 0.25, 2.0]
+    assert key_from_events(events(scale, lengths))[:2] == ("C", "major")
+    assert key_from_events(events([p + 7 for p in scale], lengths))[:2] == ("G", "major")
+    minor = key_from_events(events([57, 59, 60, 62, 64, 65, 68, 69], [2.0, 0.25, 2.0, 0.25, 2.0, 0.25, 0.5, 2.0]))
+    assert minor[:2] == ("A", "minor")
+
+
+def test_key_heard_from_a_rendered_chorale(extra):
+    """The chorale (C major cadence) and the same a whole tone up, through basic-pitch."""
+    from musiclm.evaluation.notes import estimate_key_from_notes
+
+    assert estimate_key_from_notes(chorale(), SR)[:2] == ("C", "major")
+    assert estimate_key_from_notes(chorale(shift=2), SR)[:2] == ("D", "major")

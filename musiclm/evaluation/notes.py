@@ -154,6 +154,24 @@ def transcribe(wav: np.ndarray | Tensor, sample_rate: int) -> NoteEvents:
     return NoteEvents(table[:, 0], table[:, 1], table[:, 2].astype(np.int64))
 
 
+def key_from_events(events: NoteEvents) -> tuple[str, str, float]:
+    """(tonic, mode, confidence) of transcribed notes: Krumhansl-Schmuckler over their duration-weighted
+    pitch classes, the rule the corpus's captions take their key from (musiclm.data.synth), so the estimate
+    and the label differ only by what the transcription misses. The chroma estimator
+    (`musiclm.data.analysis.estimate_key`) reads harmonics as pitch classes: on reference renders it agreed
+    with their labels for 67 % of held-out clips (eval/eval_melody.py, 2026-11-30)."""
+    from musiclm.data.analysis import key_from_chroma
+
+    weights = np.zeros(12)
+    np.add.at(weights, events.pitches % 12, np.maximum(events.offsets - events.onsets, 0.0))
+    return key_from_chroma(weights)
+
+
+def estimate_key_from_notes(wav: np.ndarray | Tensor, sample_rate: int) -> tuple[str, str, float]:
+    """The key of the notes basic-pitch hears in wav (see `key_from_events`)."""
+    return key_from_events(transcribe(wav, sample_rate))
+
+
 def note_f1_from_events(ref: NoteEvents, est: NoteEvents) -> float:
     """Note F1 (onset within 50 ms, pitch within 50 cents, offsets ignored) of est against ref; 1.0 when both
     have no notes, 0.0 when only one has none."""
