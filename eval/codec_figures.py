@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--codec", type=Path, default=ROOT / "checkpoints/codec")
     p.add_argument("--compare", type=Path, default=None, help="a second codec to show at 6 kbps")
+    p.add_argument("--compare-label", default=None, help="its panel's title (default: its config name)")
     p.add_argument("--out", type=Path, default=ROOT / "train/figures")
     p.add_argument("--clips", type=int, default=2, help="clips per set")
     p.add_argument("--seconds", type=float, default=6.0)
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             panels = [(f"reference: {label}", wav)]
             panels += [(f"{codec.config.name} {kbps:g} kbps", through(codec, wav, kbps)) for kbps in args.bandwidths]
             if other is not None:
-                panels.append((f"{other.config.name} 6 kbps", through(other, wav, 6.0)))
+                panels.append((f"{args.compare_label or other.config.name} 6 kbps", through(other, wav, 6.0)))
             for kbps in args.opus:
                 try:
                     panels.append((f"Opus CBR {kbps:g} kbps", opus_roundtrip(wav, sr, kbps)[0]))
