@@ -11,8 +11,9 @@
 2. Text controls through the planner: `--draws` captions stating key and tempo → plan → LM → audio; key
    (relative major/minor allowed) and tempo (within 8 %, octave errors allowed) estimated from the audio
    (`musiclm.data.analysis`); key also from basic-pitch's transcription by the captions' own rule
-   (`key_met_notes`, `musiclm.evaluation.notes.key_from_events`). The estimators' ceiling: the same estimators on the reference renders; and on
-   the same plans without the LM, rendered, and rendered through the codec at the LM's codebooks.
+   (`key_met_notes`, `musiclm.evaluation.notes.key_from_events`). The estimators' ceiling: the same
+   estimators on the reference renders; and on the same plans without the LM, rendered, and rendered through
+   the codec at the LM's codebooks.
 3. Text alone (`--no-plan`): the share of silent half-seconds in up to 20 draws (no notes must not mean rest).
 4. Speed: 10 s from text (plan + tokens + decode) in wall seconds, peak memory (max RSS).
 """
