@@ -131,12 +131,15 @@ def test_tokens_round_trip_notes_programs_meter_and_tempo(tok):
 @pytest.mark.parametrize(
     ("meter", "onsets", "accents"),
     [
-        ((4, 4), [0, 1, 1.5, 2, 4], [20, 8, -8, 8, 20]),  # bar, beat, between beats, beat, next bar
-        ((6, 8), [0, 0.5, 1.5, 3], [20, -8, 8, 20]),  # 6/8: two dotted-quarter beats a bar
+        ((4, 4), [0, 1, 1.5, 2, 4], "BbobB"),  # bar, beat, between beats, beat, next bar
+        ((6, 8), [0, 0.5, 1.5, 3], "BobB"),  # 6/8: two dotted-quarter beats a bar
     ],
 )
 def test_plans_are_accented_by_the_meter(tok, meter, onsets, accents):
-    from musiclm.notes.tokens import DYNAMICS_VELOCITY
+    from musiclm.notes.tokens import ACCENT_BEAT, ACCENT_DOWNBEAT, ACCENT_OFFBEAT, DYNAMICS_VELOCITY
+
+    assert ACCENT_DOWNBEAT >= ACCENT_BEAT > 0 > ACCENT_OFFBEAT  # bars, then beats, stand out
+    accents = [{"B": ACCENT_DOWNBEAT, "b": ACCENT_BEAT, "o": ACCENT_OFFBEAT}[a] for a in accents]
 
     score = make_score([(t, 0.5, 60 + i) for i, t in enumerate(onsets)], meter=meter)
     for dynamics in ("soft", "loud"):

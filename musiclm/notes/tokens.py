@@ -50,9 +50,12 @@ DYNAMICS_VELOCITY = {"soft": 52, "moderate": 76, "loud": 100}
 # Metrical accent added to that velocity: the first beat of a bar, the other beats, notes between beats.
 # Strong beats carry stress in performance (Lerdahl & Jackendoff 1983, "A Generative Theory of Tonal Music",
 # ch. 4, the metrical grid). With one flat velocity a plan's dotted figures pulse as loudly as its beats, and
-# a 4/4 at 117 bpm was heard at 2/3 of its tempo. With these accents the tempo heard on 40 plans' renders
-# is the one asked 72.5 % of the time, against 60 % before (eval/eval_melody.py, plans section).
-ACCENT_DOWNBEAT, ACCENT_BEAT, ACCENT_OFFBEAT = 20, 8, -8
+# a 4/4 at 117 bpm was heard at 2/3 of its tempo. What carries the pulse is the contrast between beats and
+# the notes between them, more than the bar's accent: on 40 plans (eval/eval_melody.py's draws, and 40 other
+# draws to guard against tuning to those), tempo heard on the render / through the codec at the LM's 4
+# codebooks: flat 60 % / -; +20 / +8 / -8: 72.5 % / 52.5 % (70 % / 52.5 %); +24 / +18 / -18: 80 % / 67.5 %
+# (75 % / 67.5 %); +30 / +22 / -22: no better (77.5 % / 65 % on the other draws).
+ACCENT_DOWNBEAT, ACCENT_BEAT, ACCENT_OFFBEAT = 24, 18, -18
 
 
 def metrical_velocity(tick: int, ticks_per_quarter: int, meter: str, base: int) -> int:
