@@ -348,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         ceilings = [codec_ceiling(model.codec, model.config.n_q, clip["wav"]) for clip in clips]
         report["codec_melody_ceiling"] = round(float(np.mean(ceilings)), 3)
         print(f"melody agreement through the codec at {model.config.n_q} codebooks:", report["codec_melody_ceiling"])
+    if "speed" not in args.skip:  # first: its peak RSS is the process's, before basic-pitch is loaded
+        report["speed"] = speed_section(model, guide=args.guide)
+        print("speed:", report["speed"], flush=True)
     if "ceiling" not in args.skip:
         report["estimator_ceiling"] = ceiling_section(clips, sr)
         print("estimators on reference renders:", report["estimator_ceiling"], flush=True)
@@ -365,9 +368,6 @@ def main(argv: list[str] | None = None) -> int:
     if "silence" not in args.skip:
         report["text_alone_silence"] = silence_section(model, min(args.draws, 20), args.seconds)
         print("text alone, silent 0.5 s blocks:", report["text_alone_silence"], flush=True)
-    if "speed" not in args.skip:
-        report["speed"] = speed_section(model, guide=args.guide)
-        print("speed:", report["speed"], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
