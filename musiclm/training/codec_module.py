@@ -162,13 +162,13 @@ class CodecModule(pl.LightningModule):
         # the waveform term sees only the band whose phase is asked for (LossConfig.phase_cutoff_hz)
         wave_out, wave_ref = (lowpass(recon, sr, cutoff), lowpass(wav, sr, cutoff)) if cutoff > 0 else (recon, wav)
         # a loss at weight 0 is not computed (the STFT term alone cost ~15 % of a CPU step while unused)
-        weights = self.config.loss
+        loss_config = self.config.loss
         losses = {}
-        if weights.l1 > 0:
+        if loss_config.l1 > 0:
             losses["l1"] = torch.nn.functional.l1_loss(wave_out.float(), wave_ref.float())
-        if weights.mel > 0:
+        if loss_config.mel > 0:
             losses["mel"] = self.mel_loss(recon, wav)
-        if weights.stft > 0:
+        if loss_config.stft > 0:
             losses["stft"] = self.stft_loss(recon, wav)
         if self.cqt_loss is not None:
             losses["cqt"] = self.cqt_loss(recon, wav)
@@ -177,15 +177,12 @@ class CodecModule(pl.LightningModule):
         if self.convergence_loss is not None:
             losses["convergence"] = self.convergence_loss(recon, wav)
         d_loss = None
-        if self.adversarial_active(step):
+        if self.discriminator_learns(step):  # before adv_warmup_steps it learns while the generator hears nothing
             real_logits, real_feats = self.discriminator(wav)
-            fake_logits, fake_feats = self.discriminator(recon)
-            losses["adv"] = generator_adversarial_loss(fake_logits)
-            losses["feat"] = feature_matching_loss(real_feats, fake_feats)
-            detached_logits, _ = self.discriminator(recon.detach())
-            d_loss = discriminator_loss(real_logits, detached_logits)
-        elif self.discriminator_learns(step):  # its own warm-up: it learns, the generator hears nothing yet
-            real_logits, _ = self.discriminator(wav)
+            if self.adversarial_active(step):
+                fake_logits, fake_feats = self.discriminator(recon)
+                losses["adv"] = generator_adversarial_loss(fake_logits)
+                losses["feat"] = feature_matching_loss(real_feats, fake_feats)
             detached_logits, _ = self.discriminator(recon.detach())
             d_loss = discriminator_loss(real_logits, detached_logits)
 
