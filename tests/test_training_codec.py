@@ -400,6 +400,29 @@ def test_the_discriminator_learns_a_quiet_noise_floor_only_on_compressed_spectra
     assert (float(loss) < 1.0) == (compress < 1.0), float(loss)
 
 
+def test_bf16_discriminator_matches_fp32_and_still_learns():
+    """loss.disc_bf16: the same weights under bf16 autocast give fp32 logits and features close to the fp32
+    pass (bf16 keeps ~3 significant digits), and its gradients point where the fp32 ones do."""
+    from musiclm.training.discriminator import MultiScaleSTFTDiscriminator
+    from musiclm.training.losses import discriminator_loss
+
+    torch.manual_seed(0)
+    fp32 = MultiScaleSTFTDiscriminator((512, 128), 1, 8)
+    bf16 = MultiScaleSTFTDiscriminator((512, 128), 1, 8, bf16=True)
+    bf16.load_state_dict(fp32.state_dict())
+    wav = 0.1 * torch.randn(2, 1, 4000)
+    (logits32, feats32), (logits16, feats16) = fp32(wav), bf16(wav)
+    assert not torch.equal(logits32[0], logits16[0])  # the convolutions did run in bf16
+    for a, b in zip([*logits32, *sum(feats32, [])], [*logits16, *sum(feats16, [])], strict=True):
+        assert b.dtype == torch.float32
+        assert float((a - b).abs().max()) <= 0.05 * float(a.abs().max()) + 1e-3
+    for disc in (fp32, bf16):
+        discriminator_loss(disc(wav)[0], disc(0.5 * wav)[0]).backward()
+    grads32 = torch.cat([p.grad.flatten() for p in fp32.parameters()])
+    grads16 = torch.cat([p.grad.flatten() for p in bf16.parameters()])  # a None grad would raise here
+    assert float(torch.nn.functional.cosine_similarity(grads32, grads16, dim=0)) > 0.95
+
+
 def test_init_from_adds_magnitude_input_and_frozen_codebooks_stay_put(corpus, tmp_path):
     """A frame codec fine-tuned with magnitude input and `freeze_codebooks`: it starts from the codec it came
     from, its encoder (magnitude channels too) and decoder train, and every codebook vector stays put."""

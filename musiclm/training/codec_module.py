@@ -77,7 +77,9 @@ class CodecModule(pl.LightningModule):
             else None
         )
         self.discriminator = (
-            MultiScaleSTFTDiscriminator(loss.disc_n_ffts, config.codec.channels, loss.disc_filters, loss.disc_compress)
+            MultiScaleSTFTDiscriminator(
+                loss.disc_n_ffts, config.codec.channels, loss.disc_filters, loss.disc_compress, loss.disc_bf16
+            )
             if loss.adversarial
             else None
         )

@@ -93,6 +93,7 @@ class CodecLossConfig:
     disc_filters: int = 32
     disc_n_ffts: tuple[int, ...] = (2048, 1024, 512, 256, 128)
     disc_compress: float = 0.3  # the discriminator sees |X|^c (musiclm.training.discriminator); 1 = raw STFT
+    disc_bf16: bool = False  # its convolutions under bf16 autocast (a GPU's speed-up; the STFT stays fp32)
     disc_lr: float = 0.0  # the discriminator's learning rate (same schedule); 0: optim.lr. A fine-tuning phase on a
     # CPU budget wants it higher than the generator's: a discriminator that has not learnt sends only noise
     balancer: bool = False  # EnCodec §3.4 gradient balancer over the losses on the reconstruction

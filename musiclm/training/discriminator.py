@@ -36,9 +36,10 @@ class STFTDiscriminator(nn.Module):
         kernel: tuple[int, int] = (3, 9),
         stride: tuple[int, int] = (1, 2),
         compress: float = 0.3,
+        bf16: bool = False,
     ):
         super().__init__()
-        self.n_fft, self.hop, self.compress = n_fft, n_fft // 4, compress
+        self.n_fft, self.hop, self.compress, self.bf16 = n_fft, n_fft // 4, compress, bf16
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         convs = [weight_norm(nn.Conv2d(2 * channels, filters, kernel, padding=_same_padding(kernel)))]
         for d in dilations:
@@ -70,10 +71,16 @@ class STFTDiscriminator(nn.Module):
         spec = torch.view_as_real(spec).reshape(B, C, *spec.shape[-2:], 2)  # [B, C, F, T, 2]
         x = spec.permute(0, 1, 4, 3, 2).reshape(B, 2 * C, spec.shape[3], spec.shape[2])  # [B, 2C, T, F]
         features = []
-        for conv in self.convs:
-            x = self.activation(conv(x))
-            features.append(x)
-        return self.conv_post(x), features
+        # bf16: the convolutions (and their backward, 2/3 of an adversarial step on an H200 in fp32) under
+        # autocast; the STFT above stays fp32. Logits and features come back as fp32 for the losses.
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            for conv in self.convs:
+                x = self.activation(conv(x))
+                features.append(x)
+            logits = self.conv_post(x)
+        if self.bf16:
+            logits, features = logits.float(), [f.float() for f in features]
+        return logits, features
 
 
 class MultiScaleSTFTDiscriminator(nn.Module):
@@ -83,9 +90,12 @@ class MultiScaleSTFTDiscriminator(nn.Module):
         channels: int = 1,
         filters: int = 32,
         compress: float = 0.3,
+        bf16: bool = False,
     ):
         super().__init__()
-        self.discriminators = nn.ModuleList(STFTDiscriminator(n, channels, filters, compress=compress) for n in n_ffts)
+        self.discriminators = nn.ModuleList(
+            STFTDiscriminator(n, channels, filters, compress=compress, bf16=bf16) for n in n_ffts
+        )
 
     def forward(self, wav: Tensor) -> tuple[list[Tensor], list[list[Tensor]]]:
         """wav [B, C, N] → (logits per scale, feature maps per scale)."""
