@@ -1,5 +1,5 @@
-"""Where a codec training step spends its time: each part of `CodecModule.training_step` timed alone (codec
-forward, each loss, the discriminator, the balancer's per-loss gradients, the backward), then the top
+"""Where a codec training step spends its time: its parts timed alone (codec forward, the reconstruction
+losses together, `CodecModule.reconstruction_losses`, one discriminator pass, a whole step), then the top
 operators of whole steps from torch.profiler. No data needed: the batch is synthetic (harmonic tones in noise).
 
     .venv/bin/python eval/profile_codec_step.py configs/codec/frame_gan_gpu.yaml [--batch 32] [--seconds 2]
@@ -40,24 +40,6 @@ def timed(label: str, fn, device: torch.device, repeats: int = 3):
     return out
 
 
-def reconstruction_losses(module: CodecModule, wav: torch.Tensor) -> dict:
-    """The step's reconstruction losses as functions of the decoded batch (as training_step builds them)."""
-    weights = module.config.loss
-    fns = {
-        name: fn
-        for name, fn, weight in (
-            ("l1", lambda r: torch.nn.functional.l1_loss(r, wav), weights.l1),
-            ("mel", lambda r: module.mel_loss(r, wav), weights.mel),
-            ("stft", lambda r: module.stft_loss(r, wav), weights.stft),
-        )
-        if weight > 0
-    }
-    for name, loss in (("cqt", module.cqt_loss), ("complex", module.complex_loss)):
-        if loss is not None:
-            fns[name] = lambda r, loss=loss: loss(r, wav)
-    return fns
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config")
@@ -83,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {device}, batch {batch} x {seconds} s, n_q {n_q}")
 
     recon, _ = timed("codec forward", lambda: module.codec(wav, n_q), device)
-    losses = reconstruction_losses(module, wav)
-    for name, fn in losses.items():
-        timed(f"loss {name}", lambda fn=fn: fn(recon), device)
+    timed("reconstruction losses (all)", lambda: module.reconstruction_losses(recon, wav), device)
     disc = module.discriminator
     if disc is not None:
         timed("discriminator (one pass)", lambda: disc(wav), device)
@@ -93,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     def whole_step():  # as training_step: losses (+ adversarial), balancer, one backward
         module.zero_grad(set_to_none=True)
         recon, q = module.codec(wav, n_q)
-        terms = {name: fn(recon) for name, fn in losses.items()}
+        terms = module.reconstruction_losses(recon, wav)
         d_loss = 0.0
         if disc is not None:
             real_logits, real_feats = disc(wav)

@@ -150,21 +150,13 @@ class CodecModule(pl.LightningModule):
         loss = self.config.loss
         return self.discriminator is not None and step >= loss.adv_warmup_steps - loss.disc_warmup_steps
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        wav = batch  # [B, C, N]
-        step = self.global_step
-        n_q = self.sample_n_q(step)
-        # Lightning sets train mode each epoch; frozen codebooks take no EMA step and replace no dead codes
-        if self.config.freeze_encoder:
-            self.codec.encoder.eval()
-        if self.config.freeze_encoder or self.config.freeze_codebooks:
-            self.codec.quantizer.eval()
-        recon, q = self.codec(wav, n_q)  # [B, C, N]
-        cutoff, sr = self.config.loss.phase_cutoff_hz, self.config.codec.sample_rate
+    def reconstruction_losses(self, recon: Tensor, wav: Tensor) -> dict[str, Tensor]:
+        """Every reconstruction loss with a weight above 0, by name (not the adversarial terms). A loss at
+        weight 0 is not computed: the unused STFT term alone cost ~15 % of a CPU step."""
+        loss_config, sr = self.config.loss, self.config.codec.sample_rate
+        cutoff = loss_config.phase_cutoff_hz
         # the waveform term sees only the band whose phase is asked for (LossConfig.phase_cutoff_hz)
         wave_out, wave_ref = (lowpass(recon, sr, cutoff), lowpass(wav, sr, cutoff)) if cutoff > 0 else (recon, wav)
-        # a loss at weight 0 is not computed (the STFT term alone cost ~15 % of a CPU step while unused)
-        loss_config = self.config.loss
         losses = {}
         if loss_config.l1 > 0:
             losses["l1"] = torch.nn.functional.l1_loss(wave_out.float(), wave_ref.float())
@@ -178,6 +170,19 @@ class CodecModule(pl.LightningModule):
             losses["complex"] = self.complex_loss(recon, wav)
         if self.convergence_loss is not None:
             losses["convergence"] = self.convergence_loss(recon, wav)
+        return losses
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        wav = batch  # [B, C, N]
+        step = self.global_step
+        n_q = self.sample_n_q(step)
+        # Lightning sets train mode each epoch; frozen codebooks take no EMA step and replace no dead codes
+        if self.config.freeze_encoder:
+            self.codec.encoder.eval()
+        if self.config.freeze_encoder or self.config.freeze_codebooks:
+            self.codec.quantizer.eval()
+        recon, q = self.codec(wav, n_q)  # [B, C, N]
+        losses = self.reconstruction_losses(recon, wav)
         d_loss = None
         if self.discriminator_learns(step):  # before adv_warmup_steps it learns while the generator hears nothing
             real_logits, real_feats = self.discriminator(wav)
