@@ -15,7 +15,9 @@ from musiclm.codec import Codec
 SCRIPT = Path(__file__).resolve().parents[1] / "train" / "merge_decoder.py"
 
 
-def _merge(*args: str) -> subprocess.CompletedProcess:
+def _merge(root: Path, decoder: str, out: str, *extra: str) -> subprocess.CompletedProcess:
+    """train/merge_decoder.py on root/codec with root/DECODER into root/OUT (plus `extra` arguments)."""
+    args = ["--codec", str(root / "codec"), "--decoder", str(root / decoder), "--out", str(root / out), *extra]
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
 
 
@@ -29,16 +31,7 @@ def test_merge_replaces_the_decoder_and_keeps_the_fingerprint(tiny_codec, tmp_pa
     }
     save_file(trained, str(tmp_path / "decoder.safetensors"), metadata={"step": "7"})
 
-    done = _merge(
-        "--codec",
-        str(tmp_path / "codec"),
-        "--decoder",
-        str(tmp_path / "decoder.safetensors"),
-        "--out",
-        str(tmp_path / "merged"),
-        "--name",
-        "tiny-merged",
-    )
+    done = _merge(tmp_path, "decoder.safetensors", "merged", "--name", "tiny-merged")
     assert done.returncode == 0, done.stderr
     merged = Codec.from_pretrained(tmp_path / "merged")
     assert merged.fingerprint() == shipped.fingerprint() and merged.config.name == "tiny-merged"
@@ -54,27 +47,11 @@ def test_merge_refuses_what_would_change_the_codes(tiny_codec, tmp_path):
     state = tiny_codec.state_dict()
     encoder_key = next(k for k in state if k.startswith("encoder.") and state[k].is_floating_point())
     save_file({encoder_key: state[encoder_key]}, str(tmp_path / "encoder.safetensors"))
-    done = _merge(
-        "--codec",
-        str(tmp_path / "codec"),
-        "--decoder",
-        str(tmp_path / "encoder.safetensors"),
-        "--out",
-        str(tmp_path / "bad"),
-    )
+    done = _merge(tmp_path, "encoder.safetensors", "bad")
     assert done.returncode == 1 and "decoder.* weights only" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
 
     decoder = {k: v for k, v in state.items() if k.startswith("decoder.")}
     save_file(decoder, str(tmp_path / "decoder.safetensors"))
-    done = _merge(
-        "--codec",
-        str(tmp_path / "codec"),
-        "--decoder",
-        str(tmp_path / "decoder.safetensors"),
-        "--out",
-        str(tmp_path / "bad"),
-        "--set",
-        "sample_rate=16000",
-    )
+    done = _merge(tmp_path, "decoder.safetensors", "bad", "--set", "sample_rate=16000")
     assert done.returncode == 1 and "only" in done.stderr and not (tmp_path / "bad").exists()

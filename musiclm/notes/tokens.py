@@ -58,11 +58,11 @@ DYNAMICS_VELOCITY = {"soft": 52, "moderate": 76, "loud": 100}
 ACCENT_DOWNBEAT, ACCENT_BEAT, ACCENT_OFFBEAT = 24, 18, -18
 
 
-def metrical_velocity(tick: int, ticks_per_quarter: int, meter: str, base: int) -> int:
-    """`base` shaped by where `tick` falls in `meter` (bars from tick 0), within MIDI's 1-127."""
-    bar = round(bar_quarters(meter) * ticks_per_quarter)
-    beat = round(beat_quarters(meter) * ticks_per_quarter)
-    accent = ACCENT_DOWNBEAT if tick % bar == 0 else ACCENT_BEAT if tick % bar % beat == 0 else ACCENT_OFFBEAT
+def metrical_velocity(tick: int, bar_ticks: int, beat_ticks: int, base: int) -> int:
+    """`base` shaped by where `tick` falls in bars of `bar_ticks` and beats of `beat_ticks` (bars from tick 0),
+    within MIDI's 1-127."""
+    on_beat = tick % bar_ticks % beat_ticks == 0
+    accent = ACCENT_DOWNBEAT if tick % bar_ticks == 0 else ACCENT_BEAT if on_beat else ACCENT_OFFBEAT
     return int(min(127, max(1, base + accent)))
 
 
@@ -222,9 +222,10 @@ class NoteTokenizer:
         score.tempos.clear()
         score.tempos.append(Tempo(0, qpm=c.qpm))
         velocity, tpq = DYNAMICS_VELOCITY[c.dynamics], score.ticks_per_quarter
+        bar, beat = round(bar_quarters(c.meter) * tpq), round(beat_quarters(c.meter) * tpq)  # once per plan
         for track in score.tracks:
             for note in track.notes:
-                note.velocity = metrical_velocity(note.time, tpq, c.meter, velocity)
+                note.velocity = metrical_velocity(note.time, bar, beat, velocity)
         return score
 
 
