@@ -512,3 +512,22 @@ def test_the_convergence_term_joins_the_balanced_update(corpus, tmp_path):
     header = next((tmp_path / "c1.0" / "csv").rglob("metrics.csv")).read_text().splitlines()[0].split(",")
     assert "train/convergence" in header and "grad_norm/convergence" in header
     assert any(not torch.equal(runs[0.0][k], runs[1.0][k]) for k in runs[0.0])
+
+
+def test_extra_n_qs_join_quantizer_dropout_and_must_fit_the_codebooks():
+    from musiclm.training.codec_module import CodecModule
+    from musiclm.training.config import CodecTrainConfig, load_train_config
+
+    config = load_train_config(CodecTrainConfig, DEBUG)
+    from_bandwidths = {config.codec.n_q_for_bandwidth(b) for b in config.codec.bandwidths}
+    extra = next(n for n in range(1, config.codec.n_q + 1) if n not in from_bandwidths)
+    module = CodecModule(config)
+    plain = {module.sample_n_q(step) for step in range(200)}
+    assert plain == from_bandwidths
+    config.extra_n_qs = [extra]
+    module = CodecModule(config)
+    drawn = {module.sample_n_q(step) for step in range(200)}
+    assert drawn == from_bandwidths | {extra}
+    config.extra_n_qs = [config.codec.n_q + 1]
+    with pytest.raises(ValueError, match="extra_n_qs"):
+        CodecModule(config)

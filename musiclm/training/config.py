@@ -133,6 +133,9 @@ class CodecTrainConfig:
     # Keep the codebooks fixed while encoder and decoder train: each code keeps its meaning to the decoder and
     # to an LM trained on this codec, so that LM fine-tunes on re-tokenized data rather than starting over.
     freeze_codebooks: bool = False
+    # Codebook counts that quantizer dropout draws beside those of `codec.bandwidths`, e.g. [4]: the shipped LM
+    # writes 4 codebooks (2 kbps), a prefix the bandwidths alone (3/6/12/24) never train the decoder on.
+    extra_n_qs: list[int] = field(default_factory=list)
 
 
 @dataclass
