@@ -94,7 +94,8 @@ class CodecModule(pl.LightningModule):
             weights.update(adv=loss.adv, feat=loss.feat)
         self.balancer = Balancer(weights, balance=loss.balancer, ema=loss.balancer_ema)
         # n_q per bandwidth, e.g. 1.5/3/6/12 kbps at 50 Hz × 10 bits → 3/6/12/24 codebooks
-        self.n_qs = sorted({config.codec.n_q_for_bandwidth(bw) for bw in config.codec.bandwidths} | set(config.extra_n_qs))
+        from_bandwidths = {config.codec.n_q_for_bandwidth(bw) for bw in config.codec.bandwidths}
+        self.n_qs = sorted(from_bandwidths | set(config.extra_n_qs))
         if not 0 < self.n_qs[0] <= self.n_qs[-1] <= config.codec.n_q:
             raise ValueError(f"extra_n_qs must lie in 1..{config.codec.n_q} (codec.n_q), got {config.extra_n_qs}")
         self.has_unused_parameters = loss.adversarial and loss.adv_warmup_steps > loss.disc_warmup_steps
