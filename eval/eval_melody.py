@@ -190,28 +190,30 @@ def plan_ceiling_section(model, draws: int, seconds: float) -> dict:
     from musiclm.notes.guide import render_notes
 
     codec, sr = model.codec, model.codec.sample_rate
-    rng, met = random.Random(4321), {"render": [], "codec": []}
+    rng, rows = random.Random(4321), []
     for i in range(draws):
         caption, asked = draw_prompt(rng, i)
         notes = note_condition(model, [caption], GenerationOptions(duration=seconds, seed=i, guide=0))
         render = torch.from_numpy(render_notes(notes.scores[0], seconds, sr))
         with torch.inference_mode():
             coded = codec.decode(codec.encode(render[None, None], n_q=model.config.n_q))[0, 0, : render.shape[0]]
+        row = {"caption": caption, "asked": asked}
         for name, x in (("render", render.numpy()), ("codec", coded.numpy())):
-            keys = keys_heard(x, sr)
+            keys, bpm = keys_heard(x, sr), estimate_tempo(x, sr)
             asked_key = (asked["key"], asked["mode"])
-            met[name].append(
-                (
-                    key_met(asked_key, keys["chroma"]),
-                    key_met(asked_key, keys["notes"]),
-                    tempo_met(asked["bpm"], estimate_tempo(x, sr)),
-                )
-            )
+            row[name] = {
+                "heard": {"key": " ".join(keys["chroma"]), "key_notes": " ".join(keys["notes"]), "bpm": round(bpm, 1)},
+                "key_met": key_met(asked_key, keys["chroma"]),
+                "key_met_notes": key_met(asked_key, keys["notes"]),
+                "tempo_met": tempo_met(asked["bpm"], bpm),
+            }
+        rows.append(row)
     out = {"draws": draws}
-    for name, rows in met.items():
-        out[f"{name}_key_met"] = round(float(np.mean([k for k, _, _ in rows])), 3)
-        out[f"{name}_key_met_notes"] = round(float(np.mean([k for _, k, _ in rows])), 3)
-        out[f"{name}_tempo_met"] = round(float(np.mean([t for _, _, t in rows])), 3)
+    for name in ("render", "codec"):
+        for measure in ("key_met", "key_met_notes", "tempo_met"):
+            out[f"{name}_{measure}"] = round(float(np.mean([r[name][measure] for r in rows])), 3)
+    # per draw, so two codecs (`--codec`) can be compared on the same plans (eval/compare_draws.py)
+    out["rows"] = rows
     return out
 
 
@@ -364,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         print({k: v for k, v in report["controls"].items() if k != "rows"}, flush=True)
     if "plans" not in args.skip:
         report["plan_ceiling"] = plan_ceiling_section(model, args.draws, args.seconds)
-        print("the same plans without the LM (render; render through the codec):", report["plan_ceiling"], flush=True)
+        summary = {k: v for k, v in report["plan_ceiling"].items() if k != "rows"}
+        print("the same plans without the LM (render; render through the codec):", summary, flush=True)
     if "silence" not in args.skip:
         report["text_alone_silence"] = silence_section(model, min(args.draws, 20), args.seconds)
         print("text alone, silent 0.5 s blocks:", report["text_alone_silence"], flush=True)
