@@ -97,7 +97,7 @@ class CodecModule(pl.LightningModule):
         from_bandwidths = {config.codec.n_q_for_bandwidth(bw) for bw in config.codec.bandwidths}
         self.n_qs = sorted(from_bandwidths | set(config.extra_n_qs))
         if not 0 < self.n_qs[0] <= self.n_qs[-1] <= config.codec.n_q:
-            raise ValueError(f"extra_n_qs must lie in 1..{config.codec.n_q} (codec.n_q), got {config.extra_n_qs}")
+            raise MusicLMError(f"extra_n_qs must lie in 1..{config.codec.n_q} (codec.n_q), got {config.extra_n_qs}")
         self.has_unused_parameters = loss.adversarial and loss.adv_warmup_steps > loss.disc_warmup_steps
         if config.freeze_encoder:
             self.codec.encoder.requires_grad_(False)
