@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from scipy.stats import binomtest
 
@@ -25,16 +26,18 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
 
 
-def draw_results(report: dict, section: str, path: str) -> list[dict]:
-    """Per-draw results of one section: plan_ceiling rows keep "render" and "codec" results, controls rows
-    their own."""
+def draw_results(report: dict, section: str, path: str) -> tuple[list[str], list[dict]]:
+    """(captions, per-draw results) of one section: plan_ceiling rows keep "render" and "codec" results,
+    controls rows their own."""
     rows = report.get(section, {}).get("rows")
     if not rows:
         raise SystemExit(f"no per-draw rows in section {section!r} (reports before 2026-11-30 lack them)")
-    return [row[path] if section == "plan_ceiling" else row for row in rows]
+    return [row["caption"] for row in rows], [row[path] if section == "plan_ceiling" else row for row in rows]
 
 
-def compare(a: list[dict], b: list[dict], captions_a: list[str], captions_b: list[str]) -> dict[str, dict]:
+def compare(a: tuple[list[str], list[dict]], b: tuple[list[str], list[dict]]) -> dict[str, dict]:
+    """Per measure: each report's rate, the draws only one of them meets, and McNemar's p."""
+    (captions_a, a), (captions_b, b) = a, b
     if captions_a != captions_b:
         raise SystemExit("the two reports scored different draws (captions differ)")
     out = {}
@@ -58,10 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--section", default="plan_ceiling", choices=["plan_ceiling", "controls"])
     parser.add_argument("--path", default="codec", choices=["codec", "render"], help="plan_ceiling only")
     args = parser.parse_args(argv)
-    reports = [json.load(open(p)) for p in (args.a, args.b)]
-    results = [draw_results(r, args.section, args.path) for r in reports]
-    captions = [[row["caption"] for row in r[args.section]["rows"]] for r in reports]
-    for measure, r in compare(*results, *captions).items():
+    results = [draw_results(json.loads(Path(p).read_text()), args.section, args.path) for p in (args.a, args.b)]
+    for measure, r in compare(*results).items():
         print(
             f"{measure:14s} a {r['a']:.1%}  b {r['b']:.1%}  met by a only {r['only_a']:2d}, by b only "
             f"{r['only_b']:2d}  McNemar p = {r['p']:.2f}"
