@@ -378,6 +378,44 @@ def test_freeze_encoder_keeps_codes_and_trains_the_decoder(corpus, tmp_path):
     assert any(not torch.equal(v, codec.decoder.state_dict()[k]) for k, v in decoder_before.items())
 
 
+def test_freeze_decoder_keeps_what_each_code_sounds_like_and_trains_the_encoder(corpus, tmp_path):
+    """Encoder-only training: the decoder and the codebooks stay bit-identical (each code keeps its sound),
+    the encoder moves; a config that freezes everything, or the decoder without the codebooks, is one
+    clear error."""
+    from musiclm.errors import MusicLMError
+    from musiclm.training.codec_module import build_codec_module
+    from musiclm.training.config import CodecTrainConfig, load_train_config
+
+    base = {"data": {"manifests": [str(corpus)]}}
+    config = load_train_config(CodecTrainConfig, DEBUG, {**base, "freeze_decoder": True, "freeze_codebooks": True})
+    (tmp_path / "run").mkdir()
+    module = build_codec_module(config, tmp_path / "run", reuse_files=False)
+    codec = module.codec
+    codec.train()
+    codec(torch.randn(4, codec.channels, 4000) * 0.3)  # k-means init + EMA, as a trained codec would have
+    decoder_before = {k: v.clone() for k, v in codec.decoder.state_dict().items()}
+    quantizer_before = {k: v.clone() for k, v in codec.quantizer.state_dict().items()}
+    encoder_before = {k: v.clone() for k, v in codec.encoder.state_dict().items()}
+    optimizer = module.configure_optimizers()["optimizer"]
+    frozen = {id(p) for p in codec.decoder.parameters()}
+    assert not any(id(p) in frozen for group in optimizer.param_groups for p in group["params"])
+    for _ in range(3):
+        codec.train()
+        codec.quantizer.eval()  # what training_step does when the codebooks are frozen
+        recon, q = codec(torch.randn(4, codec.channels, 4000) * 0.3)
+        loss = recon.abs().mean() + q.commit_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for before, now in ((decoder_before, codec.decoder), (quantizer_before, codec.quantizer)):
+        assert all(torch.equal(v, now.state_dict()[k]) for k, v in before.items())
+    assert any(not torch.equal(v, codec.encoder.state_dict()[k]) for k, v in encoder_before.items())
+    for bad in ({"freeze_decoder": True, "freeze_encoder": True, "freeze_codebooks": True}, {"freeze_decoder": True}):
+        config = load_train_config(CodecTrainConfig, DEBUG, {**base, **bad})
+        with pytest.raises(MusicLMError, match="freeze"):
+            build_codec_module(config, tmp_path / "run", reuse_files=False)
+
+
 @pytest.mark.parametrize("compress", [0.3, 1.0])
 def test_the_discriminator_learns_a_quiet_noise_floor_only_on_compressed_spectra(compress):
     """A noise floor 24 dB under a tone at the corpus's level (about -24 dB RMS): on compressed spectra the

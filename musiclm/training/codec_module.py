@@ -99,8 +99,15 @@ class CodecModule(pl.LightningModule):
         if not 0 < self.n_qs[0] <= self.n_qs[-1] <= config.codec.n_q:
             raise MusicLMError(f"extra_n_qs must lie in 1..{config.codec.n_q} (codec.n_q), got {config.extra_n_qs}")
         self.has_unused_parameters = loss.adversarial and loss.adv_warmup_steps > loss.disc_warmup_steps
+        if config.freeze_encoder and config.freeze_decoder:
+            raise MusicLMError("freeze_encoder and freeze_decoder leave nothing to train; set one of them")
+        if config.freeze_decoder and not config.freeze_codebooks:
+            # codebooks moving under a fixed decoder would change what each code sounds like
+            raise MusicLMError("freeze_decoder needs freeze_codebooks: true (each code keeps its sound)")
         if config.freeze_encoder:
             self.codec.encoder.requires_grad_(False)
+        if config.freeze_decoder:
+            self.codec.decoder.requires_grad_(False)
 
     # ---- data ---------------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
