@@ -60,11 +60,6 @@ def keys_heard(x: np.ndarray, sample_rate: int) -> dict[str, tuple[str, str]]:
     return {"chroma": estimate_key(x, sample_rate)[:2], "notes": estimate_key_from_notes(x, sample_rate)[:2]}
 
 
-def tempo_met(asked: float, heard: float, tolerance: float = 0.08) -> bool:
-    """Within 8 %, octave errors (x2, x1/2) allowed."""
-    return any(abs(heard * f - asked) <= tolerance * asked for f in (0.5, 1.0, 2.0)) if heard > 0 else False
-
-
 def held_out_clips(manifest: Path, count: int, seconds: float, sample_rate: int, split: str = "test") -> list[dict]:
     from musiclm.audio import load_audio
 
@@ -146,7 +141,7 @@ def draw_prompt(rng: random.Random, index: int) -> tuple[str, dict]:
 
 
 def controls_section(model, draws: int, seconds: float, guide=None) -> dict:
-    from musiclm.data.analysis import estimate_tempo
+    from musiclm.data.analysis import estimate_tempo, tempo_agrees
     from musiclm.generate import note_condition
     from musiclm.lm.generation import GenerationOptions
 
@@ -166,7 +161,7 @@ def controls_section(model, draws: int, seconds: float, guide=None) -> dict:
                 "heard": {"key": tonic, "mode": mode, "bpm": round(bpm, 1), "key_notes": " ".join(keys["notes"])},
                 "key_met": key_met((asked["key"], asked["mode"]), (tonic, mode)),
                 "key_met_notes": key_met((asked["key"], asked["mode"]), keys["notes"]),
-                "tempo_met": tempo_met(asked["bpm"], bpm),
+                "tempo_met": tempo_agrees(asked["bpm"], bpm),
             }
         )
         row = rows[-1]
@@ -184,7 +179,7 @@ def plan_ceiling_section(model, draws: int, seconds: float) -> dict:
     """The controls section's plans (same captions and seeds) without the LM: key and tempo heard on each
     plan's render (`musiclm.notes.guide.render_notes`, the guide's synthesizer), and on that render through
     the codec at the LM's codebooks (what the best LM could give back)."""
-    from musiclm.data.analysis import estimate_tempo
+    from musiclm.data.analysis import estimate_tempo, tempo_agrees
     from musiclm.generate import note_condition
     from musiclm.lm.generation import GenerationOptions
     from musiclm.notes.guide import render_notes
@@ -205,7 +200,7 @@ def plan_ceiling_section(model, draws: int, seconds: float) -> dict:
                 "heard": {"key": " ".join(keys["chroma"]), "key_notes": " ".join(keys["notes"]), "bpm": round(bpm, 1)},
                 "key_met": key_met(asked_key, keys["chroma"]),
                 "key_met_notes": key_met(asked_key, keys["notes"]),
-                "tempo_met": tempo_met(asked["bpm"], bpm),
+                "tempo_met": tempo_agrees(asked["bpm"], bpm),
             }
         rows.append(row)
     out = {"draws": draws}
@@ -244,7 +239,7 @@ def silence_section(
 
 def ceiling_section(clips: list[dict], sample_rate: int) -> dict:
     """The same estimators on the reference renders, against the fields the renders were made with."""
-    from musiclm.data.analysis import estimate_tempo
+    from musiclm.data.analysis import estimate_tempo, tempo_agrees
 
     keys, keys_notes, tempi = [], [], []
     for clip in clips:
@@ -252,7 +247,7 @@ def ceiling_section(clips: list[dict], sample_rate: int) -> dict:
         heard = keys_heard(x, sample_rate)
         keys.append(key_met((f["key"], f["mode"]), heard["chroma"]))
         keys_notes.append(key_met((f["key"], f["mode"]), heard["notes"]))
-        tempi.append(tempo_met(float(f["bpm"]), estimate_tempo(x, sample_rate)))
+        tempi.append(tempo_agrees(float(f["bpm"]), estimate_tempo(x, sample_rate)))
     return {
         "clips": len(clips),
         "key_met": round(float(np.mean(keys)), 3),

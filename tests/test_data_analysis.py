@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from musiclm.data.analysis import analyze, brightness, estimate_key, estimate_tempo, key_from_chroma, loudness_db
+from musiclm.data.analysis import (
+    ENVELOPE_RATE,
+    analyze,
+    brightness,
+    estimate_key,
+    estimate_tempo,
+    key_from_chroma,
+    loudness_db,
+    tempo_agrees,
+    tempo_from_envelope,
+)
 
 SR = 16000
 
@@ -43,6 +53,17 @@ def chord_progression(tonic_midi: int, minor: bool, sr: int = SR) -> np.ndarray:
 def test_click_track_tempo(bpm):
     est = estimate_tempo(click_track(bpm), SR)
     assert abs(est - bpm) < 0.02 * bpm, est
+
+
+def test_tempo_from_an_onset_envelope_and_the_octave_rule():
+    """The estimator reads an envelope from any source (here: clicks at 90 bpm on the 100 Hz grid), and
+    tempo_agrees allows 8 % and octave errors, nothing else (2/3 is another metrical level)."""
+    env = np.zeros(1000)
+    env[:: round(ENVELOPE_RATE * 60 / 90)] = 1.0
+    assert abs(tempo_from_envelope(env) - 90.0) < 1.0
+    assert tempo_from_envelope(np.zeros(1000)) == 0.0
+    assert tempo_agrees(90.0, 96.0) and tempo_agrees(90.0, 180.0) and tempo_agrees(90.0, 45.5)
+    assert not tempo_agrees(90.0, 60.0) and not tempo_agrees(90.0, 135.0) and not tempo_agrees(90.0, 0.0)
 
 
 def test_tempo_accepts_tensor_and_stereo():

@@ -234,7 +234,8 @@ def test_recipe_trains_through_the_runner_and_exports(tmp_path):
 
 
 def test_key_retries_return_the_first_plan_in_the_asked_key_without_long_rests():
-    from musiclm.notes.planner import MAX_LEAD_BEATS, in_asked_key, leading_rest, longest_rest, rest_limit
+    from musiclm.data.analysis import tempo_agrees
+    from musiclm.notes.planner import MAX_LEAD_BEATS, in_asked_key, leading_rest, longest_rest, pulse_bpm, rest_limit
 
     model = tiny()
     kwargs = {"planner": model, "key": 0, "mode": "major", "bpm": 100.0, "meter": "4/4"}
@@ -242,7 +243,7 @@ def test_key_retries_return_the_first_plan_in_the_asked_key_without_long_rests()
     for p in plans:
         assert 1 <= p.attempts <= 4
         passes = longest_rest(p) <= rest_limit(0.6) and leading_rest(p) <= MAX_LEAD_BEATS * 0.6
-        assert (in_asked_key(p) and passes) or p.attempts == 4
+        assert (in_asked_key(p) and tempo_agrees(100.0, pulse_bpm(p)) and passes) or p.attempts == 4
     again = plan("a piece", 4.0, seed=0, key_retries=3, key_weight=0.0, **kwargs)
     assert again.tokens == plans[0].tokens and again.attempts == plans[0].attempts
     with pytest.raises(MusicLMError):
@@ -274,8 +275,16 @@ def test_when_no_draw_passes_the_one_that_rests_least_is_kept(monkeypatch):
     kwargs = {"planner": tiny(), "key": 0, "mode": "major", "bpm": 100.0, "meter": "4/4", "key_weight": 0.0}
     kept = plan("a piece", 4.0, seed=1, key_retries=5, **kwargs)
     assert kept.attempts == 6 and len(draws) == 6
-    # among draws that start within a beat (0.6 s at 100 bpm), the one that rests least
-    ranks = [(planner_module.leading_rest(d) > 0.6, planner_module.longest_rest(d)) for d in draws]
+    # among draws that start within a beat (0.6 s at 100 bpm), then those at the asked pulse, the one that
+    # rests least
+    ranks = [
+        (
+            planner_module.leading_rest(d) > 0.6,
+            not planner_module.tempo_agrees(100.0, planner_module.pulse_bpm(d)),
+            planner_module.longest_rest(d),
+        )
+        for d in draws
+    ]
     assert kept.tokens == draws[ranks.index(min(ranks))].tokens
 
 
@@ -298,6 +307,31 @@ def test_longest_rest_counts_the_lead_in_the_gaps_and_the_tail():
     assert longest_rest(plan_of([(0.0, 1.0), (3.0, 4.0)]), start=2.0) == pytest.approx(1.0)
     assert leading_rest(plan_of([(1.5, 4.0), (0.25, 1.0)])) == pytest.approx(0.25)  # the earliest note
     assert leading_rest(plan_of([])) == pytest.approx(4.0)
+
+
+def test_the_pulse_of_a_plan_is_read_from_its_notes():
+    """Quarter notes at 100 bpm, accented on the bar, carry 100 bpm; dotted quarters at the same tempo carry
+    2/3 of it (what the render of such a plan is heard at), and a plan without notes carries none."""
+    from musiclm.data.analysis import tempo_agrees
+    from musiclm.notes.planner import Plan, pulse_bpm
+
+    def plan_of(onsets_in_beats, bpm=100.0, seconds=8.0):
+        score = Score(480)
+        score.tempos.append(Tempo(0, qpm=bpm))
+        track = Track("t", 0, False)
+        for i, beat in enumerate(onsets_in_beats):
+            track.notes.append(Note(int(beat * 480), 240, 60 + i % 5, 110 if beat % 4 == 0 else 70))
+        score.tracks.append(track)
+        return Plan(score, controls=None, seconds=seconds, tokens=[])
+
+    quarters = pulse_bpm(plan_of(np.arange(0, 13)))
+    assert abs(quarters - 100.0) < 3.0 and tempo_agrees(100.0, quarters), quarters
+    dotted = pulse_bpm(plan_of(np.arange(0, 13, 1.5)))
+    assert abs(dotted - 200.0 / 3) < 3.0 and not tempo_agrees(100.0, dotted), dotted
+    assert pulse_bpm(plan_of([])) == 0.0 and not tempo_agrees(100.0, 0.0)
+    # from `start` on: the first half in dotted quarters, the second in quarters
+    mixed = plan_of(list(np.arange(0, 6, 1.5)) + list(np.arange(7, 14)), seconds=8.4)
+    assert tempo_agrees(100.0, pulse_bpm(mixed, start=4.2))
 
 
 def test_the_key_prior_moves_pitches_into_the_key():

@@ -97,6 +97,21 @@ def note_array(score: Score) -> np.ndarray:
     return notes[np.lexsort((notes[:, 2], notes[:, 0]))]
 
 
+def onset_strength(score: Score, seconds: float, rate: float) -> np.ndarray:
+    """[ceil(seconds · rate) + 1] onset envelope of the pitched notes: at each note-on frame, log(1 + 4 · the
+    summed velocities / 127). The note-level counterpart of an audio onset envelope (spectral flux), so
+    `musiclm.data.analysis.tempo_from_envelope` reads the pulse the notes carry before anything is rendered."""
+    env = np.zeros(int(np.ceil(seconds * rate)) + 1)
+    for track in score.to("second").tracks:
+        if track.is_drum or not len(track.notes):
+            continue
+        n = track.notes.numpy()
+        frames = np.round(n["time"] * rate).astype(np.int64)
+        keep = (frames >= 0) & (frames < len(env))
+        np.add.at(env, frames[keep], n["velocity"][keep] / 127.0)
+    return np.log1p(4.0 * env)
+
+
 def meter_of(score: Score) -> str:
     """The time signature in force at the start ("4/4" when the file has none, as the MIDI standard says)."""
     if not len(score.time_signatures):

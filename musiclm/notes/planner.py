@@ -26,9 +26,18 @@ import torch
 from symusic import Score
 from torch import Tensor
 
+from musiclm.data.analysis import ENVELOPE_RATE, tempo_agrees, tempo_from_envelope
 from musiclm.errors import MusicLMError
 from musiclm.lm.sample import draw, filter_logits, row_generators
-from musiclm.notes.midi import bar_quarters, clip_seconds, key_from_histogram, note_array, pitch_histogram, save_midi
+from musiclm.notes.midi import (
+    bar_quarters,
+    clip_seconds,
+    key_from_histogram,
+    note_array,
+    onset_strength,
+    pitch_histogram,
+    save_midi,
+)
 from musiclm.notes.model import Planner
 from musiclm.notes.prompt import controls_from_prompt
 from musiclm.notes.tokens import Controls, NoteTokenizer, default_tokenizer
@@ -94,11 +103,12 @@ def plan(
     programs (GM, 0-based), genre, dynamics. `planner`: a Planner, a directory, or None for the shipped one.
     `key_weight`: strength of the key prior on pitches (0: the model alone; see `key_prior`).
     `key_retries`: draw again (seeds derived from `seed`) while music21's key finder hears another key, the
-    music rests longer than `rest_limit` (`longest_rest`) or starts later than MAX_LEAD_BEATS
-    (`leading_rest`), at most this many times; a plan longer than SEGMENT_SECONDS is drawn segment by
-    segment, each continuing the bars so far and checked on its own notes. Where no draw passes, the one
-    that rests least is kept, among those in the key (then those that start in time) if any (a fast folk
-    tune of 8 notes with 1.6 s of silence first was kept before). `Plan.attempts` says how many were drawn."""
+    notes' pulse is not the asked tempo (`pulse_bpm`, octave errors allowed), the music rests longer than
+    `rest_limit` (`longest_rest`) or starts later than MAX_LEAD_BEATS (`leading_rest`), at most this many
+    times; a plan longer than SEGMENT_SECONDS is drawn segment by segment, each continuing the bars so far
+    and checked on its own notes. Where no draw passes, the one that rests least is kept, among those in the
+    key (then those that start in time, then those at the asked pulse) if any (a fast folk tune of 8 notes
+    with 1.6 s of silence first was kept before). `Plan.attempts` says how many were drawn."""
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
         raise MusicLMError(f"a plan must be 0-{MAX_SECONDS:g} s long, got {seconds}")
     if key_retries < 0:
@@ -127,9 +137,11 @@ def plan(
                 break
             in_key, rest = in_asked_key(out, start), longest_rest(out, start)
             late = segment == 0 and leading_rest(out) > MAX_LEAD_BEATS * beat
-            if in_key and not late and rest <= rest_limit(beat):
+            in_tempo = tempo_agrees(controls.bpm, pulse_bpm(out, start))
+            if in_key and in_tempo and not late and rest <= rest_limit(beat):
                 break
-            rank = (not in_key, late, rest)  # in the key first, then starting in time, then the shortest silence
+            # in the key first, then starting in time, then at the asked pulse, then the shortest silence
+            rank = (not in_key, late, not in_tempo, rest)
             if best_rank is None or rank < best_rank:
                 best, best_rank = out, rank
         else:
@@ -162,6 +174,16 @@ def in_asked_key(p: Plan, start: float = 0.0) -> bool:
     notes = note_array(clip_seconds(p.midi, start, p.seconds) if start > 0 else p.midi)
     tonic, mode, _ = key_from_histogram(pitch_histogram(notes))
     return (tonic, mode) == (p.controls.key, p.controls.mode)
+
+
+def pulse_bpm(p: Plan, start: float = 0.0) -> float:
+    """The tempo the plan's notes carry from `start` seconds on: the audio tempo estimator
+    (`musiclm.data.analysis.tempo_from_envelope`, Ellis 2007) on the notes' onset envelope. Measured
+    2026-11-30 on the 40 prompts of eval/eval_melody.py: it agrees with the tempo heard in the plan's render
+    on 35 of 40, and flags 7 of the 8 plans heard at another tempo than asked (mostly 2/3 of it: dotted
+    rhythms, or 3 notes in 10 s)."""
+    clip = clip_seconds(p.midi, start, p.seconds) if start > 0 else p.midi
+    return tempo_from_envelope(onset_strength(clip, p.seconds - start, ENVELOPE_RATE))
 
 
 def longest_rest(p: Plan, start: float = 0.0) -> float:
