@@ -7,7 +7,8 @@
 2. Adherence over `--draws` prompts: fields drawn at random (key, mode, BPM, meter, instruments, genre),
    phrased by the captioner (`make_caption`); what a caption leaves out is passed as a field, so the asked
    values are always the drawn ones. Key by music21's analyzer on the plan's MIDI (strict, and with the
-   relative major/minor allowed), meter and tempo from the MIDI file.
+   relative major/minor allowed), meter and tempo from the MIDI file, and the pulse its notes carry
+   (`musiclm.notes.midi.pulse_bpm`, the audio tempo rule: within 8 %, octave errors allowed).
 3. Novelty: the longest run of consecutive notes each plan shares with any training piece (intervals, so
    any transposition counts), melody and all notes; the median over the plans, beside the same figure for
    the held-out pieces' openings (real unseen music against the same training pieces).
@@ -136,17 +137,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         seconds.append(time.time() - t0)
         out.save(midi_dir / f"plan{i:03d}.mid")
-        a = adherence(out.midi, out.controls)
+        a = adherence(out.midi, out.controls, args.seconds)
         c = out.controls
         asked = {"key": c.key, "mode": c.mode, "bpm": c.bpm, "meter": c.meter}
-        checks = {k: a[k] for k in ("key", "key_relative", "meter", "tempo")}
+        checks = {k: a[k] for k in ("key", "key_relative", "meter", "tempo", "pulse")}
         rows.append(
             {"caption": caption, "stated": sorted(stated), **checks, "asked": asked, "measured": a["measured"],
              "attempts": out.attempts}
         )  # fmt: skip
         plans.append(out)
     n = len(rows)
-    report["adherence"] = {k: round(sum(r[k] for r in rows) / n, 3) for k in ("key", "key_relative", "meter", "tempo")}
+    report["adherence"] = {
+        k: round(sum(r[k] for r in rows) / n, 3) for k in ("key", "key_relative", "meter", "tempo", "pulse")
+    }
     report["adherence"]["draws"] = n
     report["adherence"]["key_retries"] = args.key_retries
     report["adherence"]["key_weight"] = args.key_weight

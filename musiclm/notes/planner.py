@@ -26,7 +26,7 @@ import torch
 from symusic import Score
 from torch import Tensor
 
-from musiclm.data.analysis import ENVELOPE_RATE, tempo_agrees, tempo_from_envelope
+from musiclm.data.analysis import tempo_agrees
 from musiclm.errors import MusicLMError
 from musiclm.lm.sample import draw, filter_logits, row_generators
 from musiclm.notes.midi import (
@@ -34,10 +34,10 @@ from musiclm.notes.midi import (
     clip_seconds,
     key_from_histogram,
     note_array,
-    onset_strength,
     pitch_histogram,
     save_midi,
 )
+from musiclm.notes.midi import pulse_bpm as score_pulse_bpm
 from musiclm.notes.model import Planner
 from musiclm.notes.prompt import controls_from_prompt
 from musiclm.notes.tokens import Controls, NoteTokenizer, default_tokenizer
@@ -177,13 +177,9 @@ def in_asked_key(p: Plan, start: float = 0.0) -> bool:
 
 
 def pulse_bpm(p: Plan, start: float = 0.0) -> float:
-    """The tempo the plan's notes carry from `start` seconds on: the audio tempo estimator
-    (`musiclm.data.analysis.tempo_from_envelope`, Ellis 2007) on the notes' onset envelope. Measured
-    2026-11-30 on the 40 prompts of eval/eval_melody.py: it agrees with the tempo heard in the plan's render
-    on 35 of 40, and flags 7 of the 8 plans heard at another tempo than asked (mostly 2/3 of it: dotted
-    rhythms, or 3 notes in 10 s)."""
+    """The tempo the plan's notes carry from `start` seconds on (`musiclm.notes.midi.pulse_bpm`)."""
     clip = clip_seconds(p.midi, start, p.seconds) if start > 0 else p.midi
-    return tempo_from_envelope(onset_strength(clip, p.seconds - start, ENVELOPE_RATE))
+    return score_pulse_bpm(clip, p.seconds - start)
 
 
 def longest_rest(p: Plan, start: float = 0.0) -> float:
