@@ -1,0 +1,98 @@
+"""Does the planner's pulse check make the music heard at the asked tempo? The same prompts and seeds with and
+without it (issue 12: tempo within 8 %, octave errors allowed, ≥ 80 % of draws).
+
+    .venv/bin/python eval/eval_pulse.py --draws 200 --out outputs/pulse_ab_200.json            # plans only
+    .venv/bin/python eval/eval_pulse.py --draws 100 --lm --out outputs/pulse_lm_ab_100.json    # through the LM
+
+Prompts are eval_melody's (`draw_prompt`, seed 4321; its 40 are the first 40 here). "without" is the planner
+before 2026-11-30 (its pulse check switched off: every draw counts as at the asked pulse), "with" the shipped
+one. Plans only: the tempo heard in each plan's render, and in that render through the codec at the LM's
+codebooks (what the best LM could give back). With `--lm`: the tempo heard in `generate`'s audio. Printed:
+the share met each way and an exact McNemar test on the draws met one way only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import sys
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+from eval_melody import draw_prompt  # eval/ is on sys.path when this script runs
+from scipy.stats import binomtest
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--draws", type=int, default=200)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--lm", action="store_true", help="generate with the LM (slow) instead of rendering plans")
+    p.add_argument("--model", default=None, help="LM directory (default: the shipped one)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=Path("outputs/pulse_ab.json"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from musiclm.data.analysis import estimate_tempo, tempo_agrees
+    from musiclm.generate import note_condition
+    from musiclm.lm.generation import GenerationOptions
+    from musiclm.lm.model import MusicLM
+    from musiclm.notes import planner
+    from musiclm.notes.guide import render_notes
+
+    model = MusicLM.from_pretrained(args.model).eval()
+    codec, sr = model.codec, model.codec.sample_rate
+    switched_off = mock.patch.object(planner, "tempo_agrees", lambda *a, **k: True)
+    measures = ("lm",) if args.lm else ("render", "codec")
+    rows, rng = [], random.Random(4321)
+    for i in range(args.draws):
+        caption, asked = draw_prompt(rng, i)
+        row = {"caption": caption, "bpm": asked["bpm"]}
+        for name in ("without", "with"):
+            options = GenerationOptions(duration=args.seconds, seed=i, guide=None if args.lm else 0)
+            with switched_off if name == "without" else contextlib.nullcontext():
+                notes = note_condition(model, [caption], options)
+            heard = {}
+            if args.lm:
+                heard["lm"] = model.generate([caption], options, notes=notes.features, guide=notes.guide)[0].mean(0)
+            else:
+                render = torch.from_numpy(render_notes(notes.scores[0], args.seconds, sr))
+                with torch.inference_mode():
+                    coded = codec.decode(codec.encode(render[None, None], n_q=model.config.n_q))
+                heard["render"], heard["codec"] = render, coded[0, 0, : render.shape[0]]
+            bpms = {m: float(estimate_tempo(x.numpy(), sr)) for m, x in heard.items()}
+            row[name] = {m: {"bpm": round(b, 1), "met": tempo_agrees(asked["bpm"], b)} for m, b in bpms.items()}
+        rows.append(row)
+        if (i + 1) % 20 == 0 or i + 1 == args.draws:
+            shares = {
+                f"{k} {m}": float(np.mean([r[k][m]["met"] for r in rows]))
+                for k in ("without", "with")
+                for m in measures
+            }
+            print(i + 1, {k: round(v, 3) for k, v in shares.items()}, flush=True)
+    report = {"draws": len(rows), "rows": rows}
+    for m in measures:
+        only_without = sum(r["without"][m]["met"] and not r["with"][m]["met"] for r in rows)
+        only_with = sum(r["with"][m]["met"] and not r["without"][m]["met"] for r in rows)
+        pvalue = binomtest(only_with, only_without + only_with, 0.5).pvalue if only_with + only_without else 1.0
+        report[m] = {
+            "without": round(float(np.mean([r["without"][m]["met"] for r in rows])), 3),
+            "with": round(float(np.mean([r["with"][m]["met"] for r in rows])), 3),
+            "met_without_only": only_without,
+            "met_with_only": only_with,
+            "mcnemar_p": round(float(pvalue), 4),
+        }
+        print(f"{m}: {report[m]}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
