@@ -160,7 +160,8 @@ def write(out, key: dict, scores: list[dict]) -> None:
     print(
         f"{Path(row['run']).name} step {row['step']} {row['set']} {row['kbps']:g} kbps {row.get('path', 'raw')}: "
         f"note F1 {row['note_f1']:.3f} SI-SNR {row['si_snr']:.2f} chroma {row['chroma']:.3f} "
-        f"loudness Δ {row['loudness']:.2f} LU"
+        + (f"onsets {row['onsets']:.3f} " if row.get("onsets") is not None else "")
+        + f"loudness Δ {row['loudness']:.2f} LU"
         + (f" ViSQOL {row['visqol']:.2f}" if "visqol" in row else "")
         + (f" sines lost {row['sines_lost']:.0%}" if row.get("sines_lost") is not None else ""),
         file=sys.stderr,
@@ -169,10 +170,10 @@ def write(out, key: dict, scores: list[dict]) -> None:
 
 def table(rows: list[dict]) -> str:
     header = (
-        "| run | step | min | set | kbps | path | note F1 ↑ | SI-SNR dB ↑ | chroma ↑ | ViSQOL ↑ | log-mel ↓ "
+        "| run | step | min | set | kbps | path | note F1 ↑ | SI-SNR dB ↑ | chroma ↑ | onsets ↑ | ViSQOL ↑ | log-mel ↓ "
         "| loud. Δ LU ↓ | sines lost ↓ |"
     )
-    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [header, "|" + "---|" * 14]
     for r in sorted(rows, key=lambda r: (r["run"], r["step"], r["set"], r["kbps"], r.get("path", "raw"))):
         cells = [
             Path(r["run"]).name,
@@ -184,6 +185,7 @@ def table(rows: list[dict]) -> str:
             f"{r['note_f1']:.3f}",
             f"{r['si_snr']:.2f}",
             f"{r['chroma']:.3f}",
+            f"{r['onsets']:.3f}" if r.get("onsets") is not None else "",
             f"{r['visqol']:.2f}" if "visqol" in r else "",
             f"{r['log_mel']:.3f}",
             f"{r['loudness']:.2f}",

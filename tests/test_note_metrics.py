@@ -123,6 +123,23 @@ def test_chroma_agreement_is_one_for_identity_and_near_zero_a_semitone_off():
     assert metrics.chroma_agreement(silence, ref[0, :, :SR], SR) == 0.0
 
 
+def test_onset_agreement_hears_attacks_kept_smeared_or_gone():
+    """The chorale against itself: 1; against itself with every attack smeared into a 200 ms swell, or
+    against a steady noise wash at its level: far lower; silence against silence agrees, music against
+    silence does not."""
+    music = chorale()
+    ref = torch.from_numpy(music)[None]  # [1, N]
+    assert metrics.onset_agreement(ref, ref.clone(), SR) == pytest.approx(1.0)
+    ramp = np.convolve(np.abs(music), np.ones(int(0.2 * SR)) / int(0.2 * SR), mode="same")
+    smeared = np.random.default_rng(0).standard_normal(len(music)) * ramp  # the envelope, no attacks
+    wash = np.random.default_rng(1).standard_normal(len(music)) * np.sqrt(np.mean(music**2))
+    for other in (smeared, wash):
+        assert float(metrics.onset_agreement(ref, torch.from_numpy(other)[None].float(), SR)) < 0.5
+    silence = torch.zeros(1, SR)
+    assert metrics.onset_agreement(silence, silence, SR) == 1.0
+    assert metrics.onset_agreement(ref[:, :SR], silence, SR) == 0.0
+
+
 def test_codec_eval_leads_with_the_metrics_that_hear_notes(extra, tiny_codec):
     from musiclm.evaluation import codec_eval
 

@@ -25,7 +25,7 @@ from musiclm.errors import MusicLMError
 from musiclm.evaluation.notes import NoteEvents, note_f1_from_events, transcribe
 from musiclm.evaluation.opus import ffmpeg_available, opus_roundtrip
 
-METRIC_KEYS = ("note_f1", "si_snr", "chroma", "log_mel", "stft", "loudness")
+METRIC_KEYS = ("note_f1", "si_snr", "chroma", "onsets", "log_mel", "stft", "loudness")
 CHUNK_SECONDS = 10.0  # musiclm.compress's default chunk length
 
 
@@ -50,6 +50,7 @@ def quality(ref: Tensor, est: Tensor, sr: int, ref_notes: NoteEvents | None = No
     fns = {
         "si_snr": "si_snr",
         "chroma": "chroma_agreement",
+        "onsets": "onset_agreement",
         "log_mel": "log_mel_distance",
         "stft": "multiscale_stft_distance",
         "loudness": "loudness_difference",

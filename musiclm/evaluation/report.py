@@ -219,6 +219,7 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
                     "note F1 ↑",
                     "SI-SNR dB ↑",
                     "chroma agreement ↑",
+                    "onset agreement ↑",
                     "log-mel dist ↓",
                     "MS-STFT dist ↓",
                     "loudness diff LU ↓",
@@ -232,6 +233,7 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
                         r.get("note_f1"),
                         r.get("si_snr"),
                         r.get("chroma"),
+                        r.get("onsets"),
                         r.get("log_mel"),
                         r.get("stft"),
                         r.get("loudness"),
@@ -245,11 +247,12 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
                 "Means over the clips. Note F1: notes transcribed by basic-pitch in the reference and the "
                 "decoded clip, matched when onsets are within 50 ms and pitches within 50 cents. SI-SNR: "
                 "scale-invariant signal-to-noise ratio. Chroma agreement: share of the reference's non-silent "
-                "frames whose strongest pitch class the decoded clip keeps. log-mel and MS-STFT: L1 distances of "
-                "log spectra (lower is closer); they see the spectral envelope only, so a codec that loses every "
-                "note can still score well on them. ViSQOL is not computed here (slow: ~1.5 s per clip and "
-                "system); eval/bench_codec.py has it. Opus via ffmpeg libopus at "
-                "the same requested bitrate; libopus cannot go below ~6 kbps, see its kbps on disk. "
+                "frames whose strongest pitch class the decoded clip keeps. Onset agreement: correlation of "
+                "the onset envelopes (the spectral flux tempo is read from): attacks kept where they were. "
+                "log-mel and MS-STFT: L1 distances of log spectra (lower is closer); they see the spectral "
+                "envelope only, so a codec that loses every note can still score well on them. ViSQOL is not "
+                "computed here (slow: ~1.5 s per clip and system); eval/bench_codec.py has it. Opus via "
+                "ffmpeg libopus at the same requested bitrate; libopus cannot go below ~6 kbps, see its kbps on disk. "
                 "range-coded: the .mlc size with `musiclm compress --entropy`. " + result.note
             )
         )
