@@ -37,7 +37,7 @@ from musiclm.notes.midi import (
     pitch_histogram,
     save_midi,
 )
-from musiclm.notes.midi import pulse_bpm as score_pulse_bpm
+from musiclm.notes.midi import pulse_bpm as score_pulse_bpm  # this module's pulse_bpm takes a Plan
 from musiclm.notes.model import Planner
 from musiclm.notes.prompt import controls_from_prompt
 from musiclm.notes.tokens import Controls, NoteTokenizer, default_tokenizer
