@@ -23,8 +23,8 @@ from unittest import mock
 
 import numpy as np
 import torch
-from eval_melody import draw_prompt  # eval/ is on sys.path when this script runs
-from scipy.stats import binomtest
+from compare_draws import mcnemar_p  # eval/ is on sys.path when this script runs
+from eval_melody import draw_prompt
 
 
 def main() -> int:
@@ -79,13 +79,12 @@ def main() -> int:
     for m in measures:
         only_without = sum(r["without"][m]["met"] and not r["with"][m]["met"] for r in rows)
         only_with = sum(r["with"][m]["met"] and not r["without"][m]["met"] for r in rows)
-        pvalue = binomtest(only_with, only_without + only_with, 0.5).pvalue if only_with + only_without else 1.0
         report[m] = {
             "without": round(float(np.mean([r["without"][m]["met"] for r in rows])), 3),
             "with": round(float(np.mean([r["with"][m]["met"] for r in rows])), 3),
             "met_without_only": only_without,
             "met_with_only": only_with,
-            "mcnemar_p": round(float(pvalue), 4),
+            "mcnemar_p": round(mcnemar_p(only_without, only_with), 4),
         }
         print(f"{m}: {report[m]}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
