@@ -349,31 +349,48 @@ def test_cli_set_overrides_fields_and_rejects_unknown_ones(corpus, tmp_path, cap
     assert (tmp_path / "run" / "export" / "step.txt").read_text().strip() == "2"
 
 
-def test_freeze_encoder_keeps_codes_and_trains_the_decoder(corpus, tmp_path):
-    """Decoder-only training: the codes (encoder + codebooks) stay bit-identical, the decoder moves."""
+def _warmed_module(corpus, tmp_path, **flags):
+    """A codec module built from DEBUG with `flags`, its codebooks initialised as a trained codec's would be."""
     from musiclm.training.codec_module import build_codec_module
     from musiclm.training.config import CodecTrainConfig, load_train_config
 
-    config = load_train_config(CodecTrainConfig, DEBUG, {"data": {"manifests": [str(corpus)]}, "freeze_encoder": True})
+    config = load_train_config(CodecTrainConfig, DEBUG, {"data": {"manifests": [str(corpus)]}, **flags})
     (tmp_path / "run").mkdir()
     module = build_codec_module(config, tmp_path / "run", reuse_files=False)
+    module.codec.train()
+    module.codec(torch.randn(4, module.codec.channels, 4000) * 0.3)  # k-means init + EMA
+    return module, module.codec
+
+
+def _train_three_steps(module, excluded_from, in_eval: list, with_commit: bool) -> None:
+    """Three optimizer steps with the `in_eval` submodules in eval mode, as training_step leaves them; the
+    optimizer must hold none of `excluded_from`'s parameters."""
     codec = module.codec
-    codec.train()
-    codec(torch.randn(4, codec.channels, 4000) * 0.3)  # k-means init + EMA, as a trained codec would have
-    probe = torch.randn(1, codec.channels, 4000) * 0.3
-    codes_before = codec.eval().encode(probe)
-    decoder_before = {k: v.clone() for k, v in codec.decoder.state_dict().items()}
     optimizer = module.configure_optimizers()["optimizer"]
-    frozen = {id(p) for p in codec.encoder.parameters()}
-    assert not any(id(p) in frozen for group in optimizer.param_groups for p in group["params"])
+    excluded = {id(p) for p in excluded_from.parameters()}
+    assert not any(id(p) in excluded for group in optimizer.param_groups for p in group["params"])
     for _ in range(3):
         codec.train()
-        codec.encoder.eval(), codec.quantizer.eval()  # what training_step does when frozen
+        for part in in_eval:
+            part.eval()
         recon, q = codec(torch.randn(4, codec.channels, 4000) * 0.3)
-        loss = (recon.abs()).mean()
+        loss = recon.abs().mean() + (q.commit_loss if with_commit else 0.0)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+
+
+def _copy(module) -> dict:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_freeze_encoder_keeps_codes_and_trains_the_decoder(corpus, tmp_path):
+    """Decoder-only training: the codes (encoder + codebooks) stay bit-identical, the decoder moves."""
+    module, codec = _warmed_module(corpus, tmp_path, freeze_encoder=True)
+    probe = torch.randn(1, codec.channels, 4000) * 0.3
+    codes_before = codec.eval().encode(probe)
+    decoder_before = _copy(codec.decoder)
+    _train_three_steps(module, codec.encoder, [codec.encoder, codec.quantizer], with_commit=False)
     assert torch.equal(codec.eval().encode(probe), codes_before)
     assert any(not torch.equal(v, codec.decoder.state_dict()[k]) for k, v in decoder_before.items())
 
@@ -386,30 +403,15 @@ def test_freeze_decoder_keeps_what_each_code_sounds_like_and_trains_the_encoder(
     from musiclm.training.codec_module import build_codec_module
     from musiclm.training.config import CodecTrainConfig, load_train_config
 
-    base = {"data": {"manifests": [str(corpus)]}}
-    config = load_train_config(CodecTrainConfig, DEBUG, {**base, "freeze_decoder": True, "freeze_codebooks": True})
-    (tmp_path / "run").mkdir()
-    module = build_codec_module(config, tmp_path / "run", reuse_files=False)
-    codec = module.codec
-    codec.train()
-    codec(torch.randn(4, codec.channels, 4000) * 0.3)  # k-means init + EMA, as a trained codec would have
-    decoder_before = {k: v.clone() for k, v in codec.decoder.state_dict().items()}
-    quantizer_before = {k: v.clone() for k, v in codec.quantizer.state_dict().items()}
-    encoder_before = {k: v.clone() for k, v in codec.encoder.state_dict().items()}
-    optimizer = module.configure_optimizers()["optimizer"]
-    frozen = {id(p) for p in codec.decoder.parameters()}
-    assert not any(id(p) in frozen for group in optimizer.param_groups for p in group["params"])
-    for _ in range(3):
-        codec.train()
-        codec.quantizer.eval()  # what training_step does when the codebooks are frozen
-        recon, q = codec(torch.randn(4, codec.channels, 4000) * 0.3)
-        loss = recon.abs().mean() + q.commit_loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    module, codec = _warmed_module(corpus, tmp_path, freeze_decoder=True, freeze_codebooks=True)
+    decoder_before, quantizer_before, encoder_before = (
+        _copy(m) for m in (codec.decoder, codec.quantizer, codec.encoder)
+    )
+    _train_three_steps(module, codec.decoder, [codec.quantizer], with_commit=True)
     for before, now in ((decoder_before, codec.decoder), (quantizer_before, codec.quantizer)):
         assert all(torch.equal(v, now.state_dict()[k]) for k, v in before.items())
     assert any(not torch.equal(v, codec.encoder.state_dict()[k]) for k, v in encoder_before.items())
+    base = {"data": {"manifests": [str(corpus)]}}
     for bad in ({"freeze_decoder": True, "freeze_encoder": True, "freeze_codebooks": True}, {"freeze_decoder": True}):
         config = load_train_config(CodecTrainConfig, DEBUG, {**base, **bad})
         with pytest.raises(MusicLMError, match="freeze"):
