@@ -93,6 +93,27 @@ def test_spectral_convergence_prefers_the_note_over_the_noise_floor():
     assert float(convergence(target, target)) < 1e-6
 
 
+def _notes(attack_s: float, sr: int = 16000, seconds: float = 1.0) -> torch.Tensor:
+    """Four 440 Hz notes, 0.25 s apart, each rising over attack_s and decaying: [1, 1, N]."""
+    t = torch.arange(int(sr * seconds)) / sr
+    local = torch.remainder(t, 0.25)
+    envelope = torch.clamp(local / max(attack_s, 1e-4), max=1.0) * torch.exp(-8 * local)
+    return (0.5 * envelope * torch.sin(2 * torch.pi * 440 * t))[None, None]
+
+
+def test_onset_flux_loss_hears_smeared_attacks_not_loudness():
+    from musiclm.training.losses import OnsetFluxLoss
+
+    loss = OnsetFluxLoss(16000, (512, 256))
+    sharp = _notes(0.002)
+    assert float(loss(sharp, sharp)) < 1e-6
+    smeared, louder = _notes(0.03), 2.0 * sharp  # the same notes with 30 ms attacks; the notes 6 dB up
+    assert float(loss(louder, sharp)) < 1e-4 < 0.2 < float(loss(smeared, sharp))
+    output = smeared.clone().requires_grad_(True)
+    loss(output, sharp).backward()
+    assert float(output.grad.abs().sum()) > 0
+
+
 def test_balancer_plain_is_weighted_sum_and_balanced_is_scale_free():
     out = torch.randn(4, 1, 100, requires_grad=True)
     target = torch.randn(4, 1, 100)
@@ -540,17 +561,18 @@ def test_init_from_adds_a_head_mlp_that_starts_as_the_plain_decoder(corpus, tmp_
     assert float(codec.decoder.net.proj_mlp[2].weight.grad.abs().sum()) > 0  # and it does train
 
 
-def test_the_convergence_term_joins_the_balanced_update(corpus, tmp_path):
+@pytest.mark.parametrize("term", ["convergence", "onset"])
+def test_an_optional_term_joins_the_balanced_update(corpus, tmp_path, term):
     from musiclm.training.recipes import train_codec
 
     over = {"data": {"manifests": [str(corpus)]}, "trainer": {"max_steps": 2, "sample_every": 0}}
     runs = {}
     for weight in (0.0, 1.0):
         torch.manual_seed(0)
-        train_codec(DEBUG, tmp_path / f"c{weight}", overrides={**over, "loss": {"convergence": weight}})
+        train_codec(DEBUG, tmp_path / f"c{weight}", overrides={**over, "loss": {term: weight}})
         runs[weight] = _weights(tmp_path / f"c{weight}")
     header = next((tmp_path / "c1.0" / "csv").rglob("metrics.csv")).read_text().splitlines()[0].split(",")
-    assert "train/convergence" in header and "grad_norm/convergence" in header
+    assert f"train/{term}" in header and f"grad_norm/{term}" in header
     assert any(not torch.equal(runs[0.0][k], runs[1.0][k]) for k in runs[0.0])
 
 

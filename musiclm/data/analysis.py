@@ -86,10 +86,8 @@ def onset_envelope(wav, sr: int) -> np.ndarray:
     ~100 Hz: peaks where notes start."""
     x = to_mono(wav)
     hop = max(1, int(round(sr / ENVELOPE_RATE)))
-    n_fft = 1 << int(np.ceil(np.log2(sr * 0.046)))  # ~46 ms window (1024 at 22-24 kHz)
-    mag = _stft_mag(x, n_fft, hop)
-    mag = np.log1p(1000.0 * mag / (mag.max() + 1e-12))
-    flux = np.maximum(0.0, np.diff(mag, axis=0)).sum(1)
+    n_fft = 1 << int(np.ceil(np.log2(sr * 0.046)))  # >= 46 ms (1024 points at 22.05 kHz, 2048 at 24 kHz)
+    flux = dsp.spectral_flux(torch.from_numpy(x), n_fft, hop)[0].double().numpy()
     flux = flux - np.convolve(flux, np.ones(31) / 31, mode="same")  # remove slow trends (crescendi)
     return np.maximum(flux, 0.0)
 

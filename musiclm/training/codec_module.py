@@ -45,6 +45,7 @@ from musiclm.training.losses import (
     MultiScaleCQTLoss,
     MultiScaleMelLoss,
     MultiScaleSTFTLoss,
+    OnsetFluxLoss,
     SpectralConvergenceLoss,
     discriminator_loss,
     feature_matching_loss,
@@ -69,6 +70,7 @@ class CodecModule(pl.LightningModule):
         self.stft_loss = MultiScaleSTFTLoss(loss.stft_n_ffts)
         self.cqt_loss = MultiScaleCQTLoss(config.codec.sample_rate, loss.cqt_n_ffts) if loss.cqt > 0 else None
         self.convergence_loss = SpectralConvergenceLoss(loss.stft_n_ffts) if loss.convergence > 0 else None
+        self.onset_loss = OnsetFluxLoss(config.codec.sample_rate, loss.onset_n_ffts) if loss.onset > 0 else None
         self.complex_loss = (
             CompressedComplexSTFTLoss(
                 loss.complex_n_ffts, sample_rate=config.codec.sample_rate, phase_cutoff_hz=loss.phase_cutoff_hz
@@ -90,6 +92,8 @@ class CodecModule(pl.LightningModule):
             weights["complex"] = loss.complex_stft
         if self.convergence_loss is not None:
             weights["convergence"] = loss.convergence
+        if self.onset_loss is not None:
+            weights["onset"] = loss.onset
         if loss.adversarial:
             weights.update(adv=loss.adv, feat=loss.feat)
         self.balancer = Balancer(weights, balance=loss.balancer, ema=loss.balancer_ema)
@@ -180,6 +184,8 @@ class CodecModule(pl.LightningModule):
             losses["complex"] = self.complex_loss(recon, wav)
         if self.convergence_loss is not None:
             losses["convergence"] = self.convergence_loss(recon, wav)
+        if self.onset_loss is not None:
+            losses["onset"] = self.onset_loss(recon, wav)
         return losses
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:

@@ -109,6 +109,10 @@ class CodecLossConfig:
     # Spectral convergence alone at stft_n_ffts (losses.SpectralConvergenceLoss): linear magnitudes, where a
     # note's loud partials outweigh the many quiet bins that every log-magnitude term weighs alike.
     convergence: float = 0.0
+    # Onset-strength curves compared (losses.OnsetFluxLoss): asks for attacks where they are, which the
+    # frame-averaged terms above barely weigh.
+    onset: float = 0.0
+    onset_n_ffts: tuple[int, ...] = (1024, 512)
     # Phase-sensitive terms (time L1, the complex part of complex_stft) only below this frequency; 0: full band.
     # A decoder that cannot match a partial's phase is told by them that silence costs less than the partial
     # at a wrong phase (twice less in L2), so it drops what it cannot phase-match: the shipped codec kept
