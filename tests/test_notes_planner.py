@@ -340,6 +340,43 @@ def test_the_pulse_of_a_plan_is_read_from_its_notes():
     assert steady["tempo"] and limping["tempo"] and steady["pulse"] and not limping["pulse"]
 
 
+def test_the_key_a_plan_is_heard_in_is_read_from_its_render():
+    """A I-IV-V-I cadence in C major, rendered, is heard in C major (and so in its relative, A minor), not in
+    F# major; plan() redraws while the render is heard in another key, and keeps the first heard in it."""
+    from musiclm.notes import planner as planner_module
+    from musiclm.notes.guide import renderer_available
+    from musiclm.notes.planner import Plan, heard_in_key
+
+    if not renderer_available():
+        pytest.skip("FluidSynth is not installed (make system-deps)")
+    score = Score(480)
+    score.tempos.append(Tempo(0, qpm=120.0))
+    track = Track("piano", 0, False)
+    for bar, chord in enumerate(([60, 64, 67], [65, 69, 72], [67, 71, 74], [60, 64, 67, 72])):
+        for pitch in chord:
+            track.notes.append(Note(bar * 1920, 1800, pitch, 90))
+    score.tracks.append(track)
+
+    def asked(key, mode):
+        return Plan(score, Controls(key=key, mode=mode, bpm=120.0, meter="4/4", programs=(0,)), 8.0, tokens=[])
+
+    assert heard_in_key(asked(0, "major")) and heard_in_key(asked(9, "minor"))
+    assert not heard_in_key(asked(6, "major"))
+
+    calls = []
+    kwargs = {"planner": tiny(), "key": 0, "mode": "major", "bpm": 100.0, "meter": "4/4", "key_weight": 0.0}
+    with pytest.MonkeyPatch.context() as m:  # every other check passes; the ear hears the key at the 3rd draw
+        m.setattr(planner_module, "in_asked_key", lambda p, start=0.0: True)
+        m.setattr(planner_module, "tempo_agrees", lambda *a: True)
+        m.setattr(planner_module, "longest_rest", lambda p, start=0.0: 0.0)
+        m.setattr(planner_module, "leading_rest", lambda p: 0.0)
+        m.setattr(planner_module, "heard_in_key", lambda p, start=0.0: calls.append(p) or len(calls) == 3)
+        heard = plan("a piece", 4.0, seed=1, key_retries=5, heard_key=True, **kwargs)
+        assert heard.attempts == 3 and heard.tokens == calls[2].tokens
+        calls.clear()
+        assert plan("a piece", 4.0, seed=1, key_retries=5, heard_key=False, **kwargs).attempts == 1 and not calls
+
+
 def test_the_key_prior_moves_pitches_into_the_key():
     from musiclm.notes.midi import key_from_histogram, pitch_histogram
 
