@@ -200,6 +200,30 @@ def test_magnitude_input_widens_an_old_encoder_without_changing_it():
         old.encoder.widen_with_magnitude_input(old.state_dict(), prefix="encoder.")
 
 
+def test_transient_input_widens_an_old_encoder_and_sees_where_in_a_frame_a_click_falls():
+    """`init_from` an encoder without transient input: unchanged at first (the new weights start at zero);
+    its short-window features put a click in the sub-frame of the frame where it falls."""
+    from conftest import _tiny_config
+
+    torch.manual_seed(0)
+    old = Codec(_tiny_config("frame")).eval()
+    config = _tiny_config("frame")
+    config.frame.transient_input = 4
+    new = Codec(config).eval()
+    new.load_state_dict(new.encoder.widen_with_transient_input(old.state_dict(), prefix="encoder."))
+    x = 0.2 * torch.randn(1, 1, 803, generator=torch.Generator().manual_seed(1))  # not a whole number of hops
+    assert torch.equal(new.encoder(x), old.encoder(x))
+    hop = config.frame.hop_length
+    sub = hop // 4
+    for j in range(4):
+        click = torch.zeros(1, 1, 6 * hop)
+        click[..., 3 * hop + j * sub + sub // 2] = 1.0
+        energy = new.encoder.transients(click, 6).reshape(4, -1, 6).sum(1)  # [sub-frame, frame]
+        assert divmod(int(energy.argmax()), 6) == (j, 3)
+    with pytest.raises(ValueError, match="no transient input"):
+        old.encoder.widen_with_transient_input(old.state_dict(), prefix="encoder.")
+
+
 def test_head_analysis_framing_is_the_one_it_synthesises():
     """`ISTFTHead.analyze` gives the spectrum the head turns back into the same samples."""
     head = ISTFTHead(64, 16, channels=1, max_magnitude=1e6)

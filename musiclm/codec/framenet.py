@@ -47,6 +47,12 @@ class FrameNetConfig:
     # (eval/codec_tones.py), the "notes from C5 up are lost" of eval/codec_diagnose.py. Speech-enhancement
     # front-ends feed magnitude beside the complex parts for this reason.
     magnitude_input: bool = False
+    # The encoder also sees this many short-window magnitude spectra per frame (windows of 2·hop/n, hop/n
+    # apart: 5 ms at n = 4), stacked as extra input features; 0: none. Its STFT window spans 4 hops (80 ms),
+    # so where in a frame a note starts is written only in the phases of 961 bins, which its first (linear)
+    # layer must decode; the encoder smeared attacks that the frozen decoder plays when a fitted latent asks
+    # (eval/codec_onsets.py). Onset detectors read short windows for this reason (Bello et al. 2005, §2).
+    transient_input: int = 0
     # Phase measured against each bin's centre frequency (the phase vocoder's heterodyned phase, Dolson 1986)
     # instead of torch.stft's frame-local phase. Frame-local, a steady partial at bin k's centre turns by
     # 2π·k/window_hops a frame, a different fast rotation per bin that a convolution (which does not know
@@ -259,8 +265,17 @@ class FrameEncoder(nn.Module):
         self.bins = self.n_fft // 2 + 1
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
         self.features_per_bin = 3 if cfg.magnitude_input else 2
+        if cfg.transient_input:
+            if cfg.hop_length % cfg.transient_input:
+                raise ValueError(f"transient_input {cfg.transient_input} must divide hop_length {cfg.hop_length}")
+            self.short_hop = cfg.hop_length // cfg.transient_input
+            self.short_fft = 2 * self.short_hop
+            self.register_buffer("short_window", torch.hann_window(self.short_fft), persistent=False)
+        self.transient_features = (
+            cfg.channels * cfg.transient_input * (self.short_fft // 2 + 1 if cfg.transient_input else 0)
+        )
         self.net = ConvNeXtStack(
-            self.features_per_bin * cfg.channels * self.bins,
+            self.features_per_bin * cfg.channels * self.bins + self.transient_features,
             cfg.width,
             cfg.dimension,
             cfg.encoder_layers,
@@ -280,7 +295,31 @@ class FrameEncoder(nn.Module):
         parts = [spec.real, spec.imag] + ([mag.pow(self.cfg.compress)] if self.cfg.magnitude_input else [])
         feats = torch.cat(parts, dim=1)  # [B*C, 2F or 3F, T]
         feats = feats.reshape(B, C * self.features_per_bin * self.bins, -1)
+        if self.cfg.transient_input:
+            feats = torch.cat([feats, self.transients(wav, feats.shape[-1])], dim=1)
         return self.net(feats)
+
+    def transients(self, wav: Tensor, frames: int) -> Tensor:
+        """wav [B, C, N] → compressed short-window magnitudes [B, C·n·F_short, frames]: for each frame, its n
+        sub-frames' spectra side by side (FrameNetConfig.transient_input)."""
+        B, C, _ = wav.shape
+        n = self.cfg.transient_input
+        short = same_framed_stft(
+            _pad_to_frames(wav, self.cfg.hop_length), self.short_fft, self.short_hop, self.short_window
+        )
+        mag = short.abs().clamp(min=1e-7).pow(self.cfg.compress)  # [B·C, F_s, n·frames]
+        mag = mag.reshape(B * C, mag.shape[1], frames, n).permute(0, 3, 1, 2)  # [B·C, n, F_s, frames]
+        return mag.reshape(B, -1, frames)
+
+    def widen_with_transient_input(self, state: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+        """A state dict saved without transient input, made loadable into this encoder: the new input weights
+        start at zero, so the encoder computes what it computed before (as `widen_with_magnitude_input`)."""
+        if not self.cfg.transient_input:
+            raise ValueError("this encoder has no transient input to widen for")
+        key = f"{prefix}net.embed.weight"
+        old = state[key]  # [width, inputs, kernel]
+        zeros = old.new_zeros(old.shape[0], self.transient_features, old.shape[2])
+        return {**state, key: torch.cat([old, zeros], dim=1)}
 
     def widen_with_magnitude_input(self, state: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
         """A state dict saved without magnitude input, made loadable into this encoder: the magnitude

@@ -333,6 +333,9 @@ def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: boo
         widen = _adds_magnitude_input(ours, theirs)
         if widen:  # an architecture change init_from bridges: the encoder gains magnitude input
             theirs["frame"]["magnitude_input"] = True
+        transients = _adds_transient_input(ours, theirs)
+        if transients:  # and another: the encoder gains short-window input, which starts at zero
+            theirs["frame"]["transient_input"] = ours["frame"]["transient_input"]
         head_mlp = _adds_head_hidden(ours, theirs)
         if head_mlp:  # the other: the decoder gains a head MLP, which starts at zero (FrameNetConfig.head_hidden)
             theirs["frame"]["head_hidden"] = ours["frame"]["head_hidden"]
@@ -344,6 +347,8 @@ def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: boo
         state = start.state_dict()  # weights and EMA codebook statistics
         if widen:
             state = module.codec.encoder.widen_with_magnitude_input(state, prefix="encoder.")
+        if transients:
+            state = module.codec.encoder.widen_with_transient_input(state, prefix="encoder.")
         if head_mlp:  # the new MLP keeps its fresh (zero-output) weights
             state.update({k: v for k, v in module.codec.state_dict().items() if ".proj_mlp." in k})
         module.codec.load_state_dict(state)
@@ -379,6 +384,15 @@ def _adds_head_hidden(ours: dict, theirs: dict) -> bool:
         ours.get("backbone") == "frame"
         and ours["frame"].get("head_hidden", 0) > 0
         and not theirs.get("frame", {}).get("head_hidden", 0)
+    )
+
+
+def _adds_transient_input(ours: dict, theirs: dict) -> bool:
+    """True when a frame codec is started from one whose encoder lacked transient input."""
+    return (
+        ours.get("backbone") == "frame"
+        and ours["frame"].get("transient_input", 0) > 0
+        and not theirs.get("frame", {}).get("transient_input", 0)
     )
 
 
