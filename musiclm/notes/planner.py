@@ -48,7 +48,10 @@ KEY_PITCH_CLASS = {name: pc for names in (NOTE_NAMES, MINOR_NAMES) for pc, name 
 MAX_NOTES_PER_ONSET = 10  # a chord of more notes than this is a model stuck in a loop
 MAX_SECONDS = 600.0
 KEY_WEIGHT = 2.0  # plan()'s default strength of the key prior (`key_prior`)
-KEY_RETRIES = 9  # plan()'s default: up to 10 draws per segment in the asked key (~0.2 s each for 10 s of music)
+# plan()'s default: up to 20 draws per segment (~0.05-0.25 s each for 10 s of music, the render of heard_key
+# included). On eval_melody's 40 prompts 10 draws left 8 plans heard in another key, 20 leave 5; the median
+# plan takes 1.0 s instead of 0.67 s, the slowest 4.4 s instead of 2.2 s (2026-11-30, one thread).
+KEY_RETRIES = 19
 SEGMENT_SECONDS = 10.0  # with key retries, long plans are drawn and checked this much at a time
 # a redrawn plan must not fall silent (all voices resting, or not started yet) for longer than this: a sparse
 # draw (6 notes in 10 s, or 3.5 s of silence before the first chord) is not the music the prompt asked for
