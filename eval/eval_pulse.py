@@ -7,7 +7,8 @@ them (issue 12: key, relative allowed, and tempo within 8 %, octave errors allow
 
 `--check pulse` (default): "without" is the planner before 2026-11-30 (its pulse check switched off: every
 draw counts as at the asked pulse). `--check key`: "without" has the heard-key check
-(`planner.heard_in_key`) switched off. "with" is the shipped planner. Prompts are eval_melody's
+(`planner.key_heard`) switched off; `--check heard-tempo` the tempo heard in the render
+(`planner.tempo_heard`). "with" is the shipped planner. Prompts are eval_melody's
 (`draw_prompt`, seed 4321; its 40 are the first 40 here). Plans only: the key and tempo heard in each plan's
 render, and in that render through the codec at the LM's codebooks (what the best LM could give back). With
 `--lm`: those heard in `generate`'s audio. Printed: the share met each way and an exact McNemar test on the
@@ -33,7 +34,8 @@ from eval_melody import draw_prompt
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--check", choices=("pulse", "key"), default="pulse", help="the check switched off for 'without'")
+    checks = ("pulse", "key", "heard-tempo")
+    p.add_argument("--check", choices=checks, default="pulse", help="the check switched off for 'without'")
     p.add_argument("--draws", type=int, default=200)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--lm", action="store_true", help="generate with the LM (slow) instead of rendering plans")
@@ -54,7 +56,7 @@ def main() -> int:
 
     model = MusicLM.from_pretrained(args.model).eval()
     codec, sr = model.codec, model.codec.sample_rate
-    checks = {"pulse": "tempo_agrees", "key": "heard_in_key"}
+    checks = {"pulse": "tempo_agrees", "key": "key_heard", "heard-tempo": "tempo_heard"}
     switched_off = mock.patch.object(planner, checks[args.check], lambda *a, **k: True)
     measures = ("lm",) if args.lm else ("render", "codec")
     rows, rng = [], random.Random(4321)
@@ -77,7 +79,7 @@ def main() -> int:
             for m, x in heard.items():
                 bpm, keys = float(estimate_tempo(x.numpy(), sr)), keys_heard(x.numpy(), sr)
                 row[name][m] = {"bpm": round(bpm, 1), "met": tempo_agrees(asked["bpm"], bpm)}
-                for how, key in keys.items():  # "chroma": the estimator heard_in_key asks; "notes": another
+                for how, key in keys.items():  # "chroma": the estimator key_heard asks; "notes": another
                     row[name][m][f"key_{how}"] = " ".join(key)
                     row[name][m][f"key_met_{how}"] = key_met((asked["key"], asked["mode"]), key)
         rows.append(row)

@@ -342,10 +342,10 @@ def test_the_pulse_of_a_plan_is_read_from_its_notes():
 
 def test_the_key_a_plan_is_heard_in_is_read_from_its_render():
     """A I-IV-V-I cadence in C major, rendered, is heard in C major (and so in its relative, A minor), not in
-    F# major; plan() redraws while the render is heard in another key, and keeps the first heard in it."""
+    F# major; plan() redraws while the render is not heard as asked, and keeps the first that is."""
     from musiclm.notes import planner as planner_module
-    from musiclm.notes.guide import renderer_available
-    from musiclm.notes.planner import Plan, heard_in_key
+    from musiclm.notes.guide import render_notes, renderer_available
+    from musiclm.notes.planner import key_heard
 
     if not renderer_available():
         pytest.skip("FluidSynth is not installed (make system-deps)")
@@ -358,10 +358,11 @@ def test_the_key_a_plan_is_heard_in_is_read_from_its_render():
     score.tracks.append(track)
 
     def asked(key, mode):
-        return Plan(score, Controls(key=key, mode=mode, bpm=120.0, meter="4/4", programs=(0,)), 8.0, tokens=[])
+        return Controls(key=key, mode=mode, bpm=120.0, meter="4/4", programs=(0,))
 
-    assert heard_in_key(asked(0, "major")) and heard_in_key(asked(9, "minor"))
-    assert not heard_in_key(asked(6, "major"))
+    audio = render_notes(score, 8.0, 24000)
+    assert key_heard(asked(0, "major"), audio, 24000) and key_heard(asked(9, "minor"), audio, 24000)
+    assert not key_heard(asked(6, "major"), audio, 24000)
 
     calls = []
     kwargs = {"planner": tiny(), "key": 0, "mode": "major", "bpm": 100.0, "meter": "4/4", "key_weight": 0.0}
@@ -370,7 +371,7 @@ def test_the_key_a_plan_is_heard_in_is_read_from_its_render():
         m.setattr(planner_module, "tempo_agrees", lambda *a: True)
         m.setattr(planner_module, "longest_rest", lambda p, start=0.0: 0.0)
         m.setattr(planner_module, "leading_rest", lambda p: 0.0)
-        m.setattr(planner_module, "heard_in_key", lambda p, start=0.0: calls.append(p) or len(calls) == 3)
+        m.setattr(planner_module, "heard_as_asked", lambda p, start=0.0: calls.append(p) or len(calls) == 3)
         heard = plan("a piece", 4.0, seed=1, key_retries=5, heard_key=True, **kwargs)
         assert heard.attempts == 3 and heard.tokens == calls[2].tokens
         calls.clear()

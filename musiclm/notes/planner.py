@@ -114,11 +114,11 @@ def plan(
     `rest_limit` (`longest_rest`) or starts later than MAX_LEAD_BEATS (`leading_rest`), at most this many
     times; a plan longer than SEGMENT_SECONDS is drawn segment by segment, each continuing the bars so far
     and checked on its own notes. `heard_key` (default: when FluidSynth is installed) also renders a draw
-    that passes those checks and asks the audio key finder to hear the asked key or its relative in it
-    (`heard_in_key`). Where no draw passes, the one that rests least is kept, among those in the key (then
-    those that start in time, then those at the asked pulse, then within the rest limit, then heard in the
-    key) if any (a fast folk tune of 8 notes with 1.6 s of silence first was kept before). `Plan.attempts`
-    says how many were drawn."""
+    that passes those checks and asks the audio estimators to hear the asked key or its relative, and the
+    asked tempo, in it (`heard_as_asked`). Where no draw passes, the one that rests least is kept, among
+    those in the key (then those that start in time, then those at the asked pulse, then within the rest
+    limit, then heard as asked) if any (a fast folk tune of 8 notes with 1.6 s of silence first was kept
+    before). `Plan.attempts` says how many were drawn."""
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
         raise MusicLMError(f"a plan must be 0-{MAX_SECONDS:g} s long, got {seconds}")
     if key_retries < 0:
@@ -153,7 +153,7 @@ def plan(
             late = segment == 0 and leading_rest(out) > MAX_LEAD_BEATS * beat
             in_tempo = tempo_agrees(controls.bpm, pulse_bpm(out, start))
             passes = in_key and in_tempo and not late and rest <= rest_limit(beat)
-            heard = passes and (not heard_key or heard_in_key(out, start))  # rendered only when all else passes
+            heard = passes and (not heard_key or heard_as_asked(out, start))  # rendered only when all else passes
             if heard:
                 break
             # in the key, starting in time, at the asked pulse, within the rest limit, heard in the key; then
@@ -193,22 +193,36 @@ def in_asked_key(p: Plan, start: float = 0.0) -> bool:
     return (tonic, mode) == (p.controls.key, p.controls.mode)
 
 
-def heard_in_key(p: Plan, start: float = 0.0, sample_rate: int = 24000) -> bool:
-    """The audio key finder (`musiclm.data.analysis.estimate_key`, what the evaluation hears) hears the asked
-    key or its relative major/minor in the plan's render from `start` seconds on. The notes' own key finder
-    and the ear disagree on ~1 in 4 plans (2026-11-30, eval_melody's 40 prompts: notes in the asked key 96 %,
-    their renders heard so 72.5 %), mostly as the parallel mode or a fifth away: notes that weigh the
-    dominant or the major third, which the ear, hearing harmonics too, takes for another key."""
-    from musiclm.data.analysis import estimate_key
+def heard_as_asked(p: Plan, start: float = 0.0, sample_rate: int = 24000) -> bool:
+    """The plan's render from `start` seconds on is heard in the asked key or its relative (`key_heard`) and
+    at the asked tempo (`tempo_heard`), by the audio estimators the evaluation uses."""
     from musiclm.notes.guide import render_notes
 
     clip = clip_seconds(p.midi, start, p.seconds) if start > 0 else p.midi
     audio = render_notes(clip, p.seconds - start, sample_rate)
+    return key_heard(p.controls, audio, sample_rate) and tempo_heard(p.controls, audio, sample_rate)
+
+
+def key_heard(c: Controls, audio, sample_rate: int) -> bool:
+    """The audio key finder (`musiclm.data.analysis.estimate_key`) hears key `c.key` `c.mode` or its relative
+    major/minor in `audio`. The notes' own key finder and the ear disagree on ~1 in 4 plans (2026-11-30,
+    eval_melody's 40 prompts: notes in the asked key 96 %, their renders heard so 72.5 %), mostly as the
+    parallel mode or a fifth away: notes that weigh the dominant or the major third, which the ear, hearing
+    harmonics too, takes for another key."""
+    from musiclm.data.analysis import estimate_key
+
     name, mode, _ = estimate_key(audio, sample_rate)
     tonic = KEY_PITCH_CLASS[name]
-    c = p.controls
     relative = (c.key + (9 if c.mode == "major" else 3)) % 12
     return (tonic, mode) in ((c.key, c.mode), (relative, "minor" if c.mode == "major" else "major"))
+
+
+def tempo_heard(c: Controls, audio, sample_rate: int) -> bool:
+    """The audio tempo estimator hears `c.bpm` in `audio` (within 8 %, octave errors allowed): the notes'
+    pulse (`pulse_bpm`) and the render's tempo disagreed on 5 of 40 plans (2026-11-30, thirteenth session)."""
+    from musiclm.data.analysis import estimate_tempo
+
+    return tempo_agrees(c.bpm, estimate_tempo(audio, sample_rate))
 
 
 def pulse_bpm(p: Plan, start: float = 0.0) -> float:
