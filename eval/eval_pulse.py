@@ -34,8 +34,8 @@ from eval_melody import draw_prompt
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    checks = ("pulse", "key", "heard-tempo")
-    p.add_argument("--check", choices=checks, default="pulse", help="the check switched off for 'without'")
+    checks = {"pulse": "tempo_agrees", "key": "key_heard", "heard-tempo": "tempo_heard"}  # --check → planner's
+    p.add_argument("--check", choices=list(checks), default="pulse", help="the check switched off for 'without'")
     p.add_argument("--draws", type=int, default=200)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--lm", action="store_true", help="generate with the LM (slow) instead of rendering plans")
@@ -56,7 +56,6 @@ def main() -> int:
 
     model = MusicLM.from_pretrained(args.model).eval()
     codec, sr = model.codec, model.codec.sample_rate
-    checks = {"pulse": "tempo_agrees", "key": "key_heard", "heard-tempo": "tempo_heard"}
     switched_off = mock.patch.object(planner, checks[args.check], lambda *a, **k: True)
     measures = ("lm",) if args.lm else ("render", "codec")
     rows, rng = [], random.Random(4321)

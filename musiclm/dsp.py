@@ -46,19 +46,19 @@ def stft_magnitude(wav: Tensor, n_fft: int, hop: int) -> Tensor:
     return stft(wav, n_fft, hop).abs()
 
 
-@functools.lru_cache(maxsize=8)
 def spectral_flux(wav: Tensor, n_fft: int, hop: int, gain: float = 1000.0, pad_mode: str = "constant") -> Tensor:
     """Onset strength: the positive frame-to-frame change of the log-compressed magnitude spectrum, summed
     over frequency (Bello et al. 2005, "A tutorial on onset detection in music signals", §3.1.1). wav [B, C, N]
     → [B*C, frames - 1], differentiable. Magnitudes are scaled as log1p(gain · |X| / peak), peak each signal's
-    own largest magnitude, so a gain does not change it. Peaks where notes start;
-    the tempo estimator, the onset metric and the codec's onset loss read it."""
+    own largest magnitude, so a gain does not change it. Peaks where notes start; the tempo estimator, the
+    onset metric and the codec's onset loss read it."""
     mag = stft(wav, n_fft, hop, pad_mode=pad_mode).abs()  # [B*C, F, T]
     peak = mag.amax(dim=(1, 2))
     compressed = torch.log1p(gain * mag / peak.clamp(min=1e-12)[:, None, None])
     return torch.relu(compressed.diff(dim=-1)).sum(dim=1)
 
 
+@functools.lru_cache(maxsize=8)
 def _hann_cpu(n_fft: int) -> Tensor:
     return torch.hann_window(n_fft)
 

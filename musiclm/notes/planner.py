@@ -27,7 +27,6 @@ from symusic import Score
 from torch import Tensor
 
 from musiclm.data.analysis import tempo_agrees
-from musiclm.data.captions import MINOR_NAMES, NOTE_NAMES
 from musiclm.errors import MusicLMError
 from musiclm.lm.sample import draw, filter_logits, row_generators
 from musiclm.notes.midi import (
@@ -43,8 +42,6 @@ from musiclm.notes.model import Planner
 from musiclm.notes.prompt import controls_from_prompt
 from musiclm.notes.tokens import Controls, NoteTokenizer, default_tokenizer
 
-# a key's spelling (`captions.key_name`, what the key finders return) → its pitch class
-KEY_PITCH_CLASS = {name: pc for names in (NOTE_NAMES, MINOR_NAMES) for pc, name in enumerate(names)}
 MAX_NOTES_PER_ONSET = 10  # a chord of more notes than this is a model stuck in a loop
 MAX_SECONDS = 600.0
 KEY_WEIGHT = 2.0  # plan()'s default strength of the key prior (`key_prior`)
@@ -210,11 +207,12 @@ def key_heard(c: Controls, audio, sample_rate: int) -> bool:
     parallel mode or a fifth away: notes that weigh the dominant or the major third, which the ear, hearing
     harmonics too, takes for another key."""
     from musiclm.data.analysis import estimate_key
+    from musiclm.data.captions import key_name
+    from musiclm.notes.metrics import RELATIVE
 
-    name, mode, _ = estimate_key(audio, sample_rate)
-    tonic = KEY_PITCH_CLASS[name]
-    relative = (c.key + (9 if c.mode == "major" else 3)) % 12
-    return (tonic, mode) in ((c.key, c.mode), (relative, "minor" if c.mode == "major" else "major"))
+    heard = estimate_key(audio, sample_rate)[:2]  # (spelling as captions.key_name writes it, mode)
+    rel_mode, offset = RELATIVE[c.mode]
+    return heard in ((key_name(c.key, c.mode), c.mode), (key_name(c.key + offset, rel_mode), rel_mode))
 
 
 def tempo_heard(c: Controls, audio, sample_rate: int) -> bool:
