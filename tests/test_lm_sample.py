@@ -201,3 +201,46 @@ def test_cuda_decode_loop_never_synchronises_with_the_host():
                 torch.cuda.set_sync_debug_mode("default")
         syncs.append([f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)])
     assert len(syncs[0]) == len(syncs[1]), syncs
+
+
+def test_soft_distributions_match_the_draws_and_keep_given_codes():
+    model = tiny_lm()  # max_frames 24: 40 frames take two windows
+    ids, mask = text_batch()
+    params = SamplingParams(temperature=1.0, top_k=8, cfg=3.0)
+    guide_codes = torch.randint(0, 32, (1, 2, 40))
+    soft: dict = {}
+    codes = generate_codes(model, ids, mask, 40, params, seed=4, guide=guide_codes, stride=12, soft=soft)
+    # asking for the distributions changes no draw
+    assert torch.equal(codes, generate_codes(model, ids, mask, 40, params, seed=4, guide=guide_codes, stride=12))
+    candidates, probs = soft["candidates"], soft["probs"]
+    assert candidates.shape == probs.shape == (2, 4, 40, 8)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 4, 40))
+    # every drawn code is among its cell's candidates with mass > 0; the given codebooks carry all mass
+    drawn = candidates == codes[..., None]
+    assert bool(drawn.any(-1).all()) and bool((probs * drawn).sum(-1).gt(0).all())
+    assert torch.equal(candidates[:, :2, :, 0], guide_codes.expand(2, -1, -1))
+    assert bool((probs[:, :2, :, 0] == 1).all())
+    # the model was unsure somewhere in the codebooks it wrote
+    assert bool((probs[:, 2:].max(-1).values < 0.99).any())
+    # greedy: all mass on the argmax, which is the code drawn
+    greedy: dict = {}
+    codes = generate_codes(model, ids, mask, 10, GREEDY, soft=greedy)
+    assert torch.equal(greedy["candidates"][..., 0], codes) and bool((greedy["probs"][..., 0] == 1).all())
+
+
+def test_soft_latent_is_the_draws_latent_where_sure_and_the_mean_where_not(tiny_codec):
+    from musiclm.lm.generation import soft_latent
+
+    codec = tiny_codec
+    codes = torch.randint(0, codec.card, (1, 3, 5))
+    sure = {"candidates": codes[..., None].repeat(1, 1, 1, 4), "probs": torch.tensor([1.0, 0, 0, 0]).repeat(1, 3, 5, 1)}
+    torch.testing.assert_close(soft_latent(codec, sure), codec.quantizer.decode(codes))
+    # half the mass on each of two codes in codebook 2: the latent sits halfway between their embeddings
+    other = (codes[:, 2] + 1) % codec.card
+    unsure = {k: v.clone() for k, v in sure.items()}
+    unsure["candidates"][:, 2, :, 1] = other
+    unsure["probs"][:, 2, :, :2] = 0.5
+    alternative = codes.clone()
+    alternative[:, 2] = other
+    halfway = (codec.quantizer.decode(codes) + codec.quantizer.decode(alternative)) / 2
+    torch.testing.assert_close(soft_latent(codec, unsure), halfway)

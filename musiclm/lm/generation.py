@@ -98,11 +98,13 @@ def generate_tokens(
     seeds: Sequence[int | None] | None = None,
     notes: Tensor | None = None,
     guide: Tensor | None = None,
+    soft: dict | None = None,
 ) -> Tensor:
     """Captions → codes [B, K, T] for `options.duration`; prompt_wav [B or 1, C, N0] (at the codec's rate)
     is continued. `seeds`: one per caption (default: `item_seeds(texts, options.seed)`). `notes`
     [B or 1, T', F]: note features per codec frame from the start; `guide` [B or 1, G, T']: codes kept for
-    the first G codebooks (`generate_codes`; `musiclm.notes.guide`)."""
+    the first G codebooks (`generate_codes`; `musiclm.notes.guide`). `soft` (a dict): filled with the
+    distribution each code was drawn from (`generate_codes`), for `soft_latent`."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise MusicLMError("no text prompt given")
@@ -138,7 +140,20 @@ def generate_tokens(
         amp_dtype=None if options.fp32 else torch.bfloat16,
         notes=notes,
         guide=guide,
+        soft=soft,
     )
+
+
+def soft_latent(codec, soft: dict) -> Tensor:
+    """The codec latent [B, D, T] that `generate_codes`'s `soft` distributions expect: each codebook's
+    embedding averaged over the codes it would draw, weighted by their probabilities. Where the LM is sure
+    this is its draw's latent; where it is unsure it is the mean-square-error optimum among its candidates
+    (a residual codebook's draws scatter around it), instead of one draw's full-size guess."""
+    candidates, probs = soft["candidates"], soft["probs"]  # [B, K, T, c]
+    latent = 0
+    for k, layer in enumerate(codec.quantizer.layers[: candidates.shape[1]]):
+        latent = latent + (layer.decode(candidates[:, k]) * probs[:, k, ..., None].to(layer.embed.dtype)).sum(2)
+    return latent.transpose(1, 2)  # [B, T, D] → [B, D, T]
 
 
 _context_frames: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -117,6 +117,27 @@ def draw(probs: Tensor, u: Tensor) -> Tensor:
     return torch.where(index < probs.shape[-1], index, probs.argmax(-1, keepdim=True))
 
 
+SOFT_WIDTH = 64  # candidates kept per cell for `soft` when top-k is off: the tail beyond carries ~no mass
+
+
+def draw_distribution(logits: Tensor, params: SamplingParams) -> tuple[Tensor, Tensor]:
+    """logits [B, K, card] → (candidates [B, K, c], probs [B, K, c]): the distribution `sample_next` draws
+    each code from (the same top-k, nucleus and temperature; greedy: all mass on the argmax), over its c
+    candidates (top-k's, or the SOFT_WIDTH most likely when top-k is off)."""
+    width = params.top_k if 0 < params.top_k < logits.shape[-1] else min(SOFT_WIDTH, logits.shape[-1])
+    values, candidates = torch.topk(logits, width, dim=-1)  # sorted: the nucleus needs the order
+    if params.temperature == 0:
+        return candidates, _one_hot_first(candidates)
+    return candidates, _nucleus(values / params.temperature, params.top_p).softmax(-1)
+
+
+def _undo_delay_last(delayed: Tensor) -> Tensor:
+    """delayed [B, K, S, c] → [B, K, T, c], `undo_delay` on each of the c slices."""
+    B, K, S, c = delayed.shape
+    flat = undo_delay(delayed.permute(0, 3, 1, 2).reshape(B * c, K, S))
+    return flat.reshape(B, c, K, -1).permute(0, 2, 3, 1)
+
+
 def _nucleus(sorted_logits: Tensor, top_p: float) -> Tensor:
     """Top-p on logits already sorted in descending order."""
     if not 0 < top_p < 1:
@@ -199,6 +220,7 @@ def generate_codes(
     threads: int | None = 1,
     notes: Tensor | None = None,
     guide: Tensor | None = None,
+    soft: dict | None = None,
 ) -> Tensor:
     """Captions (ids/mask [B, L]) → codes [B, K, n_frames]; with `prompt` codes [B or 1, >=K, Tp] the
     output starts with the prompt. `seed`: one for every row, or one per row (a row's codes depend only on
@@ -208,7 +230,10 @@ def generate_codes(
     `notes` [B or 1, T, F]: note features of frames 0..T-1 of the output (prompt included); frames past T
     are silent, frames past n_frames ignored. None: text only (a text-only model refuses notes).
     `guide` [B or 1, G, T] (G <= K): codes of codebooks 0..G-1 for frames 0..T-1, kept as given (a render
-    of the notes, `musiclm.notes.guide`); the model writes the finer codebooks and any frame past T."""
+    of the notes, `musiclm.notes.guide`); the model writes the finer codebooks and any frame past T.
+    `soft` (a dict, filled in): "candidates" and "probs" [B, K, n_frames, c], the distribution each code was
+    drawn from (`draw_distribution`; all mass on the code where it was given), for a decoder that wants the
+    expected embedding rather than the draw (`musiclm.lm.generation.soft_latent`)."""
     params = params or SamplingParams(
         model.config.temperature, model.config.top_k, model.config.top_p, model.config.cfg
     )
@@ -260,6 +285,9 @@ def generate_codes(
             memory = torch.cat([memory] * (copies - 1) + [null])
             memory_mask = torch.cat([memory_mask] * (copies - 1) + [null_mask])
         codes = prompt
+        width = draw_distribution(torch.zeros(1, 1, model.card), params)[0].shape[-1] if soft is not None else 0
+        candidates = prompt[..., None].expand(-1, -1, -1, width)  # [B, K, T, c]: known codes, all mass on slot 0
+        probs = _one_hot_first(candidates)
         steps = sum(w.length + K - 1 - w.keep for w in plan)
         with tqdm(total=steps, unit="step", desc="generating", disable=not progress, leave=True) as bar:
             for w in plan:
@@ -285,9 +313,23 @@ def generate_codes(
                     bar,
                     window_notes,
                     None if guide is None else guide[..., start : start + w.length],
+                    width,
                 )
+                if width:
+                    new, (new_candidates, new_probs) = new
+                    candidates = torch.cat([candidates, new_candidates[:, :, w.keep :]], dim=2)
+                    probs = torch.cat([probs, new_probs[:, :, w.keep :]], dim=2)
                 codes = torch.cat([codes, new[..., w.keep :]], dim=-1)
+    if soft is not None:
+        soft["candidates"], soft["probs"] = candidates, probs
     return codes
+
+
+def _one_hot_first(candidates: Tensor) -> Tensor:
+    """probs [..., c] with all mass on slot 0, shaped like candidates."""
+    probs = torch.zeros(candidates.shape, device=candidates.device)
+    probs[..., :1] = 1.0
+    return probs
 
 
 @contextlib.contextmanager
@@ -328,8 +370,10 @@ def _generate_window(
     bar,
     notes: Tensor | None = None,
     guide: Tensor | None = None,
-) -> Tensor:
+    soft_width: int = 0,
+) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
     """One window: prompt [B, K, Tp] (Tp < n_frames) → codes [B, K, n_frames] starting with the prompt;
+    with soft_width c > 0 also (candidates, probs) [B, K, n_frames, c] (`generate_codes`'s `soft`);
     notes [B (2B or 3B guided), n_frames, F] of the window's frames or None; guide [B, G, <=n_frames]: codes
     of the first G codebooks, kept where the prompt does not already fix them. cfg: None (no guidance), a
     scale (the doubled batch) or (text, note) scales (the tripled batch; `guide`)."""
@@ -342,6 +386,9 @@ def _generate_window(
     frames[..., :Tp] = prompt
     target = apply_delay(frames, special)  # [B, K, S]: known codes, special cells, -1 to sample
     out = target.clone()
+    if soft_width:  # known cells (and special ones, dropped by undo_delay): all mass on the cell's own id
+        soft_candidates = out.clamp(min=0)[..., None].repeat(1, 1, 1, soft_width)  # [B, K, S, c]
+        soft_probs = _one_hot_first(soft_candidates)
     cache = model.new_cache(memory, memory_mask, S, dtype=cache_dtype, notes=notes)
     # every row draws K * S numbers per window from its own generator, whatever it samples or keeps
     uniforms = None
@@ -360,10 +407,17 @@ def _generate_window(
         u = None if uniforms is None else uniforms[:, :, s : s + 1]  # [B, K, 1]
         nxt = torch.where(known >= 0, known, sample_next(logits.float(), params, u))
         out[:, :, s] = nxt
+        if soft_width:
+            chosen = known < 0  # [B, K]
+            cand, pr = draw_distribution(logits.float(), params)
+            soft_candidates[:, :, s] = torch.where(chosen[..., None], cand, soft_candidates[:, :, s])
+            soft_probs[:, :, s] = torch.where(chosen[..., None], pr, soft_probs[:, :, s])
         bar.update(1)
         if s + 1 == S:
             break
         step_in[..., 0] = nxt.repeat(copies, 1)
         pos.fill_(s + 1)
         logits = step_fn(step_in, cache, pos, None if static else s + 2, cfg)
+    if soft_width:
+        return undo_delay(out), (_undo_delay_last(soft_candidates), _undo_delay_last(soft_probs))
     return undo_delay(out)
