@@ -48,6 +48,8 @@ OPUS = "Opus (libopus CBR)"
 # key → (column, format): the metrics that hear notes lead, the envelope distances follow
 METRICS = {
     "note_f1": ("note F1 ↑", ".3f"),
+    "note_precision": ("note P ↑", ".3f"),
+    "note_recall": ("note R ↑", ".3f"),
     "si_snr": ("SI-SNR dB ↑", ".2f"),
     "chroma": ("chroma agr. ↑", ".3f"),
     "onsets": ("onset agr. ↑", ".3f"),
@@ -114,12 +116,14 @@ class Scorer:
 
     def __call__(self, i: int, ref: torch.Tensor, est: torch.Tensor) -> dict[str, float | None]:
         sr = self.sr
-        f1 = None
+        precision = recall = f1 = None
         if self.ref_notes is not None:
             est_notes = self._timed("transcribe", est, notes.transcribe, est, sr)
-            f1 = notes.note_f1_from_events(self.ref_notes[i], est_notes)
+            precision, recall, f1 = notes.note_scores_from_events(self.ref_notes[i], est_notes)
         return {
             "note_f1": f1,
+            "note_precision": precision,
+            "note_recall": recall,
             "si_snr": float(metrics.si_snr(ref, est)),
             "chroma": float(metrics.chroma_agreement(ref, est, sr)),
             "onsets": float(metrics.onset_agreement(ref, est, sr)),

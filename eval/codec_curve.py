@@ -159,7 +159,13 @@ def write(out, key: dict, scores: list[dict]) -> None:
     out.flush()
     print(
         f"{Path(row['run']).name} step {row['step']} {row['set']} {row['kbps']:g} kbps {row.get('path', 'raw')}: "
-        f"note F1 {row['note_f1']:.3f} SI-SNR {row['si_snr']:.2f} chroma {row['chroma']:.3f} "
+        f"note F1 {row['note_f1']:.3f} "
+        + (
+            f"(P {row['note_precision']:.3f} R {row['note_recall']:.3f}) "
+            if row.get("note_precision") is not None
+            else ""
+        )
+        + f"SI-SNR {row['si_snr']:.2f} chroma {row['chroma']:.3f} "
         + (f"onsets {row['onsets']:.3f} " if row.get("onsets") is not None else "")
         + f"loudness Δ {row['loudness']:.2f} LU"
         + (f" ViSQOL {row['visqol']:.2f}" if "visqol" in row else "")

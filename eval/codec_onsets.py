@@ -142,9 +142,7 @@ def main() -> int:
                     outs[f"fitted through {k} codebooks"] = decode_latent(codec, coded, n, k)
             for name, out in outs.items():
                 f1 = note_f1_from_events(ref_notes, transcribe(out, sr))
-                scores.setdefault(name, []).append(
-                    (float(onset_agreement(wav, out, sr)), float(si_snr(wav, out)), f1)
-                )
+                scores.setdefault(name, []).append((float(onset_agreement(wav, out, sr)), float(si_snr(wav, out)), f1))
         for name, rows in scores.items():
             onsets, snr, f1 = np.mean(rows, axis=0)
             print(

@@ -83,7 +83,11 @@ def main() -> int:
             }
         rows.append(row)
         if (i + 1) % 10 == 0 or i + 1 == args.draws:
-            print(i + 1, {w: [round(float(np.mean([r[w][m] for r in rows])), 3) for m in MEASURES] for w in WAYS}, flush=True)
+            print(
+                i + 1,
+                {w: [round(float(np.mean([r[w][m] for r in rows])), 3) for m in MEASURES] for w in WAYS},
+                flush=True,
+            )
     report: dict = {"draws": len(rows), "measures": MEASURES, "mean": {}, "against_lm": {}, "rows": rows}
     for way in WAYS:
         report["mean"][way] = {m: round(float(np.mean([r[way][m] for r in rows])), 3) for m in MEASURES}

@@ -25,6 +25,7 @@ from musiclm.errors import MusicLMError
 from musiclm.files import StdoutOutput, atomic_path
 from musiclm.lm.generation import (
     GenerationOptions,
+    decode_latents,
     decode_windows,
     generate_audio,
     generate_tokens,
@@ -226,15 +227,17 @@ def generate_files(
         batch = list(texts[first : first + batch_size])
         rows = None if notes is None else notes if notes.shape[0] == 1 else notes[first : first + len(batch)]
         kept = None if guide is None else guide if guide.shape[0] == 1 else guide[first : first + len(batch)]
-        codes = generate_tokens(model, batch, options, prompt_wav, seeds[first : first + len(batch)], rows, kept)
+        soft = {} if options.decode == "mean" else None
+        codes = generate_tokens(model, batch, options, prompt_wav, seeds[first : first + len(batch)], rows, kept, soft)
         codec = model.codec
+        latents = decode_latents(codec, codes, soft)
         _, n_samples = output_length(codec, options.duration)
         for i, text in enumerate(batch):
             destination = destinations[first + i]
-            blocks = decode_windows(codec, codes[i], n_samples)
+            blocks = decode_windows(codec, codes[i], n_samples, latent=latents[i])
             if loudness_db is not None:
                 gain = loudness_gain(blocks, codec.sample_rate, loudness_db)
-                blocks = (block * gain for block in decode_windows(codec, codes[i], n_samples))
+                blocks = (block * gain for block in decode_windows(codec, codes[i], n_samples, latent=latents[i]))
             write_audio(destination, blocks, codec.sample_rate, codec.channels, n_samples, fmt, force)
             yield Written(str(destination), text, n_samples / codec.sample_rate)
 

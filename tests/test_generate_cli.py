@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -337,3 +338,31 @@ def test_files_are_written_at_the_asked_loudness_never_clipped(model_dir, tmp_pa
     click = torch.zeros(1, SR)
     click[0, 100] = 0.5
     assert loudness_gain([click[:, :4000], click[:, 4000:]], SR, -10.0) == pytest.approx(PEAK_CEILING / 0.5)
+
+
+def test_mean_decode_plays_the_expected_latent_the_same_in_every_way_in(model_dir, tmp_path):
+    """`decode="mean"`: each code the LM wrote decodes as the probability-weighted mean of its candidates'
+    embeddings. Greedy puts all mass on the code drawn (the same audio as decoding the codes); sampled, the
+    audio is that of `soft_latent`, window by window as one shot, and the CLI writes the same."""
+    from musiclm.lm.generation import GenerationOptions, generate_tokens, soft_latent
+
+    model = MusicLM.from_pretrained(model_dir)
+    greedy = GenerationOptions(duration=1.0, seed=3, temperature=0)
+    torch.testing.assert_close(
+        model.generate("calm piano", greedy), model.generate("calm piano", replace(greedy, decode="mean"))
+    )
+    options = GenerationOptions(duration=1.0, seed=3, top_k=8, decode="mean")
+    soft: dict = {}
+    codes = generate_tokens(model, ["calm piano"], options, soft=soft)
+    expected = model.codec.decode_latent(soft_latent(model.codec, soft), length=SR)
+    mean = model.generate("calm piano", options)
+    torch.testing.assert_close(mean, expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(mean, model.codec.decode(codes, length=SR), atol=1e-3)
+    assert torch.equal(codes, generate_tokens(model, ["calm piano"], replace(options, decode="sample")))
+    args = ["--seed", "3", "--duration", "1", "--top-k", "8", "--loudness", "off", "--decode", "mean"]
+    assert main(_cli(model_dir, "calm piano", *args, "-o", str(tmp_path / "m.wav"))) == 0
+    written, _ = sf.read(tmp_path / "m.wav", dtype="int16")
+    pcm = np.clip(np.floor(mean[0, 0].numpy().astype(np.float64) * 32768), -32768, 32767)
+    assert np.abs(written - pcm).max() <= 1
+    with pytest.raises(MusicLMError, match="decode"):
+        GenerationOptions(decode="median").check()

@@ -16,7 +16,7 @@ import torch
 
 from musiclm.errors import MusicLMError
 from musiclm.evaluation import metrics, notes
-from musiclm.evaluation.notes import NoteEvents, note_f1, note_f1_from_events, transcribe
+from musiclm.evaluation.notes import NoteEvents, note_f1, note_f1_from_events, note_scores_from_events, transcribe
 
 SR = 24000  # the codec's rate: basic-pitch resamples to 22050 Hz itself
 CHORALE = [[60, 64, 67, 72], [65, 69, 72, 77], [67, 71, 74, 79], [60, 64, 67, 72], [57, 60, 64, 69]]
@@ -84,6 +84,28 @@ def test_a_chord_keeps_its_notes_and_a_semitone_shift_loses_them(extra):
     assert note_f1_from_events(ref, transcribe(shifted, SR)) == 0.0  # same onsets, pitch off by 100 cents
 
 
+def test_an_added_note_costs_precision_and_a_lost_one_recall(extra):
+    """A codec loses note F1 by adding notes (a partial heard as its own note) as much as by losing them;
+    precision and recall say which."""
+    t = np.arange(3 * SR) / SR
+
+    def tone(hz: float, start: float) -> np.ndarray:  # a 0.8 s sine from `start`
+        return np.where((t >= start) & (t < start + 0.8), 0.5 * np.sin(2 * np.pi * hz * t), 0.0).astype(np.float32)
+
+    ref = transcribe(tone(440.0, 0.1) + tone(523.25, 1.1), SR)  # A4, then C5
+    assert list(ref.pitches) == [69, 72]
+    added = transcribe(tone(440.0, 0.1) + tone(523.25, 1.1) + tone(659.26, 2.1), SR)  # and an E5 after
+    lost = transcribe(tone(440.0, 0.1), SR)  # C5 gone
+    precision, recall, f1 = note_scores_from_events(ref, added)
+    assert recall == 1.0 and precision < 1.0 and f1 == note_f1_from_events(ref, added)
+    precision, recall, _ = note_scores_from_events(ref, lost)
+    assert precision == 1.0 and recall < 1.0
+    empty = transcribe(np.zeros(SR, np.float32), SR)
+    assert note_scores_from_events(ref, empty) == (1.0, 0.0, 0.0)
+    assert note_scores_from_events(empty, ref) == (0.0, 1.0, 0.0)
+    assert note_scores_from_events(empty, empty) == (1.0, 1.0, 1.0)
+
+
 def test_noise_with_the_music_envelope_fools_log_mel_but_not_note_f1(extra):
     music = chorale()
     shaped = envelope_noise(music)
@@ -145,10 +167,11 @@ def test_codec_eval_leads_with_the_metrics_that_hear_notes(extra, tiny_codec):
 
     clip = torch.from_numpy(chorale()[: 2 * SR])[None]  # [1, N] at 24 kHz; the tiny codec runs at 8 kHz
     result = codec_eval.evaluate(tiny_codec, [(clip, SR)], keep_audio=0)
-    assert codec_eval.METRIC_KEYS[:3] == ("note_f1", "si_snr", "chroma")
+    assert codec_eval.METRIC_KEYS[:5] == ("note_f1", "note_precision", "note_recall", "si_snr", "chroma")
     for row in result.rows:
         assert list(row)[-len(codec_eval.METRIC_KEYS) :] == list(codec_eval.METRIC_KEYS)
         assert 0.0 <= row["note_f1"] <= 1.0 and 0.0 <= row["chroma"] <= 1.0
+        assert 0.0 <= row["note_precision"] <= 1.0 and 0.0 <= row["note_recall"] <= 1.0
     assert "Note F1" not in result.note
 
 

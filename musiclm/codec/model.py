@@ -180,6 +180,16 @@ class Codec(nn.Module):
         wav = self._decode_latent(self.quantizer.decode(codes.long()), frame_offset, phase_track)
         return wav if length is None else wav[..., :length]
 
+    @torch.no_grad()
+    def decode_latent(
+        self, latent: Tensor, length: int | None = None, frame_offset: int = 0, phase_track: PhaseTrack | None = None
+    ) -> Tensor:
+        """latent [B, D, T] (the quantizer's output space, e.g. a mean of code embeddings) → wav, as `decode`."""
+        if latent.dim() != 3 or latent.shape[1] != self.quantizer.dim:
+            raise MusicLMError(f"expected a latent shaped [B, {self.quantizer.dim}, T], got {list(latent.shape)}")
+        wav = self._decode_latent(latent, frame_offset, phase_track)
+        return wav if length is None else wav[..., :length]
+
     def forward(self, wav: Tensor, n_q: int | None = None):
         """Training/analysis pass: returns (reconstruction [B, C, N], QuantizerOutput)."""
         self._check_wav(wav)

@@ -30,7 +30,7 @@ STDOUT = "-"
 
 
 def register(subparsers) -> None:
-    from musiclm.lm.limits import MAX_DURATION  # no torch while the parser is built
+    from musiclm.lm.limits import DECODE_MODES, DEFAULT_DECODE, MAX_DURATION  # no torch while the parser is built
 
     p = subparsers.add_parser(
         "generate",
@@ -77,6 +77,14 @@ def register(subparsers) -> None:
     p.add_argument("--temperature", type=float, help="sampling temperature, >= 0; 0 = greedy (default: the model's, 1)")
     p.add_argument("--top-k", type=int, help="sample among the K likeliest tokens; 0 = off (default: the model's)")
     p.add_argument("--top-p", type=float, help="nucleus sampling mass in [0, 1]; 0 = off (default: the model's)")
+    p.add_argument(
+        "--decode",
+        choices=DECODE_MODES,
+        default=None,
+        help="how the LM's codes become audio: 'sample' decodes the codes drawn; 'mean' decodes each code the LM "
+        "wrote as the mean of the codes it could have drawn, weighted by their probabilities (less noise where "
+        f"it is unsure) (default: {DEFAULT_DECODE})",
+    )
     p.add_argument(
         "--model",
         metavar="DIR",
@@ -263,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        **({"decode": args.decode} if args.decode else {}),
         fp32=args.fp32,
         progress=True,
     )

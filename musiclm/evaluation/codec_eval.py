@@ -22,10 +22,11 @@ from torch import Tensor
 
 from musiclm.audio import convert_channels, resample
 from musiclm.errors import MusicLMError
-from musiclm.evaluation.notes import NoteEvents, note_f1_from_events, transcribe
+from musiclm.evaluation.notes import NoteEvents, note_scores_from_events, transcribe
 from musiclm.evaluation.opus import ffmpeg_available, opus_roundtrip
 
-METRIC_KEYS = ("note_f1", "si_snr", "chroma", "onsets", "log_mel", "stft", "loudness")
+# note precision and recall beside F1: a codec loses F1 by adding notes as much as by dropping them
+METRIC_KEYS = ("note_f1", "note_precision", "note_recall", "si_snr", "chroma", "onsets", "log_mel", "stft", "loudness")
 CHUNK_SECONDS = 10.0  # musiclm.compress's default chunk length
 
 
@@ -38,11 +39,13 @@ class CodecResult:
 
 
 def quality(ref: Tensor, est: Tensor, sr: int, ref_notes: NoteEvents | None = None) -> dict[str, float | None]:
-    """ref, est [C, N] → METRIC_KEYS (None where unavailable); note F1 only when the reference's transcription
+    """ref, est [C, N] → METRIC_KEYS (None where unavailable); note F1, precision and recall only when the
+    reference's transcription
     `ref_notes` (`transcribe(ref, sr)`) is given."""
-    out: dict[str, float | None] = {"note_f1": None}
+    out: dict[str, float | None] = dict.fromkeys(("note_f1", "note_precision", "note_recall"))
     if ref_notes is not None:
-        out["note_f1"] = note_f1_from_events(ref_notes, transcribe(est, sr))
+        precision, recall, f1 = note_scores_from_events(ref_notes, transcribe(est, sr))
+        out.update(note_f1=f1, note_precision=precision, note_recall=recall)
     try:
         from musiclm.evaluation import metrics
     except ImportError:

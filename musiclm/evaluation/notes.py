@@ -172,18 +172,21 @@ def estimate_key_from_notes(wav: np.ndarray | Tensor, sample_rate: int) -> tuple
     return key_from_events(transcribe(wav, sample_rate))
 
 
-def note_f1_from_events(ref: NoteEvents, est: NoteEvents) -> float:
-    """Note F1 (onset within 50 ms, pitch within 50 cents, offsets ignored) of est against ref; 1.0 when both
-    have no notes, 0.0 when only one has none."""
+def note_scores_from_events(ref: NoteEvents, est: NoteEvents) -> tuple[float, float, float]:
+    """(precision, recall, F1) of est's notes against ref's (onset within 50 ms, pitch within 50 cents, offsets
+    ignored). Precision falls with notes est adds (a partial heard as its own note, a held note heard again),
+    recall with notes it loses. Both empty: all 1.0; est empty: precision 1.0 (nothing false), recall 0.0;
+    ref empty: precision 0.0, recall 1.0 (nothing to miss); F1 0.0 in either."""
     if len(ref) == 0 or len(est) == 0:
-        return float(len(ref) == len(est))
+        both = float(len(ref) == len(est))
+        return (1.0 if len(est) == 0 else 0.0), (1.0 if len(ref) == 0 else 0.0), both
     try:
         from mir_eval.transcription import precision_recall_f1_overlap
     except ImportError as e:
         raise MusicLMError(f"{INSTALL_HINT} ({e})") from None
     # mir_eval refuses zero-length intervals; basic-pitch's shortest notes are 11 frames, so this never bites
     # real output, only hand-made events.
-    _, _, f1, _ = precision_recall_f1_overlap(
+    precision, recall, f1, _ = precision_recall_f1_overlap(
         ref.intervals,
         ref.pitches_hz,
         est.intervals,
@@ -192,7 +195,13 @@ def note_f1_from_events(ref: NoteEvents, est: NoteEvents) -> float:
         pitch_tolerance=PITCH_TOLERANCE_CENTS,
         offset_ratio=None,
     )
-    return float(f1)
+    return float(precision), float(recall), float(f1)
+
+
+def note_f1_from_events(ref: NoteEvents, est: NoteEvents) -> float:
+    """Note F1 of est against ref (`note_scores_from_events`); 1.0 when both have no notes, 0.0 when only
+    one has none."""
+    return note_scores_from_events(ref, est)[2]
 
 
 def note_f1(ref_wav: np.ndarray | Tensor, est_wav: np.ndarray | Tensor, sample_rate: int) -> float:

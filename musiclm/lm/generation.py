@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from musiclm.errors import MusicLMError
-from musiclm.lm.limits import MAX_DURATION, MAX_SEED
+from musiclm.lm.limits import DECODE_MODES, DEFAULT_DECODE, MAX_DURATION, MAX_SEED
 from musiclm.lm.sample import SamplingParams, generate_codes
 
 DECODE_FRAMES = 500  # codec frames decoded at once (10 s at 50 frames/s), plus the decoder's context
@@ -45,6 +45,8 @@ class GenerationOptions:
     temperature: float | None = None  # 0 = greedy
     top_k: int | None = None  # 0 = off
     top_p: float | None = None  # 0 = off
+    decode: str = DEFAULT_DECODE  # "sample": decode the codes drawn; "mean": each cell as the mean embedding
+    # of the codes it could have drawn, weighted by their probabilities (`soft_latent`)
     fp32: bool = False  # no reduced precision (default: bf16 KV cache where the hardware computes bf16)
     compile: bool = False  # torch.compile the one-step decode
     progress: bool = False  # a progress bar on stderr
@@ -55,6 +57,8 @@ class GenerationOptions:
             raise MusicLMError(f"duration must be in (0, {MAX_DURATION:g}] seconds, got {self.duration}")
         if self.seed is not None and not 0 <= self.seed < MAX_SEED:
             raise MusicLMError(f"seed must be an integer in [0, 2**64), got {self.seed}")
+        if self.decode not in DECODE_MODES:
+            raise MusicLMError(f"decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
         if self.guide is not None and self.guide < 0:
             raise MusicLMError(f"guide must be a number of codebooks >= 0, got {self.guide}")
         given = {f.name: getattr(self, f.name) for f in fields(SamplingParams) if getattr(self, f.name) is not None}
@@ -144,6 +148,14 @@ def generate_tokens(
     )
 
 
+def decode_latents(codec, codes: Tensor, soft: dict | None) -> list[Tensor | None]:
+    """Per item of codes [B, K, T], what `decode_windows` decodes besides the codes: the mean latent
+    (`soft_latent`) when `generate_tokens` filled `soft` (`GenerationOptions.decode == "mean"`), else None."""
+    if soft is None:
+        return [None] * codes.shape[0]
+    return list(soft_latent(codec, soft).unbind(0))
+
+
 def soft_latent(codec, soft: dict) -> Tensor:
     """The codec latent [B, D, T] that `generate_codes`'s `soft` distributions expect: each codebook's
     embedding averaged over the codes it would draw, weighted by their probabilities. Where the LM is sure
@@ -171,8 +183,11 @@ def decoder_context(codec) -> int:
 
 
 @torch.no_grad()
-def decode_windows(codec, codes: Tensor, num_samples: int, frames: int = DECODE_FRAMES) -> Iterator[Tensor]:
-    """codes [K, T] of one item → wav blocks [C, L] (num_samples in all) on the codec's device.
+def decode_windows(
+    codec, codes: Tensor, num_samples: int, frames: int = DECODE_FRAMES, latent: Tensor | None = None
+) -> Iterator[Tensor]:
+    """codes [K, T] of one item → wav blocks [C, L] (num_samples in all) on the codec's device; with `latent`
+    [D, T] (`soft_latent`'s, of the same item) that latent is decoded instead of the codes'.
 
     Overlap-discard, as `musiclm.codec.streaming.decode_chunks` (which runs on CPU only): each window of
     `frames` frames is decoded with the decoder's context on both sides and only its middle kept, so peak
@@ -186,7 +201,10 @@ def decode_windows(codec, codes: Tensor, num_samples: int, frames: int = DECODE_
             break
         t1 = min(T, t0 + frames)
         w0, w1 = max(0, t0 - context), min(T, t1 + context)
-        wav = codec.decode(codes[None, :, w0:w1], frame_offset=w0, phase_track=track)[0]  # [C, (w1 - w0) * hop]
+        if latent is None:
+            wav = codec.decode(codes[None, :, w0:w1], frame_offset=w0, phase_track=track)[0]  # [C, (w1 - w0) * hop]
+        else:
+            wav = codec.decode_latent(latent[None, :, w0:w1], frame_offset=w0, phase_track=track)[0]
         if track is not None:
             track.keep_before(t1)
         yield wav[:, (t0 - w0) * hop : (t1 - w0) * hop][:, : num_samples - t0 * hop]
@@ -202,13 +220,15 @@ def generate_audio(
 ) -> Tensor:
     """Captions (+ notes [B or 1, T, F], + guide codes [B or 1, G, T]) → wav [B, C, N] at
     `model.codec.sample_rate`, N = round(duration * sample_rate)."""
-    codes = generate_tokens(model, texts, options, prompt_wav, notes=notes, guide=guide)
+    soft = {} if options.decode == "mean" else None
+    codes = generate_tokens(model, texts, options, prompt_wav, notes=notes, guide=guide, soft=soft)
     codec = model.codec
+    latents = decode_latents(codec, codes, soft)
     _, n_samples = output_length(codec, options.duration)
     wav = torch.empty((codes.shape[0], codec.channels, n_samples), device=codes.device)
     for b in range(codes.shape[0]):  # one item at a time: its audio is the same in any batch
         start = 0
-        for block in decode_windows(codec, codes[b], n_samples):
+        for block in decode_windows(codec, codes[b], n_samples, latent=latents[b]):
             wav[b, :, start : start + block.shape[-1]] = block
             start += block.shape[-1]
         assert start == n_samples, f"decoded {start} of {n_samples} samples"
