@@ -114,6 +114,25 @@ def test_onset_flux_loss_hears_smeared_attacks_not_loudness():
     assert float(output.grad.abs().sum()) > 0
 
 
+def test_spectral_delta_loss_hears_a_fluttering_partial_and_one_that_runs_on_not_loudness():
+    from musiclm.training.losses import SpectralDeltaLoss
+
+    sr = 16000
+    t = torch.arange(sr) / sr
+    note = torch.where(t < 0.5, 1.0, 0.0) * torch.sin(2 * torch.pi * 440 * t)  # A4 for half a second
+    partial = torch.where(t < 0.5, 0.3, 0.0) * torch.sin(2 * torch.pi * 880 * t)  # its 2nd partial
+    ref = (0.5 * (note + partial))[None, None]
+    loss = SpectralDeltaLoss((1024, 512))
+    assert float(loss(ref, ref)) < 1e-6
+    flutter = ref * (1 + 0.5 * torch.sin(2 * torch.pi * 12 * t))  # the held note heard struck again
+    runs_on = (0.5 * (note + 0.3 * torch.sin(2 * torch.pi * 880 * t)))[None, None]  # the partial outlives it
+    louder = 2.0 * ref
+    assert float(loss(louder, ref)) < 1e-4 < 0.1 < min(float(loss(flutter, ref)), float(loss(runs_on, ref)))
+    output = flutter.clone().requires_grad_(True)
+    loss(output, ref).backward()
+    assert float(output.grad.abs().sum()) > 0
+
+
 def test_balancer_plain_is_weighted_sum_and_balanced_is_scale_free():
     out = torch.randn(4, 1, 100, requires_grad=True)
     target = torch.randn(4, 1, 100)

@@ -46,6 +46,7 @@ from musiclm.training.losses import (
     MultiScaleMelLoss,
     MultiScaleSTFTLoss,
     OnsetFluxLoss,
+    SpectralDeltaLoss,
     SpectralConvergenceLoss,
     discriminator_loss,
     feature_matching_loss,
@@ -71,6 +72,7 @@ class CodecModule(pl.LightningModule):
         self.cqt_loss = MultiScaleCQTLoss(config.codec.sample_rate, loss.cqt_n_ffts) if loss.cqt > 0 else None
         self.convergence_loss = SpectralConvergenceLoss(loss.stft_n_ffts) if loss.convergence > 0 else None
         self.onset_loss = OnsetFluxLoss(config.codec.sample_rate, loss.onset_n_ffts) if loss.onset > 0 else None
+        self.delta_loss = SpectralDeltaLoss(loss.delta_n_ffts) if loss.delta > 0 else None
         self.complex_loss = (
             CompressedComplexSTFTLoss(
                 loss.complex_n_ffts, sample_rate=config.codec.sample_rate, phase_cutoff_hz=loss.phase_cutoff_hz
@@ -94,6 +96,8 @@ class CodecModule(pl.LightningModule):
             weights["convergence"] = loss.convergence
         if self.onset_loss is not None:
             weights["onset"] = loss.onset
+        if self.delta_loss is not None:
+            weights["delta"] = loss.delta
         if loss.adversarial:
             weights.update(adv=loss.adv, feat=loss.feat)
         self.balancer = Balancer(weights, balance=loss.balancer, ema=loss.balancer_ema)
@@ -186,6 +190,8 @@ class CodecModule(pl.LightningModule):
             losses["convergence"] = self.convergence_loss(recon, wav)
         if self.onset_loss is not None:
             losses["onset"] = self.onset_loss(recon, wav)
+        if self.delta_loss is not None:
+            losses["delta"] = self.delta_loss(recon, wav)
         return losses
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:

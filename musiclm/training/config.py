@@ -113,6 +113,8 @@ class CodecLossConfig:
     # frame-averaged terms above barely weigh.
     onset: float = 0.0
     onset_n_ffts: tuple[int, ...] = (1024, 512)
+    delta: float = 0.0  # per-bin change over time (losses.SpectralDeltaLoss): partials that flutter or run on
+    delta_n_ffts: tuple[int, ...] = (2048, 1024)
     # Phase-sensitive terms (time L1, the complex part of complex_stft) only below this frequency; 0: full band.
     # A decoder that cannot match a partial's phase is told by them that silence costs less than the partial
     # at a wrong phase (twice less in L2), so it drops what it cannot phase-match: the shipped codec kept

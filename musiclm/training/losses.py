@@ -118,6 +118,35 @@ class OnsetFluxLoss(nn.Module):
         return total / len(self.n_ffts)
 
 
+class SpectralDeltaLoss(nn.Module):
+    """L1 between the frame-to-frame changes of every bin's log-compressed magnitude, output against
+    reference, each bin weighted by the reference's compressed magnitude there, relative to the reference's
+    own weighted change, at several windows. On rendered music the codec's note F1 is lost more to notes it
+    adds than to notes it drops (precision 0.41, recall 0.64, 8 held-out renders at 6 kbps): held notes heard
+    struck again (their partials flutter from frame to frame) and partials heard as notes of their own (they
+    fade in and out apart from their note). Both are changes over time within a bin, which the frame-wise
+    magnitude terms average away. Magnitudes are log1p(gain · |X| / peak), each signal against its own peak,
+    so it hears how partials move, not level (the other terms weigh level); the weights keep the floor between
+    partials, whose changes are noise, from drowning them."""
+
+    def __init__(self, n_ffts: tuple[int, ...] = (2048, 1024), gain: float = 1000.0):
+        super().__init__()
+        self.n_ffts, self.gain = n_ffts, gain
+
+    def _compressed(self, wav: Tensor, n_fft: int) -> Tensor:
+        mag = stft_magnitude(wav, n_fft, n_fft // 4)
+        return torch.log1p(self.gain * mag / mag.amax(dim=(1, 2), keepdim=True).clamp(min=1e-12))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        total = x.new_zeros((), dtype=torch.float32)
+        for n_fft in self.n_ffts:
+            cx, cy = self._compressed(x, n_fft), self._compressed(y, n_fft)
+            weight = (cy[..., 1:] + cy[..., :-1]).detach()
+            dx, dy = cx.diff(dim=-1), cy.diff(dim=-1)
+            total = total + (weight * (dx - dy).abs()).sum() / (weight * dy.abs()).sum().clamp(min=1e-6)
+        return total / len(self.n_ffts)
+
+
 class CompressedComplexSTFTLoss(nn.Module):
     """Power-law compressed complex spectral loss (Braun & Tashev 2021, eq. 6; c = 0.3, α = 0.3):
     (1 − α)·MSE(|X|^c, |Y|^c) + α·MSE(|X|^c e^{i∠X}, |Y|^c e^{i∠Y}), averaged over windows. Unlike the
