@@ -12,6 +12,7 @@ as issue 12 asks, and compared with the plan's render by melody agreement (chrom
 eval_melody's controls (`draw_prompt`, seed 4321); exact McNemar on the draws met one way only.
 
     .venv/bin/python eval/eval_finest.py --draws 100 --out outputs/finest_100.json
+    .venv/bin/python eval/eval_finest.py --draws 100 --decoder runs/RUN/export   # a decoder trained further
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def main() -> int:
     p.add_argument("--draws", type=int, default=100)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--model", default=None, help="LM directory (default: the shipped one)")
+    p.add_argument(
+        "--decoder",
+        default=None,
+        help="a codec trained further from the model's, decoder only (the same fingerprint: the LM's tokens stay "
+        "valid), to decode with in place of the model's",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("outputs/finest.json"))
     args = p.parse_args()
@@ -49,6 +56,13 @@ def main() -> int:
     from musiclm.notes.guide import render_notes
 
     model = MusicLM.from_pretrained(args.model).eval()
+    if args.decoder:
+        from musiclm.codec import Codec
+
+        decoder = Codec.from_pretrained(args.decoder).eval()
+        if decoder.fingerprint() != model.codec.fingerprint():
+            sys.exit(f"eval_finest.py: {args.decoder} codes another token space than the model's codec")
+        object.__setattr__(model, "codec", decoder)  # not a submodule (MusicLM)
     codec, sr, K = model.codec, model.codec.sample_rate, model.config.n_q
     rows, rng = [], random.Random(4321)
     for i in range(args.draws):
