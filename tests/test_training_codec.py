@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -179,6 +180,11 @@ def test_resume_is_exact(corpus, tmp_path):
     rows = list(csv.DictReader(next((tmp_path / "straight" / "csv").rglob("metrics.csv")).open()))
     lost = [float(r["val/sines_lost_1.5kbps"]) for r in rows if r.get("val/sines_lost_1.5kbps")]
     assert lost and all(0.0 <= v <= 1.0 for v in lost)
+    # with the [eval] extra, notes are scored by precision and recall beside F1
+    scored = [r for r in rows if r.get("val/note_f1_1.5kbps")]
+    assert scored or importlib.util.find_spec("onnxruntime") is None
+    for r in scored:
+        assert all(0.0 <= float(r[f"val/note_{k}_1.5kbps"]) <= 1.0 for k in ("f1", "precision", "recall"))
 
 
 def _cli(*args: str) -> list[str]:

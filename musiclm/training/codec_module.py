@@ -271,10 +271,14 @@ class CodecModule(pl.LightningModule):
             metrics[f"val/si_snr_{bw:g}kbps"] = float(quality.si_snr(clips.cpu(), recon.cpu()).mean())
             metrics[f"val/chroma_{bw:g}kbps"] = float(quality.chroma_agreement(clips.cpu(), recon.cpu(), sr).mean())
             if ref_notes is not None:
-                from musiclm.evaluation.notes import note_f1_from_events, transcribe
+                from musiclm.evaluation.notes import note_scores_from_events, transcribe
 
-                f1 = [note_f1_from_events(r, transcribe(e, sr)) for r, e in zip(ref_notes, recon.cpu(), strict=True)]
-                metrics[f"val/note_f1_{bw:g}kbps"] = sum(f1) / len(f1)
+                scores = [
+                    note_scores_from_events(r, transcribe(e, sr)) for r, e in zip(ref_notes, recon.cpu(), strict=True)
+                ]
+                # precision beside F1: the codec loses F1 to notes it adds as much as to notes it drops
+                for j, name in enumerate(("note_precision", "note_recall", "note_f1")):
+                    metrics[f"val/{name}_{bw:g}kbps"] = sum(score[j] for score in scores) / len(scores)
             for i, r in enumerate(recon):
                 samples[f"clip{i}_{bw:g}kbps"] = r
             if self.config.codec.channels == 1:
