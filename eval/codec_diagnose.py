@@ -17,13 +17,13 @@ from the looser tolerance; one that loses upper harmonics loses its high notes f
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
+from compare_draws import write_report
 
 from musiclm.codec import Codec
 from musiclm.evaluation.codec_eval import quality
@@ -125,9 +125,7 @@ def main() -> int:
             summary = summarise(rows)
             report["sets"][name][label] = summary
             print(f"{name:8s} {label:16s} " + " ".join(f"{k} {v}" for k, v in summary.items()), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 

@@ -34,10 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SETS = {"real": ROOT / "data/recorded/manifest.jsonl", "rendered": ROOT / "data/synth_test/manifest.jsonl"}
 
 
+def ceiling_head(codec: Codec) -> ISTFTHead:
+    """The codec's iSTFT head, framing and vocoder cutoff alike, with no magnitude clip: what plays a spectrum
+    given from outside the network."""
+    head: ISTFTHead = codec.decoder.head
+    return ISTFTHead(head.n_fft, head.hop, 1, max_magnitude=1e6, vocoder_from_bin=head.vocoder_from_bin)
+
+
 def exact_magnitudes(codec: Codec, wav: torch.Tensor) -> torch.Tensor:
     """wav [C, N] through the codec's iSTFT head from its own magnitudes (and phase below the vocoder cutoff)."""
-    head: ISTFTHead = codec.decoder.head
-    ceiling = ISTFTHead(head.n_fft, head.hop, 1, max_magnitude=1e6, vocoder_from_bin=head.vocoder_from_bin)
+    ceiling = ceiling_head(codec)
     spec = ceiling.analyze(wav[None])
     return ceiling(torch.cat([spec.abs().clamp(min=1e-9).log(), spec.angle()], dim=1))[0, :, : wav.shape[-1]]
 
@@ -48,8 +54,7 @@ def readout_magnitudes(codec: Codec, wav: torch.Tensor, weighted: bool = False) 
     however trained, can play a spectrum outside that W-dimensional space (`ConvNeXtStack.proj`).
     `weighted`: each bin weighted by the square root of its magnitude against the frame's loudest, so the
     fit spends itself on the partials rather than on the floor between them."""
-    head: ISTFTHead = codec.decoder.head
-    ceiling = ISTFTHead(head.n_fft, head.hop, 1, max_magnitude=1e6, vocoder_from_bin=head.vocoder_from_bin)
+    ceiling = ceiling_head(codec)
     spec = ceiling.analyze(wav[None])[0]  # [F, T]
     bins = spec.shape[0]
     proj = codec.decoder.net.proj if codec.decoder.up is None else codec.decoder.net2.proj

@@ -26,6 +26,21 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
 
 
+def discordant(a: list[bool], b: list[bool]) -> tuple[int, int, float]:
+    """(draws met by a only, by b only, McNemar's p) for two judgements of the same draws."""
+    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
+    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
+    return only_a, only_b, mcnemar_p(only_a, only_b)
+
+
+def write_report(path: Path | str, report: dict) -> None:
+    """An eval script's JSON report, its folder made if need be, and one line saying where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
 def draw_results(report: dict, section: str, path: str) -> tuple[list[str], list[dict]]:
     """(captions, per-draw results) of one section: plan_ceiling rows keep "render" and "codec" results,
     controls rows their own."""
@@ -42,14 +57,13 @@ def compare(a: tuple[list[str], list[dict]], b: tuple[list[str], list[dict]]) ->
         raise SystemExit("the two reports scored different draws (captions differ)")
     out = {}
     for measure in MEASURES:
-        only_a = sum(x[measure] and not y[measure] for x, y in zip(a, b, strict=True))
-        only_b = sum(y[measure] and not x[measure] for x, y in zip(a, b, strict=True))
+        only_a, only_b, p = discordant([x[measure] for x in a], [y[measure] for y in b])
         out[measure] = {
             "a": sum(x[measure] for x in a) / len(a),
             "b": sum(y[measure] for y in b) / len(b),
             "only_a": only_a,
             "only_b": only_b,
-            "p": mcnemar_p(only_a, only_b),
+            "p": p,
         }
     return out
 

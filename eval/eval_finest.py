@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from compare_draws import mcnemar_p  # eval/ is on sys.path when this script runs
+from compare_draws import discordant, write_report  # eval/ is on sys.path when this script runs
 from eval_melody import draw_prompt, key_met, keys_heard
 
 WAYS = ("lm", "soft", "guide", "render")
@@ -108,17 +108,14 @@ def main() -> int:
         if way == "lm":
             continue
         for m in MEASURES[:3]:
-            only_lm = sum(r["lm"][m] and not r[way][m] for r in rows)
-            only_way = sum(r[way][m] and not r["lm"][m] for r in rows)
+            only_lm, only_way, p_value = discordant([r["lm"][m] for r in rows], [r[way][m] for r in rows])
             report["against_lm"][f"{way} {m}"] = {
                 "only_lm": only_lm,
                 f"only_{way}": only_way,
-                "mcnemar_p": round(mcnemar_p(only_lm, only_way), 4),
+                "mcnemar_p": round(p_value, 4),
             }
     print(json.dumps({k: report[k] for k in ("mean", "against_lm")}, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 

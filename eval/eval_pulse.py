@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import random
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ from unittest import mock
 
 import numpy as np
 import torch
-from compare_draws import mcnemar_p  # eval/ is on sys.path when this script runs
+from compare_draws import discordant, write_report  # eval/ is on sys.path when this script runs
 from eval_melody import draw_prompt
 
 
@@ -93,19 +92,17 @@ def main() -> int:
     report = {"draws": len(rows), "rows": rows}
     for m in measures:
         for what, label in (("met", "tempo"), ("key_met_chroma", "key chroma"), ("key_met_notes", "key notes")):
-            only_without = sum(r["without"][m][what] and not r["with"][m][what] for r in rows)
-            only_with = sum(r["with"][m][what] and not r["without"][m][what] for r in rows)
+            without, with_ = [r["without"][m][what] for r in rows], [r["with"][m][what] for r in rows]
+            only_without, only_with, p_value = discordant(without, with_)
             report[f"{m} {label}"] = {
-                "without": round(float(np.mean([r["without"][m][what] for r in rows])), 3),
-                "with": round(float(np.mean([r["with"][m][what] for r in rows])), 3),
+                "without": round(float(np.mean(without)), 3),
+                "with": round(float(np.mean(with_)), 3),
                 "met_without_only": only_without,
                 "met_with_only": only_with,
-                "mcnemar_p": round(mcnemar_p(only_without, only_with), 4),
+                "mcnemar_p": round(p_value, 4),
             }
             print(f"{m} {label}: {report[f'{m} {label}']}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 

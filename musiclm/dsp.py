@@ -46,15 +46,21 @@ def stft_magnitude(wav: Tensor, n_fft: int, hop: int) -> Tensor:
     return stft(wav, n_fft, hop).abs()
 
 
+def peak_compressed_magnitude(
+    wav: Tensor, n_fft: int, hop: int, gain: float = 1000.0, pad_mode: str | None = None
+) -> Tensor:
+    """log1p(gain · |STFT| / peak) [B*C, F, frames], peak each signal's own largest magnitude, so a gain does not
+    change it: what the onset envelope and the codec's delta loss compare."""
+    mag = stft(wav, n_fft, hop, pad_mode=pad_mode).abs()
+    return torch.log1p(gain * mag / mag.amax(dim=(1, 2), keepdim=True).clamp(min=1e-12))
+
+
 def spectral_flux(wav: Tensor, n_fft: int, hop: int, gain: float = 1000.0, pad_mode: str = "constant") -> Tensor:
     """Onset strength: the positive frame-to-frame change of the log-compressed magnitude spectrum, summed
     over frequency (Bello et al. 2005, "A tutorial on onset detection in music signals", §3.1.1). wav [B, C, N]
-    → [B*C, frames - 1], differentiable. Magnitudes are scaled as log1p(gain · |X| / peak), peak each signal's
-    own largest magnitude, so a gain does not change it. Peaks where notes start; the tempo estimator, the
-    onset metric and the codec's onset loss read it."""
-    mag = stft(wav, n_fft, hop, pad_mode=pad_mode).abs()  # [B*C, F, T]
-    peak = mag.amax(dim=(1, 2))
-    compressed = torch.log1p(gain * mag / peak.clamp(min=1e-12)[:, None, None])
+    → [B*C, frames - 1], differentiable. Magnitudes as `peak_compressed_magnitude`. Peaks where notes start;
+    the tempo estimator, the onset metric and the codec's onset loss read it."""
+    compressed = peak_compressed_magnitude(wav, n_fft, hop, gain, pad_mode)
     return torch.relu(compressed.diff(dim=-1)).sum(dim=1)
 
 

@@ -25,10 +25,9 @@ from musiclm.errors import MusicLMError
 from musiclm.files import StdoutOutput, atomic_path
 from musiclm.lm.generation import (
     GenerationOptions,
-    decode_latents,
     decode_windows,
     generate_audio,
-    generate_tokens,
+    generate_for_decoding,
     item_seeds,
     output_length,
 )
@@ -227,10 +226,10 @@ def generate_files(
         batch = list(texts[first : first + batch_size])
         rows = None if notes is None else notes if notes.shape[0] == 1 else notes[first : first + len(batch)]
         kept = None if guide is None else guide if guide.shape[0] == 1 else guide[first : first + len(batch)]
-        soft = {} if options.decode == "mean" else None
-        codes = generate_tokens(model, batch, options, prompt_wav, seeds[first : first + len(batch)], rows, kept, soft)
+        codes, latents = generate_for_decoding(
+            model, batch, options, prompt_wav, seeds[first : first + len(batch)], rows, kept
+        )
         codec = model.codec
-        latents = decode_latents(codec, codes, soft)
         _, n_samples = output_length(codec, options.duration)
         for i, text in enumerate(batch):
             destination = destinations[first + i]

@@ -40,8 +40,7 @@ class CodecResult:
 
 def quality(ref: Tensor, est: Tensor, sr: int, ref_notes: NoteEvents | None = None) -> dict[str, float | None]:
     """ref, est [C, N] → METRIC_KEYS (None where unavailable); note F1, precision and recall only when the
-    reference's transcription
-    `ref_notes` (`transcribe(ref, sr)`) is given."""
+    reference's transcription `ref_notes` (`transcribe(ref, sr)`) is given."""
     out: dict[str, float | None] = dict.fromkeys(("note_f1", "note_precision", "note_recall"))
     if ref_notes is not None:
         precision, recall, f1 = note_scores_from_events(ref_notes, transcribe(est, sr))

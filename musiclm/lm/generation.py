@@ -148,12 +148,16 @@ def generate_tokens(
     )
 
 
-def decode_latents(codec, codes: Tensor, soft: dict | None) -> list[Tensor | None]:
-    """Per item of codes [B, K, T], what `decode_windows` decodes besides the codes: the mean latent
-    (`soft_latent`) when `generate_tokens` filled `soft` (`GenerationOptions.decode == "mean"`), else None."""
+def generate_for_decoding(
+    model, texts, options: GenerationOptions, prompt_wav=None, seeds=None, notes=None, guide=None
+) -> tuple[Tensor, list[Tensor | None]]:
+    """`generate_tokens`, and per item what `decode_windows` decodes in place of its codes: the mean latent
+    (`soft_latent`) with `options.decode == "mean"`, else None (the codes themselves)."""
+    soft = {} if options.decode == "mean" else None
+    codes = generate_tokens(model, texts, options, prompt_wav, seeds, notes, guide, soft)
     if soft is None:
-        return [None] * codes.shape[0]
-    return list(soft_latent(codec, soft).unbind(0))
+        return codes, [None] * codes.shape[0]
+    return codes, list(soft_latent(model.codec, soft).unbind(0))
 
 
 def soft_latent(codec, soft: dict) -> Tensor:
@@ -220,10 +224,8 @@ def generate_audio(
 ) -> Tensor:
     """Captions (+ notes [B or 1, T, F], + guide codes [B or 1, G, T]) → wav [B, C, N] at
     `model.codec.sample_rate`, N = round(duration * sample_rate)."""
-    soft = {} if options.decode == "mean" else None
-    codes = generate_tokens(model, texts, options, prompt_wav, notes=notes, guide=guide, soft=soft)
+    codes, latents = generate_for_decoding(model, texts, options, prompt_wav, notes=notes, guide=guide)
     codec = model.codec
-    latents = decode_latents(codec, codes, soft)
     _, n_samples = output_length(codec, options.duration)
     wav = torch.empty((codes.shape[0], codec.channels, n_samples), device=codes.device)
     for b in range(codes.shape[0]):  # one item at a time: its audio is the same in any batch

@@ -120,12 +120,18 @@ def draw(probs: Tensor, u: Tensor) -> Tensor:
 SOFT_WIDTH = 64  # candidates kept per cell for `soft` when top-k is off: the tail beyond carries ~no mass
 
 
+def soft_width(params: SamplingParams, card: int) -> int:
+    """Candidates kept per cell by `draw_distribution`: top-k's, or the SOFT_WIDTH most likely when it is off."""
+    return params.top_k if 0 < params.top_k < card else min(SOFT_WIDTH, card)
+
+
 def draw_distribution(logits: Tensor, params: SamplingParams) -> tuple[Tensor, Tensor]:
     """logits [B, K, card] → (candidates [B, K, c], probs [B, K, c]): the distribution `sample_next` draws
-    each code from (the same top-k, nucleus and temperature; greedy: all mass on the argmax), over its c
-    candidates (top-k's, or the SOFT_WIDTH most likely when top-k is off)."""
-    width = params.top_k if 0 < params.top_k < logits.shape[-1] else min(SOFT_WIDTH, logits.shape[-1])
-    values, candidates = torch.topk(logits, width, dim=-1)  # sorted: the nucleus needs the order
+    each code from (the same top-k, nucleus and temperature; greedy: all mass on the argmax), over its
+    c = `soft_width` candidates."""
+    values, candidates = torch.topk(
+        logits, soft_width(params, logits.shape[-1]), dim=-1
+    )  # sorted: the nucleus needs the order
     if params.temperature == 0:
         return candidates, _one_hot_first(candidates)
     return candidates, _nucleus(values / params.temperature, params.top_p).softmax(-1)
@@ -285,7 +291,7 @@ def generate_codes(
             memory = torch.cat([memory] * (copies - 1) + [null])
             memory_mask = torch.cat([memory_mask] * (copies - 1) + [null_mask])
         codes = prompt
-        width = draw_distribution(torch.zeros(1, 1, model.card), params)[0].shape[-1] if soft is not None else 0
+        width = soft_width(params, model.card) if soft is not None else 0
         candidates = prompt[..., None].expand(-1, -1, -1, width)  # [B, K, T, c]: known codes, all mass on slot 0
         probs = _one_hot_first(candidates)
         steps = sum(w.length + K - 1 - w.keep for w in plan)

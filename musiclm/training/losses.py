@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musiclm.dsp import cqt_magnitude, mel_filterbank, spectral_flux, stft, stft_magnitude
+from musiclm.dsp import cqt_magnitude, mel_filterbank, peak_compressed_magnitude, spectral_flux, stft, stft_magnitude
 
 
 class MelSpectrogram(nn.Module):
@@ -133,14 +133,10 @@ class SpectralDeltaLoss(nn.Module):
         super().__init__()
         self.n_ffts, self.gain = n_ffts, gain
 
-    def _compressed(self, wav: Tensor, n_fft: int) -> Tensor:
-        mag = stft_magnitude(wav, n_fft, n_fft // 4)
-        return torch.log1p(self.gain * mag / mag.amax(dim=(1, 2), keepdim=True).clamp(min=1e-12))
-
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         total = x.new_zeros((), dtype=torch.float32)
         for n_fft in self.n_ffts:
-            cx, cy = self._compressed(x, n_fft), self._compressed(y, n_fft)
+            cx, cy = (peak_compressed_magnitude(w, n_fft, n_fft // 4, self.gain) for w in (x, y))
             weight = (cy[..., 1:] + cy[..., :-1]).detach()
             dx, dy = cx.diff(dim=-1), cy.diff(dim=-1)
             total = total + (weight * (dx - dy).abs()).sum() / (weight * dy.abs()).sum().clamp(min=1e-6)
