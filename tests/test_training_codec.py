@@ -586,6 +586,37 @@ def test_init_from_adds_a_head_mlp_that_starts_as_the_plain_decoder(corpus, tmp_
     assert float(codec.decoder.net.proj_mlp[2].weight.grad.abs().sum()) > 0  # and it does train
 
 
+def test_init_from_adds_decoder_blocks_that_start_as_the_identity(corpus, tmp_path):
+    """More `frame.decoder_layers` than the source had: the new blocks come last with zero layer scale, so the
+    decoder sounds exactly as before, and their weights train."""
+    from musiclm.codec import Codec
+    from musiclm.training.codec_module import build_codec_module
+    from musiclm.training.config import CodecTrainConfig, load_train_config
+
+    frame = {"dimension": 16, "hop_length": 8, "width": 16, "encoder_layers": 2, "decoder_layers": 2}
+    over = {"data": {"manifests": [str(corpus)]}, "codec": {"backbone": "frame", "frame": frame}}
+    torch.manual_seed(0)
+    source = Codec(load_train_config(CodecTrainConfig, DEBUG, over).codec)
+    source.train()(0.3 * torch.randn(4, 1, 800))
+    source.eval().save_pretrained(tmp_path / "shipped")
+    source = Codec.from_pretrained(tmp_path / "shipped")
+    grown = {**over, "codec": {"backbone": "frame", "frame": {**frame, "decoder_layers": 4}}}
+    config = load_train_config(CodecTrainConfig, DEBUG, {**grown, "init_from": str(tmp_path / "shipped")})
+    (tmp_path / "run").mkdir()
+    codec = build_codec_module(config, tmp_path / "run", reuse_files=False).codec.eval()
+    assert len(codec.decoder.net.blocks) == 4 and codec.config.frame.decoder_layers == 4
+    assert not any(block.gamma.detach().any() for block in codec.decoder.net.blocks[2:])
+    x = 0.3 * torch.randn(1, 1, 800)
+    with torch.no_grad():
+        codes = source.encode(x)
+        torch.testing.assert_close(codec.decode(codes), source.decode(codes))
+    loss = codec.decoder(codec.quantizer.decode(codes)).pow(2).mean()
+    loss.backward()
+    assert float(codec.decoder.net.blocks[3].gamma.grad.abs().sum()) > 0  # and they train
+    with pytest.raises(ValueError, match="already has every block"):
+        codec.decoder.deepen_state(codec.decoder.state_dict())
+
+
 @pytest.mark.parametrize("term", ["convergence", "onset"])
 def test_an_optional_term_joins_the_balanced_update(corpus, tmp_path, term):
     from musiclm.training.recipes import train_codec

@@ -461,6 +461,23 @@ class FrameDecoder(nn.Module):
             cfg.magnitude_grad_floor,
         )
 
+    def deepen_state(self, state: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+        """A state dict saved with fewer decoder blocks, made loadable into this decoder: the extra blocks
+        come after the saved ones with their layer scale (gamma) at zero, so each starts as the identity
+        and the decoder sounds exactly as before until they train (ReZero, Bachlechner et al. 2021, §3).
+        Returns a new dict; the saved keys are shared."""
+        if self.up is not None:
+            raise ValueError("only a decoder without upsampling (one stack) can be deepened")
+        fresh = {f"{prefix}{k}": v for k, v in self.state_dict().items()}
+        blocks = f"{prefix}net.blocks."
+        added = {k: v.clone() for k, v in fresh.items() if k.startswith(blocks) and k not in state}
+        if not added:
+            raise ValueError("the saved decoder already has every block")
+        for key, value in added.items():
+            if key.endswith(".gamma"):
+                value.zero_()
+        return {**state, **added}
+
     def spectrum(self, latent: Tensor) -> Tensor:
         """latent [B, D, T] → the head's input [B, C·2F, T·upsample] (what `head` turns into audio)."""
         T = latent.shape[-1]

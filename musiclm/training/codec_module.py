@@ -346,6 +346,9 @@ def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: boo
         transients = _adds_transient_input(ours, theirs)
         if transients:  # and another: the encoder gains short-window input, which starts at zero
             theirs["frame"]["transient_input"] = ours["frame"]["transient_input"]
+        deeper = _adds_decoder_layers(ours, theirs)
+        if deeper:  # and the decoder gains blocks, which start as the identity (FrameDecoder.deepen_state)
+            theirs["frame"]["decoder_layers"] = ours["frame"]["decoder_layers"]
         head_mlp = _adds_head_hidden(ours, theirs)
         if head_mlp:  # the other: the decoder gains a head MLP, which starts at zero (FrameNetConfig.head_hidden)
             theirs["frame"]["head_hidden"] = ours["frame"]["head_hidden"]
@@ -359,6 +362,8 @@ def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: boo
             state = module.codec.encoder.widen_with_magnitude_input(state, prefix="encoder.")
         if transients:
             state = module.codec.encoder.widen_with_transient_input(state, prefix="encoder.")
+        if deeper:
+            state = module.codec.decoder.deepen_state(state, prefix="decoder.")
         if head_mlp:  # the new MLP keeps its fresh (zero-output) weights
             state.update({k: v for k, v in module.codec.state_dict().items() if ".proj_mlp." in k})
         module.codec.load_state_dict(state)
@@ -394,6 +399,15 @@ def _adds_head_hidden(ours: dict, theirs: dict) -> bool:
         ours.get("backbone") == "frame"
         and ours["frame"].get("head_hidden", 0) > 0
         and not theirs.get("frame", {}).get("head_hidden", 0)
+    )
+
+
+def _adds_decoder_layers(ours: dict, theirs: dict) -> bool:
+    """True when a frame codec is started from one whose decoder had fewer blocks."""
+    return (
+        ours.get("backbone") == "frame"
+        and "frame" in theirs
+        and ours["frame"].get("decoder_layers", 0) > theirs["frame"].get("decoder_layers", 0)
     )
 
 
