@@ -55,3 +55,33 @@ def test_merge_refuses_what_would_change_the_codes(tiny_codec, tmp_path):
     save_file(decoder, str(tmp_path / "decoder.safetensors"))
     done = _merge(tmp_path, "decoder.safetensors", "bad", "--set", "sample_rate=16000")
     assert done.returncode == 1 and "only" in done.stderr and not (tmp_path / "bad").exists()
+
+
+def test_merge_takes_a_grown_frame_decoder_with_its_shape(tmp_path):
+    """A frame decoder trained with more blocks and a head MLP (FrameDecoder.deepen_state, head_hidden) merges
+    with the shape its weights have, and decodes as it did where it trained."""
+    from dataclasses import replace
+
+    from musiclm.codec import CodecConfig
+    from musiclm.codec.framenet import FrameNetConfig
+
+    torch.manual_seed(0)
+    frame = FrameNetConfig(dimension=16, hop_length=8, width=16, encoder_layers=2, decoder_layers=2)
+    config = CodecConfig(name="tiny-frame", sample_rate=8000, backbone="frame", frame=frame, n_q=4, card=64)
+    shipped = Codec(config).eval()
+    shipped.save_pretrained(tmp_path / "codec")
+    grown = Codec(replace(config, frame=replace(frame, decoder_layers=4, head_hidden=8))).eval()
+    grown.load_state_dict(
+        {**grown.state_dict(), **{k: v for k, v in shipped.state_dict().items() if not k.startswith("decoder.")}}
+    )
+    decoder = {k: v for k, v in grown.state_dict().items() if k.startswith("decoder.")}
+    save_file(decoder, str(tmp_path / "decoder.safetensors"))
+
+    done = _merge(tmp_path, "decoder.safetensors", "merged")
+    assert done.returncode == 0, done.stderr
+    merged = Codec.from_pretrained(tmp_path / "merged")
+    assert merged.config.frame.decoder_layers == 4 and merged.config.frame.head_hidden == 8
+    assert merged.fingerprint() == Codec.from_pretrained(tmp_path / "codec").fingerprint()
+    codes = shipped.encode(0.3 * torch.randn(1, 1, 800))
+    with torch.no_grad():
+        torch.testing.assert_close(merged.decode(codes), grown.decode(codes))

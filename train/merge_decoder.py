@@ -41,11 +41,16 @@ def merge(codec_dir: str, decoder_file: str, out: str, name: str | None, setting
         section[path[-1]] = yaml.safe_load(value)
     if name:
         config["name"] = name
-    merged = Codec(from_dict(CodecConfig, config))
-    state = codec.state_dict()
     decoder = load_file(decoder_file)
     if not decoder or any(not k.startswith("decoder.") for k in decoder):
         raise MusicLMError(f"{decoder_file}: expected decoder.* weights only")
+    if (
+        config.get("backbone") == "frame" and "decoder.net2.embed.weight" not in decoder
+    ):  # a decoder grown in training (more blocks, a head MLP) keeps its shape
+        config["frame"].update(_frame_decoder_shape(decoder))
+    merged = Codec(from_dict(CodecConfig, config))
+    state = merged.state_dict()
+    state.update({k: v for k, v in codec.state_dict().items() if not k.startswith("decoder.")})
     missing = sorted(k for k in state if k.startswith("decoder.") and k not in decoder)
     if missing:
         raise MusicLMError(f"{decoder_file}: lacks {missing[:3]}{'...' if len(missing) > 3 else ''}")
@@ -62,6 +67,14 @@ def merge(codec_dir: str, decoder_file: str, out: str, name: str | None, setting
         json.dumps({"codec": codec_dir, "decoder": str(decoder_file), "step": step, "set": settings}, indent=2) + "\n"
     )
     return merged
+
+
+def _frame_decoder_shape(decoder: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The frame decoder's block count and head-MLP width, read off its weights (one stack, no upsampling:
+    the shape `FrameDecoder.deepen_state` and `head_hidden` grow)."""
+    blocks = {int(k.split(".")[3]) for k in decoder if k.startswith("decoder.net.blocks.")}
+    mlp = decoder.get("decoder.net.proj_mlp.0.weight")
+    return {"decoder_layers": len(blocks), "head_hidden": 0 if mlp is None else int(mlp.shape[0])}
 
 
 def _stored_dtype(weights: Path) -> torch.dtype:
