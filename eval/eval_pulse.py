@@ -4,11 +4,13 @@ them (issue 12: key, relative allowed, and tempo within 8 %, octave errors allow
     .venv/bin/python eval/eval_pulse.py --draws 200 --out outputs/pulse_ab_200.json            # plans only
     .venv/bin/python eval/eval_pulse.py --draws 100 --lm --out outputs/pulse_lm_ab_100.json    # through the LM
     .venv/bin/python eval/eval_pulse.py --check key --draws 200 --out outputs/heard_key_ab_200.json
+    .venv/bin/python eval/eval_pulse.py --check through-codec --draws 100 --lm --out outputs/through_codec_lm_100.json
 
 `--check pulse` (default): "without" is the planner before 2026-11-30 (its pulse check switched off: every
 draw counts as at the asked pulse). `--check key`: "without" has the heard-key check
 (`planner.key_heard`) switched off; `--check heard-tempo` the tempo heard in the render
-(`planner.tempo_heard`). "with" is the shipped planner. Prompts are eval_melody's
+(`planner.tempo_heard`); `--check through-codec` the render heard as it is, not through the codec at the LM's
+codebooks (`generate.plan_listener`, 2026-12-01). "with" is the shipped planner. Prompts are eval_melody's
 (`draw_prompt`, seed 4321; its 40 are the first 40 here). Plans only: the key and tempo heard in each plan's
 render, and in that render through the codec at the LM's codebooks (what the best LM could give back). With
 `--lm`: those heard in `generate`'s audio. Printed: the share met each way and an exact McNemar test on the
@@ -33,7 +35,8 @@ from eval_melody import draw_prompt
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    checks = {"pulse": "tempo_agrees", "key": "key_heard", "heard-tempo": "tempo_heard"}  # --check → planner's
+    # --check → the planner's function switched off; "through-codec" hears the render itself, not through the codec
+    checks = {"pulse": "tempo_agrees", "key": "key_heard", "heard-tempo": "tempo_heard", "through-codec": None}
     p.add_argument("--check", choices=list(checks), default="pulse", help="the check switched off for 'without'")
     p.add_argument("--draws", type=int, default=200)
     p.add_argument("--seconds", type=float, default=10.0)
@@ -55,7 +58,12 @@ def main() -> int:
 
     model = MusicLM.from_pretrained(args.model).eval()
     codec, sr = model.codec, model.codec.sample_rate
-    switched_off = mock.patch.object(planner, checks[args.check], lambda *a, **k: True)
+    if args.check == "through-codec":
+        import musiclm.generate
+
+        switched_off = mock.patch.object(musiclm.generate, "plan_listener", lambda model: None)
+    else:
+        switched_off = mock.patch.object(planner, checks[args.check], lambda *a, **k: True)
     measures = ("lm",) if args.lm else ("render", "codec")
     rows, rng = [], random.Random(4321)
     for i in range(args.draws):

@@ -139,9 +139,19 @@ def note_condition(
             raise MusicLMError("--guide: there are no notes to render (--no-plan, or a text-only model)")
         return Notes()
     seeds = item_seeds(list(prompts), options.seed)
-    features, plans = plan_features(list(prompts), options.duration, seeds, model.codec.frame_rate)
+    features, plans = plan_features(
+        list(prompts), options.duration, seeds, model.codec.frame_rate, listen=plan_listener(model)
+    )
     scores = [p.midi for p in plans]
     return Notes(features, scores, plans, guide_for(model, scores, options))
+
+
+def plan_listener(model: MusicLM):
+    """How the planner hears a plan's render before keeping it: through the model's codec at the codebooks
+    the LM writes, the sound `generate` will give it (`musiclm.notes.guide.codec_listener`)."""
+    from musiclm.notes.guide import codec_listener
+
+    return codec_listener(model.codec, model.n_q)
 
 
 def guide_for(model: MusicLM, scores: list, options: GenerationOptions) -> Tensor | None:

@@ -164,3 +164,21 @@ def test_a_midi_melodys_features_name_the_instruments_the_prompt_arranges_it_for
     assert strings[:, FAMILIES][:, 5].all() and not strings[:, FAMILIES][:, 0].any()
     assert piano[:, FAMILIES][:, 0].all() and not piano[:, FAMILIES][:, 5].any()
     assert [t.program for t in notes.scores[0].tracks] == [40]
+
+
+def test_the_codec_listener_plays_a_render_as_the_codec_would(tiny_codec):
+    """`codec_listener`: a render at any rate → the codec's round trip at the asked codebooks, back at that
+    rate and length (how the planner hears a plan before keeping it)."""
+    from musiclm.notes.guide import codec_listener
+
+    t = np.arange(12000) / 24000
+    render = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    heard = codec_listener(tiny_codec, 2)(render, 24000)
+    assert heard.shape == render.shape and heard.dtype == np.float32 and np.isfinite(heard).all()
+    native = render[::3].copy()  # the codec's own rate: exactly its round trip
+    with torch.inference_mode():
+        expected = tiny_codec.decode(tiny_codec.encode(torch.from_numpy(native)[None, None], n_q=2))[0, 0]
+    np.testing.assert_allclose(codec_listener(tiny_codec, 2)(native, 8000), expected[: len(native)].numpy(), atol=1e-6)
+    assert not np.allclose(codec_listener(tiny_codec, 1)(native, 8000), expected[: len(native)].numpy(), atol=1e-4)
+    with pytest.raises(MusicLMError, match="codebooks"):
+        codec_listener(tiny_codec, tiny_codec.config.n_q + 1)

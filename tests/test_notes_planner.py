@@ -342,10 +342,11 @@ def test_the_pulse_of_a_plan_is_read_from_its_notes():
 
 def test_the_key_a_plan_is_heard_in_is_read_from_its_render():
     """A I-IV-V-I cadence in C major, rendered, is heard in C major (and so in its relative, A minor), not in
-    F# major; plan() redraws while the render is not heard as asked, and keeps the first that is."""
+    F# major; plan() redraws while the render, as `listen` plays it, is not heard as asked, and keeps the
+    first that is."""
     from musiclm.notes import planner as planner_module
     from musiclm.notes.guide import render_notes, renderer_available
-    from musiclm.notes.planner import key_heard
+    from musiclm.notes.planner import Plan, key_heard
 
     if not renderer_available():
         pytest.skip("FluidSynth is not installed (make system-deps)")
@@ -371,11 +372,27 @@ def test_the_key_a_plan_is_heard_in_is_read_from_its_render():
         m.setattr(planner_module, "tempo_agrees", lambda *a: True)
         m.setattr(planner_module, "longest_rest", lambda p, start=0.0: 0.0)
         m.setattr(planner_module, "leading_rest", lambda p: 0.0)
-        m.setattr(planner_module, "heard_as_asked", lambda p, start=0.0: calls.append(p) or len(calls) == 3)
-        heard = plan("a piece", 4.0, seed=1, key_retries=5, heard_key=True, **kwargs)
-        assert heard.attempts == 3 and heard.tokens == calls[2].tokens
+        listeners = []
+        m.setattr(
+            planner_module,
+            "heard_as_asked",
+            lambda p, start=0.0, listen=None: listeners.append(listen) or calls.append(p) or len(calls) == 3,
+        )
+        heard = plan("a piece", 4.0, seed=1, key_retries=5, heard_key=True, listen=np.negative, **kwargs)
+        assert heard.attempts == 3 and heard.tokens == calls[2].tokens and listeners == [np.negative] * 3
         calls.clear()
         assert plan("a piece", 4.0, seed=1, key_retries=5, heard_key=False, **kwargs).attempts == 1 and not calls
+
+    # `listen` is how the render is heard: played as an F# major triad instead, the plan is not in C major
+    def as_f_sharp(audio, sample_rate):
+        t = np.arange(len(audio)) / sample_rate
+        return sum(0.1 * np.sin(2 * np.pi * f * t) for f in (369.99, 466.16, 554.37)).astype(np.float32)
+
+    as_planned = Plan(midi=score, controls=asked(0, "major"), seconds=8.0, tokens=[])
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(planner_module, "tempo_heard", lambda *a: True)
+        assert planner_module.heard_as_asked(as_planned)
+        assert not planner_module.heard_as_asked(as_planned, listen=as_f_sharp)
 
 
 def test_the_key_prior_moves_pitches_into_the_key():

@@ -82,14 +82,20 @@ def melody_features(path: str | Path, num_frames: int, frame_rate: float = FRAME
 
 
 def plan_features(
-    prompts: list[str], seconds: float, seeds: list[int | None], frame_rate: float = FRAME_RATE, planner=None
+    prompts: list[str],
+    seconds: float,
+    seeds: list[int | None],
+    frame_rate: float = FRAME_RATE,
+    planner=None,
+    listen=None,
 ) -> tuple[Tensor, list]:
     """Text → notes for each prompt (`musiclm.notes.planner.plan`, one seed each) → (features [B, T, 48],
-    the plans); T covers `seconds` at `frame_rate` (the codec's frames). A None seed draws a fresh one."""
+    the plans); T covers `seconds` at `frame_rate` (the codec's frames). A None seed draws a fresh one.
+    `listen`: how the planner hears its renders (`plan(listen=)`)."""
     from musiclm.notes.planner import plan
 
     num_frames = int(math.ceil(seconds * frame_rate - 1e-9))
     seeds = [int(torch.randint(0, 2**62, ())) if s is None else s % 2**63 for s in seeds]
-    plans = [plan(p, seconds, seed=s, planner=planner) for p, s in zip(prompts, seeds, strict=True)]
+    plans = [plan(p, seconds, seed=s, planner=planner, listen=listen) for p, s in zip(prompts, seeds, strict=True)]
     features = torch.stack([notes_features(p.midi, num_frames, frame_rate) for p in plans])
     return features, plans

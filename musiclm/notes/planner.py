@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from symusic import Score
 from torch import Tensor
@@ -99,6 +101,7 @@ def plan(
     key_weight: float = KEY_WEIGHT,
     key_retries: int = KEY_RETRIES,
     heard_key: bool | None = None,
+    listen: Callable[[np.ndarray, int], np.ndarray] | None = None,
     **fields,
 ) -> Plan:
     """A plan of `seconds` for `prompt`: `Plan.midi` is a symusic Score (`Plan.save("plan.mid")`).
@@ -112,10 +115,11 @@ def plan(
     times; a plan longer than SEGMENT_SECONDS is drawn segment by segment, each continuing the bars so far
     and checked on its own notes. `heard_key` (default: when FluidSynth is installed) also renders a draw
     that passes those checks and asks the audio estimators to hear the asked key or its relative, and the
-    asked tempo, in it (`heard_as_asked`). Where no draw passes, the one that rests least is kept, among
-    those in the key (then those that start in time, then those at the asked pulse, then within the rest
-    limit, then heard as asked) if any (a fast folk tune of 8 notes with 1.6 s of silence first was kept
-    before). `Plan.attempts` says how many were drawn."""
+    asked tempo, in it (`heard_as_asked`); `listen` (render, sample rate) → audio is how it is heard, e.g.
+    through the codec (`musiclm.notes.guide.codec_listener`; None: the render itself). Where no draw passes,
+    the one that rests least is kept, among those in the key (then those that start in time, then those at
+    the asked pulse, then within the rest limit, then heard as asked) if any (a fast folk tune of 8 notes with
+    1.6 s of silence first was kept before). `Plan.attempts` says how many were drawn."""
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
         raise MusicLMError(f"a plan must be 0-{MAX_SECONDS:g} s long, got {seconds}")
     if key_retries < 0:
@@ -150,7 +154,7 @@ def plan(
             late = segment == 0 and leading_rest(out) > MAX_LEAD_BEATS * beat
             in_tempo = tempo_agrees(controls.bpm, pulse_bpm(out, start))
             passes = in_key and in_tempo and not late and rest <= rest_limit(beat)
-            heard = passes and (not heard_key or heard_as_asked(out, start))  # rendered only when all else passes
+            heard = passes and (not heard_key or heard_as_asked(out, start, listen=listen))  # rendered last
             if heard:
                 break
             # in the key, starting in time, at the asked pulse, within the rest limit, heard in the key; then
@@ -190,13 +194,21 @@ def in_asked_key(p: Plan, start: float = 0.0) -> bool:
     return (tonic, mode) == (p.controls.key, p.controls.mode)
 
 
-def heard_as_asked(p: Plan, start: float = 0.0, sample_rate: int = 24000) -> bool:
-    """The plan's render from `start` seconds on is heard in the asked key or its relative (`key_heard`) and
-    at the asked tempo (`tempo_heard`), by the audio estimators the evaluation uses."""
+def heard_as_asked(
+    p: Plan,
+    start: float = 0.0,
+    sample_rate: int = 24000,
+    listen: Callable[[np.ndarray, int], np.ndarray] | None = None,
+) -> bool:
+    """The plan's render from `start` seconds on, heard as `listen` plays it (None: as rendered), is in the
+    asked key or its relative (`key_heard`) and at the asked tempo (`tempo_heard`), by the audio estimators
+    the evaluation uses."""
     from musiclm.notes.guide import render_notes
 
     clip = clip_seconds(p.midi, start, p.seconds) if start > 0 else p.midi
     audio = render_notes(clip, p.seconds - start, sample_rate)
+    if listen is not None:
+        audio = listen(audio, sample_rate)
     return key_heard(p.controls, audio, sample_rate) and tempo_heard(p.controls, audio, sample_rate)
 
 
