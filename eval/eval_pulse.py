@@ -61,7 +61,7 @@ def main() -> int:
     if args.check == "through-codec":
         import musiclm.generate
 
-        switched_off = mock.patch.object(musiclm.generate, "plan_listener", lambda model: None)
+        switched_off = mock.patch.object(musiclm.generate, "plan_listener", lambda *a: None)
     else:
         switched_off = mock.patch.object(planner, checks[args.check], lambda *a, **k: True)
     measures = ("lm",) if args.lm else ("render", "codec")

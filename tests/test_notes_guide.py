@@ -182,3 +182,19 @@ def test_the_codec_listener_plays_a_render_as_the_codec_would(tiny_codec):
     assert not np.allclose(codec_listener(tiny_codec, 1)(native, 8000), expected[: len(native)].numpy(), atol=1e-4)
     with pytest.raises(MusicLMError, match="codebooks"):
         codec_listener(tiny_codec, tiny_codec.config.n_q + 1)
+
+
+def test_the_planner_listens_at_the_guides_codebooks(notes_model, monkeypatch):  # noqa: F811
+    """`generate.plan_listener`: the planner hears a render through the codec at the guide's codebooks (the
+    part of the output the render fixes), at every codebook the LM writes when there is no guide."""
+    import musiclm.notes.guide as guide_module
+    from musiclm.generate import default_guide_count, plan_listener
+    from musiclm.lm.model import MusicLM
+
+    model = MusicLM.from_pretrained(notes_model).eval()
+    asked = []
+    monkeypatch.setattr(guide_module, "codec_listener", lambda codec, codebooks: asked.append(codebooks))
+    for guide in (None, 0, 1, model.n_q):
+        plan_listener(model, guide)
+    assert asked == [default_guide_count(model), model.n_q, 1, model.n_q]
+    assert 1 <= default_guide_count(model) < model.n_q
