@@ -366,3 +366,22 @@ def test_mean_decode_plays_the_expected_latent_the_same_in_every_way_in(model_di
     assert np.abs(written - pcm).max() <= 1
     with pytest.raises(MusicLMError, match="decode"):
         GenerationOptions(decode="median").check()
+
+
+def test_auto_decode_takes_the_mean_only_where_a_guide_is_kept(model_dir):
+    """The default `decode="auto"`: the mean latent when a guide fixes the coarse codebooks, the codes drawn
+    when the LM writes them all."""
+    from musiclm.lm.generation import GenerationOptions, generate_for_decoding
+
+    model = MusicLM.from_pretrained(model_dir)
+    options = GenerationOptions(duration=1.0, seed=3, top_k=8)
+    assert options.decode == "auto"
+    _, unguided = generate_for_decoding(model, ["calm piano"], options)
+    assert unguided == [None]
+    frames = int(model.codec.frame_rate)
+    guide = torch.randint(0, model.config.card, (1, 1, frames))
+    codes, guided = generate_for_decoding(model, ["calm piano"], options, guide=guide)
+    assert guided[0] is not None and guided[0].shape[-1] == codes.shape[-1]
+    assert torch.equal(codes[:, :1], guide)
+    _, drawn = generate_for_decoding(model, ["calm piano"], replace(options, decode="sample"), guide=guide)
+    assert drawn == [None]

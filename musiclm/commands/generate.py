@@ -83,7 +83,8 @@ def register(subparsers) -> None:
         default=None,
         help="how the LM's codes become audio: 'sample' decodes the codes drawn; 'mean' decodes each code the LM "
         "wrote as the mean of the codes it could have drawn, weighted by their probabilities (less noise where "
-        f"it is unsure) (default: {DEFAULT_DECODE})",
+        "it is unsure); 'auto' is 'mean' when a guide is kept (heard more often in the asked key and tempo), "
+        f"else 'sample' (default: {DEFAULT_DECODE})",
     )
     p.add_argument(
         "--model",

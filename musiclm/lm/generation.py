@@ -46,7 +46,8 @@ class GenerationOptions:
     top_k: int | None = None  # 0 = off
     top_p: float | None = None  # 0 = off
     decode: str = DEFAULT_DECODE  # "sample": decode the codes drawn; "mean": each cell as the mean embedding
-    # of the codes it could have drawn, weighted by their probabilities (`soft_latent`)
+    # of the codes it could have drawn, weighted by their probabilities (`soft_latent`); "auto": "mean" when a
+    # guide is kept, else "sample"
     fp32: bool = False  # no reduced precision (default: bf16 KV cache where the hardware computes bf16)
     compile: bool = False  # torch.compile the one-step decode
     progress: bool = False  # a progress bar on stderr
@@ -152,8 +153,9 @@ def generate_for_decoding(
     model, texts, options: GenerationOptions, prompt_wav=None, seeds=None, notes=None, guide=None
 ) -> tuple[Tensor, list[Tensor | None]]:
     """`generate_tokens`, and per item what `decode_windows` decodes in place of its codes: the mean latent
-    (`soft_latent`) with `options.decode == "mean"`, else None (the codes themselves)."""
-    soft = {} if options.decode == "mean" else None
+    (`soft_latent`) with `options.decode` "mean", or "auto" with a guide; else None (the codes themselves)."""
+    mean = options.decode == "mean" or (options.decode == "auto" and guide is not None)
+    soft = {} if mean else None
     codes = generate_tokens(model, texts, options, prompt_wav, seeds, notes, guide, soft)
     if soft is None:
         return codes, [None] * codes.shape[0]
