@@ -1,5 +1,6 @@
-"""The same plan decoded three ways beside its render: the LM's codes drawn (`generate`'s default), the mean
-decode (`--decode mean`), and the render through the codec at the LM's codebooks; spectrograms below 3 kHz.
+"""The same plan decoded three ways beside its render: the LM's codes drawn (`--decode sample`), the mean
+decode (`--decode mean`, what the default `auto` plays with a guide), and the render through the codec at the
+LM's codebooks; spectrograms below 3 kHz.
 
     .venv/bin/python eval/figure_decode_modes.py   # writes train/figures/decode_mean_vs_drawn.png
 """
@@ -45,7 +46,7 @@ def main() -> int:
     with torch.inference_mode():
         ways = {
             "reference render": render[0, 0],
-            "LM codes drawn (default)": codec.decode(codes)[0, 0],
+            "LM codes drawn (--decode sample)": codec.decode(codes)[0, 0],
             "LM codes, mean decode": codec.decode_latent(latents[0][None])[0, 0],
             f"render through the codec, {model.n_q} codebooks": codec.decode(codec.encode(render, n_q=model.n_q))[0, 0],
         }

@@ -555,9 +555,9 @@ def test_tone_melodies_mixed_into_crops_are_deterministic_and_reach_high_notes(c
     assert min(peaks) < 262 and max(peaks) > 1047
 
 
-def test_init_from_adds_a_head_mlp_that_starts_as_the_plain_decoder(corpus, tmp_path):
-    """`frame.head_hidden` on a codec that had none: the new head MLP starts at zero output, so the decoder
-    sounds exactly as before until it trains; every other weight is the source's."""
+def _grown_from_a_trained_frame_codec(corpus, tmp_path, **grown):
+    """A small frame codec, trained one step and saved as tmp_path/shipped, and the codec a run started from it
+    with `init_from` builds when its frame config changes by `grown` (as the source was loaded, in eval mode)."""
     from musiclm.codec import Codec
     from musiclm.training.codec_module import build_codec_module
     from musiclm.training.config import CodecTrainConfig, load_train_config
@@ -568,11 +568,17 @@ def test_init_from_adds_a_head_mlp_that_starts_as_the_plain_decoder(corpus, tmp_
     source = Codec(load_train_config(CodecTrainConfig, DEBUG, over).codec)
     source.train()(0.3 * torch.randn(4, 1, 800))
     source.eval().save_pretrained(tmp_path / "shipped")
-    source = Codec.from_pretrained(tmp_path / "shipped")
-    grown = {**over, "codec": {"backbone": "frame", "frame": {**frame, "head_hidden": 32}}}
-    config = load_train_config(CodecTrainConfig, DEBUG, {**grown, "init_from": str(tmp_path / "shipped")})
+    shipped = str(tmp_path / "shipped")
+    config = {**over, "codec": {"backbone": "frame", "frame": {**frame, **grown}}, "init_from": shipped}
     (tmp_path / "run").mkdir()
-    codec = build_codec_module(config, tmp_path / "run", reuse_files=False).codec.eval()
+    run = build_codec_module(load_train_config(CodecTrainConfig, DEBUG, config), tmp_path / "run", reuse_files=False)
+    return Codec.from_pretrained(tmp_path / "shipped"), run.codec.eval()
+
+
+def test_init_from_adds_a_head_mlp_that_starts_as_the_plain_decoder(corpus, tmp_path):
+    """`frame.head_hidden` on a codec that had none: the new head MLP starts at zero output, so the decoder
+    sounds exactly as before until it trains; every other weight is the source's."""
+    source, codec = _grown_from_a_trained_frame_codec(corpus, tmp_path, head_hidden=32)
     assert any(".proj_mlp." in k for k in codec.state_dict()) and codec.config.frame.head_hidden == 32
     for key, value in source.state_dict().items():
         if not key.endswith("embed_avg"):
@@ -589,21 +595,7 @@ def test_init_from_adds_a_head_mlp_that_starts_as_the_plain_decoder(corpus, tmp_
 def test_init_from_adds_decoder_blocks_that_start_as_the_identity(corpus, tmp_path):
     """More `frame.decoder_layers` than the source had: the new blocks come last with zero layer scale, so the
     decoder sounds exactly as before, and their weights train."""
-    from musiclm.codec import Codec
-    from musiclm.training.codec_module import build_codec_module
-    from musiclm.training.config import CodecTrainConfig, load_train_config
-
-    frame = {"dimension": 16, "hop_length": 8, "width": 16, "encoder_layers": 2, "decoder_layers": 2}
-    over = {"data": {"manifests": [str(corpus)]}, "codec": {"backbone": "frame", "frame": frame}}
-    torch.manual_seed(0)
-    source = Codec(load_train_config(CodecTrainConfig, DEBUG, over).codec)
-    source.train()(0.3 * torch.randn(4, 1, 800))
-    source.eval().save_pretrained(tmp_path / "shipped")
-    source = Codec.from_pretrained(tmp_path / "shipped")
-    grown = {**over, "codec": {"backbone": "frame", "frame": {**frame, "decoder_layers": 4}}}
-    config = load_train_config(CodecTrainConfig, DEBUG, {**grown, "init_from": str(tmp_path / "shipped")})
-    (tmp_path / "run").mkdir()
-    codec = build_codec_module(config, tmp_path / "run", reuse_files=False).codec.eval()
+    source, codec = _grown_from_a_trained_frame_codec(corpus, tmp_path, decoder_layers=4)
     assert len(codec.decoder.net.blocks) == 4 and codec.config.frame.decoder_layers == 4
     assert not any(block.gamma.detach().any() for block in codec.decoder.net.blocks[2:])
     x = 0.3 * torch.randn(1, 1, 800)

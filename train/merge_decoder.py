@@ -44,9 +44,8 @@ def merge(codec_dir: str, decoder_file: str, out: str, name: str | None, setting
     decoder = load_file(decoder_file)
     if not decoder or any(not k.startswith("decoder.") for k in decoder):
         raise MusicLMError(f"{decoder_file}: expected decoder.* weights only")
-    if (
-        config.get("backbone") == "frame" and "decoder.net2.embed.weight" not in decoder
-    ):  # a decoder grown in training (more blocks, a head MLP) keeps its shape
+    one_stack = config.get("backbone") == "frame" and "decoder.net2.embed.weight" not in decoder
+    if one_stack:  # a decoder grown in training (more blocks, a head MLP) keeps its shape
         config["frame"].update(_frame_decoder_shape(decoder))
     merged = Codec(from_dict(CodecConfig, config))
     state = merged.state_dict()
