@@ -43,6 +43,9 @@ def main() -> int:
         help="a codec trained further from the model's, decoder only (the same fingerprint: the LM's tokens stay "
         "valid), to decode with in place of the model's",
     )
+    p.add_argument(
+        "--pulse-weight", type=float, default=None, help="the planner's pulse prior (default: plan()'s PULSE_WEIGHT)"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("outputs/finest.json"))
     args = p.parse_args()
@@ -55,6 +58,10 @@ def main() -> int:
     from musiclm.lm.model import MusicLM
     from musiclm.notes.guide import render_notes
 
+    if args.pulse_weight is not None:
+        from musiclm.notes import planner
+
+        planner.PULSE_WEIGHT = args.pulse_weight  # read by plan() at each call
     model = MusicLM.from_pretrained(args.model).eval()
     if args.decoder:
         from musiclm.codec import Codec

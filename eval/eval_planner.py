@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--key-weight", type=float, default=None, help="plan(key_weight=...); default: plan()'s")
     p.add_argument("--key-retries", type=int, default=None, help="plan(key_retries=...); default: plan()'s")
+    p.add_argument("--pulse-weight", type=float, default=None, help="plan(pulse_weight=...); default: plan()'s")
     p.add_argument("--out", default="outputs/planner_eval.json")
     p.add_argument("--midi-dir", default="outputs/planner_plans", help="where the plans are written (.mid)")
     args = p.parse_args(argv)
@@ -93,10 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     from musiclm.notes.corpus import WindowMaker, load_cache
     from musiclm.notes.metrics import adherence, longest_shared_runs, music21_key, note_lines
     from musiclm.notes.midi import clip_seconds
-    from musiclm.notes.planner import KEY_RETRIES, KEY_WEIGHT, load_planner, plan
+    from musiclm.notes.planner import KEY_RETRIES, KEY_WEIGHT, PULSE_WEIGHT, load_planner, plan
     from musiclm.notes.tokens import default_tokenizer
 
     args.key_weight = KEY_WEIGHT if args.key_weight is None else args.key_weight
+    args.pulse_weight = PULSE_WEIGHT if args.pulse_weight is None else args.pulse_weight
     args.key_retries = KEY_RETRIES if args.key_retries is None else args.key_retries
     tok = default_tokenizer()
     model = load_planner(args.planner)
@@ -133,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             top_p=args.top_p,
             key_retries=args.key_retries,
             key_weight=args.key_weight,
+            pulse_weight=args.pulse_weight,
             **given,
         )
         seconds.append(time.time() - t0)
@@ -153,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     report["adherence"]["draws"] = n
     report["adherence"]["key_retries"] = args.key_retries
     report["adherence"]["key_weight"] = args.key_weight
+    report["adherence"]["pulse_weight"] = args.pulse_weight
     report["adherence"]["mean_attempts"] = round(sum(r["attempts"] for r in rows) / n, 2)
     report["plan_seconds_wall"] = {"median": round(float(np.median(seconds)), 3), "max": round(max(seconds), 3)}
     print("adherence:", report["adherence"], "plan time:", report["plan_seconds_wall"], flush=True)
@@ -187,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             top_p=args.top_p,
             key_retries=args.key_retries,
             key_weight=args.key_weight,
+            pulse_weight=args.pulse_weight,
         )
         out.save(midi_dir / f"long{j}.mid")
         c = out.controls

@@ -5,12 +5,15 @@ them (issue 12: key, relative allowed, and tempo within 8 %, octave errors allow
     .venv/bin/python eval/eval_pulse.py --draws 100 --lm --out outputs/pulse_lm_ab_100.json    # through the LM
     .venv/bin/python eval/eval_pulse.py --check key --draws 200 --out outputs/heard_key_ab_200.json
     .venv/bin/python eval/eval_pulse.py --check through-codec --draws 100 --lm --out outputs/through_codec_lm_100.json
+    .venv/bin/python eval/eval_pulse.py --check pulse-prior --draws 100 --out outputs/pulse_prior_100.json
 
 `--check pulse` (default): "without" is the planner before 2026-11-30 (its pulse check switched off: every
 draw counts as at the asked pulse). `--check key`: "without" has the heard-key check
 (`planner.key_heard`) switched off; `--check heard-tempo` the tempo heard in the render
 (`planner.tempo_heard`); `--check through-codec` the render heard as it is, not through the codec at the LM's
-codebooks (`generate.plan_listener`, 2026-12-01). "with" is the shipped planner. Prompts are eval_melody's
+codebooks (`generate.plan_listener`, 2026-12-01); `--check pulse-prior` samples without the prior that leans
+onsets towards the beat (`planner.pulse_prior`, weight 0; `--pulse-weight` sets the other side's). "with" is
+the shipped planner. Prompts are eval_melody's
 (`draw_prompt`, seed 4321; its 40 are the first 40 here). Plans only: the key and tempo heard in each plan's
 render, and in that render through the codec at the LM's codebooks (what the best LM could give back). With
 `--lm`: those heard in `generate`'s audio. Printed: the share met each way and an exact McNemar test on the
@@ -36,13 +39,22 @@ from eval_melody import draw_prompt
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # --check → the planner's function switched off; "through-codec" hears the render itself, not through the codec
-    checks = {"pulse": "tempo_agrees", "key": "key_heard", "heard-tempo": "tempo_heard", "through-codec": None}
+    checks = {
+        "pulse": "tempo_agrees",
+        "key": "key_heard",
+        "heard-tempo": "tempo_heard",
+        "through-codec": None,
+        "pulse-prior": None,
+    }
     p.add_argument("--check", choices=list(checks), default="pulse", help="the check switched off for 'without'")
     p.add_argument("--draws", type=int, default=200)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--lm", action="store_true", help="generate with the LM (slow) instead of rendering plans")
     p.add_argument("--model", default=None, help="LM directory (default: the shipped one)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--pulse-weight", type=float, default=None, help="the pulse prior's weight on the 'with' side (default: plan()'s)"
+    )
     p.add_argument("--out", type=Path, default=Path("outputs/pulse_ab.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -62,16 +74,26 @@ def main() -> int:
         import musiclm.generate
 
         switched_off = mock.patch.object(musiclm.generate, "plan_listener", lambda *a: None)
+    elif args.check == "pulse-prior":
+        unbiased = planner.pulse_prior
+        switched_off = mock.patch.object(planner, "pulse_prior", lambda tok, c, weight: unbiased(tok, c, 0.0))
     else:
         switched_off = mock.patch.object(planner, checks[args.check], lambda *a, **k: True)
     measures = ("lm",) if args.lm else ("render", "codec")
+    if args.pulse_weight is not None:
+        weighted = planner.pulse_prior
+        with_side = mock.patch.object(
+            planner, "pulse_prior", lambda tok, c, weight: weighted(tok, c, weight and args.pulse_weight)
+        )
+    else:
+        with_side = contextlib.nullcontext()
     rows, rng = [], random.Random(4321)
     for i in range(args.draws):
         caption, asked = draw_prompt(rng, i)
         row = {"caption": caption, "bpm": asked["bpm"], "key": f"{asked['key']} {asked['mode']}"}
         for name in ("without", "with"):
             options = GenerationOptions(duration=args.seconds, seed=i, guide=None if args.lm else 0)
-            with switched_off if name == "without" else contextlib.nullcontext():
+            with switched_off if name == "without" else with_side:
                 notes = note_condition(model, [caption], options)
             heard = {}
             if args.lm:
@@ -81,7 +103,7 @@ def main() -> int:
                 with torch.inference_mode():
                     coded = codec.decode(codec.encode(render[None, None], n_q=model.config.n_q))
                 heard["render"], heard["codec"] = render, coded[0, 0, : render.shape[0]]
-            row[name] = {}
+            row[name] = {"attempts": notes.plans[0].attempts} if notes.plans else {}
             for m, x in heard.items():
                 bpm, keys = float(estimate_tempo(x.numpy(), sr)), keys_heard(x.numpy(), sr)
                 row[name][m] = {"bpm": round(bpm, 1), "met": tempo_agrees(asked["bpm"], bpm)}
@@ -96,6 +118,8 @@ def main() -> int:
                 for m in measures
                 for what in ("met", "key_met_chroma", "key_met_notes")
             }
+            for k in ("without", "with"):
+                shares[f"{k} attempts"] = float(np.mean([r[k].get("attempts", 0) for r in rows]))
             print(i + 1, {k: round(v, 3) for k, v in shares.items()}, flush=True)
     report = {"draws": len(rows), "rows": rows}
     for m in measures:

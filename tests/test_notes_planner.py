@@ -407,3 +407,44 @@ def test_the_key_prior_moves_pitches_into_the_key():
     scale = [(6 + d) % 12 for d in (0, 2, 4, 5, 7, 9, 11)]  # F# major
     share = {w: h[scale].sum() / h.sum() for w, h in hist.items()}
     assert share[4.0] > share[0.0] + 0.2 and key_from_histogram(hist[4.0])[:2] == (6, "major")
+
+
+def test_the_pulse_prior_charges_skipped_beats_and_onsets_between_beats():
+    from musiclm.notes.planner import pulse_prior
+
+    tok = default_tokenizer()
+
+    def cost(meter: str, here: int, q: int | str) -> float:
+        table = pulse_prior(tok, Controls(meter=meter), 2.0)
+        column = tok.bar if q == "bar" else tok.ids[f"Position_{q}"]
+        return -float(table[here + 1, column])
+
+    # 4/4: 8 positions per quarter beat. From a bar's start, the downbeat is free, the next beat costs the one
+    # it skips, an eighth between costs half a step, a sixteenth a full one, moving on to the next bar 4 beats
+    assert cost("4/4", -1, 0) == 0 and cost("4/4", -1, 8) == 2.0
+    assert cost("4/4", 0, 8) == 0 and cost("4/4", 0, 4) == 1.0 and cost("4/4", 0, 2) == 2.0
+    assert cost("4/4", 0, 12) == 2.0 + 1.0  # a dotted quarter: beat 2 skipped, lands between beats
+    assert cost("4/4", -1, "bar") == 8.0 and cost("4/4", 24, "bar") == 0
+    # 6/8: two dotted-quarter beats of 24 positions; its eighths (every 8) are the subdivision
+    assert cost("6/8", 0, 8) == 1.0 and cost("6/8", 0, 4) == 2.0 and cost("6/8", 0, 24) == 0
+    assert cost("6/8", 0, 32) == 2.0 + 1.0 and cost("6/8", 24, "bar") == 0
+    assert not pulse_prior(tok, Controls(meter="3/4"), 0.0).any()
+    with pytest.raises(MusicLMError, match="pulse weight"):
+        pulse_prior(tok, Controls(meter="3/4"), -1.0)
+
+
+def test_the_pulse_prior_puts_onsets_on_the_beats():
+    model = tiny()  # untrained: its positions are near uniform, so the prior alone decides the rhythm
+    kwargs = {"planner": model, "key": 0, "mode": "major", "bpm": 120.0, "meter": "3/4", "key_retries": 0}
+    on_beat, beats_heard = {}, {}
+    for w in (0.0, 2.0):
+        onsets = []
+        for s in range(3):
+            midi = plan("a piece", 6.0, seed=s, pulse_weight=w, key_weight=0.0, **kwargs).midi
+            onsets += [n.time for t in midi.tracks for n in t.notes]
+        beat = midi.ticks_per_quarter  # a quarter in 3/4
+        ticks = np.unique(onsets)
+        on_beat[w] = float(np.mean(ticks % beat == 0))
+        beats = np.arange(0, max(ticks) + 1, beat)
+        beats_heard[w] = float(np.isin(beats, ticks).mean())  # beats that have an onset
+    assert on_beat[2.0] > on_beat[0.0] + 0.3 and beats_heard[2.0] > 0.8

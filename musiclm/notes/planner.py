@@ -5,7 +5,9 @@
 
 Sampling is constrained by REMI's grammar, so every plan decodes to valid notes: after a Position come a
 Program (one of the instruments asked), a Pitch and a Duration; positions rise within a bar and stay inside
-it; the meter and tempo are never sampled (the header states them) and neither are control tokens.
+it; the meter and tempo are never sampled (the header states them) and neither are control tokens. Two priors
+lean the planner's choices (products of experts): `key_prior` towards the asked key's pitches, `pulse_prior`
+towards onsets on the beats, so the music is heard at the asked tempo.
 
 Long plans go window by window (MusicGen's "extend", here over note tokens): when the sequence fills the
 context, a new window starts with the same controls and header and the last bars so far (about half the
@@ -47,6 +49,7 @@ from musiclm.notes.tokens import Controls, NoteTokenizer, default_tokenizer
 MAX_NOTES_PER_ONSET = 10  # a chord of more notes than this is a model stuck in a loop
 MAX_SECONDS = 600.0
 KEY_WEIGHT = 2.0  # plan()'s default strength of the key prior (`key_prior`)
+PULSE_WEIGHT = 1.0  # plan()'s default strength of the pulse prior (`pulse_prior`)
 # plan()'s default: up to 20 draws per segment (~0.05-0.25 s each for 10 s of music, the render of heard_key
 # included). On eval_melody's 40 prompts 10 draws left 8 plans heard in another key, 20 leave 5; the median
 # plan takes 1.0 s instead of 0.67 s, the slowest 4.4 s instead of 2.2 s (2026-11-30, one thread).
@@ -100,6 +103,7 @@ def plan(
     threads: int | None = 1,
     key_weight: float = KEY_WEIGHT,
     key_retries: int = KEY_RETRIES,
+    pulse_weight: float | None = None,
     heard_key: bool | None = None,
     listen: Callable[[np.ndarray, int], np.ndarray] | None = None,
     **fields,
@@ -109,6 +113,8 @@ def plan(
     `fields` override what the prompt says: key (pitch class 0-11), mode, bpm (beats of the meter), meter,
     programs (GM, 0-based), genre, dynamics. `planner`: a Planner, a directory, or None for the shipped one.
     `key_weight`: strength of the key prior on pitches (0: the model alone; see `key_prior`).
+    `pulse_weight`: strength of the pulse prior on onsets (0: the model alone; None: PULSE_WEIGHT; see
+    `pulse_prior`).
     `key_retries`: draw again (seeds derived from `seed`) while music21's key finder hears another key, the
     notes' pulse is not the asked tempo (`pulse_bpm`, octave errors allowed), the music rests longer than
     `rest_limit` (`longest_rest`) or starts later than MAX_LEAD_BEATS (`leading_rest`), at most this many
@@ -125,6 +131,7 @@ def plan(
     if key_retries < 0:
         raise MusicLMError(f"key_retries must be >= 0, got {key_retries}")
     controls = controls_from_prompt(prompt, seed, **fields)
+    pulse_weight = PULSE_WEIGHT if pulse_weight is None else pulse_weight
     if heard_key is None:
         from musiclm.notes.guide import renderer_available
 
@@ -145,7 +152,17 @@ def plan(
         for attempt in range(key_retries + 1):
             draw_seed = seed if segment == attempt == 0 else (seed * 1_000_003 + segment * 7919 + attempt) % 2**64
             out = sample_plan(
-                model, controls, length, draw_seed, temperature, top_k, top_p, threads, key_weight, context_bars=bars
+                model,
+                controls,
+                length,
+                draw_seed,
+                temperature,
+                top_k,
+                top_p,
+                threads,
+                key_weight,
+                context_bars=bars,
+                pulse_weight=pulse_weight,
             )
             attempts += 1
             if key_retries == 0:
@@ -331,9 +348,11 @@ def sample_plan(
     threads: int | None = 1,
     key_weight: float = 0.0,
     context_bars: list[list[int]] | None = None,
+    pulse_weight: float = 0.0,
 ) -> Plan:
     """Sample bars until they cover `seconds` at the controls' tempo; `context_bars` (REMI ids per bar, no Bar
-    token) continue an earlier plan: they are kept and the new bars follow them."""
+    token) continue an earlier plan: they are kept and the new bars follow them. `key_weight`, `pulse_weight`:
+    strengths of the key and pulse priors (`key_prior`, `pulse_prior`; 0 = the model alone)."""
     if not (temperature >= 0 and math.isfinite(temperature)):
         raise MusicLMError(f"temperature must be a finite number >= 0, got {temperature}")
     tok = default_tokenizer()
@@ -347,6 +366,7 @@ def sample_plan(
     generator = row_generators(seed, 1, model.device)[0]
     grammar = _Grammar(tok, c)
     prior = key_prior(tok, c, key_weight).to(model.device)
+    pulse = pulse_prior(tok, c, pulse_weight).to(model.device)  # [bar positions + 1, V], by the grammar's position
     max_len = model.config.max_len
     before = torch.get_num_threads()
     if threads:
@@ -367,7 +387,8 @@ def sample_plan(
         while budget > 0:
             budget -= 1
             allowed = grammar.mask().to(logits.device)
-            token = _sample(logits[0] + prior, allowed, temperature, top_k, top_p, generator)
+            bias = prior + pulse[grammar.position + 1]
+            token = _sample(logits[0] + bias, allowed, temperature, top_k, top_p, generator)
             if tok.kind[token] == "Bar":
                 if len(bars) >= wanted:
                     break
@@ -415,6 +436,40 @@ def key_prior(tok: NoteTokenizer, c: Controls, weight: float) -> Tensor:
     pitches = torch.as_tensor(tok.pitch_of)
     is_pitch = pitches >= 0
     bias[is_pitch] = log_profile[(pitches[is_pitch] - c.key) % 12]
+    return bias
+
+
+def pulse_prior(tok: NoteTokenizer, c: Controls, weight: float) -> Tensor:
+    """[P + 1, V] logit bias on where the next onset goes, by the position the plan stands at (row 0: a bar
+    just opened, no position yet; row p + 1: at position p of P per bar). For each later Position token:
+    -weight per beat it skips with no onset, -weight if it falls between the beat's subdivisions (eighths in
+    4/4, the eighths of a dotted-quarter beat in 6/8) and -weight/2 on a subdivision that is not a beat; the Bar
+    token pays for the beats left in the bar. 0 elsewhere.
+
+    Why: the tempo is heard from onsets (Ellis 2007: the autocorrelation of an onset envelope). A plan whose
+    beats carry onsets pulses at its tempo; one of dotted figures and held notes across beats pulses at 2/3
+    or 1/3 of it (a triple bar), and so did ~half the plans heard at another tempo through the codec
+    (2026-12-01). A product of experts as `key_prior` is: the planner still chooses, the prior leans it
+    towards onsets on the beat."""
+    from musiclm.notes.midi import beat_quarters
+
+    if not (weight >= 0 and math.isfinite(weight)):
+        raise MusicLMError(f"pulse weight must be a finite number >= 0, got {weight}")
+    numerator, denominator = (int(x) for x in c.meter.split("/"))
+    P = numerator * 8  # REMI: 8 positions per note of the denominator (as `_Grammar`)
+    bias = torch.zeros(P + 1, len(tok))
+    if weight == 0:
+        return bias
+    beat = max(1, round(beat_quarters(c.meter) * 2 * denominator))  # positions per beat
+    sub = beat // 3 if beat % 3 == 0 else max(1, beat // 2)  # compound beats divide in three
+    q = np.arange(P)
+    cost = np.where(q % beat == 0, 0.0, np.where(q % sub == 0, 0.5, 1.0))
+    beats_before = -(-q // beat)  # beats at positions < q
+    here = np.arange(-1, P)[:, None]  # the row's position (-1: none yet in this bar)
+    skipped = beats_before[None, :] - (here // beat + 1)  # beats strictly between `here` and q
+    table = np.where(q[None, :] > here, -weight * (skipped + cost[None, :]), 0.0)
+    bias[:, [tok.ids[f"Position_{k}"] for k in range(P)]] = torch.as_tensor(table, dtype=torch.float32)
+    bias[:, tok.bar] = torch.as_tensor(-weight * (-(-P // beat) - (here[:, 0] // beat + 1)), dtype=torch.float32)
     return bias
 
 
