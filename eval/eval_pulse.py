@@ -53,7 +53,7 @@ def main() -> int:
     p.add_argument("--model", default=None, help="LM directory (default: the shipped one)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
-        "--pulse-weight", type=float, default=None, help="the pulse prior's weight on the 'with' side (default: plan()'s)"
+        "--pulse-weight", type=float, default=None, help="the pulse prior's weight on the 'with' side (default: plan's)"
     )
     p.add_argument("--out", type=Path, default=Path("outputs/pulse_ab.json"))
     args = p.parse_args()
