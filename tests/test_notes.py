@@ -190,6 +190,16 @@ def test_captions_read_back_to_their_fields():
             assert c.programs == (40,)
 
 
+def test_a_genre_named_after_an_ensemble_does_not_name_the_instruments():
+    # the synth corpus's captions: "string quartet movement" is the genre, the organ plays it
+    caption = "relaxed, sad, C sharp minor, a pipe organ, 69 BPM, classical string quartet movement, flowing"
+    assert parse_prompt(caption)["programs"] == (19,)
+    assert parse_prompt(caption)["genre"] == "string quartet movement"
+    # with no other instrument named, the genre's ensemble plays it
+    assert parse_prompt("a string quartet movement in G major")["programs"] == (40, 40, 41, 42)
+    assert parse_prompt("a string quartet playing a folk song")["programs"] == (40, 40, 41, 42)
+
+
 def test_unstated_fields_come_from_the_seed():
     a, b = controls_from_prompt("a piece", seed=1), controls_from_prompt("a piece", seed=1)
     assert a == b

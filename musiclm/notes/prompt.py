@@ -62,8 +62,13 @@ def parse_prompt(prompt: str) -> dict:
     if "key" in fields:
         name = fields["key"]
         fields["key"] = (NOTE_NAMES.index(name[0]) + (1 if name[1:] == "#" else -1 if name[1:] == "b" else 0)) % 12
+    # A genre's name may hold an ensemble ("string quartet movement" played by "a pipe organ"): instruments
+    # named outside genre names come first; the genre's ensemble only when the prompt names no other.
+    outside = text
+    for genre in GENRES:
+        outside = re.sub(rf"\b{re.escape(genre)}s?\b", lambda m: " " * len(m.group()), outside)
     programs: list[int] = []
-    for _, progs in _find(_INSTRUMENTS, text):
+    for _, progs in _find(_INSTRUMENTS, outside) or _find(_INSTRUMENTS, text):
         programs += [p for p in progs if p not in programs]
     if programs:
         fields["programs"] = tuple(programs)
