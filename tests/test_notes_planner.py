@@ -232,6 +232,20 @@ def test_recipe_trains_through_the_runner_and_exports(tmp_path):
     out = plan("a reel", 3.0, seed=random.randrange(100), planner=model)
     assert meter_of(out.midi) == out.controls.meter
 
+    # init_from: a new run starts from the export's weights; another architecture is refused
+    again = {**overrides, "init_from": str(export)}
+    config = prepare_run(
+        PlannerTrainConfig, ROOT / "configs/planner/debug.yaml", tmp_path / "run2", False, False, again
+    )
+    started = PlannerModule(config).model.state_dict()
+    assert all(torch.equal(started[k], v) for k, v in model.state_dict().items())
+    wider = {**again, "planner": {"dim": 2 * config.planner.dim}}
+    config = prepare_run(
+        PlannerTrainConfig, ROOT / "configs/planner/debug.yaml", tmp_path / "run3", False, False, wider
+    )
+    with pytest.raises(MusicLMError, match="differs from the recipe's in dim"):
+        PlannerModule(config)
+
 
 def test_key_retries_return_the_first_plan_in_the_asked_key_without_long_rests():
     from musiclm.data.analysis import tempo_agrees

@@ -3,6 +3,7 @@
     python train/train_planner.py --prepare                    # data/planner/cache from the music21 corpus
     python train/train_planner.py --config configs/planner/small.yaml --out runs/planner
     python train/train_planner.py --out runs/planner --resume  # continue (the saved config.yaml is used)
+    python train/train_planner.py --config configs/planner/small.yaml --out runs/planner2 --init-from checkpoints/planner
     python train/train_planner.py --out runs/planner --ship checkpoints/planner
 
 Run it with `nice -n 15` and one thread on a shared machine; `max_cpu_minutes` in the recipe bounds a launch.
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="start over in a run directory that holds a run")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--max-cpu-minutes", type=float, help="CPU-time limit of this launch")
+    p.add_argument("--init-from", metavar="DIR", help="start from this planner's weights (e.g. checkpoints/planner)")
     p.add_argument("--ship", metavar="DIR", help="copy the run's exported planner to DIR (e.g. checkpoints/planner)")
     args = p.parse_args(argv)
 
@@ -60,6 +62,8 @@ def train(args, run_dir: Path) -> None:
     overrides = trainer_overrides(max_steps=args.max_steps)
     if args.max_cpu_minutes is not None:
         overrides["max_cpu_minutes"] = args.max_cpu_minutes
+    if args.init_from:
+        overrides["init_from"] = args.init_from
     config = prepare_run(PlannerTrainConfig, args.config, run_dir, args.resume, args.force, overrides)
     module = PlannerModule(config)
     fit(

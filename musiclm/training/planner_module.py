@@ -57,6 +57,9 @@ class PlannerTrainConfig:
     # "30 minutes of one CPU thread" on a shared machine, however long the wall clock runs), and wall time.
     max_cpu_minutes: float = 0.0
     max_wall_minutes: float = 0.0
+    # a planner directory to start from (e.g. checkpoints/planner): its weights, and its architecture, which
+    # must be the recipe's; the optimizer and schedule start afresh (training on more pieces, or longer)
+    init_from: str | None = None
 
 
 def collate(windows: list[tuple[list[int], int]], pad: int) -> dict[str, Tensor]:
@@ -108,6 +111,8 @@ class PlannerModule(pl.LightningModule):
         self.config = config
         self.config_dict = to_dict(config)
         self.model = Planner(config.planner)
+        if config.init_from:
+            self.model.load_state_dict(_start_from(config.init_from, config.planner, self.tok).state_dict())
         self.maker = WindowMaker(self.tok, config.planner.max_len)
         self._train: list[Piece] | None = None
         self._val_sums: Tensor | None = None
@@ -163,6 +168,16 @@ class PlannerModule(pl.LightningModule):
             prefix = "model."
             model.load_state_dict({k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)})
         model.save_pretrained(directory, self.tok.names)
+
+
+def _start_from(directory: str, planner: PlannerConfig, tok: NoteTokenizer) -> Planner:
+    """The planner in `directory`, refused unless it is the recipe's architecture and the tokenizer's vocabulary."""
+    start = Planner.from_pretrained(directory, vocab=tok.names)
+    mine, theirs = to_dict(planner), to_dict(start.config)
+    diff = sorted(k for k in mine if k not in ("name", "dropout") and mine[k] != theirs.get(k))
+    if diff:
+        raise MusicLMError(f"init_from {directory}: its planner differs from the recipe's in {', '.join(diff)}")
+    return start
 
 
 class TimeLimit(pl.Callback):
