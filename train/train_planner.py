@@ -3,7 +3,7 @@
     python train/train_planner.py --prepare                    # data/planner/cache from the music21 corpus
     python train/train_planner.py --config configs/planner/small.yaml --out runs/planner
     python train/train_planner.py --out runs/planner --resume  # continue (the saved config.yaml is used)
-    python train/train_planner.py --config configs/planner/small.yaml --out runs/planner2 --init-from checkpoints/planner
+    python train/train_planner.py --config configs/planner/small_continue.yaml --out runs/planner2  # init_from
     python train/train_planner.py --out runs/planner --ship checkpoints/planner
 
 Run it with `nice -n 15` and one thread on a shared machine; `max_cpu_minutes` in the recipe bounds a launch.
