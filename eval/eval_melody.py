@@ -116,6 +116,36 @@ def melody_section(model, clips: list[dict], seconds: float, seed: int, paths=("
     return {"clips": len(rows), "mean": {k: round(float(np.mean([r[k] for r in rows])), 3) for k in keys}, "rows": rows}
 
 
+def long_section(model, pieces: int, seconds: float = 60.0, window: float = 10.0) -> dict:
+    """Long pieces from text (issue 12: "a 60 s piece keeps key and tempo"): each prompt (draw_prompt, another
+    seed than the controls section's) → plan (window by window) → LM; every `window` seconds of the audio is
+    heard for key (chroma, relative allowed) and tempo, as in the controls section."""
+    from musiclm.data.analysis import estimate_tempo, tempo_agrees
+    from musiclm.generate import note_condition
+    from musiclm.lm.generation import GenerationOptions
+
+    sr, rng, rows = model.codec.sample_rate, random.Random(99), []
+    for i in range(pieces):
+        caption, asked = draw_prompt(rng, i)
+        options = GenerationOptions(duration=seconds, seed=i)
+        notes = note_condition(model, [caption], options)
+        x = model.generate([caption], options, notes=notes.features, guide=notes.guide)[0].mean(0).numpy()
+        hop = int(window * sr)
+        parts = [x[k : k + hop] for k in range(0, len(x) - hop + 1, hop)]
+        key = [key_met((asked["key"], asked["mode"]), keys_heard(w, sr)["chroma"]) for w in parts]
+        tempo = [tempo_agrees(asked["bpm"], estimate_tempo(w, sr)) for w in parts]
+        rows.append({"caption": caption, "asked": asked, "key_met": key, "tempo_met": tempo})
+        print(f"  {i}: key {sum(key)}/{len(key)} tempo {sum(tempo)}/{len(tempo)}: {caption}", flush=True)
+    windows = [w for r in rows for w in zip(r["key_met"], r["tempo_met"], strict=True)]
+    return {
+        "pieces": pieces,
+        "windows": len(windows),
+        "key_met": round(float(np.mean([k for k, _ in windows])), 3),
+        "tempo_met": round(float(np.mean([t for _, t in windows])), 3),
+        "rows": rows,
+    }
+
+
 def codec_ceiling(codec, n_q: int, ref: torch.Tensor) -> float:
     """Melody agreement of `ref` [C, N] with itself through the codec at the LM's `n_q` codebooks, no more."""
     from musiclm.evaluation.metrics import chroma_agreement
@@ -306,8 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         help="note paths scored in the melody section (text only is always scored)",
     )
     p.add_argument(
-        "--skip", nargs="*", default=[], choices=["melody", "controls", "plans", "silence", "ceiling", "speed"]
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["melody", "controls", "plans", "silence", "ceiling", "speed", "long"],
     )
+    p.add_argument("--long", type=int, default=3, help="long section: this many 60 s pieces from text")
     p.add_argument(
         "--codec",
         default=None,
@@ -317,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="outputs/eval_melody.json")
     args = p.parse_args(argv)
     if args.codec:  # the LM was trained on another codec's tokens: nothing it samples would mean anything
-        args.skip = sorted({*args.skip, "melody", "controls", "silence", "speed"})
+        args.skip = sorted({*args.skip, "melody", "controls", "silence", "speed", "long"})
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -363,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         report["plan_ceiling"] = plan_ceiling_section(model, args.draws, args.seconds)
         summary = {k: v for k, v in report["plan_ceiling"].items() if k != "rows"}
         print("the same plans without the LM (render; render through the codec):", summary, flush=True)
+    if "long" not in args.skip and args.long > 0:
+        report["long"] = long_section(model, args.long)
+        print("60 s from text, 10 s windows heard as asked:", {k: v for k, v in report["long"].items() if k != "rows"})
     if "silence" not in args.skip:
         report["text_alone_silence"] = silence_section(model, min(args.draws, 20), args.seconds)
         print("text alone, silent 0.5 s blocks:", report["text_alone_silence"], flush=True)
