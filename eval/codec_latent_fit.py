@@ -141,8 +141,8 @@ def fit_renders(codec: Codec, args) -> int:
             ),
             flush=True,
         )
-    mean = lambda rows, k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
-    print(f"mean note F1: 6 kbps {mean(before, 2):.3f}, fitted ({args.fit}) {mean(after, 2):.3f}")
+    f1_before, f1_after = (sum(r[2] for r in rows) / len(rows) for rows in (before, after))
+    print(f"mean note F1: 6 kbps {f1_before:.3f}, fitted ({args.fit}) {f1_after:.3f}")
     return 0
 
 

@@ -75,18 +75,15 @@ def main() -> int:
 
         switched_off = mock.patch.object(musiclm.generate, "plan_listener", lambda *a: None)
     elif args.check == "pulse-prior":
-        unbiased = planner.pulse_prior
-        switched_off = mock.patch.object(planner, "pulse_prior", lambda tok, c, weight: unbiased(tok, c, 0.0))
+        switched_off = mock.patch.object(planner, "PULSE_WEIGHT", 0.0)  # plan() reads it at each call
     else:
         switched_off = mock.patch.object(planner, checks[args.check], lambda *a, **k: True)
     measures = ("lm",) if args.lm else ("render", "codec")
-    if args.pulse_weight is not None:
-        weighted = planner.pulse_prior
-        with_side = mock.patch.object(
-            planner, "pulse_prior", lambda tok, c, weight: weighted(tok, c, weight and args.pulse_weight)
-        )
-    else:
-        with_side = contextlib.nullcontext()
+    with_side = (
+        mock.patch.object(planner, "PULSE_WEIGHT", args.pulse_weight)
+        if args.pulse_weight is not None
+        else contextlib.nullcontext()
+    )
     rows, rng = [], random.Random(4321)
     for i in range(args.draws):
         caption, asked = draw_prompt(rng, i)

@@ -34,6 +34,8 @@ _GENRE_WORDS = sorted(
     ],
     key=lambda item: -len(item[0]),
 )
+# the genres' own names, longest first, blanked before instruments are read (`parse_prompt`)
+_GENRE_NAMES = re.compile(r"\b(?:" + "|".join(re.escape(g) for g in sorted(GENRES, key=len, reverse=True)) + r")s?\b")
 _DEFAULT_BPM = {
     "slow": (48, 64),
     "moderately slow": (68, 90),
@@ -64,9 +66,7 @@ def parse_prompt(prompt: str) -> dict:
         fields["key"] = (NOTE_NAMES.index(name[0]) + (1 if name[1:] == "#" else -1 if name[1:] == "b" else 0)) % 12
     # A genre's name may hold an ensemble ("string quartet movement" played by "a pipe organ"): instruments
     # named outside genre names come first; the genre's ensemble only when the prompt names no other.
-    outside = text
-    for genre in GENRES:
-        outside = re.sub(rf"\b{re.escape(genre)}s?\b", lambda m: " " * len(m.group()), outside)
+    outside = _GENRE_NAMES.sub(lambda m: " " * len(m.group()), text)
     programs: list[int] = []
     for _, progs in _find(_INSTRUMENTS, outside) or _find(_INSTRUMENTS, text):
         programs += [p for p in progs if p not in programs]
