@@ -8,10 +8,11 @@
 Cuts `--clips` clips of `--clip-seconds` from the test split of a manifest (rows with "path" relative to the
 manifest's folder and "split"), at the first codec's rate and channel count (the reference for every metric;
 other codecs resample inside the compress path). `--codec DIR` may be repeated: each codec's rows are labelled
-by its directory name. For each codec bandwidth: the .mlc size on disk (header and CRCs included) and with
---entropy; quality led by the metrics that hear notes (note F1 from basic-pitch transcriptions, SI-SNR, chroma
-agreement, ViSQOL), then the envelope ones (log-mel distance, multi-scale STFT distance, loudness difference);
-and encode/decode real-time factors of the whole `musiclm.compress` path on one thread. Opus (ffmpeg libopus,
+by its directory name. For each codec bandwidth: the .mlc size on disk as compress writes it (range-coded; header
+and CRCs included) and bit-packed (--no-entropy); quality led by the metrics that hear notes (note F1 from
+basic-pitch transcriptions, SI-SNR, chroma agreement, ViSQOL), then the envelope ones (log-mel distance,
+multi-scale STFT distance, loudness difference); and encode/decode real-time factors of the whole
+`musiclm.compress` path on one thread. Opus (ffmpeg libopus,
 CBR: -vbr off) at the same and twice the nominal bitrates, same metrics, its .opus (Ogg) size on disk, and
 ffmpeg's one-thread speed. Each reference clip is transcribed once. Prints a markdown table, writes it to
 outputs/bench_codec.md and the per-clip scores to outputs/bench_codec.json (beside --out).
@@ -39,7 +40,7 @@ import torch
 
 from musiclm.audio import convert_channels, load_audio, resample
 from musiclm.codec import bitstream
-from musiclm.compress import compress_bytes, decompress_bytes, load_codec
+from musiclm.compress import codec_prior, compress_bytes, decompress_bytes, load_codec
 from musiclm.errors import MusicLMError
 from musiclm.evaluation import metrics, notes
 
@@ -138,26 +139,25 @@ class Scorer:
         return {what: 10 * self.seconds[what] / self.audio[what] if self.audio[what] else None for what in self.seconds}
 
 
-def entropy_kbps(data: bytes, seconds: float, codec, learned: bool) -> float:
-    """Size of the same codes re-written with range coding (no second pass through the network): with the
-    codec's learned prior as `--entropy` does (falls back to adaptive-only for an untrained codec), or
-    adaptive-only."""
-    from musiclm.codec.entropy import prior_hash
-    from musiclm.compress import codec_prior
-
-    header, codes = bitstream.read_mlc(io.BytesIO(data))
-    prior = codec_prior(codec, header.n_q) if learned else None
-    fields = {**header.__dict__, "entropy": True, "prior": prior_hash(prior) if prior is not None else ""}
+def recoded_kbps(data: bytes, seconds: float, codec, coding: str) -> float:
+    """Size of the same codes re-written another way (no second pass through the network): "packed" as
+    `--no-entropy` writes them, or range-coded "adaptive" only, without the codec's learned prior."""
+    header, codes = bitstream.read_mlc(io.BytesIO(data), codec_prior(codec, n_q_of(data)))
+    fields = {**header.__dict__, "entropy": coding == "adaptive", "prior": ""}
     out = io.BytesIO()
-    bitstream.write_mlc(out, bitstream.Header(**fields), codes, prior)
+    bitstream.write_mlc(out, bitstream.Header(**fields), codes)
     return len(out.getvalue()) * 8 / seconds / 1000
+
+
+def n_q_of(data: bytes) -> int:
+    return bitstream.read_header(io.BytesIO(data)).n_q
 
 
 def bench_codec(codec, label: str, clips, sr: int, score: Scorer) -> tuple[list[dict], list[dict]]:
     """→ (one row per bandwidth, one score dict per bandwidth and clip)."""
     rows, per_clip = [], []
     for bw in codec.bandwidths:
-        scores, size, ent, ent_adaptive, t_enc, t_dec, audio_s = [], 0, 0.0, 0.0, 0.0, 0.0, 0.0
+        scores, size, packed, ent_adaptive, t_enc, t_dec, audio_s = [], 0, 0.0, 0.0, 0.0, 0.0, 0.0
         for i, (clip_id, ref) in enumerate(clips):
             seconds = ref.shape[-1] / sr
             t = time.perf_counter()
@@ -169,8 +169,8 @@ def bench_codec(codec, label: str, clips, sr: int, score: Scorer) -> tuple[list[
             scores.append(score(i, ref, est))
             per_clip.append({"system": label, "nominal": bw, "clip": clip_id, **scores[-1]})
             size += len(data)
-            ent += entropy_kbps(data, seconds, codec, learned=True) * seconds
-            ent_adaptive += entropy_kbps(data, seconds, codec, learned=False) * seconds
+            packed += recoded_kbps(data, seconds, codec, "packed") * seconds
+            ent_adaptive += recoded_kbps(data, seconds, codec, "adaptive") * seconds
             audio_s += seconds
         n_q = codec.config.n_q_for_bandwidth(bw)
         rows.append(
@@ -179,7 +179,7 @@ def bench_codec(codec, label: str, clips, sr: int, score: Scorer) -> tuple[list[
                 "nominal": bw,
                 "codes": n_q * math.log2(codec.card) * codec.frame_rate / 1000,
                 "disk": size * 8 / audio_s / 1000,
-                "entropy": ent / audio_s,
+                "packed": packed / audio_s,
                 "adaptive": ent_adaptive / audio_s,
                 **mean(scores),
                 "enc_rt": audio_s / t_enc,
@@ -223,7 +223,7 @@ def bench_opus(kbps: float, clips, sr: int, score: Scorer) -> tuple[dict, list[d
         "nominal": kbps,
         "codes": None,
         "disk": size * 8 / audio_s / 1000,
-        "entropy": None,
+        "packed": None,
         "adaptive": None,
         **mean(scores),
         "enc_rt": audio_s / t_enc,
@@ -283,7 +283,7 @@ def table(rows: list[dict]) -> str:
         "nominal kbps",
         "codes kbps",
         "on disk kbps",
-        "with --entropy",
+        "bit-packed (--no-entropy)",
         "adaptive only",
         *(column for column, _ in METRICS.values()),
         "encode ×RT",
@@ -296,7 +296,7 @@ def table(rows: list[dict]) -> str:
             fmt(r["nominal"], "g"),
             fmt(r["codes"]),
             fmt(r["disk"]),
-            fmt(r["entropy"]),
+            fmt(r["packed"]),
             fmt(r["adaptive"]),
             *(fmt(r[key], spec) for key, (_, spec) in METRICS.items()),
             fmt(r["enc_rt"], ".1f"),
@@ -403,9 +403,10 @@ def main() -> int:
             "",
             table(rows),
             "",
-            "nominal = requested bitrate; codes = n_q × log2(card) × frame rate; on disk = .mlc (header, chunk "
-            "CRCs) or .opus (Ogg) size over duration; with --entropy = the same codes range-coded from the codec's "
-            "learned code-usage prior (10 s chunks), adaptive only = without that prior. Opus rows use "
+            "nominal = requested bitrate; codes = n_q × log2(card) × frame rate; on disk = .mlc as `musiclm "
+            "compress` writes it (codes range-coded from the codec's learned code-usage prior, 10 s chunks; header, "
+            "chunk CRCs) or .opus (Ogg) size over duration; bit-packed = the same codes with --no-entropy, adaptive "
+            "only = range-coded without the learned prior. Opus rows use "
             "`-vbr off`; ×RT = audio seconds per "
             "second of compute (ours: the whole compress_bytes/decompress_bytes path incl. resampling; Opus: one "
             "ffmpeg process per clip). Clips: " + ", ".join(c for c, _ in clips) + ".",

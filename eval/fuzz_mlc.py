@@ -3,6 +3,7 @@
     .venv/bin/python eval/fuzz_mlc.py --minutes 480            # overnight
     .venv/bin/python eval/fuzz_mlc.py --cases 100000 --seed 7  # a fixed budget
     .venv/bin/python eval/fuzz_mlc.py --minutes 5 --decode     # also run a tiny neural decoder on survivors
+    .venv/bin/python eval/fuzz_mlc.py --minutes 5 --recover    # decode as `decompress --recover` does
 
 Each case is a valid .mlc file (random header fields, bit-packed or range-coded chunks) mutated by
 `tests/test_bitstream.py:mutate` (flips, truncation, insertion, deletion, forged fields with re-sealed CRCs,
@@ -93,11 +94,17 @@ def main() -> int:
     p.add_argument("--max-mb", type=float, default=64.0)
     p.add_argument("--trace-every", type=int, default=50)
     p.add_argument("--decode", action="store_true", help="decode mutated files of a tiny codec end to end")
+    p.add_argument(
+        "--recover",
+        action="store_true",
+        help="as --decode, recovering: damaged chunks silent, the next one searched for",
+    )
     p.add_argument("--failures", type=Path, default=ROOT / "outputs/fuzz_failures")
     args = p.parse_args()
 
     rng = np.random.default_rng(args.seed)
-    codec = tiny_decoder() if args.decode else None
+    codec = tiny_decoder() if args.decode or args.recover else None
+    on_damage = (lambda damage: None) if args.recover else None
     if codec is not None:
         from musiclm.compress import compress_bytes, decompress_bytes
 
@@ -126,7 +133,7 @@ def main() -> int:
             if codec is None:
                 bitstream.read_mlc(io.BytesIO(data), prior)
             else:
-                decompress_bytes(data, codec)
+                decompress_bytes(data, codec, on_damage=on_damage)
             stats["parsed"] += 1
         except MusicLMError:
             stats["refused"] += 1

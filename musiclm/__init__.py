@@ -43,7 +43,7 @@ def compress(
     destination,
     codec=None,
     bandwidth: float | None = None,
-    entropy: bool = False,
+    entropy: bool | None = None,
     mono: bool = False,
     force: bool = False,
     chunk_seconds: float = _compress_api.CHUNK_SECONDS,

@@ -143,14 +143,24 @@ def test_odd_lengths_rates_and_channel_counts_come_back_exactly(codec, n, sr, ch
         assert wav.shape == x.shape and got_sr == sr
 
 
-def test_entropy_flag_round_trips_same_codes(tmp_path, codec_dir):
+def test_range_coding_is_the_default_and_keeps_the_same_codes(tmp_path, codec_dir):
     sf.write(tmp_path / "in.wav", music_like(2.0, 24000, 1), 24000)
-    compress(tmp_path / "in.wav", tmp_path / "a.mlc", codec=codec_dir)
-    compress(tmp_path / "in.wav", tmp_path / "b.mlc", codec=codec_dir, entropy=True)
-    _, a = bitstream.read_mlc(open(tmp_path / "a.mlc", "rb"))
+    compress(tmp_path / "in.wav", tmp_path / "a.mlc", codec=codec_dir, entropy=False)
+    compress(tmp_path / "in.wav", tmp_path / "b.mlc", codec=codec_dir)
+    ha, a = bitstream.read_mlc(open(tmp_path / "a.mlc", "rb"))
     hb, b = bitstream.read_mlc(open(tmp_path / "b.mlc", "rb"))
-    assert hb.entropy and np.array_equal(a, b)
+    assert not ha.entropy and hb.entropy and np.array_equal(a, b)
     assert (tmp_path / "b.mlc").stat().st_size <= (tmp_path / "a.mlc").stat().st_size
+
+
+def test_range_coding_is_off_by_default_where_the_coder_cannot_take_the_codebook(monkeypatch, codec):
+    import musiclm.codec.entropy as entropy
+
+    audio = torch.from_numpy(music_like(0.5, 24000, 1).T.astype(np.float32))
+    monkeypatch.setattr(entropy, "MAX_ENTROPY_CARD", codec.card - 1)
+    assert not bitstream.read_header(io.BytesIO(compress_bytes(audio, codec, sample_rate=24000))).entropy
+    with pytest.raises(MusicLMError, match="entropy coding supports codebooks"):
+        compress_bytes(audio, codec, sample_rate=24000, entropy=True)
 
 
 def test_entropy_prior_from_training_statistics(tmp_path, codec):
@@ -174,7 +184,7 @@ def test_entropy_prior_from_training_statistics(tmp_path, codec):
 def test_bitrate_on_disk_close_to_nominal(codec):
     audio = torch.from_numpy(music_like(10.0, 24000, 1).T.astype(np.float32))
     for bandwidth in codec.bandwidths:
-        kbps = len(compress_bytes(audio, codec, sample_rate=24000, bandwidth=bandwidth)) * 8 / 10.0 / 1000
+        kbps = len(compress_bytes(audio, codec, sample_rate=24000, bandwidth=bandwidth, entropy=False)) * 8 / 10 / 1000
         nominal = codec.config.n_q_for_bandwidth(bandwidth) * math.log2(codec.card) * codec.frame_rate / 1000
         assert nominal <= kbps < nominal * 1.05 + 0.1
 
@@ -343,8 +353,9 @@ def test_channels_are_coded_independently_and_cost_their_bits(codec):
         assert torch.allclose(both[c], alone[0], atol=1e-5)
     audio = torch.from_numpy(music_like(10.0, 24000, 2).T.astype(np.float32))
     nominal = codec.config.n_q_for_bandwidth(1.8) * math.log2(codec.card) * codec.frame_rate / 1000
-    stereo_kbps = len(compress_bytes(audio, codec, sample_rate=24000, bandwidth=1.8)) * 8 / 10.0 / 1000
-    mono_kbps = len(compress_bytes(audio, codec, sample_rate=24000, bandwidth=1.8, mono=True)) * 8 / 10.0 / 1000
+    packed = {"sample_rate": 24000, "bandwidth": 1.8, "entropy": False}  # bit-packed: exactly the nominal bits
+    stereo_kbps = len(compress_bytes(audio, codec, **packed)) * 8 / 10.0 / 1000
+    mono_kbps = len(compress_bytes(audio, codec, mono=True, **packed)) * 8 / 10.0 / 1000
     assert 2 * nominal <= stereo_kbps < 2 * nominal * 1.05 + 0.1 and nominal <= mono_kbps < nominal * 1.05 + 0.1
 
 

@@ -97,11 +97,13 @@ def chunk_spans(data: bytes) -> list[tuple[int, int]]:
     return spans
 
 
-@pytest.fixture
-def mlc(tmp_path, codec_dir) -> Path:
-    """1.6 s at the codec's rate, four chunks of 0.4 s (30 frames at 75 Hz)."""
+@pytest.fixture(params=[False, None], ids=["packed", "default-range-coded"])
+def mlc(request, tmp_path, codec_dir) -> Path:
+    """1.6 s at the codec's rate, four chunks of 0.4 s (30 frames at 75 Hz); bit-packed, or as compress writes
+    by default (range-coded where smaller: a damaged chunk's length is then not trusted, and recovery searches
+    for the next chunk)."""
     sf.write(tmp_path / "in.wav", music_like(1.6, 24000, 2), 24000)
-    compress(tmp_path / "in.wav", tmp_path / "x.mlc", codec=codec_dir, chunk_seconds=0.4)
+    compress(tmp_path / "in.wav", tmp_path / "x.mlc", codec=codec_dir, chunk_seconds=0.4, entropy=request.param)
     return tmp_path / "x.mlc"
 
 
@@ -111,7 +113,9 @@ def damaged(mlc: Path, how: str) -> Path:
     assert len(spans) == 4
     if how == "flip":  # one bit in chunk 2's payload
         data[spans[1][0] + 20] ^= 0x04
-    elif how == "length":  # chunk 2's length field garbled: bit-packed chunks have a known size
+    elif (
+        how == "length"
+    ):  # chunk 2's length field garbled: a bit-packed chunk's size is known, a range-coded one is found
         data[spans[1][0] + 2] ^= 0x40
     elif how == "cut":  # the file ends inside chunk 3
         data = data[: spans[2][0] + 30]
@@ -161,15 +165,45 @@ def test_recover_makes_damaged_chunks_silent_and_names_them(capsys, tmp_path, co
             assert np.abs(back[part] - good[part]).max() < 1e-3, i
 
 
-def test_recover_on_a_range_coded_file_stops_where_lengths_are_lost(capsys, tmp_path, codec_dir):
+@pytest.mark.parametrize(
+    "garbled, silent",
+    [
+        ([(1, 4, 0x80)], [1]),  # chunk 2's length absurd: chunk 3 is found by searching for a valid chunk
+        ([(1, 20, 0x04)], [1]),  # a flipped payload bit: the CRC fails, and the length is not trusted either
+        # two lengths lost in a row: the chunk found is the 4th, as one chunk chains from it to the file's end
+        ([(1, 4, 0x80), (2, 4, 0x80)], [1, 2]),
+    ],
+)
+def test_recover_on_a_range_coded_file_finds_the_next_chunk(capsys, tmp_path, codec_dir, garbled, silent):
     sf.write(tmp_path / "in.wav", music_like(1.6, 24000, 1), 24000)
     compress(tmp_path / "in.wav", tmp_path / "e.mlc", codec=codec_dir, chunk_seconds=0.4, entropy=True)
+    decompress(tmp_path / "e.mlc", tmp_path / "good.wav", codec=codec_dir)
+    good, _ = sf.read(tmp_path / "good.wav")
     data = bytearray((tmp_path / "e.mlc").read_bytes())
-    start = chunk_spans(bytes(data))[1][0]
-    if data[start] != bitstream.MODE_RANGE:
+    spans = chunk_spans(bytes(data))
+    if data[spans[1][0]] != bitstream.MODE_RANGE:
         pytest.skip("the tiny codec's chunk did not range-code smaller")
-    data[start + 4] ^= 0x80  # payload_size now absurd: where chunk 3 starts is unknown
+    for chunk, offset, bit in garbled:
+        data[spans[chunk][0] + offset] ^= bit
     (tmp_path / "bad.mlc").write_bytes(bytes(data))
     rc, err = cli(capsys, "decompress", tmp_path / "bad.mlc", tmp_path / "o.wav", "--codec", codec_dir, "--recover")
-    assert rc == 1 and err.count("warning: chunk ") == 3 and "cannot be read past" in err, err
-    assert sf.info(str(tmp_path / "o.wav")).frames == 38400
+    assert rc == 1 and err.count("warning: chunk ") == len(silent), err
+    assert "cannot be read past" not in err, err
+    back, _ = sf.read(tmp_path / "o.wav")
+    assert back.shape == good.shape
+    hop, margin = 9600, 2400
+    for i in range(4):
+        if i in silent:
+            assert not back[i * hop : (i + 1) * hop].any()
+        else:
+            part = slice(i * hop + margin, (i + 1) * hop - margin)
+            assert np.abs(back[part] - good[part]).max() < 1e-3, i
+
+
+def test_cli_range_codes_by_default_and_no_entropy_bit_packs(capsys, tmp_path, codec_dir):
+    sf.write(tmp_path / "in.wav", music_like(1.0, 24000, 1), 24000)
+    for flag, expected in [((), True), (("--no-entropy",), False), (("--entropy",), True)]:
+        out = tmp_path / f"{len(flag)}{''.join(flag)}.mlc"
+        rc, err = cli(capsys, "compress", tmp_path / "in.wav", out, "--codec", codec_dir, *flag)
+        assert rc == 0, err
+        assert bitstream.read_header(io.BytesIO(out.read_bytes())).entropy == expected

@@ -328,7 +328,7 @@ def read_chunk_bytes(f: BinaryIO, header: Header, index: int) -> tuple[int, byte
 
     A damaged chunk raises ChunkError; a file that ends inside the chunk raises FormatError ("truncated").
     A bit-packed chunk has a known size, so even a garbled length field leaves the reader at the next chunk;
-    a range-coded one with a garbled length does not (`resumable` False)."""
+    in a range-coded file it may not (`resumable` False: recovery searches with `find_chunk`)."""
     frames = header.chunk_length(index)
     where = f"chunk {index + 1}/{header.num_chunks}"
     head = _read_exact(f, _CHUNK_HEAD.size, where)
@@ -347,8 +347,104 @@ def read_chunk_bytes(f: BinaryIO, header: Header, index: int) -> tuple[int, byte
     if problem:
         raise ChunkError(problem, resumable=True)
     if zlib.crc32(head + levels + payload) != crc:
-        raise ChunkError(f"corrupt .mlc file: {where} fails its checksum (flipped bits?)", resumable=True)
+        # a range-coded chunk's flipped bits may be in its length: then the reader is not at the next chunk
+        message = f"corrupt .mlc file: {where} fails its checksum (flipped bits?)"
+        raise ChunkError(message, resumable=mode == MODE_PACKED and not header.entropy)
     return mode, levels, payload
+
+
+class ReplayReader:
+    """A reader that keeps the bytes read since `mark()`, so that recovery can search them again for where
+    the next chunk starts (`find_chunk`). Nothing is seeked, so pipes work too."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self._pending = bytearray()  # bytes given back by `unread`, read before the file's
+        self._since_mark = bytearray()
+
+    def read(self, n: int) -> bytes:
+        out = bytes(self._pending[:n])
+        del self._pending[:n]
+        if len(out) < n:
+            out += self._f.read(n - len(out)) or b""
+        self._since_mark += out
+        return out
+
+    def mark(self) -> None:
+        self._since_mark = bytearray()
+
+    def take_since_mark(self) -> bytearray:
+        data, self._since_mark = self._since_mark, bytearray()
+        return data
+
+    def unread(self, data: bytes) -> None:
+        self._pending[:0] = data
+
+
+LOOKAHEAD_BYTES = 64 << 20  # how far find_chunk reads ahead to count the chunks left (hours of audio)
+
+
+def find_chunk(f: ReplayReader, header: Header, index: int) -> int | None:
+    """After a damaged chunk whose length cannot be trusted (range-coded), find the next chunk that can be read
+    → its index (the reader standing at its start), or None when none is found (the file cannot be read on).
+
+    The search starts one byte after the damaged chunk's first byte (the reader's mark) and tries every offset
+    up to the longest a chunk can be: a candidate must have a valid mode, a length that fits, and a CRC that
+    matches (a false match ~2^-32 per plausible offset). Which chunk it is follows from the intact chunks
+    that chain from it to the end of the file (read ahead up to LOOKAHEAD_BYTES): chunks are smaller than
+    the longest when range-coded, so the one found may lie past a second damaged chunk. Where the end cannot
+    be reached that way, it is taken to be `index`."""
+    if index >= header.num_chunks:
+        return None
+    data = f.take_since_mark()[1:]
+    longest = _CHUNK_HEAD.size + header.streams * header.level_blocks(header.chunk_frames)
+    longest += header.packed_size(header.chunk_frames) + _CRC.size
+
+    def have(size: int) -> bool:  # at least `size` bytes in data, reading more as needed
+        while len(data) < size:
+            block = f.read(max(size - len(data), 1 << 16))
+            if not block:
+                return False
+            data.extend(block)
+        return True
+
+    def chunk_end(offset: int, chunk: int) -> int | None:  # where a valid chunk `chunk` at `offset` ends
+        frames = header.chunk_length(chunk)
+        if not have(offset + _CHUNK_HEAD.size):
+            return None
+        mode, size = _CHUNK_HEAD.unpack_from(data, offset)
+        limit = header.packed_size(frames)
+        if not ((mode == MODE_PACKED and size == limit) or (mode == MODE_RANGE and header.entropy and size < limit)):
+            return None
+        end = offset + _CHUNK_HEAD.size + header.streams * header.level_blocks(frames) + size + _CRC.size
+        if not have(end) or zlib.crc32(data[offset : end - _CRC.size]) != _CRC.unpack_from(data, end - _CRC.size)[0]:
+            return None
+        return end
+
+    def chunks_to_end(offset: int) -> int | None:  # intact chunks from `offset` to the end of the file
+        for count in range(1, header.num_chunks - index + 1):
+            last = header.num_chunks - count  # were this chunk the file's last, it would be chunk `last`
+            if (end := chunk_end(offset, last)) is not None and not have(end + 1):
+                return count
+            end = chunk_end(offset, index)  # a full-length chunk
+            if end is None or end > LOOKAHEAD_BYTES:
+                return None
+            offset = end
+        return None
+
+    for offset in range(longest):
+        if not have(offset + _CHUNK_HEAD.size):
+            break
+        if chunk_end(offset, index) is None and chunk_end(offset, header.num_chunks - 1) is None:
+            continue
+        count = chunks_to_end(offset)
+        found = index if count is None else header.num_chunks - count
+        if found >= index:
+            f.unread(bytes(data[offset:]))
+            f.mark()
+            return found
+    f.unread(bytes(data))  # nothing found: the rest is left for the caller to report
+    return None
 
 
 def read_chunk(

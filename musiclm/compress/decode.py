@@ -4,7 +4,8 @@ musiclm.compress.level), resample, write block by block.
 With `on_damage`, a damaged chunk does not stop decoding: it becomes silence and is reported (its index,
 time range and what is wrong). Damage is assumed to be in place (flipped bits, a cut end): a bit-packed
 chunk always has the same size, so decoding resumes at the next chunk even when a length field is garbled;
-a range-coded chunk with a garbled length, or a file that ends early, loses everything after it.
+after a damaged chunk of a range-coded file the next intact chunk is searched for (bitstream.find_chunk). A
+file that ends early loses everything after its end.
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ def decoded_blocks(
         damaged.add(i)
         on_damage(Damage(i, header.num_chunks, start, end, reason))
 
+    # recovering, the reader keeps each chunk's bytes: after a damaged range-coded chunk (its length is not to
+    # be trusted) the next chunk is found by searching them (bitstream.find_chunk)
+    reader = f if on_damage is None else bitstream.ReplayReader(f)
+    skip_to = [0]  # chunks below this one were lost with a damaged chunk before them
+
     def code_chunks() -> Iterator[np.ndarray]:  # codes [S, K, t] per chunk; zeros stand in for damage
         with progress_bar(header, progress, "decompress") as bar:
             for i in range(header.num_chunks):
@@ -115,15 +121,22 @@ def decoded_blocks(
                 codes = None
                 if lost:
                     damage(i, lost[0])
+                elif i < skip_to[0]:
+                    damage(i, "lost: damaged too (the next chunk found lies past it)")
                 else:
+                    if on_damage is not None:
+                        reader.mark()
                     try:
-                        codes, levels[i] = bitstream.read_chunk(f, header, i, prior)
+                        codes, levels[i] = bitstream.read_chunk(reader, header, i, prior)
                     except FormatError as e:
                         if on_damage is None:
                             raise
                         damage(i, _reason(e, i, header.num_chunks))
                         if isinstance(e, ChunkError) and not e.resumable:
-                            lost.append(f"lost: the file cannot be read past the damaged chunk {i + 1}")
+                            found = bitstream.find_chunk(reader, header, i + 1)
+                            if found is None:
+                                lost.append(f"lost: the file cannot be read past the damaged chunk {i + 1}")
+                            skip_to[0] = i + 1 if found is None else found
                         elif not isinstance(e, ChunkError):
                             lost.append("missing: the file ends before it")
                 if codes is None:
@@ -146,7 +159,7 @@ def decoded_blocks(
     )
     if not lost:
         try:
-            bitstream.check_end(f)
+            bitstream.check_end(reader)
         except FormatError as e:
             if on_damage is None:
                 raise

@@ -31,6 +31,16 @@ def _check_mlc_name(destination) -> None:
             raise MusicLMError(f"{destination}: the output of compress is an .mlc file; name it NAME.mlc (or '-')")
 
 
+def entropy_default(codec) -> bool:
+    """Range coding is on unless asked off, wherever the coder supports the codebook size: with the shipped
+    codec, 10 s held-out clips (real / rendered) take 0.90 / 0.85 of the bit-packed size at 6 kbps and 0.76 /
+    0.70 at 12 kbps, 0.98 / 0.91 at 1.5 kbps, for ~3 % more encode time and 5-15 % more decode time
+    (checkpoints/README.md, "Range coding by default")."""
+    from musiclm.codec.entropy import MAX_ENTROPY_CARD
+
+    return 2 <= codec.card <= MAX_ENTROPY_CARD
+
+
 def _header(src: AudioSource, codec, bandwidth: float | None, entropy: bool, mono: bool, chunk_seconds: float):
     if bandwidth is None:
         bandwidth = DEFAULT_BANDWIDTH if DEFAULT_BANDWIDTH in codec.bandwidths else max(codec.bandwidths)
@@ -74,12 +84,15 @@ def encode_to(
     src: AudioSource,
     codec,
     bandwidth: float | None = None,
-    entropy: bool = False,
+    entropy: bool | None = None,
     mono: bool = False,
     chunk_seconds: float = CHUNK_SECONDS,
     progress: bool | None = None,
 ) -> Header:
-    """Encode `src` with `codec` and write the .mlc bytes to `out` (anything with `write(bytes)`)."""
+    """Encode `src` with `codec` and write the .mlc bytes to `out` (anything with `write(bytes)`). `entropy`:
+    range-code the codes (None: wherever the codec's codebook size allows, `entropy_default`)."""
+    if entropy is None:
+        entropy = entropy_default(codec)
     header = _header(src, codec, bandwidth, entropy, mono, chunk_seconds)
     prior = None
     if entropy:
@@ -121,7 +134,7 @@ def compress(
     destination: str | Path | BinaryIO,
     codec=None,
     bandwidth: float | None = None,
-    entropy: bool = False,
+    entropy: bool | None = None,
     mono: bool = False,
     force: bool = False,
     chunk_seconds: float = CHUNK_SECONDS,
@@ -129,8 +142,9 @@ def compress(
 ) -> Header:
     """Compress an audio file (path, '-', bytes or file object) to .mlc at `destination` (a path ending in
     .mlc, '-' or a binary file object). `bandwidth`: kbps per channel (default 6 when offered); each channel
-    is coded on its own, so a stereo file takes twice that, unless `mono` codes a downmix. `entropy` adds
-    range coding. A file at `destination` is replaced only with `force`, even one that appears meanwhile."""
+    is coded on its own, so a stereo file takes twice that, unless `mono` codes a downmix. The codes are
+    range-coded (smaller files) unless `entropy` is False; None: wherever the codec allows. A file at
+    `destination` is replaced only with `force`, even one that appears meanwhile."""
     _check_mlc_name(destination)
     check_destination(source, destination, force)
     src = open_audio(source)  # bad input fails before the codec loads
@@ -147,7 +161,7 @@ def compress_bytes(
     codec=None,
     sample_rate: int | None = None,
     bandwidth: float | None = None,
-    entropy: bool = False,
+    entropy: bool | None = None,
     mono: bool = False,
     chunk_seconds: float = CHUNK_SECONDS,
 ) -> bytes:

@@ -215,7 +215,7 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
                     "requested kbps",
                     "system",
                     "kbps on disk",
-                    "kbps range-coded",
+                    "kbps bit-packed",
                     "note F1 ↑",
                     "SI-SNR dB ↑",
                     "chroma agreement ↑",
@@ -229,7 +229,7 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
                         r["kbps"],
                         _system_label(r),
                         r["kbps_on_disk"],
-                        r.get("kbps_range_coded"),
+                        r.get("kbps_bit_packed"),
                         r.get("note_f1"),
                         r.get("si_snr"),
                         r.get("chroma"),
@@ -253,7 +253,8 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
                 "envelope only, so a codec that loses every note can still score well on them. ViSQOL is not "
                 "computed here (slow: ~1.5 s per clip and system); eval/bench_codec.py has it. Opus via "
                 "ffmpeg libopus at the same requested bitrate; libopus cannot go below ~6 kbps, see its kbps on disk. "
-                "range-coded: the .mlc size with `musiclm compress --entropy`. " + result.note
+                "kbps on disk: the .mlc as `musiclm compress` writes it (range-coded); bit-packed: with "
+                "`--no-entropy`, the nominal rate plus header, level and CRC bytes. " + result.note
             )
         )
         mid = result.mid_bandwidth
