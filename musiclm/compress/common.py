@@ -95,8 +95,10 @@ def open_output(destination, force: bool):
 
 def progress_bar(header: Header, progress: bool | None, what: str) -> tqdm:
     show = progress if progress is not None else header.duration >= PROGRESS_MIN_SECONDS
+    # the total summed as the chunks update it: a rounded total fell short of the sum ("[00:01<-00:00]")
+    total = sum(header.chunk_length(i) / header.frame_rate for i in range(header.num_chunks))
     return tqdm(
-        total=round(header.num_frames / header.frame_rate, 2),
+        total=total,
         unit="s",
         desc=what,
         disable=not show,
