@@ -172,6 +172,8 @@ def test_recover_makes_damaged_chunks_silent_and_names_them(capsys, tmp_path, co
         ([(1, 20, 0x04)], [1]),  # a flipped payload bit: the CRC fails, and the length is not trusted either
         # two lengths lost in a row: the chunk found is the 4th, as one chunk chains from it to the file's end
         ([(1, 4, 0x80), (2, 4, 0x80)], [1, 2]),
+        # the chunks after the one found do not chain to the end (the 4th is damaged): it is taken as the 3rd
+        ([(1, 4, 0x80), (3, 20, 0x04)], [1, 3]),
     ],
 )
 def test_recover_on_a_range_coded_file_finds_the_next_chunk(capsys, tmp_path, codec_dir, garbled, silent):
