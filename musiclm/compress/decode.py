@@ -112,16 +112,17 @@ def decoded_blocks(
     # recovering, the reader keeps each chunk's bytes: after a damaged range-coded chunk (its length is not to
     # be trusted) the next chunk is found by searching them (bitstream.find_chunk)
     reader = f if on_damage is None else bitstream.ReplayReader(f)
-    skip_to = [0]  # chunks below this one were lost with a damaged chunk before them
+    skip_to = 0  # chunks below this one were lost with a damaged chunk before them
 
     def code_chunks() -> Iterator[np.ndarray]:  # codes [S, K, t] per chunk; zeros stand in for damage
+        nonlocal skip_to
         with progress_bar(header, progress, "decompress") as bar:
             for i in range(header.num_chunks):
                 check_interrupt()
                 codes = None
                 if lost:
                     damage(i, lost[0])
-                elif i < skip_to[0]:
+                elif i < skip_to:
                     damage(i, "lost: damaged too (the next chunk found lies past it)")
                 else:
                     if on_damage is not None:
@@ -136,7 +137,7 @@ def decoded_blocks(
                             found = bitstream.find_chunk(reader, header, i + 1)
                             if found is None:
                                 lost.append(f"lost: the file cannot be read past the damaged chunk {i + 1}")
-                            skip_to[0] = i + 1 if found is None else found
+                            skip_to = i + 1 if found is None else found
                         elif not isinstance(e, ChunkError):
                             lost.append("missing: the file ends before it")
                 if codes is None:
