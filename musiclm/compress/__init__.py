@@ -5,6 +5,7 @@
     decompress("song.mlc", "song.wav")                      # original rate and channels restored
     data = compress_bytes(wav, sample_rate=44100)           # wav [C, N] tensor (or the bytes of an audio file)
     wav, sr = decompress_bytes(data)                        # wav [C, N] at the original rate
+    header, codes = read_codes(data)                        # the file's codes, not decoded
 
 Each channel is coded on its own (the codec is mono), so stereo costs twice the bandwidth; `mono=True`
 codes a downmix. Paths may be '-' for stdin/stdout. Files are written to a hidden part file and published
@@ -32,6 +33,7 @@ _API = {
     "decompress": "decode",
     "decompress_bytes": "decode",
     "read_info": "decode",
+    "read_codes": "decode",
     "Damage": "decode",
     "load_codec": "common",
     "codec_prior": "common",

@@ -203,6 +203,15 @@ def decompress(
     return header
 
 
+def read_codes(data: bytes, codec=None) -> tuple[Header, np.ndarray]:
+    """.mlc bytes → (header, codes int64: [n_q, T] for one stream, [S, n_q, T] for more), not decoded to audio;
+    a range-coded file is read with the codec's code statistics, as decompress reads it."""
+    codec = load_codec(codec)
+    header = bitstream.read_header(io.BytesIO(data))
+    check_codec(header, codec)
+    return bitstream.read_mlc(io.BytesIO(data), _check_prior(header, codec))
+
+
 def decompress_bytes(data: bytes, codec=None, on_damage: Callable[[Damage], None] | None = None) -> tuple[Tensor, int]:
     """.mlc bytes → (wav [C, N] float32 at the original rate, that rate)."""
     f = io.BytesIO(data)

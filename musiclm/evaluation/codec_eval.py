@@ -113,8 +113,7 @@ def evaluate(codec, clips: list[tuple[Tensor, int]], keep_audio: int = 2) -> Cod
     corrections the encoder finds, FORMAT.md version 3) and read back, so loudness is the compressor's."""
     from tqdm import tqdm
 
-    from musiclm.codec import bitstream
-    from musiclm.compress import compress_bytes, decompress_bytes
+    from musiclm.compress import compress_bytes, decompress_bytes, read_codes
 
     refs = [resample(convert_channels(w, codec.channels), sr, codec.sample_rate) for w, sr in clips]
     bandwidths = list(codec.bandwidths)
@@ -134,7 +133,7 @@ def evaluate(codec, clips: list[tuple[Tensor, int]], keep_audio: int = 2) -> Cod
                 mlc = compress_bytes(ref, codec, sample_rate=codec.sample_rate, bandwidth=kbps)
                 dec = decompress_bytes(mlc, codec)[0][:, : ref.shape[-1]]  # [C, N], level corrections applied
                 disk = len(mlc) * 8 / 1000 / (ref.shape[-1] / codec.sample_rate)
-                codes = torch.from_numpy(bitstream.read_mlc(io.BytesIO(mlc))[1])  # [K, T]: the file's own codes
+                codes = torch.from_numpy(read_codes(mlc, codec)[1])  # [K, T]: the file's own codes
                 packed = mlc_kbps(codec, codes, ref.shape[-1], entropy=False)
                 heard = None if ref_notes is None else ref_notes[i]
                 per_system["musiclm codec"].append(
