@@ -40,7 +40,7 @@ import torch
 
 from musiclm.audio import convert_channels, load_audio, resample
 from musiclm.codec import bitstream
-from musiclm.compress import codec_prior, compress_bytes, decompress_bytes, load_codec
+from musiclm.compress import compress_bytes, decompress_bytes, load_codec, read_codes
 from musiclm.errors import MusicLMError
 from musiclm.evaluation import metrics, notes
 
@@ -139,18 +139,16 @@ class Scorer:
         return {what: 10 * self.seconds[what] / self.audio[what] if self.audio[what] else None for what in self.seconds}
 
 
-def recoded_kbps(data: bytes, seconds: float, codec, coding: str) -> float:
-    """Size of the same codes re-written another way (no second pass through the network): "packed" as
-    `--no-entropy` writes them, or range-coded "adaptive" only, without the codec's learned prior."""
-    header, codes = bitstream.read_mlc(io.BytesIO(data), codec_prior(codec, n_q_of(data)))
-    fields = {**header.__dict__, "entropy": coding == "adaptive", "prior": ""}
-    out = io.BytesIO()
-    bitstream.write_mlc(out, bitstream.Header(**fields), codes)
-    return len(out.getvalue()) * 8 / seconds / 1000
-
-
-def n_q_of(data: bytes) -> int:
-    return bitstream.read_header(io.BytesIO(data)).n_q
+def recoded_kbps(data: bytes, seconds: float, codec) -> tuple[float, float]:
+    """The same codes re-written two other ways (no second pass through the network) → kbps bit-packed, as
+    `--no-entropy` writes them, and range-coded without the codec's learned prior ("adaptive only")."""
+    header, codes = read_codes(data, codec)
+    sizes = []
+    for entropy in (False, True):
+        out = io.BytesIO()
+        bitstream.write_mlc(out, bitstream.Header(**{**header.__dict__, "entropy": entropy, "prior": ""}), codes)
+        sizes.append(len(out.getvalue()) * 8 / seconds / 1000)
+    return sizes[0], sizes[1]
 
 
 def bench_codec(codec, label: str, clips, sr: int, score: Scorer) -> tuple[list[dict], list[dict]]:
@@ -169,8 +167,9 @@ def bench_codec(codec, label: str, clips, sr: int, score: Scorer) -> tuple[list[
             scores.append(score(i, ref, est))
             per_clip.append({"system": label, "nominal": bw, "clip": clip_id, **scores[-1]})
             size += len(data)
-            packed += recoded_kbps(data, seconds, codec, "packed") * seconds
-            ent_adaptive += recoded_kbps(data, seconds, codec, "adaptive") * seconds
+            packed_kbps, adaptive_kbps = recoded_kbps(data, seconds, codec)
+            packed += packed_kbps * seconds
+            ent_adaptive += adaptive_kbps * seconds
             audio_s += seconds
         n_q = codec.config.n_q_for_bandwidth(bw)
         rows.append(

@@ -113,9 +113,7 @@ def damaged(mlc: Path, how: str) -> Path:
     assert len(spans) == 4
     if how == "flip":  # one bit in chunk 2's payload
         data[spans[1][0] + 20] ^= 0x04
-    elif (
-        how == "length"
-    ):  # chunk 2's length field garbled: a bit-packed chunk's size is known, a range-coded one is found
+    elif how == "length":  # chunk 2's length field garbled: a bit-packed chunk's size is known
         data[spans[1][0] + 2] ^= 0x40
     elif how == "cut":  # the file ends inside chunk 3
         data = data[: spans[2][0] + 30]

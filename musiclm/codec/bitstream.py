@@ -421,28 +421,26 @@ def find_chunk(f: ReplayReader, header: Header, index: int) -> int | None:
             return None
         return end
 
-    def chunks_to_end(offset: int) -> int | None:  # intact chunks from `offset` to the end of the file
-        for count in range(1, header.num_chunks - index + 1):
-            last = header.num_chunks - count  # were this chunk the file's last, it would be chunk `last`
-            if (end := chunk_end(offset, last)) is not None and not have(end + 1):
-                return count
-            end = chunk_end(offset, index)  # a full-length chunk
-            if end is None or end > LOOKAHEAD_BYTES:
-                return None
-            offset = end
-        return None
+    def chain(offset: int) -> tuple[int, bool]:  # intact chunks in a row from `offset`; do they end the file?
+        count = 0
+        while count < header.num_chunks - index and offset <= LOOKAHEAD_BYTES:
+            end = chunk_end(offset, index)  # a full-length chunk, or else the last one, which may be shorter
+            end = end if end is not None else chunk_end(offset, header.num_chunks - 1)
+            if end is None:
+                break
+            count, offset = count + 1, end
+            if not have(end + 1):
+                return count, True
+        return count, False
 
     for offset in range(longest):
         if not have(offset + _CHUNK_HEAD.size):
             break
-        if chunk_end(offset, index) is None and chunk_end(offset, header.num_chunks - 1) is None:
-            continue
-        count = chunks_to_end(offset)
-        found = index if count is None else header.num_chunks - count
-        if found >= index:
+        count, ends_file = chain(offset)
+        if count:
             f.unread(bytes(data[offset:]))
             f.mark()
-            return found
+            return header.num_chunks - count if ends_file else index
     f.unread(bytes(data))  # nothing found: the rest is left for the caller to report
     return None
 

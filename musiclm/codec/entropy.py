@@ -85,8 +85,13 @@ class AdaptiveModel:
             i += i & -i
 
 
+def card_supported(card: int) -> bool:
+    """Whether the range coder takes codebooks of `card` entries."""
+    return 2 <= card <= MAX_ENTROPY_CARD
+
+
 def _check_card(card: int) -> None:
-    if not 2 <= card <= MAX_ENTROPY_CARD:
+    if not card_supported(card):
         raise MusicLMError(f"entropy coding supports codebooks of 2..{MAX_ENTROPY_CARD} entries, not {card}")
 
 

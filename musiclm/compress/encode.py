@@ -36,9 +36,9 @@ def entropy_default(codec) -> bool:
     codec, 10 s held-out clips (real / rendered) take 0.90 / 0.85 of the bit-packed size at 6 kbps and 0.76 /
     0.70 at 12 kbps, 0.98 / 0.91 at 1.5 kbps, for ~3 % more encode time and 5-15 % more decode time
     (checkpoints/README.md, "Range coding by default")."""
-    from musiclm.codec.entropy import MAX_ENTROPY_CARD
+    from musiclm.codec.entropy import card_supported
 
-    return 2 <= codec.card <= MAX_ENTROPY_CARD
+    return card_supported(codec.card)
 
 
 def _header(src: AudioSource, codec, bandwidth: float | None, entropy: bool, mono: bool, chunk_seconds: float):
