@@ -191,7 +191,9 @@ def test_magnitude_input_widens_an_old_encoder_without_changing_it():
         new.load_state_dict(old.state_dict())
     new.load_state_dict(new.encoder.widen_with_magnitude_input(old.state_dict(), prefix="encoder."))
     x = 0.2 * torch.randn(1, 1, 800, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(new.encoder(x), old.encoder(x))
+    # the zero channels change how a convolution sums on some CPUs (5e-7 of 2.1 measured on an AMD EPYC); the
+    # codes, which the LM sees, stay the same
+    torch.testing.assert_close(new.encoder(x), old.encoder(x), rtol=0, atol=1e-5)
     assert torch.equal(new.encode(x), old.encode(x))
     with torch.no_grad():
         new.encoder.net.embed.weight.normal_()
@@ -212,7 +214,7 @@ def test_transient_input_widens_an_old_encoder_and_sees_where_in_a_frame_a_click
     new = Codec(config).eval()
     new.load_state_dict(new.encoder.widen_with_transient_input(old.state_dict(), prefix="encoder."))
     x = 0.2 * torch.randn(1, 1, 803, generator=torch.Generator().manual_seed(1))  # not a whole number of hops
-    assert torch.equal(new.encoder(x), old.encoder(x))
+    torch.testing.assert_close(new.encoder(x), old.encoder(x), rtol=0, atol=1e-5)  # summation order, as above
     hop = config.frame.hop_length
     sub = hop // 4
     for j in range(4):
