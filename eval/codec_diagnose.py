@@ -11,7 +11,10 @@ For `--clips` held-out clips of each set (real: test tracks of data/recorded; re
 Printed per system: note F1 / SI-SNR / chroma (`quality`), note precision and recall with the onset
 tolerance at 50 / 100 / 200 ms (pitch within 50 cents, offsets ignored: mir_eval), and recall and precision
 by pitch band (reference notes found, output notes that match) — a codec that smears attacks gains most
-from the looser tolerance; one that loses upper harmonics loses its high notes first.
+from the looser tolerance; one that loses upper harmonics loses its high notes first. And what the output's
+extra notes are (`extra_*`, shares of all output notes, at 50 ms): a reference note struck again (same pitch
+sounding), a partial of a sounding note heard as a note (an octave, twelfth, two octaves, ... above it),
+a note below a sounding one (an octave, twelfth, ... below), or anything else.
 """
 
 from __future__ import annotations
@@ -34,6 +37,22 @@ ROOT = Path(__file__).resolve().parent.parent
 SETS = {"real": ROOT / "data/recorded/manifest.jsonl", "rendered": ROOT / "data/synth_test/manifest.jsonl"}
 TOLERANCES_S = (0.05, 0.1, 0.2)
 BANDS = ((0, 48), (48, 60), (60, 72), (72, 128))  # MIDI pitch: below C3, C3-B3, C4-B4, C5 and up
+# partials 2-8 of a harmonic tone, in semitones above its fundamental (rounded): 12, 19, 24, 28, 31, 34, 36
+PARTIALS = (12, 19, 24, 28, 31, 34, 36)
+EXTRA_KINDS = ("struck_again", "partial_above", "below", "other")
+
+
+def extra_kind(pitch: int, onset: float, ref_notes, margin: float = 0.05) -> str:
+    """What an unmatched output note is, from the reference notes sounding at its onset (± margin)."""
+    sounding = (ref_notes.onsets - margin <= onset) & (onset <= ref_notes.offsets + margin)
+    steps = pitch - ref_notes.pitches[sounding].astype(int)
+    if (steps == 0).any():
+        return "struck_again"
+    if np.isin(steps, PARTIALS).any():
+        return "partial_above"
+    if np.isin(-steps, PARTIALS).any():
+        return "below"
+    return "other"
 
 
 def band_of(pitch: int) -> int:
@@ -65,6 +84,13 @@ def diagnose(ref_notes, est_notes) -> dict:
         out[f"recall@{tol:g}"] = (len(matches), len(ref_notes))
     found = {i for i, _ in matches_at[TOLERANCES_S[0]]}
     right = {j for _, j in matches_at[TOLERANCES_S[0]]}
+    kinds = [
+        extra_kind(int(est_notes.pitches[j]), float(est_notes.onsets[j]), ref_notes)
+        for j in range(len(est_notes))
+        if j not in right
+    ]
+    for kind in EXTRA_KINDS:
+        out[f"extra_{kind}"] = (kinds.count(kind), len(est_notes))
     for b in range(len(BANDS)):
         ref_in = [i for i, p in enumerate(ref_notes.pitches) if band_of(int(p)) == b]
         est_in = [j for j, p in enumerate(est_notes.pitches) if band_of(int(p)) == b]

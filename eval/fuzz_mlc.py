@@ -58,9 +58,12 @@ def random_file(rng: np.random.Generator) -> tuple[bytes, np.ndarray | None]:
         chunk_frames=int(rng.integers(1, 200)),
         entropy=bool(rng.integers(0, 2)),
         level_frames=int(rng.integers(0, 40)),  # 0: no level bytes
+        version=int(rng.choice([3, bitstream.VERSION])),  # the last two writers' layouts
     )
     p = rng.dirichlet(np.full(card, 0.3))
     codes = rng.choice(card, size=(header.n_q, header.num_frames), p=p)
+    flat = rng.random(header.n_q) < 0.5  # rows a version-4 writer codes flat
+    codes[flat] = rng.integers(0, card, size=(int(flat.sum()), header.num_frames))
     prior = None
     if header.entropy and rng.integers(0, 2):  # half the range-coded files start from a learned prior
         prior = prior_counts(rng.dirichlet(np.full(card, 0.3), size=header.n_q))

@@ -74,7 +74,8 @@ def test_size_on_disk_is_bit_packed():
     header = make_header(card=1024)  # 10 bits per code, not 16
     data = dumps(header, skewed_codes(header))
     payload = header.n_q * header.num_frames * 10 / 8
-    overhead = len(header.pack()) + header.num_chunks * 9  # mode + size + crc per chunk
+    assert 128 <= header.packed_size(header.chunk_frames) < 1 << 14  # so each chunk's size is a 2-byte varint
+    overhead = len(header.pack()) + header.num_chunks * 7  # mode + size + crc per chunk
     assert len(data) == pytest.approx(payload + overhead, abs=header.num_chunks)
 
 
@@ -104,6 +105,47 @@ def test_learned_prior_round_trips_and_must_match():
     for wrong in (None, prior_counts(usage[::-1] * 1000)):
         with pytest.raises(FormatError, match="code statistics"):
             read_mlc(io.BytesIO(buf.getvalue()), wrong)
+
+
+def mixed_codes(header: Header, seed: int = 0) -> np.ndarray:
+    """Codes [n_q, T]: row 0 skewed (adapting pays), the rest uniform (as a trained RVQ's deeper codebooks are
+    on music it was not trained on: adapting costs more than it saves)."""
+    codes = np.random.default_rng(seed).integers(0, header.card, size=(header.n_q, header.num_frames))
+    codes[0] = skewed_codes(header, seed)[0]
+    return codes
+
+
+def test_adaptive_rows_picks_what_costs_less():
+    from musiclm.codec.entropy import adaptive_rows
+
+    header = make_header(num_samples=24000 * 10, card=1024, chunk_frames=750)
+    codes = mixed_codes(header)
+    assert adaptive_rows(codes, 1024) == [True, False, False, False]
+    # measured, not assumed: each row on its own in the range coder, adaptive vs flat
+    for row, adaptive in zip(codes, adaptive_rows(codes, 1024), strict=True):
+        sizes = [len(encode_codes(row[None], 1024, adaptive=[a])) for a in (True, False)]
+        assert (sizes[0] < sizes[1]) == adaptive
+
+
+@pytest.mark.parametrize("version", [3, bitstream.VERSION])
+def test_range_coded_files_of_each_version_round_trip(version):
+    kw = dict(num_samples=24000 * 10, card=1024, chunk_frames=300, entropy=True)
+    header = make_header(**kw, version=version)
+    codes = mixed_codes(header)
+    data = dumps(header, codes)
+    got_header, got = read_mlc(io.BytesIO(data))
+    assert got_header.version == version and np.array_equal(got, codes)
+
+
+def test_version_4_codes_flat_rows_flat_and_packs_its_header():
+    kw = dict(num_samples=24000 * 10, card=1024, chunk_frames=300, entropy=True)
+    v3, v4 = make_header(**kw, version=3), make_header(**kw)
+    codes = mixed_codes(v3)
+    old, new = dumps(v3, codes), dumps(v4, codes)
+    assert len(v4.pack()) <= len(v3.pack()) - 25  # varints: 24000 Hz in 3 bytes, not 4; n_q in 1, not 2
+    # v3 adapts on every row, paying for it on the three uniform ones; v4 codes those flat (10 bits a code)
+    packed = dumps(make_header(**{**kw, "entropy": False}), codes)
+    assert len(new) < len(old) - 25 and len(new) < len(packed)
 
 
 @given(st.integers(1, 12), st.integers(1, 5), st.integers(0, 2**31))
@@ -177,18 +219,19 @@ def test_flipped_bit_in_every_region_is_caught(valid):
     [
         ("sample_rate", 0, "sample_rate"),
         ("orig_sample_rate", 0, "orig_sample_rate"),
-        ("num_samples", 2**62, "samples"),
+        ("orig_num_samples", 2**62, "samples"),
         ("hop_length", 0, "hop length"),
         ("n_q", 0, "codebooks"),
         ("card", 1, "codebook size"),
         ("chunk_frames", 2**31, "frames per chunk"),
-        ("bandwidth", float("nan"), "bandwidth"),
+        ("bandwidth", 0.0, "bandwidth"),
         ("orig_channels", 0, "channels"),
     ],
 )
-def test_absurd_header_fields_are_refused(field, value, message):
+@pytest.mark.parametrize("version", [3, bitstream.VERSION])
+def test_absurd_header_fields_are_refused(field, value, message, version):
     """Fields a forged header could carry (its CRC recomputed) never reach an allocation."""
-    header = make_header()
+    header = make_header(version=version)
     object.__setattr__(header, field, value)  # bypass nothing else: pack() writes what we set
     try:
         packed = bytearray(header.pack())
@@ -224,9 +267,9 @@ def mutate(data: bytes, rng: np.random.Generator) -> bytes:
         refix_header_crc(d)
     else:  # garbage chunk payload with a valid chunk CRC: reaches unpack / the range decoder
         start = 8 + struct.unpack_from("<H", d, 6)[0] + 4
-        mode, size = struct.unpack_from("<BI", d, start)
-        if size < len(d):
-            body = start + 5
+        _, size, head = bitstream._parse_chunk_head(d, start, struct.unpack_from("<H", d, 4)[0]) or (0, len(d), 0)
+        if size < len(d):  # (level bytes, where the file has them, are garbled with the payload)
+            body = start + head
             d[body : body + size] = rng.bytes(size)
             d[start] = int(rng.integers(0, 2))
             struct.pack_into("<I", d, body + size, zlib.crc32(bytes(d[start : body + size])))
@@ -236,15 +279,17 @@ def mutate(data: bytes, rng: np.random.Generator) -> bytes:
 def test_fuzz_parser_never_crashes_hangs_or_overallocates():
     """Thousands of mutated files: each parses or raises FormatError, fast, with bounded memory."""
     header = make_header(n_q=3, card=256, num_samples=24000 * 2, chunk_frames=40)
+    entropy = dict(n_q=3, card=256, num_samples=24000 * 2, chunk_frames=40, entropy=True)
     files = [
         dumps(header, skewed_codes(header)),
-        dumps(make_header(n_q=3, card=256, num_samples=24000 * 2, chunk_frames=40, entropy=True), skewed_codes(header)),
+        dumps(make_header(**entropy), skewed_codes(header)),
+        dumps(make_header(**entropy, version=3), skewed_codes(header)),
     ]
     rng = np.random.default_rng(1234)
     counts = {"ok": 0, "error": 0}
     start = time.perf_counter()
     for i in range(5000):
-        data = mutate(files[i % 2], rng)
+        data = mutate(files[i % len(files)], rng)
         traced = i < 100  # tracemalloc slows everything ~50x: watch allocations on a sample
         if traced:
             tracemalloc.start()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import io
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +88,9 @@ def chunk_spans(data: bytes) -> list[tuple[int, int]]:
     header = bitstream.read_header(f)
     pos, spans = f.tell(), []
     for i in range(header.num_chunks):
-        size = struct.unpack_from("<I", data, pos + 1)[0]
-        levels = header.streams * header.level_blocks(header.chunk_length(i))  # version 3: before the codes
-        spans.append((pos, pos + 5 + levels + size + 4))
+        _, size, head = bitstream._parse_chunk_head(data, pos, header.version)  # mode, payload size (varint)
+        levels = header.streams * header.level_blocks(header.chunk_length(i))  # before the codes
+        spans.append((pos, pos + head + levels + size + 4))
         pos = spans[-1][1]
     assert pos == len(data), "not an intact file"
     return spans
@@ -166,12 +165,13 @@ def test_recover_makes_damaged_chunks_silent_and_names_them(capsys, tmp_path, co
 @pytest.mark.parametrize(
     "garbled, silent",
     [
-        ([(1, 4, 0x80)], [1]),  # chunk 2's length absurd: chunk 3 is found by searching for a valid chunk
+        ([(1, 1, 0x40)], [1]),  # chunk 2's length wrong: chunk 3 is found by searching for a valid chunk
         ([(1, 20, 0x04)], [1]),  # a flipped payload bit: the CRC fails, and the length is not trusted either
-        # two lengths lost in a row: the chunk found is the 4th, as one chunk chains from it to the file's end
-        ([(1, 4, 0x80), (2, 4, 0x80)], [1, 2]),
+        # two lengths lost in a row (each varint's end moved): the chunk found is the 4th, as one chunk chains
+        # from it to the file's end
+        ([(1, 1, 0x80), (2, 1, 0x80)], [1, 2]),
         # the chunks after the one found do not chain to the end (the 4th is damaged): it is taken as the 3rd
-        ([(1, 4, 0x80), (3, 20, 0x04)], [1, 3]),
+        ([(1, 1, 0x80), (3, 20, 0x04)], [1, 3]),
     ],
 )
 def test_recover_on_a_range_coded_file_finds_the_next_chunk(capsys, tmp_path, codec_dir, garbled, silent):

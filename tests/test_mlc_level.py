@@ -103,7 +103,7 @@ def test_decoder_applies_one_smooth_curve_through_the_file(quiet_codec):
     data = compress_bytes(tensor(x), quiet_codec, sample_rate=SR, chunk_seconds=0.5)
     f = io.BytesIO(data)
     header = bitstream.read_header(f)
-    assert header.version == 3 and header.level_frames == round(0.4 * header.frame_rate)
+    assert header.version == bitstream.VERSION and header.level_frames == round(0.4 * header.frame_rate)
     centres, gains = [], []
     for i in range(header.num_chunks):
         starts, ends = block_bounds(header, i)
@@ -123,9 +123,10 @@ def test_a_flipped_gain_byte_is_caught_by_the_chunk_crc(quiet_codec):
     data = bytearray(compress_bytes(audio, quiet_codec, sample_rate=SR, chunk_seconds=0.4, entropy=False))
     header = bitstream.read_header(io.BytesIO(bytes(data)))
     assert header.num_chunks == 4 and header.level_blocks(header.chunk_frames) == 1
-    # chunk 1 = mode, payload_size (5 bytes), 1 level byte, the codes, CRC (4); chunk 2's level byte follows
-    chunk_2 = len(header.pack()) + 5 + 1 + header.packed_size(header.chunk_frames) + 4
-    data[chunk_2 + 5] ^= 0x01
+    # chunk 1 = mode, payload_size (a varint), 1 level byte, the codes, CRC (4); chunk 2's level byte follows
+    head = 1 + len(bitstream._varint(header.packed_size(header.chunk_frames)))
+    chunk_2 = len(header.pack()) + head + 1 + header.packed_size(header.chunk_frames) + 4
+    data[chunk_2 + head] ^= 0x01
     with pytest.raises(FormatError, match="chunk 2/4 fails its checksum"):
         bitstream.read_mlc(io.BytesIO(bytes(data)))
     damage = []

@@ -1,20 +1,24 @@
-"""The .mlc file format: a small header, then the codes bit-packed in independent CRC-checked chunks.
+"""The .mlc file format: a small header, then the codes in independent CRC-checked chunks.
 
-Layout (all integers little-endian; full description with offsets in FORMAT.md):
+Layout (full description with offsets in FORMAT.md; integers little-endian or LEB128 varints):
 
     magic "MLC\\x1a" | version u16 | fields_size u16 | fields (fields_size bytes) | crc32 u32 of all before it
     chunk 0 | chunk 1 | ... | chunk ceil(T / chunk_frames) - 1 | end of file
 
-    chunk = mode u8 (0 bit-packed, 1 range-coded) | payload_size u32 | levels | payload | crc32 u32 of mode..payload
+    chunk = mode u8 (0 bit-packed, 1 range-coded) | payload_size varint | levels | payload | crc32 u32 of mode..payload
 
 A chunk holds the codes [S, K, t] of `t = chunk_frames` frames (fewer in the last one) for S streams (one per
-input channel, or one for a downmix), stream-major then codebook-major, each code in ceil(log2(card)) bits.
-Version 3 puts level corrections before the codes: per stream, one signed byte per block of `level_frames`
-frames, the gain in LEVEL_STEP_DB steps that the decoder applies to that block (what the gains mean and how
-they are found: musiclm.compress.level). Their size follows from the header, so a reader can still step over
-a damaged bit-packed chunk. Chunks are independent (the entropy model restarts in each), so a decoder can
-stream them, and one flipped bit is caught by its chunk's CRC. Version 1 files (no `streams` field: one
-stream) and version 2 files (no level corrections) are still read.
+input channel, or one for a downmix), stream-major then codebook-major, each code in ceil(log2(card)) bits
+or range-coded. Level corrections come before the codes: per stream, one signed byte per block of
+`level_frames` frames, the gain in LEVEL_STEP_DB steps that the decoder applies to that block (what the gains
+mean and how they are found: musiclm.compress.level). Their size follows from the header, so a reader can
+still step over a damaged bit-packed chunk. Chunks are independent (the entropy model restarts in each), so a
+decoder can stream them, and one flipped bit is caught by its chunk's CRC.
+
+Version 4 packs the header's numbers as varints and the chunk's payload size as one, and lets a range-coded
+chunk code each row flat or adaptively: 70 bytes less on a 10 s file at 1.5 kbps, which kept short files at
+low rates 5 % over their nominal bitrate. Versions 1 (no `streams` field: one stream), 2 (no level
+corrections) and 3 (fixed-width fields, every range-coded row adaptive) are still read.
 
 The reader never trusts a size field: every field is checked against limits before anything is allocated,
 so a corrupt or hostile file costs at most one chunk's bytes (≤ MAX_CHUNK_BYTES) of memory.
@@ -33,7 +37,9 @@ import numpy as np
 from musiclm.errors import MusicLMError
 
 MAGIC = b"MLC\x1a"  # \x1a stops `type`/`cat` on some systems from dumping binary, as in PNG's signature
-VERSION = 3  # 2: adds `streams` (each input channel coded on its own); 3: adds level corrections. 1, 2 still read
+# 2: adds `streams` (each input channel coded on its own); 3: adds level corrections; 4: varint fields and
+# flat or adaptive range coding per row. 1-3 are still read (and written, for tests and old readers).
+VERSION = 4
 LEVEL_STEP_DB = 0.25  # one level step; a signed byte spans ±31.75 dB (FORMAT.md says why)
 MODE_PACKED, MODE_RANGE = 0, 1
 FLAG_ENTROPY = 1  # the encoder tried range coding (a chunk still says which mode it used)
@@ -50,11 +56,30 @@ MAX_CHUNK_BYTES = 16 << 20
 _FIELDS_V1 = struct.Struct("<B8sIIBIHQQHIdI8s")  # after the name; see Header.pack
 _FIELDS_V2 = struct.Struct("<B8sIIBIHQQHIdI8sB")  # version 2: + streams u8
 _FIELDS = struct.Struct("<B8sIIBIHQQHIdI8sBH")  # version 3: + level_frames u16
-_LAYOUTS = {1: _FIELDS_V1, 2: _FIELDS_V2, 3: _FIELDS}
+_LAYOUTS = {1: _FIELDS_V1, 2: _FIELDS_V2, 3: _FIELDS}  # fixed-width versions; 4 is varints (Header.pack)
 # values each layout holds (v1: 14; v2: + streams; v3: + level_frames), counted from the format strings
 _FIELD_COUNTS = {version: len(layout.unpack(bytes(layout.size))) for version, layout in _LAYOUTS.items()}
+VERSIONS = (*_LAYOUTS, 4)
+# version 4's varint fields, in order, after flags and fingerprint (num_samples follows from the rest)
+_VARINT_FIELDS = (
+    "sample_rate",
+    "hop_length",
+    "channels",
+    "orig_sample_rate",
+    "orig_channels",
+    "orig_num_samples",
+    "n_q",
+    "card",
+    "bandwidth",  # as bits per second
+    "chunk_frames",
+    "streams",
+    "level_frames",
+)
+_MIN_FIELDS_V4 = 1 + 1 + 1 + 8 + len(_VARINT_FIELDS)  # name_len, a 1-byte name, flags, fingerprint, varints
+_MAX_FIELDS_V4 = 1 + MAX_NAME_BYTES + 1 + 8 + 10 * len(_VARINT_FIELDS) + 8
 _PREFIX = struct.Struct("<4sHH")
-_CHUNK_HEAD = struct.Struct("<BI")
+_CHUNK_HEAD = struct.Struct("<BI")  # versions 1-3
+_MAX_CHUNK_HEAD = 5  # mode u8 + payload_size: u32 (versions 1-3) or a varint of ≤ 4 bytes (version 4)
 _CRC = struct.Struct("<I")
 
 
@@ -162,7 +187,7 @@ class Header:
         levels = self.streams * self.level_blocks(self.chunk_frames)
         if not 1 <= self.chunk_frames or self.packed_size(self.chunk_frames) + levels > MAX_CHUNK_BYTES:
             raise bad(f"{self.chunk_frames} frames per chunk")
-        if self.version not in _LAYOUTS:
+        if self.version not in VERSIONS:
             raise bad(f"version {self.version}")
         if self.version == 1 and self.streams != 1:
             raise bad(f"{self.streams} streams in version 1")
@@ -175,28 +200,62 @@ class Header:
 
     def pack(self) -> bytes:
         name = self.codec_name.encode()
-        layout = _LAYOUTS[self.version]
-        values = (
-            (FLAG_ENTROPY if self.entropy else 0) | (FLAG_PRIOR if self.prior else 0),
-            bytes.fromhex(self.fingerprint),
-            self.sample_rate,
-            self.hop_length,
-            self.channels,
-            self.orig_sample_rate,
-            self.orig_channels,
-            self.num_samples,
-            self.orig_num_samples,
-            self.n_q,
-            self.card,
-            self.bandwidth,
-            self.chunk_frames,
-            bytes.fromhex(self.prior) if self.prior else bytes(8),
-            self.streams,
-            self.level_frames,
-        )
-        fields = bytes([len(name)]) + name + layout.pack(*values[: _FIELD_COUNTS[self.version]])
+        flags = (FLAG_ENTROPY if self.entropy else 0) | (FLAG_PRIOR if self.prior else 0)
+        prior = bytes.fromhex(self.prior) if self.prior else bytes(8)
+        if self.version >= 4:
+            numbers = {name: getattr(self, name) for name in _VARINT_FIELDS}
+            numbers["bandwidth"] = round(self.bandwidth * 1000)  # nominal kbps, to the bit per second
+            varints = b"".join(_varint(numbers[name]) for name in _VARINT_FIELDS)
+            fields = bytes([len(name), *name, flags]) + bytes.fromhex(self.fingerprint) + varints
+            fields += prior if self.prior else b""
+        else:
+            values = (
+                flags,
+                bytes.fromhex(self.fingerprint),
+                self.sample_rate,
+                self.hop_length,
+                self.channels,
+                self.orig_sample_rate,
+                self.orig_channels,
+                self.num_samples,
+                self.orig_num_samples,
+                self.n_q,
+                self.card,
+                self.bandwidth,
+                self.chunk_frames,
+                prior,
+                self.streams,
+                self.level_frames,
+            )
+            layout = _LAYOUTS[self.version]
+            fields = bytes([len(name)]) + name + layout.pack(*values[: _FIELD_COUNTS[self.version]])
         head = _PREFIX.pack(MAGIC, self.version, len(fields)) + fields
         return head + _CRC.pack(zlib.crc32(head))
+
+
+def _varint(n: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, least significant first, the top bit set on all bytes but the last."""
+    if n < 0:
+        raise ValueError(f"varint of {n}")
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _parse_varint(data: bytes | bytearray, pos: int, max_bytes: int) -> tuple[int, int] | None:
+    """The varint at data[pos:] → (value, position after it); None if it runs past the data or max_bytes."""
+    value = 0
+    for i in range(max_bytes):
+        if pos + i >= len(data):
+            return None
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, pos + i + 1
+    return None
 
 
 def resampled_length(n: int, orig_sr: int, new_sr: int) -> int:
@@ -243,45 +302,77 @@ def read_header(f: BinaryIO) -> Header:
     if len(prefix) < _PREFIX.size:
         raise FormatError("truncated .mlc file: header ends early")
     _, version, fields_size = _PREFIX.unpack(prefix)
-    if version not in _LAYOUTS:
+    if version not in VERSIONS:
         newer = " (written by a newer musiclm; upgrade to read it)" if version > VERSION else ""
         raise FormatError(
             f"unsupported .mlc format version {version}; this musiclm reads versions 1 to {VERSION}{newer}"
         )
-    layout = _LAYOUTS[version]
-    if not layout.size + 2 <= fields_size <= layout.size + 1 + MAX_NAME_BYTES:
+    if version >= 4:
+        smallest, largest = _MIN_FIELDS_V4, _MAX_FIELDS_V4
+    else:
+        smallest, largest = _LAYOUTS[version].size + 2, _LAYOUTS[version].size + 1 + MAX_NAME_BYTES
+    if not smallest <= fields_size <= largest:
         raise FormatError(f"corrupt .mlc header: field block of {fields_size} bytes")
     fields = _read_exact(f, fields_size, "header")
     (crc,) = _CRC.unpack(_read_exact(f, _CRC.size, "header checksum"))
     if zlib.crc32(prefix + fields) != crc:
         raise FormatError("corrupt .mlc header: checksum mismatch")
     name_len = fields[0]
-    if 1 + name_len + layout.size != fields_size:
+    if not 1 <= name_len <= MAX_NAME_BYTES or 1 + name_len > fields_size:
         raise FormatError("corrupt .mlc header: codec name length disagrees with the header size")
     try:
         name = fields[1 : 1 + name_len].decode()
     except UnicodeDecodeError:
         raise FormatError("corrupt .mlc header: codec name is not UTF-8") from None
-    values = layout.unpack(fields[1 + name_len :])
-    flags, fingerprint, prior = values[0], values[1], values[13]
-    streams = values[14] if version >= 2 else 1
-    level_frames = values[15] if version >= 3 else 0
+    numbers = _fields_v4(fields, 1 + name_len) if version >= 4 else _fields_fixed(fields, 1 + name_len, version)
+    flags, fingerprint, prior = numbers.pop("flags"), numbers.pop("fingerprint"), numbers.pop("prior")
     if flags & ~(FLAG_ENTROPY | FLAG_PRIOR) or (prior != bytes(8)) != bool(flags & FLAG_PRIOR):
         raise FormatError(f"corrupt .mlc header: unknown flags {flags:#x}")
     header = Header(
-        name,
-        fingerprint.hex(),
-        *values[2:11],
-        float(values[11]),
-        values[12],
-        bool(flags & FLAG_ENTROPY),
-        prior.hex() if flags & FLAG_PRIOR else "",
-        streams,
-        level_frames,
-        version,
+        codec_name=name,
+        fingerprint=fingerprint.hex(),
+        entropy=bool(flags & FLAG_ENTROPY),
+        prior=prior.hex() if flags & FLAG_PRIOR else "",
+        version=version,
+        **numbers,
     )
     header.validate()
     return header
+
+
+def _fields_fixed(fields: bytes, at: int, version: int) -> dict:
+    """Versions 1-3: fixed-width fields after the name."""
+    layout = _LAYOUTS[version]
+    if at + layout.size != len(fields):
+        raise FormatError("corrupt .mlc header: codec name length disagrees with the header size")
+    values = layout.unpack(fields[at:])
+    names = ("flags", "fingerprint", "sample_rate", "hop_length", "channels", "orig_sample_rate", "orig_channels")
+    numbers = dict(zip(names, values[:7], strict=True))
+    numbers.update(num_samples=values[7], orig_num_samples=values[8], n_q=values[9], card=values[10])
+    numbers.update(bandwidth=float(values[11]), chunk_frames=values[12], prior=values[13])
+    numbers.update(streams=values[14] if version >= 2 else 1, level_frames=values[15] if version >= 3 else 0)
+    return numbers
+
+
+def _fields_v4(fields: bytes, at: int) -> dict:
+    """Version 4: flags u8, fingerprint 8 B, the varints of _VARINT_FIELDS, the prior's 8 B iff flagged."""
+    if at + 9 > len(fields):
+        raise FormatError("corrupt .mlc header: codec name length disagrees with the header size")
+    numbers: dict = {"flags": fields[at], "fingerprint": fields[at + 1 : at + 9]}
+    pos = at + 9
+    for name in _VARINT_FIELDS:
+        parsed = _parse_varint(fields, pos, 10)
+        if parsed is None:
+            raise FormatError(f"corrupt .mlc header: field {name} runs past the header")
+        numbers[name], pos = parsed
+    numbers["bandwidth"] /= 1000
+    numbers["prior"] = fields[pos : pos + 8] if numbers["flags"] & FLAG_PRIOR else bytes(8)
+    if pos + (8 if numbers["flags"] & FLAG_PRIOR else 0) != len(fields):
+        raise FormatError("corrupt .mlc header: its fields do not fill the field block")
+    # a zero rate leaves it 0, for Header.validate to name the rate
+    rates = numbers["orig_sample_rate"], numbers["sample_rate"]
+    numbers["num_samples"] = resampled_length(numbers["orig_num_samples"], *rates) if rates[0] else 0
+    return numbers
 
 
 def write_chunk(
@@ -301,16 +392,58 @@ def write_chunk(
     assert levels.shape == shape and levels.dtype == np.int8, f"levels {levels.shape} {levels.dtype} vs {shape}"
     mode, payload = MODE_PACKED, pack_codes(rows, header.bits)
     if header.entropy:
-        from musiclm.codec.entropy import encode_codes
+        from musiclm.codec.entropy import adaptive_rows, encode_codes
 
         _check_prior(header, prior)
-        # one adaptive model per (stream, codebook) row; each stream's codebook k starts from prior[k]
-        coded = encode_codes(rows, header.card, None if prior is None else np.tile(prior, (header.streams, 1)))
+        # one model per (stream, codebook) row; each stream's codebook k starts from prior[k]
+        tiled = None if prior is None else np.tile(prior, (header.streams, 1))
+        if header.version >= 4:  # each row adaptive, or flat where adapting would cost more than it saves
+            adaptive = adaptive_rows(rows, header.card, tiled)
+            flat_only = not any(adaptive)  # then the range coder would only add its flush bytes
+            coded = payload if flat_only else _row_flags(adaptive) + encode_codes(rows, header.card, tiled, adaptive)
+        else:
+            coded = encode_codes(rows, header.card, tiled)
         if len(coded) < len(payload):
             mode, payload = MODE_RANGE, coded
-    head = _CHUNK_HEAD.pack(mode, len(payload)) + levels.tobytes()
+    head = _chunk_head(header.version, mode, len(payload)) + levels.tobytes()
     f.write(head + payload + _CRC.pack(zlib.crc32(head + payload)))
     return len(head) + len(payload) + _CRC.size
+
+
+def _row_flags(adaptive: list[bool]) -> bytes:
+    """Version 4's range-coded payload starts with one bit per row, least significant first: 1 = adaptive."""
+    return np.packbits(np.asarray(adaptive, dtype=np.uint8), bitorder="little").tobytes()
+
+
+def _chunk_head(version: int, mode: int, size: int) -> bytes:
+    return bytes([mode]) + _varint(size) if version >= 4 else _CHUNK_HEAD.pack(mode, size)
+
+
+def _parse_chunk_head(data: bytes | bytearray, offset: int, version: int) -> tuple[int, int, int] | None:
+    """The chunk head at data[offset:] → (mode, payload_size, head bytes); None where it does not parse."""
+    if version < 4:
+        if offset + _CHUNK_HEAD.size > len(data):
+            return None
+        return (*_CHUNK_HEAD.unpack_from(data, offset), _CHUNK_HEAD.size)
+    parsed = _parse_varint(data, offset + 1, _MAX_CHUNK_HEAD - 1) if offset < len(data) else None
+    return None if parsed is None else (data[offset], parsed[0], parsed[1] - offset)
+
+
+def _read_chunk_head(f: BinaryIO, header: Header, limit: int, where: str) -> tuple[int, int | None, bytes]:
+    """Read a chunk's head → (mode, payload_size or None where it does not parse, its bytes). A bit-packed
+    file's heads all have one length, read whole even when garbled, so the reader can step to the next chunk."""
+    if header.version < 4 or not header.entropy:
+        size = _CHUNK_HEAD.size if header.version < 4 else 1 + len(_varint(limit))
+        head = _read_exact(f, size, where)
+    else:  # the varint's own bytes say where it ends
+        head = bytearray(_read_exact(f, 2, where))
+        while head[-1] & 0x80 and len(head) < _MAX_CHUNK_HEAD:
+            head += _read_exact(f, 1, where)
+        head = bytes(head)
+    parsed = _parse_chunk_head(head, 0, header.version)
+    if parsed is None or parsed[2] != len(head):
+        return head[0], None, head
+    return parsed[0], parsed[1], head
 
 
 def _check_prior(header: Header, prior: np.ndarray | None) -> None:
@@ -331,12 +464,13 @@ def read_chunk_bytes(f: BinaryIO, header: Header, index: int) -> tuple[int, byte
     in a range-coded file it may not (`resumable` False: recovery searches with `find_chunk`)."""
     frames = header.chunk_length(index)
     where = f"chunk {index + 1}/{header.num_chunks}"
-    head = _read_exact(f, _CHUNK_HEAD.size, where)
-    mode, size = _CHUNK_HEAD.unpack(head)
-    levels = _read_exact(f, header.streams * header.level_blocks(frames), where)
     limit = header.packed_size(frames)
+    mode, size, head = _read_chunk_head(f, header, limit, where)
+    levels = _read_exact(f, header.streams * header.level_blocks(frames), where)
     problem = None
-    if mode not in (MODE_PACKED, MODE_RANGE) or (mode == MODE_RANGE and not header.entropy):
+    if size is None:
+        problem = f"corrupt .mlc file: {where} has an unreadable size"
+    elif mode not in (MODE_PACKED, MODE_RANGE) or (mode == MODE_RANGE and not header.entropy):
         problem = f"corrupt .mlc file: {where} has unknown mode {mode}"
     elif (mode == MODE_PACKED and size != limit) or (mode == MODE_RANGE and size >= limit):
         problem = f"corrupt .mlc file: {where} claims {size} bytes for {frames} frames"
@@ -397,7 +531,7 @@ def find_chunk(f: ReplayReader, header: Header, index: int) -> int | None:
     if index >= header.num_chunks:
         return None
     data = f.take_since_mark()[1:]
-    longest = _CHUNK_HEAD.size + header.streams * header.level_blocks(header.chunk_frames)
+    longest = _MAX_CHUNK_HEAD + header.streams * header.level_blocks(header.chunk_frames)
     longest += header.packed_size(header.chunk_frames) + _CRC.size
 
     def have(size: int) -> bool:  # at least `size` bytes in data, reading more as needed
@@ -410,13 +544,15 @@ def find_chunk(f: ReplayReader, header: Header, index: int) -> int | None:
 
     def chunk_end(offset: int, chunk: int) -> int | None:  # where a valid chunk `chunk` at `offset` ends
         frames = header.chunk_length(chunk)
-        if not have(offset + _CHUNK_HEAD.size):
+        have(offset + _MAX_CHUNK_HEAD)  # a chunk is longer than any head, so a shorter rest holds none
+        parsed = _parse_chunk_head(data, offset, header.version)
+        if parsed is None:
             return None
-        mode, size = _CHUNK_HEAD.unpack_from(data, offset)
+        mode, size, head_size = parsed
         limit = header.packed_size(frames)
         if not ((mode == MODE_PACKED and size == limit) or (mode == MODE_RANGE and header.entropy and size < limit)):
             return None
-        end = offset + _CHUNK_HEAD.size + header.streams * header.level_blocks(frames) + size + _CRC.size
+        end = offset + head_size + header.streams * header.level_blocks(frames) + size + _CRC.size
         if not have(end) or zlib.crc32(data[offset : end - _CRC.size]) != _CRC.unpack_from(data, end - _CRC.size)[0]:
             return None
         return end
@@ -434,7 +570,7 @@ def find_chunk(f: ReplayReader, header: Header, index: int) -> int | None:
         return count, False
 
     for offset in range(longest):
-        if not have(offset + _CHUNK_HEAD.size):
+        if not have(offset + 2):  # the shortest head
             break
         count, ends_file = chain(offset)
         if count:
@@ -457,7 +593,15 @@ def read_chunk(
 
         _check_prior(header, prior)
         tiled = None if prior is None else np.tile(prior, (header.streams, 1))
-        codes = decode_codes(payload, rows, frames, header.card, tiled)
+        adaptive = None
+        if header.version >= 4:
+            flag_bytes = (rows + 7) // 8
+            bits = np.unpackbits(np.frombuffer(payload[:flag_bytes], np.uint8), bitorder="little")
+            if len(payload) < flag_bytes or bits[rows:].any():
+                where = f"chunk {index + 1}/{header.num_chunks}"
+                raise ChunkError(f"corrupt .mlc file: {where} has malformed row models", resumable=True)
+            adaptive, payload = bits[:rows].astype(bool).tolist(), payload[flag_bytes:]
+        codes = decode_codes(payload, rows, frames, header.card, tiled, adaptive)
     else:
         codes = unpack_codes(payload, rows, frames, header.bits)
     if codes.size and int(codes.max()) >= header.card:

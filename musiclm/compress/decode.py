@@ -1,4 +1,4 @@
-""".mlc → audio: read and check chunk by chunk, decode with context, apply the level corrections (version 3,
+""".mlc → audio: read and check chunk by chunk, decode with context, apply the level corrections (versions 3 and up,
 musiclm.compress.level), resample, write block by block.
 
 With `on_damage`, a damaged chunk does not stop decoding: it becomes silence and is reported (its index,

@@ -1,4 +1,4 @@
-"""Level corrections (.mlc version 3): the encoder sends, per stream and block of frames, the gain that brings
+"""Level corrections (.mlc versions 3 and up): the encoder sends, per stream and block of frames, the gain that brings
 its own decoding back to the original's level; the decoder applies it.
 
 The codec's decoder does not hold the level: on held-out real music its output is 2.45 LU off on average
