@@ -210,7 +210,7 @@ class Codec(nn.Module):
             if key.endswith(("embed_avg", "cluster_size", "inited")):
                 continue  # EMA training statistics do not change what encode computes
             digest.update(key.encode())
-            digest.update(state[key].detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
+            digest.update(state[key].detach().to(torch.float32).cpu().contiguous().numpy().data)  # no copy
         return digest.hexdigest()[:16]
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:

@@ -16,8 +16,8 @@ COMPRESS_HELP = """Compress audio (wav, flac, ogg, mp3; any rate and channel cou
 
 Each channel is coded on its own, so left and right stay apart: a stereo file takes twice the bandwidth
 (--bandwidth is per channel; --mono codes a downmix). The codes are range-coded, so files land near the
-nominal rate or under it: 6 kbps gives ~5.4 kbps on disk, 12 kbps ~9 (the same codes and sound); a 10 s
-file at 1.5 kbps is ~5 % over (a ~110-byte header and 2.5 level bytes/s). --no-entropy bit-packs the codes.
+nominal rate or under it: 6 kbps gives ~5.3 kbps on disk, 12 kbps ~9, 1.5 kbps ~1.5 even for 10 s (the same
+codes and sound). --no-entropy bit-packs the codes.
 
 examples:
   musiclm compress song.flac song.mlc                 # 6 kbps per channel with the shipped codec

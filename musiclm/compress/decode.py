@@ -23,7 +23,7 @@ from torch import Tensor
 
 from musiclm.codec import bitstream
 from musiclm.codec.bitstream import ChunkError, FormatError, Header
-from musiclm.codec.streaming import decode_chunks, receptive_frames, resampled_blocks
+from musiclm.codec.streaming import context_frames, decode_chunks, resampled_blocks
 from musiclm.compress.common import check_codec, check_destination, codec_prior, load_codec, open_output, progress_bar
 from musiclm.compress.level import apply_levels
 from musiclm.compress.reader import Source
@@ -145,7 +145,7 @@ def decoded_blocks(
                 yield torch.from_numpy(codes)
                 bar.update(header.chunk_length(i) / header.frame_rate)
 
-    blocks = decode_chunks(codec, code_chunks(), header.num_samples, header.chunk_frames, receptive_frames(codec))
+    blocks = decode_chunks(codec, code_chunks(), header.num_samples, header.chunk_frames, context_frames(codec))
     # decode_chunks yields one block per chunk, after reading that chunk (and maybe the next few)
     silenced = (np.zeros_like(b) if i in damaged else b for i, b in enumerate(blocks))
     if header.level_frames:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from musiclm.codec import bitstream
 from musiclm.codec.bitstream import Header, resampled_length
-from musiclm.codec.streaming import BlockBuffer, decode_chunks, encode_chunks, receptive_frames, resampled_blocks
+from musiclm.codec.streaming import BlockBuffer, context_frames, decode_chunks, encode_chunks, resampled_blocks
 from musiclm.compress import CHUNK_SECONDS  # the one default, also used by musiclm.compress()
 from musiclm.compress.common import check_destination, codec_prior, load_codec, open_output, progress_bar
 from musiclm.compress.level import LevelAnalyser, level_frames_for
@@ -109,7 +109,7 @@ def encode_to(
     # so chunk i waits for chunk i+1's codes) and compared with the original at the codec rate. tee holds
     # only the blocks between the encoder's read position and the analysis's (about a chunk).
     to_encode, to_compare = itertools.tee(blocks)
-    context = receptive_frames(codec)
+    context = context_frames(codec)
     coded: deque = deque()  # codes [S, K, t] of the chunks encoded but not yet written
 
     def encoded():

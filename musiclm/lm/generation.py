@@ -12,9 +12,7 @@ from a prompts file or from Python, while repeated captions still give different
 
 from __future__ import annotations
 
-import copy
 import math
-import weakref
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
@@ -174,18 +172,12 @@ def soft_latent(codec, soft: dict) -> Tensor:
     return latent.transpose(1, 2)  # [B, T, D] → [B, D, T]
 
 
-_context_frames: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def decoder_context(codec) -> int:
     """Frames of context each side that make window-by-window decoding match one-shot decoding (measured
-    once per codec by `receptive_frames`, on a CPU copy when the codec lives elsewhere)."""
-    from musiclm.codec.streaming import receptive_frames
+    once per codec: `musiclm.codec.streaming.context_frames`)."""
+    from musiclm.codec.streaming import context_frames
 
-    if codec not in _context_frames:
-        on_cpu = next(codec.parameters()).device.type == "cpu"
-        _context_frames[codec] = receptive_frames(codec if on_cpu else copy.deepcopy(codec).cpu())
-    return _context_frames[codec]
+    return context_frames(codec)
 
 
 @torch.no_grad()
