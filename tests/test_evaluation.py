@@ -196,6 +196,11 @@ def test_opus_roundtrip_keeps_length_and_tracks_bitrate():
     assert low_kbps < high_kbps
     err = [float(((x - y) ** 2).mean() / (x**2).mean()) for y in (low, high)]
     assert err[1] < 0.1  # decoded audio is aligned with the input, not shifted
+    # constant bitrate: a tone takes as many bits as noise (VBR would spend far fewer on the tone)
+    noise = 0.3 * torch.randn(1, 24000, generator=torch.Generator().manual_seed(0))
+    _, noise_kbps = opus_roundtrip(noise, 24000, 12)
+    _, tone_kbps = opus_roundtrip(0.01 * x, 24000, 12)
+    assert tone_kbps == pytest.approx(noise_kbps, rel=0.02)
 
 
 def test_codec_speed_measures_positive_rates_and_restores_threads(tiny_codec):

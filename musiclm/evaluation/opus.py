@@ -26,7 +26,8 @@ def ffmpeg_available() -> bool:
 
 
 def opus_roundtrip(wav: Tensor, sample_rate: int, kbps: float, keep: str | Path | None = None) -> tuple[Tensor, float]:
-    """Encode wav [C, N] with libopus at `kbps` and decode it back → (decoded [C, N], kbps on disk).
+    """Encode wav [C, N] with libopus at a constant `kbps` (CBR, `-vbr off`: the baseline the codec tables name,
+    as in EnCodec's Table 3) and decode it back → (decoded [C, N], kbps on disk).
 
     `keep` copies the .opus file there (for the report's players)."""
     if not ffmpeg_available():
@@ -37,7 +38,8 @@ def opus_roundtrip(wav: Tensor, sample_rate: int, kbps: float, keep: str | Path 
         save_audio(src, wav.clamp(-1, 1), sample_rate, subtype="FLOAT")
         quiet = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y"]
         for cmd in (
-            quiet + ["-i", str(src), "-c:a", "libopus", "-b:a", f"{kbps * 1000:.0f}", str(enc)],
+            # without -vbr off libopus is VBR: 2026-12-01 found every "Opus CBR" row before then had been VBR
+            quiet + ["-i", str(src), "-c:a", "libopus", "-b:a", f"{kbps * 1000:.0f}", "-vbr", "off", str(enc)],
             quiet + ["-i", str(enc), "-ar", str(sample_rate), "-ac", str(channels), "-c:a", "pcm_f32le", str(dec)],
         ):
             proc = subprocess.run(cmd, capture_output=True, text=True)
