@@ -305,6 +305,42 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+PAIRED_METRICS = ("note_f1", "si_snr")
+
+
+def paired_table(per_clip: list[dict]) -> str:
+    """Each codec bandwidth against Opus at the same and at twice its bitrate, paired over the clips: the mean
+    per-clip difference and its 95 % bootstrap interval (`musiclm.evaluation.stats`); "yes" where the
+    interval excludes 0, i.e. the clips tell the two apart."""
+    from musiclm.evaluation.stats import paired_difference
+
+    by_system: dict[tuple[str, float], dict[str, dict]] = {}
+    for row in per_clip:
+        by_system.setdefault((row["system"], row["nominal"]), {})[row["clip"]] = row
+    opus = {nominal: clips for (system, nominal), clips in by_system.items() if system == OPUS}
+    lines = [
+        "| codec − Opus | " + " | ".join(f"{m} difference [95 % interval] | decided" for m in PAIRED_METRICS) + " |",
+        "|---|" + "---|---|" * len(PAIRED_METRICS),
+    ]
+    for (system, nominal), clips in sorted(by_system.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if system == OPUS:
+            continue
+        for opus_kbps in (nominal, 2 * nominal):
+            if opus_kbps not in opus:
+                continue
+            cells = []
+            for metric in PAIRED_METRICS:
+                shared = [c for c in clips if c in opus[opus_kbps] and clips[c][metric] is not None]
+                shared = [c for c in shared if opus[opus_kbps][c][metric] is not None]
+                if not shared:
+                    cells += ["–", "–"]
+                    continue
+                d = paired_difference([clips[c][metric] for c in shared], [opus[opus_kbps][c][metric] for c in shared])
+                cells += [str(d), "yes" if d.decided else "no"]
+            lines.append(f"| {system} {nominal:g} − Opus {opus_kbps:g} kbps | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def random_codec(config_yaml: Path | None):
     """Untrained weights: quality numbers mean nothing, speed and bitrate are those of the architecture."""
     from musiclm.codec.model import Codec, CodecConfig
@@ -423,6 +459,17 @@ def main() -> int:
                 ]
             ).strip(),
             "",
+            *(
+                [
+                    "Paired over the clips (the mean per-clip difference, its 95 % bootstrap interval, and whether "
+                    "that interval excludes 0):",
+                    "",
+                    paired,
+                    "",
+                ]
+                if (paired := paired_table(per_clip))
+                else []
+            ),
             *streaming,
         ]
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from musiclm.dsp import mel_filterbank
+from musiclm.errors import MusicLMError
 from musiclm.evaluation.metrics import (
     integrated_loudness,
     log_mel_distance,
@@ -64,3 +66,22 @@ def test_mel_filterbank_covers_the_spectrum():
     fb = mel_filterbank(SR, 1024, 64, scale="htk")  # the scale log_mel_distance uses
     assert fb.shape == (64, 513) and torch.all(fb >= 0)
     assert torch.all(fb.sum(1) > 0)  # no empty band
+
+
+# ---- paired bootstrap over clips ---------------------------------------------------------------------------
+def test_paired_difference_tells_a_real_gap_from_clip_noise():
+    from musiclm.evaluation.stats import paired_difference
+
+    rng = np.random.default_rng(0)
+    clip_difficulty = rng.uniform(0.2, 0.8, size=32)  # clips differ far more than the systems
+    better = clip_difficulty + 0.05 + rng.normal(0, 0.02, size=32)
+    same = clip_difficulty + rng.normal(0, 0.02, size=32)
+    gap = paired_difference(better, clip_difficulty)
+    assert gap.decided and gap.low > 0.03 and abs(gap.mean - 0.05) < 0.01
+    assert not paired_difference(same, clip_difficulty).decided
+    assert paired_difference(better, clip_difficulty) == gap  # seeded: the same interval every run
+    # four times the clips (the same spread), half the interval
+    many = paired_difference(np.tile(better, 4), np.tile(clip_difficulty, 4))
+    assert many.high - many.low < 0.6 * (gap.high - gap.low)
+    with pytest.raises(MusicLMError):
+        paired_difference([0.1, 0.2], [0.1])
