@@ -16,7 +16,8 @@ Not every codebook is uneven enough to pay for adapting: on real music the shipp
 ~350 distinct codes in 500 frames, and an adaptive model spends 10.1-10.5 bits on their 10-bit codes (its
 prior was learned on the training mix). So each row (stream and codebook) may instead be coded flat, every
 code at 1/card (`adaptive_rows` picks, by the cost the adaptive model would have; `.mlc` version 4 stores the
-choice): 9.78 → 9.49 bits a code at 1.5 kbps, 9.03 → 8.91 at 6 (16 real 10 s clips).
+choice): 9.77 → 9.45 bits a code at 1.5 kbps, 9.02 → 8.89 at 6, on 16 real 10 s clips
+(`eval/entropy_rows.py`).
 
 Pure Python: a few µs per code (~0.1 s per 10 s of audio at 12 kbps, 12,000 codes, on an idle core).
 """
