@@ -17,8 +17,9 @@ decoder can stream them, and one flipped bit is caught by its chunk's CRC.
 
 Version 4 packs the header's numbers as varints and the chunk's payload size as one, and lets a range-coded
 chunk code each row flat or adaptively: ~90 bytes less on 10 s of real music at 1.5 kbps (1.58 → 1.51 kbps on
-disk; version 3 kept such short files at low rates 5 % over their nominal bitrate). Versions 1 (no `streams` field: one stream), 2 (no level
-corrections) and 3 (fixed-width fields, every range-coded row adaptive) are still read.
+disk; version 3 kept such short files at low rates 5 % over their nominal bitrate). Versions 1 (no `streams`
+field: one stream), 2 (no level corrections) and 3 (fixed-width fields, every range-coded row adaptive) are
+still read.
 
 The reader never trusts a size field: every field is checked against limits before anything is allocated,
 so a corrupt or hostile file costs at most one chunk's bytes (≤ MAX_CHUNK_BYTES) of memory.
