@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import math
 import shutil
@@ -309,36 +310,42 @@ PAIRED_METRICS = ("note_f1", "si_snr")
 
 
 def paired_table(per_clip: list[dict]) -> str:
-    """Each codec bandwidth against Opus at the same and at twice its bitrate, paired over the clips: the mean
-    per-clip difference and its 95 % bootstrap interval (`musiclm.evaluation.stats`); "yes" where the
-    interval excludes 0, i.e. the clips tell the two apart."""
+    """Paired over the clips, the mean per-clip difference and its 95 % bootstrap interval
+    (`musiclm.evaluation.stats`), "yes" where the interval excludes 0 (the clips tell the two apart): each
+    codec bandwidth against Opus at the same and at twice its bitrate, and against the codec's next lower
+    bandwidth (does more bandwidth help?)."""
     from musiclm.evaluation.stats import paired_difference
 
     by_system: dict[tuple[str, float], dict[str, dict]] = {}
     for row in per_clip:
         by_system.setdefault((row["system"], row["nominal"]), {})[row["clip"]] = row
-    opus = {nominal: clips for (system, nominal), clips in by_system.items() if system == OPUS}
+    pairs = []  # (label, a's clips, b's clips)
+    codecs = sorted({system for system, _ in by_system if system != OPUS})
+    for system in codecs:
+        rates = sorted(nominal for s, nominal in by_system if s == system)
+        for nominal in rates:
+            for opus_kbps in (nominal, 2 * nominal):
+                if (OPUS, opus_kbps) in by_system:
+                    label = f"{system} {nominal:g} − Opus {opus_kbps:g} kbps"
+                    pairs.append((label, by_system[system, nominal], by_system[OPUS, opus_kbps]))
+        for lower, higher in itertools.pairwise(rates):
+            label = f"{system} {higher:g} − {system} {lower:g} kbps"
+            pairs.append((label, by_system[system, higher], by_system[system, lower]))
     lines = [
-        "| codec − Opus | " + " | ".join(f"{m} difference [95 % interval] | decided" for m in PAIRED_METRICS) + " |",
+        "| a − b | " + " | ".join(f"{m} difference [95 % interval] | decided" for m in PAIRED_METRICS) + " |",
         "|---|" + "---|---|" * len(PAIRED_METRICS),
     ]
-    for (system, nominal), clips in sorted(by_system.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        if system == OPUS:
-            continue
-        for opus_kbps in (nominal, 2 * nominal):
-            if opus_kbps not in opus:
+    for label, a, b in pairs:
+        cells = []
+        for metric in PAIRED_METRICS:
+            shared = [c for c in a if c in b and a[c][metric] is not None and b[c][metric] is not None]
+            if not shared:
+                cells += ["–", "–"]
                 continue
-            cells = []
-            for metric in PAIRED_METRICS:
-                shared = [c for c in clips if c in opus[opus_kbps] and clips[c][metric] is not None]
-                shared = [c for c in shared if opus[opus_kbps][c][metric] is not None]
-                if not shared:
-                    cells += ["–", "–"]
-                    continue
-                d = paired_difference([clips[c][metric] for c in shared], [opus[opus_kbps][c][metric] for c in shared])
-                cells += [str(d), "yes" if d.decided else "no"]
-            lines.append(f"| {system} {nominal:g} − Opus {opus_kbps:g} kbps | " + " | ".join(cells) + " |")
-    return "\n".join(lines) if len(lines) > 2 else ""
+            d = paired_difference([a[c][metric] for c in shared], [b[c][metric] for c in shared])
+            cells += [str(d), "yes" if d.decided else "no"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if pairs else ""
 
 
 def random_codec(config_yaml: Path | None):
