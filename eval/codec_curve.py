@@ -38,6 +38,8 @@ from musiclm.evaluation.opus import opus_roundtrip
 from musiclm.evaluation.tones import codec_roundtrip, sine_band_lost_share
 
 ROOT = Path(__file__).resolve().parent.parent
+# rows are reused by run name: the Opus rows before 2026-12-01 ("opus") were VBR, so CBR ones get a name of their own
+OPUS_RUN = "opus-cbr"
 SETS = {"real": ROOT / "data/recorded/manifest.jsonl", "rendered": ROOT / "data/synth_test/manifest.jsonl"}
 
 
@@ -84,7 +86,9 @@ def main() -> int:
     p.add_argument("--only-last", action="store_true", help="score only each run's newest snapshot")
     p.add_argument("--out", type=Path, default=ROOT / "outputs/codec_curve.jsonl")
     p.add_argument("--table", action="store_true", help="print the scored rows as a markdown table and exit")
-    p.add_argument("--opus", type=float, nargs="*", default=[], help="also score Opus CBR at these kbps (run 'opus')")
+    p.add_argument(
+        "--opus", type=float, nargs="*", default=[], help="also score Opus CBR at these kbps (run 'opus-cbr')"
+    )
     p.add_argument("--visqol", action="store_true", help="add ViSQOL (~1.5 s per clip and bandwidth)")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -102,7 +106,7 @@ def main() -> int:
     with args.out.open("a") as out:
         for kbps in args.opus:
             for name, (clips, notes) in refs.items():
-                if ("opus", 0, name, kbps, "raw") in seen:
+                if (OPUS_RUN, 0, name, kbps, "raw") in seen:
                     continue
                 scores = [
                     score(wav, opus_roundtrip(wav, 24000, kbps)[0], ref_notes, args.visqol)
@@ -111,7 +115,7 @@ def main() -> int:
                 lost = sine_band_lost_share(
                     lambda x, k=kbps: opus_roundtrip(torch.from_numpy(x)[None], 24000, k)[0][0].numpy(), 24000
                 )
-                key = {"run": "opus", "step": 0, "minutes": None, "set": name, "kbps": kbps, "sines_lost": lost}
+                key = {"run": OPUS_RUN, "step": 0, "minutes": None, "set": name, "kbps": kbps, "sines_lost": lost}
                 write(out, key, scores)
         for run in args.runs:
             minutes = minutes_at(run)
