@@ -7,6 +7,7 @@ when complete, with the mode any new file gets (0666 less the umask).
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import warnings
@@ -17,7 +18,7 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 import torch
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 from torch import Tensor
 
 from musiclm.errors import MusicLMError
@@ -91,6 +92,22 @@ def convert_channels(wav: Tensor, channels: int) -> Tensor:
     return wav.mean(0, keepdim=True).expand(channels, -1).clone()
 
 
+@functools.lru_cache(maxsize=16)
+def _polyphase_filter(up: int, down: int) -> np.ndarray:
+    """resample_poly's own default low-pass (Kaiser window, beta 5, 10 zero crossings each side), designed once
+    per ratio: designing it is most of the cost of resampling a block at an odd ratio (24000 → 8054 Hz: a
+    240,000-tap filter, 40 ms a block, where filtering takes 7)."""
+    rate = max(up, down)
+    taps = firwin(2 * 10 * rate + 1, 1.0 / rate, window=("kaiser", 5.0))
+    taps.setflags(write=False)  # shared by every call (resample_poly copies it before scaling)
+    return taps
+
+
+def resample_polyphase(x: np.ndarray, up: int, down: int) -> np.ndarray:
+    """scipy's resample_poly along the last axis (zero padding outside the signal), with the filter cached."""
+    return resample_poly(x, up, down, axis=-1, window=_polyphase_filter(up, down))
+
+
 def resample(wav: Tensor, orig_sr: int, new_sr: int) -> Tensor:
     """Polyphase resampling of [..., N]; output length is ceil(N * new_sr / orig_sr)."""
     if orig_sr == new_sr:
@@ -98,7 +115,7 @@ def resample(wav: Tensor, orig_sr: int, new_sr: int) -> Tensor:
     if orig_sr <= 0 or new_sr <= 0:
         raise MusicLMError(f"invalid sample rates {orig_sr} → {new_sr}")
     ratio = Fraction(new_sr, orig_sr)
-    out = resample_poly(wav.detach().cpu().numpy(), ratio.numerator, ratio.denominator, axis=-1)
+    out = resample_polyphase(wav.detach().cpu().numpy(), ratio.numerator, ratio.denominator)
     length = math.ceil(wav.shape[-1] * new_sr / orig_sr)
     return torch.from_numpy(np.ascontiguousarray(out[..., :length], dtype=np.float32))
 

@@ -200,6 +200,30 @@ def test_recover_on_a_range_coded_file_finds_the_next_chunk(capsys, tmp_path, co
             assert np.abs(back[part] - good[part]).max() < 1e-3, i
 
 
+def test_recover_of_a_file_cut_short_reports_the_rest_once_and_decodes_none_of_it(capsys, tmp_path, codec_dir):
+    """A file that ends early keeps its length (silence after the cut), in one warning for all the chunks it
+    lacks, and the decoder network never runs on what is not there (a forged or cut header may declare hours)."""
+    from musiclm.compress import decompress_bytes, load_codec
+
+    sf.write(tmp_path / "in.wav", music_like(4.0, 24000, 1), 24000)
+    compress(tmp_path / "in.wav", tmp_path / "x.mlc", codec=codec_dir, chunk_seconds=0.4)  # 10 chunks
+    data = (tmp_path / "x.mlc").read_bytes()
+    cut = data[: chunk_spans(data)[2][0] + 3]  # ends inside chunk 3
+    (tmp_path / "cut.mlc").write_bytes(cut)
+    rc, err = cli(capsys, "decompress", tmp_path / "cut.mlc", tmp_path / "o.wav", "--codec", codec_dir, "--recover")
+    warnings = [line for line in err.splitlines() if line.startswith("musiclm: warning: ")]
+    assert rc == 1 and len(warnings) == 2, err
+    assert "chunk 3/10" in warnings[0] and "chunks 4-10/10 (1.20-4.00 s) missing" in warnings[1], err
+    back, _ = sf.read(tmp_path / "o.wav")
+    assert len(back) == 4 * 24000 and not back[int(0.8 * 24000) :].any() and back[: int(0.7 * 24000)].any()
+    codec = load_codec(codec_dir)
+    calls = []
+    decode = codec.decode
+    codec.decode = lambda *a, **k: calls.append(1) or decode(*a, **k)
+    decompress_bytes(cut, codec, on_damage=lambda d: None)
+    assert len(calls) == 3  # chunks 1-2, and 3 (silenced, but the context of chunk 2 reads ahead)
+
+
 def test_cli_range_codes_by_default_and_no_entropy_bit_packs(capsys, tmp_path, codec_dir):
     sf.write(tmp_path / "in.wav", music_like(1.0, 24000, 1), 24000)
     for flag, expected in [((), True), (("--no-entropy",), False), (("--entropy",), True)]:

@@ -27,10 +27,9 @@ from fractions import Fraction
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 from torch import Tensor
 
-from musiclm.audio import convert_channels
+from musiclm.audio import convert_channels, resample_polyphase
 
 
 class StreamResampler:
@@ -71,7 +70,7 @@ class StreamResampler:
         in_start = self.out_pos // self.up * self.down - self.margin  # out_pos is a multiple of `up` here
         in_stop = -(-out_end * self.down // self.up) + self.margin
         seg = self._input(in_start, in_stop)
-        y = resample_poly(seg, self.up, self.down, axis=-1)
+        y = resample_polyphase(seg, self.up, self.down)
         offset = self.margin // self.down * self.up
         out = y[:, offset : offset + out_end - self.out_pos].astype(np.float32)
         self.out_pos = out_end
@@ -148,7 +147,8 @@ def decode_chunks(
     codec, chunks: Iterator[Tensor], num_samples: int, chunk_frames: int, context: int
 ) -> Iterator[np.ndarray]:
     """Codes [S, K, t] (or [K, t]: one stream) per chunk → audio blocks [S * C, L] at the codec rate, one
-    block per chunk, num_samples in all."""
+    block per chunk, num_samples in all; a stream of chunks that stops early stops the blocks there too (a
+    reader that can go no further: the caller fills the rest)."""
     hop = codec.hop_length
     total = math.ceil(num_samples / hop)
     # Frames on the right come from the next chunk(s): keep a small window of decoded codes.
@@ -158,6 +158,8 @@ def decode_chunks(
         t1 = min(total, t0 + chunk_frames)
         w0 = max(0, t0 - context)
         codes = buffer.get(w0, min(total, t1 + context))  # [S, K, T']
+        if codes.shape[-1] < t1 - w0:
+            return  # the stream ended before this chunk
         codes = torch.from_numpy(np.ascontiguousarray(codes))
         wav = codec.decode(codes, frame_offset=w0, phase_track=track)  # [S, C, T' * hop]
         if track is not None:

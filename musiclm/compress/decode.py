@@ -34,19 +34,21 @@ from musiclm.files import check_interrupt, read_stdin
 
 @dataclass(frozen=True)
 class Damage:
-    """A chunk replaced with silence (`chunk` 0-based, None for bytes after the last chunk)."""
+    """A chunk replaced with silence (`chunk` 0-based, None for bytes after the last chunk), or the chunks
+    `chunk` to `last` when the file can be read no further."""
 
     chunk: int | None
     chunks: int
     start: float  # seconds
     end: float
     reason: str
+    last: int | None = None
 
     def __str__(self) -> str:
         if self.chunk is None:
             return f"{self.reason} (ignored)"
-        where = f"chunk {self.chunk + 1}/{self.chunks} ({self.start:.2f}-{self.end:.2f} s)"
-        return f"{where} {self.reason}; replaced with silence"
+        which = f"chunks {self.chunk + 1}-{self.last + 1}" if self.last else f"chunk {self.chunk + 1}"
+        return f"{which}/{self.chunks} ({self.start:.2f}-{self.end:.2f} s) {self.reason}; replaced with silence"
 
 
 class _Stdin:
@@ -103,11 +105,12 @@ def decoded_blocks(
     levels: dict[int, np.ndarray] = {}  # chunk → its level corrections [S, B], until its audio is decoded
     lost: list[str] = []  # why every later chunk is missing, once reading cannot go on
 
-    def damage(i: int, reason: str) -> None:
+    def damage(i: int, reason: str, last: int | None = None) -> None:
         start = i * header.chunk_frames / header.frame_rate
-        end = min(start + header.chunk_length(i) / header.frame_rate, header.duration)
-        damaged.add(i)
-        on_damage(Damage(i, header.num_chunks, start, end, reason))
+        end = min((last if last is not None else i) * header.chunk_frames / header.frame_rate, header.duration)
+        end = min(end + header.chunk_length(last if last is not None else i) / header.frame_rate, header.duration)
+        damaged.update(range(i, (last if last is not None else i) + 1))
+        on_damage(Damage(i, header.num_chunks, start, end, reason, last if last != i else None))
 
     # recovering, the reader keeps each chunk's bytes: after a damaged range-coded chunk (its length is not to
     # be trusted) the next chunk is found by searching them (bitstream.find_chunk)
@@ -120,9 +123,11 @@ def decoded_blocks(
             for i in range(header.num_chunks):
                 check_interrupt()
                 codes = None
-                if lost:
-                    damage(i, lost[0])
-                elif i < skip_to:
+                if lost:  # nothing after can be read: one report, and no decoding of silence
+                    damage(i, lost[0], header.num_chunks - 1)
+                    bar.update((header.num_frames - i * header.chunk_frames) / header.frame_rate)
+                    return
+                if i < skip_to:
                     damage(i, "lost: damaged too (the next chunk found lies past it)")
                 else:
                     if on_damage is not None:
@@ -139,15 +144,20 @@ def decoded_blocks(
                                 lost.append(f"lost: the file cannot be read past the damaged chunk {i + 1}")
                             skip_to = i + 1 if found is None else found
                         elif not isinstance(e, ChunkError):
-                            lost.append("missing: the file ends before it")
+                            lost.append("missing: the file ends earlier")
                 if codes is None:
                     codes = np.zeros((header.streams, header.n_q, header.chunk_length(i)), np.int64)
                 yield torch.from_numpy(codes)
                 bar.update(header.chunk_length(i) / header.frame_rate)
 
     blocks = decode_chunks(codec, code_chunks(), header.num_samples, header.chunk_frames, context_frames(codec))
-    # decode_chunks yields one block per chunk, after reading that chunk (and maybe the next few)
-    silenced = (np.zeros_like(b) if i in damaged else b for i, b in enumerate(blocks))
+    # decode_chunks yields one block per chunk, after reading that chunk (and maybe the next few); where the
+    # reading stopped early, the chunks left are silence
+    silenced = _filled(
+        (np.zeros_like(b) if i in damaged else b for i, b in enumerate(blocks)),
+        header,
+        header.streams * codec.channels,
+    )
     if header.level_frames:
         silenced = apply_levels(((b, levels.pop(i, None)) for i, b in enumerate(silenced)), header)
     yield from resampled_blocks(
@@ -165,6 +175,17 @@ def decoded_blocks(
             if on_damage is None:
                 raise
             on_damage(Damage(None, header.num_chunks, header.duration, header.duration, str(e)))
+
+
+def _filled(blocks: Iterator[np.ndarray], header: Header, rows: int) -> Iterator[np.ndarray]:
+    """Blocks [rows, L] per chunk, then zero blocks for the chunks a stream that stopped early did not reach."""
+    count = 0
+    for block in blocks:
+        count += 1
+        yield block
+    per_chunk = header.chunk_frames * header.hop_length
+    for i in range(count, header.num_chunks):
+        yield np.zeros((rows, min(per_chunk, header.num_samples - i * per_chunk)), np.float32)
 
 
 def _reason(e: FormatError, index: int, chunks: int) -> str:
