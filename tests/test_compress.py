@@ -111,6 +111,19 @@ def test_streamed_resampling_equals_whole_signal(orig_sr, new_sr):
     assert np.array_equal(got, resample(torch.from_numpy(x), orig_sr, new_sr).numpy())
 
 
+@pytest.mark.parametrize("channels_in, channels_out", [(1, 3), (2, 1), (2, 6)])
+def test_streamed_resampling_mixes_channels_as_the_whole_signal_does(channels_in, channels_out):
+    """A mix that changes the channel count is resampled once, as mono, then copied: the same samples as
+    mixing first and resampling every channel."""
+    from musiclm.audio import convert_channels
+
+    x = np.random.default_rng(1).standard_normal((channels_in, 30001)).astype(np.float32)
+    blocks = iter([x[:, i : i + 4097] for i in range(0, x.shape[1], 4097)])
+    got = np.concatenate(list(resampled_blocks(blocks, 24000, 44100, x.shape[1], channels_out)), axis=-1)
+    mixed = convert_channels(torch.from_numpy(x), channels_out)
+    assert got.shape[0] == channels_out and np.array_equal(got, resample(mixed, 24000, 44100).numpy())
+
+
 def test_chunk_border_error_vanishes_with_enough_context(codec):
     """Overlap-discard: with context ≥ the receptive field, borders are exact; without, they are not."""
     x = torch.from_numpy(music_like(3.0, 24000, 1).T.astype(np.float32))

@@ -93,13 +93,15 @@ class StreamResampler:
 def resampled_blocks(
     blocks: Iterator[np.ndarray], orig_sr: int, new_sr: int, total_in: int, channels: int, total_out: int | None = None
 ) -> Iterator[np.ndarray]:
-    """Blocks [C_in, L] at orig_sr → blocks [channels, L'] at new_sr, mixed then resampled."""
+    """Blocks [C_in, L] at orig_sr → blocks [channels, L'] at new_sr, mixed then resampled. Every mix that
+    changes the channel count goes through one mono signal (`convert_channels`), so that one is resampled and
+    then copied: a mono codec's output restored to 64 channels resamples once, not 64 times (same samples)."""
     resampler = StreamResampler(orig_sr, new_sr, total_in, total_out)
     for block in blocks:
-        mixed = convert_channels(torch.from_numpy(block), channels).numpy()
-        out = resampler.push(mixed)
+        wav = torch.from_numpy(block)
+        out = resampler.push((wav if wav.shape[0] == channels else convert_channels(wav, 1)).numpy())
         if out is not None and out.shape[-1]:
-            yield out
+            yield out if out.shape[0] == channels else np.repeat(out, channels, axis=0)
     assert resampler.out_pos == resampler.total_out, "input ended before its declared length"
 
 
