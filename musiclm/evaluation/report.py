@@ -251,8 +251,9 @@ def codec_section(page: Page, cfg: ReportConfig) -> None:
                 "the onset envelopes (the spectral flux tempo is read from): attacks kept where they were. "
                 "log-mel and MS-STFT: L1 distances of log spectra (lower is closer); they see the spectral "
                 "envelope only, so a codec that loses every note can still score well on them. ViSQOL is not "
-                "computed here (slow: ~1.5 s per clip and system); eval/bench_codec.py has it. Opus via "
-                "ffmpeg libopus at the same requested bitrate; libopus cannot go below ~6 kbps, see its kbps on disk. "
+                "computed here (slow: ~1.5 s per clip and system); eval/bench_codec.py has it. Opus: ffmpeg "
+                "libopus CBR (-vbr off) at the same requested bitrate; its Ogg file adds ~0.5-0.8 kbps (kbps on "
+                "disk), and below ~4 kbps it keeps almost no notes. "
                 "kbps on disk: the .mlc as `musiclm compress` writes it (range-coded); bit-packed: with "
                 "`--no-entropy`, the nominal rate plus header, level and CRC bytes. " + result.note
             )
