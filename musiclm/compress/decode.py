@@ -47,7 +47,7 @@ class Damage:
     def __str__(self) -> str:
         if self.chunk is None:
             return f"{self.reason} (ignored)"
-        which = f"chunks {self.chunk + 1}-{self.last + 1}" if self.last else f"chunk {self.chunk + 1}"
+        which = f"chunk {self.chunk + 1}" if self.last is None else f"chunks {self.chunk + 1}-{self.last + 1}"
         return f"{which}/{self.chunks} ({self.start:.2f}-{self.end:.2f} s) {self.reason}; replaced with silence"
 
 
@@ -105,12 +105,12 @@ def decoded_blocks(
     levels: dict[int, np.ndarray] = {}  # chunk → its level corrections [S, B], until its audio is decoded
     lost: list[str] = []  # why every later chunk is missing, once reading cannot go on
 
-    def damage(i: int, reason: str, last: int | None = None) -> None:
+    def damage(i: int, reason: str, last: int | None = None) -> None:  # chunks i..last (i alone: None)
+        last = i if last is None else last
         start = i * header.chunk_frames / header.frame_rate
-        end = min((last if last is not None else i) * header.chunk_frames / header.frame_rate, header.duration)
-        end = min(end + header.chunk_length(last if last is not None else i) / header.frame_rate, header.duration)
-        damaged.update(range(i, (last if last is not None else i) + 1))
-        on_damage(Damage(i, header.num_chunks, start, end, reason, last if last != i else None))
+        end = (last * header.chunk_frames + header.chunk_length(last)) / header.frame_rate
+        damaged.update(range(i, last + 1))
+        on_damage(Damage(i, header.num_chunks, start, min(end, header.duration), reason, last if last > i else None))
 
     # recovering, the reader keeps each chunk's bytes: after a damaged range-coded chunk (its length is not to
     # be trusted) the next chunk is found by searching them (bitstream.find_chunk)
