@@ -45,6 +45,7 @@ from musiclm.training.losses import (
     MultiScaleCQTLoss,
     MultiScaleMelLoss,
     MultiScaleSTFTLoss,
+    NotePosteriorLoss,
     OnsetFluxLoss,
     SpectralConvergenceLoss,
     SpectralDeltaLoss,
@@ -73,6 +74,7 @@ class CodecModule(pl.LightningModule):
         self.convergence_loss = SpectralConvergenceLoss(loss.stft_n_ffts) if loss.convergence > 0 else None
         self.onset_loss = OnsetFluxLoss(config.codec.sample_rate, loss.onset_n_ffts) if loss.onset > 0 else None
         self.delta_loss = SpectralDeltaLoss(loss.delta_n_ffts) if loss.delta > 0 else None
+        self.note_loss = NotePosteriorLoss(config.codec.sample_rate) if loss.notes > 0 else None
         self.complex_loss = (
             CompressedComplexSTFTLoss(
                 loss.complex_n_ffts, sample_rate=config.codec.sample_rate, phase_cutoff_hz=loss.phase_cutoff_hz
@@ -98,6 +100,8 @@ class CodecModule(pl.LightningModule):
             weights["onset"] = loss.onset
         if self.delta_loss is not None:
             weights["delta"] = loss.delta
+        if self.note_loss is not None:
+            weights["notes"] = loss.notes
         if loss.adversarial:
             weights.update(adv=loss.adv, feat=loss.feat)
         self.balancer = Balancer(weights, balance=loss.balancer, ema=loss.balancer_ema)
@@ -192,6 +196,8 @@ class CodecModule(pl.LightningModule):
             losses["onset"] = self.onset_loss(recon, wav)
         if self.delta_loss is not None:
             losses["delta"] = self.delta_loss(recon, wav)
+        if self.note_loss is not None:
+            losses["notes"] = self.note_loss(recon, wav)
         return losses
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:

@@ -115,6 +115,9 @@ class CodecLossConfig:
     onset_n_ffts: tuple[int, ...] = (1024, 512)
     delta: float = 0.0  # per-bin change over time (losses.SpectralDeltaLoss): partials that flutter or run on
     delta_n_ffts: tuple[int, ...] = (2048, 1024)
+    # basic-pitch's posteriorgrams of output against reference (losses.NotePosteriorLoss; needs the eval
+    # extra). The evaluation's transcriber: a decoder trained with it must be judged on other figures too.
+    notes: float = 0.0
     # Phase-sensitive terms (time L1, the complex part of complex_stft) only below this frequency; 0: full band.
     # A decoder that cannot match a partial's phase is told by them that silence costs less than the partial
     # at a wrong phase (twice less in L2), so it drops what it cannot phase-match: the shipped codec kept
