@@ -90,6 +90,13 @@ def main() -> int:
         "--opus", type=float, nargs="*", default=[], help="also score Opus CBR at these kbps (run 'opus-cbr')"
     )
     p.add_argument("--visqol", action="store_true", help="add ViSQOL (~1.5 s per clip and bandwidth)")
+    p.add_argument(
+        "--search",
+        type=int,
+        default=0,
+        help="--paths mlc encodes with this many analysis-by-synthesis steps (musiclm.codec.search); "
+        "rows get path 'mlc+searchN'",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,10 +134,12 @@ def main() -> int:
                     lost = None  # off-grid steady sines lost in their band (musiclm.evaluation.tones), once per kbps
                     for name, (clips, notes) in refs.items():
                         for path in args.paths:
-                            if (str(run), step, name, kbps, path) in seen:
+                            search = args.search if path == "mlc" else 0
+                            label = f"mlc+search{search}" if search else path
+                            if (str(run), step, name, kbps, label) in seen:
                                 continue
                             scores = [
-                                score(wav, roundtrip(codec, wav, kbps, path), ref_notes, args.visqol)
+                                score(wav, roundtrip(codec, wav, kbps, path, search), ref_notes, args.visqol)
                                 for wav, ref_notes in zip(clips, notes, strict=True)
                             ]
                             if lost is None:
@@ -138,15 +147,17 @@ def main() -> int:
                                     codec_roundtrip(codec, codec.config.n_q_for_bandwidth(kbps)), 24000
                                 )
                             key = {"run": str(run), "step": step, "minutes": minutes.get(step), "set": name}
-                            write(out, {**key, "kbps": kbps, "path": path, "sines_lost": lost}, scores)
+                            write(out, {**key, "kbps": kbps, "path": label, "sines_lost": lost}, scores)
     return 0
 
 
 @torch.no_grad()
-def roundtrip(codec, wav: torch.Tensor, kbps: float, path: str) -> torch.Tensor:
-    """wav [1, N] at 24 kHz → decoded [1, N]: through the .mlc compressor, or straight through the model."""
-    if path == "mlc":
-        return decompress_bytes(compress_bytes(wav, codec, sample_rate=24000, bandwidth=kbps), codec)[0]
+def roundtrip(codec, wav: torch.Tensor, kbps: float, path: str, search_steps: int = 0) -> torch.Tensor:
+    """wav [1, N] at 24 kHz → decoded [1, N]: through the .mlc compressor (encoding with `search_steps`), or
+    straight through the model."""
+    if path.startswith("mlc"):
+        mlc = compress_bytes(wav, codec, sample_rate=24000, bandwidth=kbps, search_steps=search_steps)
+        return decompress_bytes(mlc, codec)[0]
     return codec.decode(codec.encode(wav[None], codec.config.n_q_for_bandwidth(kbps)), wav.shape[-1])[0]
 
 

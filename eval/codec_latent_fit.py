@@ -43,9 +43,10 @@ import sys
 import torch
 
 from musiclm.codec import Codec
-from musiclm.dsp import stft_magnitude
+from musiclm.codec.search import reconstruction_error
+from musiclm.dsp import spectral_convergence, stft_magnitude
 from musiclm.evaluation.tones import band_level_db
-from musiclm.training.losses import MultiScaleMelLoss, spectral_convergence
+from musiclm.training.losses import MultiScaleMelLoss
 
 
 def main() -> int:
@@ -58,6 +59,21 @@ def main() -> int:
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="sgd: steps scale with the gradient")
     p.add_argument("--renders", type=int, default=0, help="fit music instead: this many held-out renders")
     p.add_argument("--fit", choices=("free", "codes"), default="free", help="with --renders: the latent fitted")
+    p.add_argument(
+        "--notes",
+        type=float,
+        default=0.0,
+        help="with --renders: add basic-pitch's posteriorgram KL (losses.NotePosteriorLoss) at this weight, "
+        "each term relative to its value at the start",
+    )
+    p.add_argument("--seconds", type=float, default=10.0, help="with --renders: clip length")
+    p.add_argument(
+        "--manifest",
+        default="data/synth_test/manifest.jsonl",
+        help="with --renders: the clips' test split (default: the held-out renders; data/recorded/manifest.jsonl "
+        "for real music)",
+    )
+    p.add_argument("--save", help="with --renders: write reference, 6 kbps and fitted WAVs to this folder")
     args = p.parse_args()
     torch.set_num_threads(1)
     codec = Codec.from_pretrained(args.codec).float().eval().requires_grad_(False)
@@ -100,21 +116,25 @@ def fit_renders(codec: Codec, args) -> int:
 
     from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 
+    from musiclm.evaluation.metrics import chroma_agreement, onset_agreement, si_snr
     from musiclm.evaluation.notes import note_scores_from_events, transcribe
 
     n_q = codec.config.n_q_for_bandwidth(6.0)
-    manifest = Path(__file__).resolve().parent.parent / "data/synth_test/manifest.jsonl"
-    clips = [w.float() for _, w in pick_clips(manifest, "test", args.renders, 10.0, codec.sample_rate, 1, seed=0)]
+    manifest = Path(__file__).resolve().parent.parent / args.manifest
+    clips = [
+        w.float() for _, w in pick_clips(manifest, "test", args.renders, args.seconds, codec.sample_rate, 1, seed=0)
+    ]
 
     def quantized(z: torch.Tensor) -> torch.Tensor:
         return codec.quantizer.decode(codec.quantizer.encode(z, n_q))
 
-    def loss_fn(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        loss = (y - x).abs().mean()
-        for n_fft in (256, 512, 1024, 2048, 4096):
-            sy, sx = stft_magnitude(y, n_fft, n_fft // 4), stft_magnitude(x, n_fft, n_fft // 4)
-            loss = loss + (torch.log(sy + 1e-5) - torch.log(sx + 1e-5)).abs().mean() + spectral_convergence(sy, sx)
-        return loss
+    loss_fn = reconstruction_error  # the objective musiclm.codec.search encodes with
+
+    note_loss = None
+    if args.notes > 0:
+        from musiclm.training.losses import NotePosteriorLoss
+
+        note_loss = NotePosteriorLoss(codec.sample_rate)
 
     before, after = [], []
     for x in clips:  # [1, N]
@@ -122,11 +142,17 @@ def fit_renders(codec: Codec, args) -> int:
         with torch.no_grad():
             z0 = codec._encode_latent(x[None], 0)
             coded = codec._decode_latent(quantized(z0), 0)[0, :, :n]
+            scale = float(loss_fn(coded[None], x[None]))
+            note_scale = float(note_loss(coded[None], x[None])) if note_loss is not None else 1.0
+
         z = (quantized(z0) if args.fit == "free" else z0).clone().requires_grad_(True)
         opt = torch.optim.Adam([z], lr=args.lr)
         for _ in range(args.steps):
             latent = z if args.fit == "free" else z + (quantized(z.detach()) - z).detach()  # straight-through
-            loss = loss_fn(codec._decode_latent(latent, 0)[..., :n], x[None])
+            y = codec._decode_latent(latent, 0)[..., :n]
+            loss = loss_fn(y, x[None]) / scale  # each term relative to where it starts
+            if note_loss is not None:
+                loss = loss + args.notes * note_loss(y, x[None]) / note_scale
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -135,12 +161,30 @@ def fit_renders(codec: Codec, args) -> int:
         ref = transcribe(x, codec.sample_rate)
         before.append(note_scores_from_events(ref, transcribe(coded, codec.sample_rate)))
         after.append(note_scores_from_events(ref, transcribe(fitted, codec.sample_rate)))
+        others = [
+            (
+                float(si_snr(x, y)),
+                float(chroma_agreement(x, y, codec.sample_rate)),
+                float(onset_agreement(x, y, codec.sample_rate)),
+            )
+            for y in (coded, fitted)
+        ]
         print(
             "F1 / precision / recall: 6 kbps {:.3f} / {:.3f} / {:.3f}, fitted {:.3f} / {:.3f} / {:.3f}".format(
                 before[-1][2], *before[-1][:2], after[-1][2], *after[-1][:2]
+            )
+            + "; SI-SNR / chroma / onsets: 6 kbps {:.2f} / {:.3f} / {:.3f}, fitted {:.2f} / {:.3f} / {:.3f}".format(
+                *others[0], *others[1]
             ),
             flush=True,
         )
+        if args.save:
+            import soundfile
+
+            stem = Path(args.save) / f"render{len(before) - 1}"
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            for tag, y in (("reference", x), ("6kbps", coded), (f"fitted_{args.fit}_notes{args.notes:g}", fitted)):
+                soundfile.write(f"{stem}_{tag}.wav", y.T.numpy(), codec.sample_rate)
     f1_before, f1_after = (sum(r[2] for r in rows) / len(rows) for rows in (before, after))
     print(f"mean note F1: 6 kbps {f1_before:.3f}, fitted ({args.fit}) {f1_after:.3f}")
     return 0

@@ -25,10 +25,10 @@ from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 
 from musiclm.codec import Codec
 from musiclm.codec.framenet import FrameDecoder, ISTFTHead
-from musiclm.dsp import stft_magnitude
+from musiclm.dsp import spectral_convergence, stft_magnitude
 from musiclm.evaluation.metrics import onset_agreement, si_snr
 from musiclm.evaluation.notes import note_f1_from_events, transcribe
-from musiclm.training.losses import MultiScaleMelLoss, spectral_convergence
+from musiclm.training.losses import MultiScaleMelLoss
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = {"real": ROOT / "data/recorded/manifest.jsonl", "rendered": ROOT / "data/synth_test/manifest.jsonl"}

@@ -230,3 +230,8 @@ def k_weighting(sample_rate: int) -> np.ndarray:
     high_pass = [(1 + c) / 2, -(1 + c), (1 + c) / 2, 1 + alpha, -2 * c, 1 - alpha]
     sos = np.array([shelf, high_pass])
     return np.concatenate([sos[:, :3] / sos[:, 3:4], sos[:, 3:] / sos[:, 3:4]], axis=1)
+
+
+def spectral_convergence(sx: Tensor, sy: Tensor, floor: float = 1e-5) -> Tensor:
+    """||sx − sy||_F / ||sy||_F for magnitudes sx (output) and sy (target)."""
+    return torch.linalg.norm(sy - sx) / torch.linalg.norm(sy).clamp(min=floor)

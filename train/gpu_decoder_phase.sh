@@ -13,9 +13,6 @@
 #   recon       the control: no discriminator, the same batches and steps
 #   deep        recon with 12 decoder blocks instead of 8 (the new ones start as the identity) and a head MLP
 #   deep_delta  deep with loss.delta 1 (the per-bin temporal-change term, losses.SpectralDeltaLoss)
-#   notes       recon with loss.notes $NOTES (default 1): basic-pitch's posteriorgrams of output against
-#               reference (losses.NotePosteriorLoss). Needs the onnx and basic-pitch wheels in .whl:
-#               pip download --no-deps onnx 'basic-pitch==0.4.0' -d .whl   (9.6 MB together)
 # Each writes $OUT/NAME_mid.safetensors (halfway) and NAME_final.safetensors: decoder weights in fp16, to be
 # merged into the shipped codec here with train/merge_decoder.py. logs.txt has the logs and CSVs, and the
 # CUDA tests' tail (run beside the training: they need the GPU for seconds).
@@ -76,7 +73,6 @@ for name in $RECIPES; do
         recon) train recon --set loss.adversarial=false "$@" ;;
         deep) train deep "${DEEP[@]}" "$@" ;;
         deep_delta) train deep_delta "${DEEP[@]}" --set loss.delta=1 "$@" ;;
-        notes) train notes --set loss.adversarial=false --set "loss.notes=${NOTES:-1}" "$@" ;;
         *) echo "unknown recipe $name"; exit 2 ;;
     esac
 done

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from musiclm.audio import convert_channels, resample_polyphase
+from musiclm.codec.search import search_codes
 
 
 class StreamResampler:
@@ -129,10 +130,17 @@ class BlockBuffer:
 
 
 def encode_chunks(
-    codec, blocks: Iterator[np.ndarray], num_samples: int, chunk_frames: int, context: int, n_q: int
+    codec,
+    blocks: Iterator[np.ndarray],
+    num_samples: int,
+    chunk_frames: int,
+    context: int,
+    n_q: int,
+    search_steps: int = 0,
 ) -> Iterator[Tensor]:
     """Audio blocks [S * C, L] at the codec rate (num_samples in all; C the codec's channels, S streams
-    coded as a batch) → codes [S, n_q, t] per chunk of frames."""
+    coded as a batch) → codes [S, n_q, t] per chunk of frames. `search_steps` > 0: each chunk's codes are
+    searched by analysis by synthesis (musiclm.codec.search) over the chunk and its context."""
     hop = codec.hop_length
     total = math.ceil(num_samples / hop)
     buffer = BlockBuffer(blocks)
@@ -141,7 +149,10 @@ def encode_chunks(
         w0 = max(0, t0 - context)
         wav = buffer.get(w0 * hop, min(num_samples, (t1 + context) * hop))  # [S * C, L]
         batch = torch.from_numpy(np.ascontiguousarray(wav)).reshape(-1, codec.channels, wav.shape[-1])
-        codes = codec.encode(batch, n_q=n_q, frame_offset=w0)  # [S, K, T']
+        if search_steps > 0:
+            codes = search_codes(codec, batch, n_q, search_steps, frame_offset=w0)
+        else:
+            codes = codec.encode(batch, n_q=n_q, frame_offset=w0)  # [S, K, T']
         yield codes[..., t0 - w0 : t1 - w0]
 
 

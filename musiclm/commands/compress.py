@@ -23,6 +23,7 @@ examples:
   musiclm compress song.flac song.mlc                 # 6 kbps per channel with the shipped codec
   musiclm compress song.wav song.mlc --bandwidth 12 --no-entropy   # bit-packed at the nominal rate
   musiclm compress *.wav --out-dir mlc/               # many files, one model load
+  musiclm compress song.wav song.mlc --search 15      # slower encoding, attacks kept better
   cat song.wav | musiclm compress - - > song.mlc      # '-' is stdin/stdout; a WAV on stdin is streamed
 """
 
@@ -35,6 +36,16 @@ examples:
   musiclm decompress - - < song.mlc | aplay
   musiclm decompress damaged.mlc song.wav --recover   # damaged chunks become silence (exit status 1)
 """
+
+
+def _steps(text: str) -> int:
+    try:
+        steps = int(text)
+    except ValueError:
+        steps = -1
+    if not 0 <= steps <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a whole number of steps from 0 to 1000, got {text!r}")
+    return steps
 
 
 def register(subparsers) -> None:
@@ -68,6 +79,14 @@ def register(subparsers) -> None:
         type=float,
         default=10.0,
         help="audio per independent chunk (default 10); memory grows with it",
+    )
+    p.add_argument(
+        "--search",
+        type=_steps,
+        default=0,
+        metavar="STEPS",
+        help="choose the codes by analysis by synthesis: STEPS decoder passes per chunk (slower encoding, "
+        "the same format and decoding; 0, the default, is off)",
     )
     p.add_argument("-f", "--force", action="store_true", help="overwrite outputs that exist")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
@@ -183,6 +202,7 @@ def run_compress(args: argparse.Namespace) -> int:
             force=args.force,
             chunk_seconds=args.chunk_seconds,
             progress=False if args.quiet else None,
+            search_steps=args.search,
         )
         if dst != "-" and not args.quiet:
             kbps = Path(dst).stat().st_size * 8 / header.duration / 1000

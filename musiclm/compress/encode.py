@@ -88,9 +88,11 @@ def encode_to(
     mono: bool = False,
     chunk_seconds: float = CHUNK_SECONDS,
     progress: bool | None = None,
+    search_steps: int = 0,
 ) -> Header:
     """Encode `src` with `codec` and write the .mlc bytes to `out` (anything with `write(bytes)`). `entropy`:
-    range-code the codes (None: wherever the codec's codebook size allows, `entropy_default`)."""
+    range-code the codes (None: wherever the codec's codebook size allows, `entropy_default`).
+    `search_steps` > 0: analysis-by-synthesis encoding (musiclm.codec.search), slower, same format."""
     if entropy is None:
         entropy = entropy_default(codec)
     header = _header(src, codec, bandwidth, entropy, mono, chunk_seconds)
@@ -113,7 +115,9 @@ def encode_to(
     coded: deque = deque()  # codes [S, K, t] of the chunks encoded but not yet written
 
     def encoded():
-        for codes in encode_chunks(codec, to_encode, header.num_samples, header.chunk_frames, context, header.n_q):
+        for codes in encode_chunks(
+            codec, to_encode, header.num_samples, header.chunk_frames, context, header.n_q, search_steps
+        ):
             coded.append(codes)
             yield codes
 
@@ -139,19 +143,21 @@ def compress(
     force: bool = False,
     chunk_seconds: float = CHUNK_SECONDS,
     progress: bool | None = None,
+    search_steps: int = 0,
 ) -> Header:
     """Compress an audio file (path, '-', bytes or file object) to .mlc at `destination` (a path ending in
     .mlc, '-' or a binary file object). `bandwidth`: kbps per channel (default 6 when offered); each channel
     is coded on its own, so a stereo file takes twice that, unless `mono` codes a downmix. The codes are
     range-coded (smaller files) unless `entropy` is False; None: wherever the codec allows. A file at
-    `destination` is replaced only with `force`, even one that appears meanwhile."""
+    `destination` is replaced only with `force`, even one that appears meanwhile. `search_steps` > 0: codes
+    chosen by analysis by synthesis (musiclm.codec.search): slower to encode, the same format and decoder."""
     _check_mlc_name(destination)
     check_destination(source, destination, force)
     src = open_audio(source)  # bad input fails before the codec loads
     try:
         codec = load_codec(codec)
         with open_output(destination, force) as out:
-            return encode_to(out, src, codec, bandwidth, entropy, mono, chunk_seconds, progress)
+            return encode_to(out, src, codec, bandwidth, entropy, mono, chunk_seconds, progress, search_steps)
     finally:
         src.close()
 
@@ -164,12 +170,13 @@ def compress_bytes(
     entropy: bool | None = None,
     mono: bool = False,
     chunk_seconds: float = CHUNK_SECONDS,
+    search_steps: int = 0,
 ) -> bytes:
-    """Audio file bytes, or wav [C, N] with its `sample_rate` → .mlc bytes."""
+    """Audio file bytes, or wav [C, N] with its `sample_rate` → .mlc bytes (`search_steps`: as `compress`)."""
     src = open_audio(audio, sample_rate)
     out = io.BytesIO()
     try:
-        encode_to(out, src, load_codec(codec), bandwidth, entropy, mono, chunk_seconds, False)
+        encode_to(out, src, load_codec(codec), bandwidth, entropy, mono, chunk_seconds, False, search_steps)
     finally:
         src.close()
     return out.getvalue()

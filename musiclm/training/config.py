@@ -116,7 +116,8 @@ class CodecLossConfig:
     delta: float = 0.0  # per-bin change over time (losses.SpectralDeltaLoss): partials that flutter or run on
     delta_n_ffts: tuple[int, ...] = (2048, 1024)
     # basic-pitch's posteriorgrams of output against reference (losses.NotePosteriorLoss; needs the eval
-    # extra). The evaluation's transcriber: a decoder trained with it must be judged on other figures too.
+    # extra). The evaluation's own transcriber: it bought note F1 with SI-SNR and attacks when measured, and
+    # no recipe uses it; a decoder trained with it must be judged on the other figures.
     notes: float = 0.0
     # Phase-sensitive terms (time L1, the complex part of complex_stft) only below this frequency; 0: full band.
     # A decoder that cannot match a partial's phase is told by them that silence costs less than the partial

@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from musiclm.dsp import cqt_magnitude, mel_filterbank, peak_compressed_magnitude, spectral_flux, stft, stft_magnitude
+from musiclm.dsp import (
+    cqt_magnitude,
+    mel_filterbank,
+    peak_compressed_magnitude,
+    spectral_convergence,
+    spectral_flux,
+    stft,
+    stft_magnitude,
+)
 
 
 class MelSpectrogram(nn.Module):
@@ -42,11 +50,6 @@ class MultiScaleMelLoss(nn.Module):
             total = total + F.l1_loss(torch.log10(mx.clamp(min=self.floor)), torch.log10(my.clamp(min=self.floor)))
             total = total + F.mse_loss(mx, my)
         return total / len(self.mels)
-
-
-def spectral_convergence(sx: Tensor, sy: Tensor, floor: float = 1e-5) -> Tensor:
-    """||sx − sy||_F / ||sy||_F for magnitudes sx (output) and sy (target)."""
-    return torch.linalg.norm(sy - sx) / torch.linalg.norm(sy).clamp(min=floor)
 
 
 class MultiScaleSTFTLoss(nn.Module):
@@ -154,7 +157,12 @@ class NotePosteriorLoss(nn.Module):
 
     The batch is joined into one mono signal, resampled to the network's 22,050 Hz in the frequency domain
     (band-limited, differentiable) and cut into its 2-s windows; what is left over is not heard. Both signals
-    go through the same path, so the joins between crops cost nothing. KL rather than BCE: 0 at a match."""
+    go through the same path, so the joins between crops cost nothing. KL rather than BCE: 0 at a match.
+
+    Measured (2026-12-01, train/README.md "A transcriber as the loss"): 730 CPU decoder steps at weight 1 or 3
+    left note F1 where it was; a latent fitted to 3 renders with it gained 0.04 note F1 over one fitted to the
+    waveform and spectra alone, while SI-SNR fell 1.5-3.9 dB and the attacks smeared again. It pleases the
+    judge more than it restores the music, so no recipe uses it."""
 
     def __init__(self, sample_rate: int, eps: float = 1e-5):
         super().__init__()

@@ -1,0 +1,69 @@
+"""Analysis-by-synthesis encoding: codes chosen by listening to what the decoder makes of them.
+
+The encoder maps audio to a latent in one pass, and the quantizer takes the nearest codes. Neither knows
+what the decoder will play. Here the latent starts where the encoder puts it and takes a few Adam steps
+through the quantizer (straight-through) and the frozen decoder, towards the input: the waveform L1 plus
+log-magnitude L1 and spectral convergence at five windows (256-4096 points), the objective measured in
+eval/codec_latent_fit.py. This is how CELP speech codecs choose their excitation (Schroeder & Atal 1985,
+"Code-excited linear prediction"): the bitstream and the decoder stay the same; only encoding is slower.
+
+Measured with the shipped codec at 6 kbps (eval/codec_latent_fit.py --fit codes, 4 real clips of 6 s):
+15 steps raised SI-SNR on 2 of 4 clips and onset agreement on all 4 (0.10-0.70 → 0.18-0.84).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from musiclm.dsp import spectral_convergence, stft_magnitude
+
+SEARCH_N_FFTS = (256, 512, 1024, 2048, 4096)
+SEARCH_LR = 0.01  # Adam on the latent, whose values are O(1)
+
+
+def reconstruction_error(output: Tensor, target: Tensor, n_ffts: tuple[int, ...] = SEARCH_N_FFTS) -> Tensor:
+    """Waveform L1 + Σ over windows (log-magnitude L1 + spectral convergence); output/target [B, C, N]."""
+    error = (output - target).abs().mean()
+    for n_fft in n_ffts:
+        so, st = stft_magnitude(output, n_fft, n_fft // 4), stft_magnitude(target, n_fft, n_fft // 4)
+        error = error + (torch.log(so + 1e-5) - torch.log(st + 1e-5)).abs().mean() + spectral_convergence(so, st)
+    return error
+
+
+def search_codes(codec, wav: Tensor, n_q: int, steps: int, frame_offset: int = 0, lr: float = SEARCH_LR) -> Tensor:
+    """wav [B, C, N] → codes [B, n_q, T] like `codec.encode`, after `steps` Adam steps on the latent through
+    the quantizer (straight-through) and the decoder (frozen: only the latent gets gradients). 0 steps is
+    `codec.encode`. The codes returned are the best seen, by `reconstruction_error`, the encoder's included."""
+    with torch.no_grad():
+        latent = codec._encode_latent(wav, frame_offset)
+    quantizer, n = codec.quantizer, wav.shape[-1]
+
+    def quantize(z: Tensor) -> tuple[Tensor, Tensor]:
+        codes = quantizer.encode(z.detach(), n_q)
+        return codes, quantizer.decode(codes)
+
+    def error_of(z_hat: Tensor) -> Tensor:
+        return reconstruction_error(codec._decode_latent(z_hat, frame_offset)[..., :n], wav)
+
+    best_codes, z_hat = quantize(latent)
+    if steps <= 0:
+        return best_codes
+    with torch.enable_grad():
+        z = latent.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([z], lr=lr)
+        best_error = float("inf")
+        for _ in range(steps):
+            codes, z_hat = quantize(z)
+            error = error_of(z + (z_hat - z).detach())  # straight-through: the decoder hears the codes
+            if error.item() < best_error:
+                best_error, best_codes = error.item(), codes
+            (grad,) = torch.autograd.grad(error, z)
+            optimizer.zero_grad()
+            z.grad = grad
+            optimizer.step()
+    with torch.no_grad():
+        codes, z_hat = quantize(z)
+        if error_of(z_hat).item() < best_error:
+            best_codes = codes
+    return best_codes

@@ -1,0 +1,77 @@
+"""Analysis-by-synthesis encoding (musiclm.codec.search): never worse than the encoder, same format."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from test_compress import cli, music_like, tiny_codec
+
+from musiclm.codec import bitstream
+from musiclm.codec.search import reconstruction_error, search_codes
+from musiclm.compress import compress_bytes, decompress_bytes, read_codes
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return tiny_codec(seed=3)
+
+
+@pytest.fixture(scope="module")
+def wav() -> torch.Tensor:
+    return torch.from_numpy(music_like(0.5, 24000, 1).T.astype(np.float32))[None]  # [1, 1, N]
+
+
+def error_of(codec, codes, wav) -> float:
+    return reconstruction_error(codec.decode(codes, wav.shape[-1]), wav).item()
+
+
+def test_no_steps_is_the_encoder_and_steps_lower_the_error(codec, wav):
+    encoded = codec.encode(wav, n_q=4)
+    assert torch.equal(search_codes(codec, wav, 4, steps=0), encoded)
+    searched = search_codes(codec, wav, 4, steps=20)
+    assert searched.shape == encoded.shape and searched.dtype == encoded.dtype
+    assert 0 <= searched.min() and searched.max() < codec.card
+    assert not torch.equal(searched, encoded)
+    assert error_of(codec, searched, wav) < error_of(codec, encoded, wav)
+
+
+def test_search_leaves_the_decoder_weights_and_their_gradients_alone(codec, wav):
+    before = {k: v.clone() for k, v in codec.state_dict().items()}
+    search_codes(codec, wav, 4, steps=3)
+    assert all(torch.equal(before[k], v) for k, v in codec.state_dict().items())
+    assert all(p.grad is None for p in codec.parameters())
+    with torch.no_grad():  # the compressor calls it under no_grad: the search must still get gradients
+        searched = search_codes(codec, wav, 4, steps=5)
+    assert error_of(codec, searched, wav) < error_of(codec, codec.encode(wav, n_q=4), wav)
+
+
+def test_a_searched_file_has_the_same_format_and_decodes_closer(codec, wav):
+    plain = compress_bytes(wav[0], codec, sample_rate=24000, bandwidth=1.8, chunk_seconds=0.2)
+    searched = compress_bytes(wav[0], codec, sample_rate=24000, bandwidth=1.8, chunk_seconds=0.2, search_steps=10)
+    header_plain, header_searched = (bitstream.read_header(io.BytesIO(b)) for b in (plain, searched))
+    assert header_plain == header_searched  # the format does not say how the codes were chosen
+    assert not np.array_equal(read_codes(plain, codec)[1], read_codes(searched, codec)[1])
+    out_plain, out_searched = decompress_bytes(plain, codec)[0], decompress_bytes(searched, codec)[0]
+    assert out_plain.shape == out_searched.shape == wav[0].shape
+    errors = [reconstruction_error(out[None], wav).item() for out in (out_plain, out_searched)]
+    assert errors[1] < errors[0]
+
+
+def test_cli_search_flag(capsys, tmp_path):
+    codec_dir = tiny_codec(seed=3).save_pretrained(tmp_path / "codec")
+    sf.write(tmp_path / "in.wav", music_like(0.5, 24000, 1), 24000)
+    rc, err = cli(capsys, "compress", tmp_path / "in.wav", tmp_path / "s.mlc", "--codec", codec_dir, "--search", "3")
+    assert rc == 0, err
+    assert bitstream.read_header(io.BytesIO((tmp_path / "s.mlc").read_bytes())).n_q > 0
+    for bad in ("-1", "x", "1001"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli(capsys, "compress", tmp_path / "in.wav", tmp_path / "t.mlc", "--search", bad)
+        assert exit_info.value.code == 2
+        assert "--search: expected a whole number of steps" in capsys.readouterr().err
+    assert not (tmp_path / "t.mlc").exists()
