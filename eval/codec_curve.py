@@ -90,6 +90,7 @@ def main() -> int:
         "--opus", type=float, nargs="*", default=[], help="also score Opus CBR at these kbps (run 'opus-cbr')"
     )
     p.add_argument("--visqol", action="store_true", help="add ViSQOL (~1.5 s per clip and bandwidth)")
+    p.add_argument("--sets", nargs="+", choices=sorted(SETS), default=sorted(SETS), help="default: both")
     p.add_argument(
         "--search",
         type=int,
@@ -107,7 +108,7 @@ def main() -> int:
     # rows from before --paths were scored raw
     seen = {(r["run"], r["step"], r["set"], r["kbps"], r.get("path", "raw")) for r in done}
     refs = {}
-    for name, manifest in SETS.items():
+    for name, manifest in ((name, SETS[name]) for name in args.sets):
         clips = [w for _, w in pick_clips(manifest, "test", args.clips, args.seconds, 24000, 1, seed=0)]
         refs[name] = (clips, [transcribe(w, 24000) for w in clips])
     with args.out.open("a") as out:

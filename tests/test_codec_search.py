@@ -75,3 +75,21 @@ def test_cli_search_flag(capsys, tmp_path):
         assert exit_info.value.code == 2
         assert "--search: expected a whole number of steps" in capsys.readouterr().err
     assert not (tmp_path / "t.mlc").exists()
+
+
+def test_search_calls_on_step_before_every_step_and_stops_when_it_raises(codec, wav):
+    calls = []
+    search_codes(codec, wav, 4, steps=4, on_step=lambda: calls.append(1))
+    assert len(calls) == 4
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_second():
+        calls.append(1)
+        if len(calls) == 6:
+            raise Stop
+
+    with pytest.raises(Stop):
+        search_codes(codec, wav, 4, steps=10, on_step=stop_at_second)
+    assert len(calls) == 6

@@ -116,7 +116,14 @@ def encode_to(
 
     def encoded():
         for codes in encode_chunks(
-            codec, to_encode, header.num_samples, header.chunk_frames, context, header.n_q, search_steps
+            codec,
+            to_encode,
+            header.num_samples,
+            header.chunk_frames,
+            context,
+            header.n_q,
+            search_steps,
+            check_interrupt,  # a searched chunk takes seconds: Ctrl-C is heard between its steps
         ):
             coded.append(codes)
             yield codes
