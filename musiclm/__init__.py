@@ -48,11 +48,12 @@ def compress(
     force: bool = False,
     chunk_seconds: float = _compress_api.CHUNK_SECONDS,
     progress: bool | None = None,
+    search_steps: int = 0,
 ):
     """Compress an audio file to .mlc: `musiclm.compress.compress` (see there)."""
     from musiclm.compress.encode import compress as run
 
-    return run(source, destination, codec, bandwidth, entropy, mono, force, chunk_seconds, progress)
+    return run(source, destination, codec, bandwidth, entropy, mono, force, chunk_seconds, progress, search_steps)
 
 
 __all__ = ["MusicLMError", "__version__", "compress", *_LAZY]
