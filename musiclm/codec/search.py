@@ -62,23 +62,20 @@ def search_codes(
     def error_of(z_hat: Tensor) -> Tensor:
         return reconstruction_error(codec._decode_latent(z_hat, frame_offset)[..., :n], wav)
 
-    best_codes, z_hat = quantize(latent)
     if steps <= 0:
-        return best_codes
+        return quantize(latent)[0]
     with torch.enable_grad():
         z = latent.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=lr)
-        best_error = float("inf")
-        for _ in range(steps):
+        best_error, best_codes = float("inf"), None
+        for _ in range(steps):  # the first step hears the encoder's own codes
             if on_step is not None:
                 on_step()
             codes, z_hat = quantize(z)
             error = error_of(z + (z_hat - z).detach())  # straight-through: the decoder hears the codes
             if error.item() < best_error:
                 best_error, best_codes = error.item(), codes
-            (grad,) = torch.autograd.grad(error, z)
-            optimizer.zero_grad()
-            z.grad = grad
+            (z.grad,) = torch.autograd.grad(error, z)  # only the latent's gradient: the decoder stays frozen
             optimizer.step()
     with torch.no_grad():
         codes, z_hat = quantize(z)
