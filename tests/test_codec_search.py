@@ -11,7 +11,7 @@ import torch
 from test_compress import cli, music_like, tiny_codec
 
 from musiclm.codec import bitstream
-from musiclm.codec.search import reconstruction_error, search_codes
+from musiclm.codec.search import reconstruction_error, search_codes, search_latent
 from musiclm.compress import compress_bytes, decompress_bytes, read_codes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,6 +39,17 @@ def test_no_steps_is_the_encoder_and_steps_lower_the_error(codec, wav):
     assert 0 <= searched.min() and searched.max() < codec.card
     assert not torch.equal(searched, encoded)
     assert error_of(codec, searched, wav) < error_of(codec, encoded, wav)
+
+
+def test_the_searched_latent_quantizes_to_the_searched_codes_and_lowered_the_error(codec, wav):
+    """search_latent's latent is a target an encoder can learn: it quantizes to the codes returned."""
+    result = search_latent(codec, wav, 4, steps=20)
+    assert torch.equal(codec.quantizer.encode(result.latent, 4), result.codes)
+    assert torch.equal(search_codes(codec, wav, 4, steps=20), result.codes)
+    assert result.error_best < result.error_start
+    assert result.error_best == pytest.approx(error_of(codec, result.codes, wav), rel=1e-4)
+    with pytest.raises(ValueError, match="steps"):
+        search_latent(codec, wav, 4, steps=0)
 
 
 def test_search_leaves_the_decoder_weights_and_their_gradients_alone(codec, wav):

@@ -641,3 +641,74 @@ def test_extra_n_qs_join_quantizer_dropout_and_must_fit_the_codebooks():
     config.extra_n_qs = [config.codec.n_q + 1]
     with pytest.raises(MusicLMError, match="extra_n_qs"):
         CodecModule(config)
+
+
+def _latent_targets(codec, folder: Path, shift: float, sound_fingerprint: str | None = None) -> tuple:
+    """A targets folder as train/search_latents.py writes it: three clips, each with its encoder latent
+    shifted by `shift` as the 'searched' one."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    torch.manual_seed(5)
+    audio = torch.randn(3, codec.channels, 2000) * 0.3
+    with torch.no_grad():
+        target = codec.eval()._encode_latent(audio, 0) + shift
+    meta = {"sound_fingerprint": sound_fingerprint or codec.sound_fingerprint(), "n_q": 2, "steps": 1}
+    (folder / "targets.json").write_text(json.dumps(meta))
+    save_file({"audio": audio, "latent": target}, str(folder / "w0_00000.safetensors"))
+    return audio, target
+
+
+def test_the_encoder_learns_searched_latents_and_refuses_targets_heard_through_another_decoder(corpus, tmp_path):
+    """loss.latent pulls the encoder's latent towards the targets' (amortised search) while decoder and
+    codebooks stay put; targets searched through another decoder, or the term without freeze_decoder, are
+    one clear error."""
+    from musiclm.codec import Codec
+    from musiclm.training.codec_module import build_codec_module
+    from musiclm.training.config import CodecTrainConfig, load_train_config
+    from musiclm.training.latent_targets import latent_distance
+    from musiclm.training.recipes import train_codec
+
+    over = {"data": {"manifests": [str(corpus)]}}
+    torch.manual_seed(3)
+    source = Codec(load_train_config(CodecTrainConfig, DEBUG, over).codec)
+    source.save_pretrained(tmp_path / "shipped")
+    audio, target = _latent_targets(source, tmp_path / "targets", shift=0.5)
+    with torch.no_grad():
+        before = float(latent_distance(source._encode_latent(audio, 0), target))
+    run = {
+        **over,
+        "init_from": str(tmp_path / "shipped"),
+        "freeze_decoder": True,
+        "freeze_codebooks": True,
+        "trainer": {"max_steps": 6, "sample_every": 0},
+        "optim": {"lr": 0.01},
+    }
+    distances = {}
+    for weight in (0.0, 10.0):
+        targets = {"latent_targets": [str(tmp_path / "targets")]} if weight else {}
+        data = {**over["data"], **targets}
+        train_codec(DEBUG, tmp_path / f"run{weight}", overrides={**run, "data": data, "loss": {"latent": weight}})
+        trained = Codec.from_pretrained(tmp_path / f"run{weight}" / "export")
+        with torch.no_grad():
+            distances[weight] = float(latent_distance(trained.eval()._encode_latent(audio, 0), target))
+        assert trained.sound_fingerprint() == source.sound_fingerprint()
+    assert distances[10.0] < 0.7 * before and distances[10.0] < distances[0.0]
+    header = next((tmp_path / "run10.0" / "csv").rglob("metrics.csv")).read_text().splitlines()[0].split(",")
+    assert "train/latent" in header
+
+    _latent_targets(source, tmp_path / "elsewhere", shift=0.5, sound_fingerprint="0123456789abcdef")
+    bad_runs = [
+        ({"latent_targets": [str(tmp_path / "elsewhere")]}, {"freeze_decoder": True}, "another|other sounds"),
+        ({"latent_targets": [str(tmp_path / "targets")]}, {"freeze_decoder": False}, "freeze_decoder"),
+        ({}, {"freeze_decoder": True}, "go together"),
+    ]
+    for i, (data, flags, message) in enumerate(bad_runs):
+        config = load_train_config(
+            CodecTrainConfig,
+            DEBUG,
+            {**run, **flags, "data": {**over["data"], **data}, "loss": {"latent": 1.0}},
+        )
+        (tmp_path / f"bad{i}").mkdir()
+        with pytest.raises(MusicLMError, match=message):
+            build_codec_module(config, tmp_path / f"bad{i}", reuse_files=False)

@@ -202,10 +202,19 @@ class Codec(nn.Module):
         names the token space in .mlc files and token shards. The decoder is left out on purpose, so a
         decoder trained further (`freeze_encoder`) still decodes old files and serves LMs trained on old
         shards; any change to the encoder or the codebooks changes the fingerprint."""
+        return self._digest(("encoder.", "quantizer."))
+
+    def sound_fingerprint(self) -> str:
+        """sha256 over the decoder's weights and the codebooks (16 hex chars): what each code sounds like. Codes
+        or latents chosen by listening through this decoder (`codec.search`) stay valid targets for an
+        encoder trained against it (`freeze_decoder`) while the encoder, and so `fingerprint`, changes."""
+        return self._digest(("decoder.", "quantizer."))
+
+    def _digest(self, prefixes: tuple[str, ...]) -> str:
         digest = hashlib.sha256()
         state = self.state_dict()
         for key in sorted(state):
-            if not key.startswith(("encoder.", "quantizer.")):
+            if not key.startswith(prefixes):
                 continue
             if key.endswith(("embed_avg", "cluster_size", "inited")):
                 continue  # EMA training statistics do not change what encode computes

@@ -18,6 +18,7 @@ within the noise of 16 clips. 100 steps on the real clips: note F1 0.483 (Opus C
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -37,6 +38,14 @@ def reconstruction_error(output: Tensor, target: Tensor, n_ffts: tuple[int, ...]
     return error
 
 
+@dataclass
+class SearchResult:
+    codes: Tensor  # [B, n_q, T], the best seen
+    latent: Tensor  # [B, D, T], the continuous latent those codes were quantized from (a target an encoder can learn)
+    error_start: float  # reconstruction_error of the encoder's own codes
+    error_best: float
+
+
 def search_codes(
     codec,
     wav: Tensor,
@@ -51,6 +60,24 @@ def search_codes(
     `codec.encode`. The codes returned are the best seen, by `reconstruction_error`, the encoder's included.
     `on_step` is called before each step (the compressor checks for Ctrl-C there: a step takes ~0.8 s per
     10 s of audio on one thread)."""
+    if steps <= 0:
+        with torch.no_grad():
+            return codec.quantizer.encode(codec._encode_latent(wav, frame_offset), n_q)
+    return search_latent(codec, wav, n_q, steps, frame_offset, lr, on_step).codes
+
+
+def search_latent(
+    codec,
+    wav: Tensor,
+    n_q: int,
+    steps: int,
+    frame_offset: int = 0,
+    lr: float = SEARCH_LR,
+    on_step: Callable[[], None] | None = None,
+) -> SearchResult:
+    """`search_codes` with the latent it ended on and the errors before and after (steps ≥ 1)."""
+    if steps < 1:
+        raise ValueError(f"search_latent needs steps >= 1, got {steps}")
     with torch.no_grad():
         latent = codec._encode_latent(wav, frame_offset)
     quantizer, n = codec.quantizer, wav.shape[-1]
@@ -62,23 +89,24 @@ def search_codes(
     def error_of(z_hat: Tensor) -> Tensor:
         return reconstruction_error(codec._decode_latent(z_hat, frame_offset)[..., :n], wav)
 
-    if steps <= 0:
-        return quantize(latent)[0]
     with torch.enable_grad():
         z = latent.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=lr)
-        best_error, best_codes = float("inf"), None
+        best_error, best_codes, best_latent, start_error = float("inf"), None, None, None
         for _ in range(steps):  # the first step hears the encoder's own codes
             if on_step is not None:
                 on_step()
             codes, z_hat = quantize(z)
             error = error_of(z + (z_hat - z).detach())  # straight-through: the decoder hears the codes
+            if start_error is None:
+                start_error = error.item()
             if error.item() < best_error:
-                best_error, best_codes = error.item(), codes
+                best_error, best_codes, best_latent = error.item(), codes, z.detach().clone()
             (z.grad,) = torch.autograd.grad(error, z)  # only the latent's gradient: the decoder stays frozen
             optimizer.step()
     with torch.no_grad():
         codes, z_hat = quantize(z)
-        if error_of(z_hat).item() < best_error:
-            best_codes = codes
-    return best_codes
+        last_error = error_of(z_hat).item()
+        if last_error < best_error:
+            best_error, best_codes, best_latent = last_error, codes, z.detach().clone()
+    return SearchResult(best_codes, best_latent, start_error, best_error)

@@ -40,6 +40,7 @@ from musiclm.training.audio_dataset import (
 from musiclm.training.balancer import Balancer
 from musiclm.training.config import CodecTrainConfig
 from musiclm.training.discriminator import MultiScaleSTFTDiscriminator
+from musiclm.training.latent_targets import LatentTargets, latent_distance
 from musiclm.training.losses import (
     CompressedComplexSTFTLoss,
     MultiScaleCQTLoss,
@@ -116,6 +117,11 @@ class CodecModule(pl.LightningModule):
         if config.freeze_decoder and not config.freeze_codebooks:
             # codebooks moving under a fixed decoder would change what each code sounds like
             raise MusicLMError("freeze_decoder needs freeze_codebooks: true (each code keeps its sound)")
+        if (loss.latent > 0) != bool(config.data.latent_targets):
+            raise MusicLMError("loss.latent and data.latent_targets go together: set both or neither")
+        if loss.latent > 0 and not config.freeze_decoder:
+            raise MusicLMError("loss.latent needs freeze_decoder: true (the targets were searched through it)")
+        self.latent_targets: LatentTargets | None = None  # loaded by build_codec_module, after init_from
         if config.freeze_encoder:
             self.codec.encoder.requires_grad_(False)
         if config.freeze_decoder:
@@ -224,6 +230,11 @@ class CodecModule(pl.LightningModule):
         grad, norms = self.balancer(losses, recon)  # ∂(combined loss)/∂x̂, [B, C, N]
         # Surrogate whose gradient is exactly the combined one: Σ x̂ · g (g held constant) + λ_w ℓ_w (+ L_d).
         surrogate = (recon * grad.detach()).sum() + self.config.loss.commit * q.commit_loss
+        if self.latent_targets is not None:
+            target_wav, target_latent = (t.to(wav.device) for t in self.latent_targets.batch(step))
+            latent_loss = latent_distance(self.codec._encode_latent(target_wav, 0), target_latent)
+            surrogate = surrogate + self.config.loss.latent * latent_loss
+            losses["latent"] = latent_loss  # logged beside the others; it is not in the balancer
         if d_loss is not None:
             surrogate = surrogate + d_loss
 
@@ -373,6 +384,10 @@ def build_codec_module(config: CodecTrainConfig, run_dir: Path, reuse_files: boo
         if head_mlp:  # the new MLP keeps its fresh (zero-output) weights
             state.update({k: v for k, v in module.codec.state_dict().items() if ".proj_mlp." in k})
         module.codec.load_state_dict(state)
+    if d.latent_targets:
+        module.latent_targets = LatentTargets(
+            d.latent_targets, module.codec.sound_fingerprint(), d.latent_batch_size, config.trainer.seed
+        )
     return module
 
 

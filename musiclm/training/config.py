@@ -69,6 +69,10 @@ class AudioDataConfig:
     min_duration: float = 0.5  # rows shorter than this are skipped
     tone_melody_share: float = 0.0  # share of crops with a synthetic melody mixed in (training/tone_melody.py)
     # Held-out rows (split == sample_split) give the fixed audio samples logged every trainer.sample_every.
+    # Folders of searched latents (train/search_latents.py) that the encoder learns to output (`loss.latent`),
+    # `latent_batch_size` clips of them a step beside the crops above.
+    latent_targets: list[str] = field(default_factory=list)
+    latent_batch_size: int = 4
     sample_split: str = "test"
     num_samples: int = 2
     sample_seconds: float = 4.0
@@ -119,6 +123,10 @@ class CodecLossConfig:
     # extra). The evaluation's own transcriber: it bought note F1 with SI-SNR and attacks when measured, and
     # no recipe uses it; a decoder trained with it must be judged on the other figures.
     notes: float = 0.0
+    # The encoder's latent against latents found by searching through the frozen decoder (`data.latent_targets`;
+    # training.latent_targets.latent_distance), added to the balanced reconstruction gradient with this
+    # weight: amortised analysis-by-synthesis. Needs freeze_decoder (the targets were heard through it).
+    latent: float = 0.0
     # Phase-sensitive terms (time L1, the complex part of complex_stft) only below this frequency; 0: full band.
     # A decoder that cannot match a partial's phase is told by them that silence costs less than the partial
     # at a wrong phase (twice less in L2), so it drops what it cannot phase-match: the shipped codec kept
