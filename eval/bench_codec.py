@@ -152,15 +152,18 @@ def recoded_kbps(data: bytes, seconds: float, codec) -> tuple[float, float]:
     return sizes[0], sizes[1]
 
 
-def bench_codec(codec, label: str, clips, sr: int, score: Scorer) -> tuple[list[dict], list[dict]]:
-    """→ (one row per bandwidth, one score dict per bandwidth and clip)."""
+def bench_codec(
+    codec, label: str, clips, sr: int, score: Scorer, bandwidths: list[float], search_steps: int = 0
+) -> tuple[list[dict], list[dict]]:
+    """→ (one row per bandwidth, one score dict per bandwidth and clip); `search_steps` > 0 encodes by
+    analysis-by-synthesis (`musiclm compress --search`)."""
     rows, per_clip = [], []
-    for bw in codec.bandwidths:
+    for bw in bandwidths:
         scores, size, packed, ent_adaptive, t_enc, t_dec, audio_s = [], 0, 0.0, 0.0, 0.0, 0.0, 0.0
         for i, (clip_id, ref) in enumerate(clips):
             seconds = ref.shape[-1] / sr
             t = time.perf_counter()
-            data = compress_bytes(ref, codec, sample_rate=sr, bandwidth=bw)
+            data = compress_bytes(ref, codec, sample_rate=sr, bandwidth=bw, search_steps=search_steps)
             t_enc += time.perf_counter() - t
             t = time.perf_counter()
             est, _ = decompress_bytes(data, codec)
@@ -246,6 +249,8 @@ def border_errors(codec, clip: torch.Tensor, chunk_seconds: float = 2.0) -> str:
     for b in range(chunk * hop, N, chunk * hop):
         border[max(0, b - 2 * hop) : b + 2 * hop] = True
     rf = receptive_frames(codec)
+    if not border.any():
+        return f"Streaming not checked: the {N / codec.sample_rate:.1f} s clip fits in one {chunk_seconds:g} s chunk."
     lines = [
         f"Streaming vs one-shot on a {N / codec.sample_rate:.0f} s clip, {chunk_seconds:g} s chunks, "
         f"{n_q} codebooks; receptive field {rf} frames. Errors are max |streamed − one-shot| "
@@ -390,6 +395,16 @@ def main() -> int:
     p.add_argument("--clip-seconds", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--bandwidths", nargs="+", type=float, default=None, help="kbps to score (default: every one the codec has)"
+    )
+    p.add_argument(
+        "--search",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="encode with this many analysis-by-synthesis steps (musiclm compress --search); rows get '+searchN'",
+    )
     p.add_argument("--no-opus", action="store_true")
     p.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (~1.5 s per 10 s clip and system)")
     p.add_argument(
@@ -411,13 +426,21 @@ def main() -> int:
     print(f"{len(clips)} clips of {args.clip_seconds:g} s from the '{args.split}' split", file=sys.stderr)
     score = Scorer(clips, sr, use_visqol=not args.no_visqol)
     rows, per_clip = [], []
-    for codec, label in zip(codecs, labels, strict=True):
-        codec_rows, codec_clips = bench_codec(codec, label, clips, sr, score)
+    if args.search:
+        labels = [f"{label}+search{args.search}" for label in labels]
+    bandwidths = []
+    for codec in codecs:
+        unknown = sorted(set(args.bandwidths or []) - set(codec.bandwidths))
+        if unknown:
+            raise MusicLMError(f"--bandwidths {unknown}: {codec.config.name} offers {codec.bandwidths} kbps")
+        bandwidths.append(args.bandwidths or codec.bandwidths)
+    for codec, label, bws in zip(codecs, labels, bandwidths, strict=True):
+        codec_rows, codec_clips = bench_codec(codec, label, clips, sr, score, bws, args.search)
         rows += codec_rows
         per_clip += codec_clips
     use_opus = not args.no_opus and shutil.which("ffmpeg")
     if use_opus:
-        for kbps in sorted({k for codec in codecs for bw in codec.bandwidths for k in (bw, 2 * bw)}):
+        for kbps in sorted({k for bws in bandwidths for bw in bws for k in (bw, 2 * bw)}):
             row, opus_clips = bench_opus(kbps, clips, sr, score)
             rows.append(row)
             per_clip += opus_clips
