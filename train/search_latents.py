@@ -14,6 +14,7 @@ its last complete shard.
 
     .venv/bin/python train/search_latents.py --codec checkpoints/codec --out data/search_latents \
         --worker 0 --workers 2 --minutes 60
+    python train/search_latents.py --out data/search_latents_gpu --device cuda --batch 64 --shard-size 256 ...
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from musiclm.codec import Codec
-from musiclm.codec.search import search_latent
+from musiclm.codec.search import reconstruction_error, search_latent
 from musiclm.training.audio_dataset import CropBatches, read_manifests
 
 MANIFESTS = ["data/recorded/manifest.jsonl", "data/synth/manifest.jsonl"]
@@ -49,11 +50,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--minutes", type=float, default=60.0, help="stop after the shard running at this time")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--batch", type=int, default=1, help="crops searched together (a GPU's throughput; the best is the batch's)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    codec = Codec.from_pretrained(args.codec).eval().requires_grad_(False)
+    if args.shard_size % args.batch:
+        raise SystemExit(f"--shard-size {args.shard_size} must be a multiple of --batch {args.batch}")
+    codec = Codec.from_pretrained(args.codec).eval().requires_grad_(False).to(args.device)
     n_q = codec.config.n_q_for_bandwidth(args.bandwidth)
     files = read_manifests(args.manifests, "train")
     crops = CropBatches(
@@ -87,15 +94,19 @@ def main() -> None:
     progress = tqdm(desc=f"worker {args.worker}", unit="crop")
     while time.monotonic() < deadline:
         audio, latents, before, after = [], [], [], []
-        for i in range(args.shard_size):
-            item = args.worker + (shard * args.shard_size + i) * args.workers
-            wav = crops[item]  # [1, C, N]
+        for first in range(0, args.shard_size, args.batch):
+            items = [args.worker + (shard * args.shard_size + first + i) * args.workers for i in range(args.batch)]
+            wav = torch.cat([crops[item] for item in items]).to(args.device)  # [batch, C, N]
             result = search_latent(codec, wav, n_q, args.steps)
-            audio.append(wav[0])
-            latents.append(result.latent[0])
-            before.append(result.error_start)
-            after.append(result.error_best)
-            progress.update()
+            audio.extend(wav.cpu().unbind(0))
+            latents.extend(result.latent.cpu().unbind(0))
+            if args.batch == 1:
+                before.append(result.error_start)
+                after.append(result.error_best)
+            else:  # the search's figures are the batch's; each crop's own, before and after
+                before.extend(item_errors(codec, wav, codec.quantizer.encode(codec._encode_latent(wav, 0), n_q)))
+                after.extend(item_errors(codec, wav, result.codes))
+            progress.update(args.batch)
             progress.set_postfix(error=f"{sum(after) / len(after):.3f}<{sum(before) / len(before):.3f}")
         path = args.out / f"w{args.worker}_{shard:05d}.safetensors"
         tensors = {
@@ -108,6 +119,13 @@ def main() -> None:
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
         tmp.rename(path)  # a shard exists whole or not at all
         shard += 1
+
+
+@torch.no_grad()
+def item_errors(codec, wav: torch.Tensor, codes: torch.Tensor) -> list[float]:
+    """`reconstruction_error` of each crop's decoded codes."""
+    decoded = codec._decode_latent(codec.quantizer.decode(codes), 0)[..., : wav.shape[-1]]
+    return [float(reconstruction_error(d[None], w[None])) for d, w in zip(decoded, wav, strict=True)]
 
 
 if __name__ == "__main__":
