@@ -85,3 +85,32 @@ def test_merge_takes_a_grown_frame_decoder_with_its_shape(tmp_path):
     codes = shipped.encode(0.3 * torch.randn(1, 1, 800))
     with torch.no_grad():
         torch.testing.assert_close(merged.decode(codes), grown.decode(codes))
+
+
+def test_an_encoder_merge_keeps_what_the_codes_sound_like_and_refuses_another_encoder(tiny_codec, tmp_path):
+    tiny_codec.save_pretrained(tmp_path / "codec")
+    shipped = Codec.from_pretrained(tmp_path / "codec")
+    trained = {
+        k: (v + 0.01 * torch.randn_like(v)).half()
+        for k, v in shipped.state_dict().items()
+        if k.startswith("encoder.") and v.is_floating_point()
+    }
+    save_file(trained, str(tmp_path / "encoder.safetensors"), metadata={"step": "9"})
+    args = ["--codec", str(tmp_path / "codec"), "--out", str(tmp_path / "merged"), "--encoder"]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, str(tmp_path / "encoder.safetensors")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    merged = Codec.from_pretrained(tmp_path / "merged")
+    assert merged.sound_fingerprint() == shipped.sound_fingerprint()
+    assert merged.fingerprint() != shipped.fingerprint()
+    for key, value in trained.items():
+        torch.testing.assert_close(merged.state_dict()[key].half(), value)
+
+    one_short = dict(list(trained.items())[1:])
+    save_file(one_short, str(tmp_path / "short.safetensors"))
+    bad = ["--codec", str(tmp_path / "codec"), "--out", str(tmp_path / "bad"), "--encoder"]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *bad, str(tmp_path / "short.safetensors")], capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "not this codec's encoder" in done.stderr and not (tmp_path / "bad").exists()

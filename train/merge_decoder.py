@@ -1,5 +1,6 @@
 """Put a decoder trained elsewhere (train/gpu_decoder_phase.sh writes decoder-only fp16 safetensors) into a
 codec directory: the encoder and codebooks, and so the fingerprint and every LM trained on its tokens, stay.
+Or an encoder (`--encoder`, train/gpu_encoder_phase.sh): the decoder and codebooks stay, the codes change.
 
     python train/merge_decoder.py --codec checkpoints/codec --decoder gan_final.safetensors \\
         --out train/candidates/codec-gan --name musiclm-codec-frame-A3-gan [--set frame.vocoder_phase_hz=0]
@@ -68,6 +69,37 @@ def merge(codec_dir: str, decoder_file: str, out: str, name: str | None, setting
     return merged
 
 
+def merge_encoder(codec_dir: str, encoder_file: str, out: str, name: str | None) -> Codec:
+    """The other half: an encoder trained elsewhere against this codec's frozen decoder and codebooks
+    (train/gpu_encoder_phase.sh). What each code sounds like (`sound_fingerprint`) stays; the token space
+    (`fingerprint`) changes, so an LM must be trained on the new codes before this codec ships."""
+    codec = Codec.from_pretrained(codec_dir)
+    sound = codec.sound_fingerprint()
+    encoder = load_file(encoder_file)
+    if not encoder or any(not k.startswith("encoder.") for k in encoder):
+        raise MusicLMError(f"{encoder_file}: expected encoder.* weights only")
+    state = codec.state_dict()
+    missing = sorted(k for k in state if k.startswith("encoder.") and k not in encoder)
+    wrong = sorted(k for k, v in encoder.items() if k not in state or state[k].shape != v.shape)
+    if missing or wrong:
+        raise MusicLMError(
+            f"{encoder_file}: not this codec's encoder (missing {missing[:3]}, unknown or reshaped {wrong[:3]})"
+        )
+    state.update({k: v.to(state[k].dtype) for k, v in encoder.items()})
+    codec.load_state_dict(state)
+    if name:
+        codec.config.name = name
+    codec.save_pretrained(out, dtype=_stored_dtype(Path(codec_dir) / "model.safetensors"))
+    if Codec.from_pretrained(out).sound_fingerprint() != sound:
+        raise MusicLMError(f"{out}: the decoder or codebooks changed on the way")
+    with safe_open(encoder_file, "pt") as f:
+        step = (f.metadata() or {}).get("step")
+    (Path(out) / "merged_from.json").write_text(
+        json.dumps({"codec": codec_dir, "encoder": str(encoder_file), "step": step}, indent=2) + "\n"
+    )
+    return codec
+
+
 def _frame_decoder_shape(decoder: dict[str, torch.Tensor]) -> dict[str, int]:
     """The frame decoder's block count and head-MLP width, read off its weights (one stack, no upsampling:
     the shape `FrameDecoder.deepen_state` and `head_hidden` grow)."""
@@ -90,17 +122,27 @@ def _stored_dtype(weights: Path) -> torch.dtype:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--codec", required=True, help="codec directory whose encoder and codebooks stay")
-    parser.add_argument("--decoder", required=True, help="decoder.* weights (safetensors)")
+    part = parser.add_mutually_exclusive_group(required=True)
+    part.add_argument("--decoder", help="decoder.* weights (safetensors)")
+    part.add_argument("--encoder", help="encoder.* weights (safetensors): the codes change, the sounds stay")
     parser.add_argument("--out", required=True)
     parser.add_argument("--name", help="the merged codec's config name")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
-        merged = merge(args.codec, args.decoder, args.out, args.name, args.set)
+        if args.encoder and args.set:
+            raise MusicLMError("--set applies to a decoder merge only")
+        if args.encoder:
+            merged = merge_encoder(args.codec, args.encoder, args.out, args.name)
+        else:
+            merged = merge(args.codec, args.decoder, args.out, args.name, args.set)
     except MusicLMError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"{args.out}: fingerprint {merged.fingerprint()} (unchanged)")
+    if args.encoder:
+        print(f"{args.out}: fingerprint {merged.fingerprint()} (new codes, same sounds: train the LM on them)")
+    else:
+        print(f"{args.out}: fingerprint {merged.fingerprint()} (unchanged)")
     return 0
 
 
