@@ -3,7 +3,7 @@
 #
 # `musiclm compress --search 100` raises real-music note F1 at 6 kbps 0.455 -> 0.483, at ~80 s per 10 s. An
 # encoder taught to output the searched latents (loss.latent; configs/codec/frame_encoder_search_cpu.yaml)
-# would give that in one pass, but on a CPU the search makes ~300 crops of 4 s an hour, and an encoder taught
+# would give that in one pass, but two CPU cores search ~230 crops of 4 s an hour, and an encoder taught
 # on 192 of them learnt them and not the rule (train/README.md, twenty-first session: 29 % of the search's
 # gain recovered on its own crops, 5 % on held-out ones). A GPU searches crops in batches:
 #   1. search SEARCH_MINUTES on the packed excerpts (train/pack_excerpts.py -> data/gpu_excerpts; the machine
