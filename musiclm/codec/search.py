@@ -75,7 +75,9 @@ def search_latent(
     lr: float = SEARCH_LR,
     on_step: Callable[[], None] | None = None,
 ) -> SearchResult:
-    """`search_codes` with the latent it ended on and the errors before and after (steps ≥ 1)."""
+    """`search_codes` with the latent of the best codes (a target an encoder can learn: it quantizes to them)
+    and the objective of the encoder's codes and of the best (steps ≥ 1). On a batch, best is by the batch's
+    objective, as the compressor searches a chunk's streams together."""
     if steps < 1:
         raise ValueError(f"search_latent needs steps >= 1, got {steps}")
     with torch.no_grad():
