@@ -50,8 +50,7 @@ def main() -> None:
             for wav, target in zip(audio, latent, strict=True):
                 z = codec._encode_latent(wav[None], 0)
                 distances.append(float(latent_distance(z, target[None])))
-                codes = codec.quantizer.encode(z, meta["n_q"])
-                decoded = codec._decode_latent(codec.quantizer.decode(codes), 0)[..., : wav.shape[-1]]
+                decoded = codec.decode(codec.quantizer.encode(z, meta["n_q"]), wav.shape[-1])
                 errors.append(float(reconstruction_error(decoded, wav[None])))
         error = sum(errors) / len(errors)
         recovered = (start.mean() - error) / (start.mean() - best.mean())

@@ -15,9 +15,10 @@ from musiclm.codec import Codec
 SCRIPT = Path(__file__).resolve().parents[1] / "train" / "merge_decoder.py"
 
 
-def _merge(root: Path, decoder: str, out: str, *extra: str) -> subprocess.CompletedProcess:
-    """train/merge_decoder.py on root/codec with root/DECODER into root/OUT (plus `extra` arguments)."""
-    args = ["--codec", str(root / "codec"), "--decoder", str(root / decoder), "--out", str(root / out), *extra]
+def _merge(root: Path, weights: str, out: str, *extra: str, part: str = "--decoder") -> subprocess.CompletedProcess:
+    """train/merge_decoder.py on root/codec with root/WEIGHTS (a decoder, or an encoder with part="--encoder")
+    into root/OUT (plus `extra` arguments)."""
+    args = ["--codec", str(root / "codec"), part, str(root / weights), "--out", str(root / out), *extra]
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
 
 
@@ -96,10 +97,7 @@ def test_an_encoder_merge_keeps_what_the_codes_sound_like_and_refuses_another_en
         if k.startswith("encoder.") and v.is_floating_point()
     }
     save_file(trained, str(tmp_path / "encoder.safetensors"), metadata={"step": "9"})
-    args = ["--codec", str(tmp_path / "codec"), "--out", str(tmp_path / "merged"), "--encoder"]
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), *args, str(tmp_path / "encoder.safetensors")], capture_output=True, text=True
-    )
+    done = _merge(tmp_path, "encoder.safetensors", "merged", part="--encoder")
     assert done.returncode == 0, done.stderr
     merged = Codec.from_pretrained(tmp_path / "merged")
     assert merged.sound_fingerprint() == shipped.sound_fingerprint()
@@ -109,8 +107,5 @@ def test_an_encoder_merge_keeps_what_the_codes_sound_like_and_refuses_another_en
 
     one_short = dict(list(trained.items())[1:])
     save_file(one_short, str(tmp_path / "short.safetensors"))
-    bad = ["--codec", str(tmp_path / "codec"), "--out", str(tmp_path / "bad"), "--encoder"]
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), *bad, str(tmp_path / "short.safetensors")], capture_output=True, text=True
-    )
+    done = _merge(tmp_path, "short.safetensors", "bad", part="--encoder")
     assert done.returncode == 1 and "not this codec's encoder" in done.stderr and not (tmp_path / "bad").exists()

@@ -104,7 +104,7 @@ def main() -> None:
                 before.append(result.error_start)
                 after.append(result.error_best)
             else:  # the search's figures are the batch's; each crop's own, before and after
-                before.extend(item_errors(codec, wav, codec.quantizer.encode(codec._encode_latent(wav, 0), n_q)))
+                before.extend(item_errors(codec, wav, codec.encode(wav, n_q)))
                 after.extend(item_errors(codec, wav, result.codes))
             progress.update(args.batch)
             progress.set_postfix(error=f"{sum(after) / len(after):.3f}<{sum(before) / len(before):.3f}")
@@ -124,7 +124,7 @@ def main() -> None:
 @torch.no_grad()
 def item_errors(codec, wav: torch.Tensor, codes: torch.Tensor) -> list[float]:
     """`reconstruction_error` of each crop's decoded codes."""
-    decoded = codec._decode_latent(codec.quantizer.decode(codes), 0)[..., : wav.shape[-1]]
+    decoded = codec.decode(codes, wav.shape[-1])
     return [float(reconstruction_error(d[None], w[None])) for d, w in zip(decoded, wav, strict=True)]
 
 
