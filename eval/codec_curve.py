@@ -16,7 +16,8 @@ once per process. Each row also carries `sines_lost`: the share of 20 steady sin
 C2-A6, that come back more than 6 dB down in their band (`musiclm.evaluation.tones.sine_band_lost_share`;
 the raw model at that bandwidth, or Opus). Results append to outputs/codec_curve.jsonl (one row per run,
 step, set, bandwidth, path); rows already there are not recomputed, so the script can be re-run as snapshots
-arrive.
+arrive. Each clip's scores are also kept as they come, in OUT's `.clips.jsonl` sibling, so a long run (a searched
+encoding takes ~80 s a clip) that is stopped picks up at the clip it was on when started again.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -107,6 +110,7 @@ def main() -> int:
         return 0
     # rows from before --paths were scored raw
     seen = {(r["run"], r["step"], r["set"], r["kbps"], r.get("path", "raw")) for r in done}
+    clip_cache = ClipCache(args.out.with_suffix(".clips.jsonl"), args.seconds, args.visqol)
     refs = {}
     for name, manifest in ((name, SETS[name]) for name in args.sets):
         clips = [w for _, w in pick_clips(manifest, "test", args.clips, args.seconds, 24000, 1, seed=0)]
@@ -117,8 +121,8 @@ def main() -> int:
                 if (OPUS_RUN, 0, name, kbps, "raw") in seen:
                     continue
                 scores = [
-                    score(wav, opus_roundtrip(wav, 24000, kbps)[0], ref_notes, args.visqol)
-                    for wav, ref_notes in zip(clips, notes, strict=True)
+                    clip_cache.score((OPUS_RUN, 0, name, kbps, "raw", i), wav, ref, partial(opus_decoded, kbps=kbps))
+                    for i, (wav, ref) in enumerate(zip(clips, notes, strict=True))
                 ]
                 lost = sine_band_lost_share(
                     lambda x, k=kbps: opus_roundtrip(torch.from_numpy(x)[None], 24000, k)[0][0].numpy(), 24000
@@ -140,8 +144,13 @@ def main() -> int:
                             if (str(run), step, name, kbps, label) in seen:
                                 continue
                             scores = [
-                                score(wav, roundtrip(codec, wav, kbps, path, search), ref_notes, args.visqol)
-                                for wav, ref_notes in zip(clips, notes, strict=True)
+                                clip_cache.score(
+                                    (str(run), step, name, kbps, label, i),
+                                    wav,
+                                    ref,
+                                    partial(roundtrip, codec, kbps=kbps, path=path, search_steps=search),
+                                )
+                                for i, (wav, ref) in enumerate(zip(clips, notes, strict=True))
                             ]
                             if lost is None:
                                 lost = sine_band_lost_share(
@@ -160,6 +169,38 @@ def roundtrip(codec, wav: torch.Tensor, kbps: float, path: str, search_steps: in
         mlc = compress_bytes(wav, codec, sample_rate=24000, bandwidth=kbps, search_steps=search_steps)
         return decompress_bytes(mlc, codec)[0]
     return codec.decode(codec.encode(wav[None], codec.config.n_q_for_bandwidth(kbps)), wav.shape[-1])[0]
+
+
+class ClipCache:
+    """One clip's scores per line (run, step, set, kbps, path, clip index, seconds), appended as each is scored:
+    a stopped run resumes at its clip. Scores without ViSQOL are recomputed when ViSQOL is asked for."""
+
+    def __init__(self, path: Path, seconds: float, with_visqol: bool):
+        self.path, self.seconds, self.with_visqol = path, seconds, with_visqol
+        self.rows = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short when a run was killed mid-write
+                    continue
+                self.rows[tuple(row["key"])] = row["scores"]
+
+    def score(self, key: tuple, ref: torch.Tensor, ref_notes, decode: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+        """The clip's scores under `key`, from the file or by `decode(ref)` → scored against `ref`."""
+        key = (*key, self.seconds)
+        cached = self.rows.get(key)
+        if cached is not None and ("visqol" in cached or not self.with_visqol):
+            return cached
+        scores = score(ref, decode(ref), ref_notes, self.with_visqol)
+        self.rows[key] = scores
+        with self.path.open("a") as f:
+            f.write(json.dumps({"key": list(key), "scores": scores}) + "\n")
+        return scores
+
+
+def opus_decoded(wav: torch.Tensor, kbps: float) -> torch.Tensor:
+    return opus_roundtrip(wav, 24000, kbps)[0]
 
 
 def score(ref, est, ref_notes, with_visqol: bool) -> dict:
