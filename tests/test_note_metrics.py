@@ -232,6 +232,32 @@ def test_visqol_prefers_the_original_to_a_noisy_copy():
     assert 1.0 <= worse < same <= 5.0
 
 
+def test_visqol_leaves_torch_on_the_threads_it_was_given(monkeypatch):
+    """numba's OpenMP layer (visqol-python's kernels) shares torch's libgomp and sets it to every core: a
+    one-thread evaluation that had transcribed a 10 s clip ran torch on two threads after its first ViSQOL
+    call. Here a stand-in for visqol-python does what numba did, on success and on failure."""
+
+    class Api:
+        def measure_from_arrays(self, ref, est, rate):
+            torch.set_num_threads(2)
+            if not np.any(ref):
+                raise ValueError("silent reference")
+            return type("Result", (), {"moslqo": 4.0})()
+
+    monkeypatch.setattr(metrics, "_visqol_api", Api)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = 0.1 * torch.randn(1, SR, generator=torch.Generator().manual_seed(0))
+        assert metrics.visqol(x, x, SR) == 4.0
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ValueError):
+            metrics.visqol(torch.zeros(1, SR), x, SR)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_key_from_events_weighs_pitch_classes_by_duration():
     """The captions' rule on transcribed notes: a C major scale whose tonic triad is held reads as C major,
     the same notes a fifth up as G major; held A-C-E with passing notes reads as A minor or its relative."""

@@ -202,9 +202,17 @@ def _mono_48k(wav: Tensor, sample_rate: int) -> np.ndarray:
 def visqol(ref: Tensor, est: Tensor, sample_rate: int) -> float:
     """ViSQOL v3 audio-mode MOS-LQO (1-5, higher is better) of est against ref, both [C, N] (or [N]) at
     `sample_rate`: mixed to mono and resampled to 48 kHz first. ~1.5 s per 10 s pair on one busy core; the
-    first call on a machine also compiles visqol-python's numba kernels (~8 s, cached on disk after)."""
+    first call on a machine also compiles visqol-python's numba kernels (~8 s, cached on disk after).
+
+    torch's thread count is put back afterwards: numba's OpenMP layer shares torch's libgomp and sets its thread
+    count to every core, so after one ViSQOL call a process set to one thread ran torch on all of them (two
+    one-thread evaluations side by side then spun a third and fourth thread, each ~40 % of a core)."""
     if ref.shape != est.shape:
         raise ValueError(f"ref {list(ref.shape)} and est {list(est.shape)} differ in shape")
-    api = _visqol_api()
-    result = api.measure_from_arrays(_mono_48k(ref, sample_rate), _mono_48k(est, sample_rate), VISQOL_RATE)
+    threads = torch.get_num_threads()
+    try:
+        api = _visqol_api()
+        result = api.measure_from_arrays(_mono_48k(ref, sample_rate), _mono_48k(est, sample_rate), VISQOL_RATE)
+    finally:
+        torch.set_num_threads(threads)
     return float(result.moslqo)
