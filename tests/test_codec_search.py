@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 
 import numpy as np
@@ -104,3 +105,34 @@ def test_search_calls_on_step_before_every_step_and_stops_when_it_raises(codec, 
     with pytest.raises(Stop):
         search_codes(codec, wav, 4, steps=10, on_step=stop_at_second)
     assert len(calls) == 6
+
+
+def test_a_searched_compress_moves_its_progress_bar_at_every_step(codec, wav, monkeypatch):
+    """A searched 10 s chunk takes over a minute on one thread: the bar advances per step, not per chunk, and
+    still ends at the file's length."""
+    encode_module = importlib.import_module("musiclm.compress.encode")
+
+    updates = []
+
+    class Bar:
+        def __init__(self, header, progress, what):
+            self.total = sum(header.chunk_length(i) / header.frame_rate for i in range(header.num_chunks))
+            self.chunks = header.num_chunks
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, seconds):
+            updates.append(seconds)
+
+    bars = []
+    monkeypatch.setattr(encode_module, "progress_bar", lambda *a: bars.append(Bar(*a)) or bars[-1])
+    compress_bytes(wav[0], codec, sample_rate=24000, bandwidth=1.8, chunk_seconds=0.2, search_steps=4)
+    assert bars[0].chunks > 1 and len(updates) == 4 * bars[0].chunks
+    assert sum(updates) == pytest.approx(bars[0].total)
+    updates.clear()
+    compress_bytes(wav[0], codec, sample_rate=24000, bandwidth=1.8, chunk_seconds=0.2)
+    assert len(updates) == bars[1].chunks and sum(updates) == pytest.approx(bars[1].total)

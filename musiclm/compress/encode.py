@@ -113,30 +113,31 @@ def encode_to(
     to_encode, to_compare = itertools.tee(blocks)
     context = context_frames(codec)
     coded: deque = deque()  # codes [S, K, t] of the chunks encoded but not yet written
-
-    def encoded():
-        for codes in encode_chunks(
-            codec,
-            to_encode,
-            header.num_samples,
-            header.chunk_frames,
-            context,
-            header.n_q,
-            search_steps,
-            check_interrupt,  # a searched chunk takes seconds: Ctrl-C is heard between its steps
-        ):
-            coded.append(codes)
-            yield codes
-
-    decoded = decode_chunks(codec, encoded(), header.num_samples, header.chunk_frames, context)
-    original, analyse = BlockBuffer(to_compare), LevelAnalyser(header)
     with progress_bar(header, progress, "compress") as bar:
+        searching = 0  # the chunk being searched; a searched chunk takes a minute or more, so the bar moves per step
+
+        def on_step():
+            check_interrupt()  # Ctrl-C is heard between a chunk's search steps
+            bar.update(header.chunk_length(searching) / header.frame_rate / search_steps)
+
+        def encoded():
+            nonlocal searching
+            for codes in encode_chunks(
+                codec, to_encode, header.num_samples, header.chunk_frames, context, header.n_q, search_steps, on_step
+            ):
+                coded.append(codes)
+                searching += 1
+                yield codes
+
+        decoded = decode_chunks(codec, encoded(), header.num_samples, header.chunk_frames, context)
+        original, analyse = BlockBuffer(to_compare), LevelAnalyser(header)
         for i, wav in enumerate(decoded):  # wav [S * C, L]: the decoder's output for chunk i
             check_interrupt()
             start = i * header.chunk_frames * header.hop_length
             levels = analyse(i, original.get(start, start + wav.shape[-1]), wav)
             bitstream.write_chunk(out, header, coded.popleft().numpy(), prior, levels)
-            bar.update(header.chunk_length(i) / header.frame_rate)
+            if not search_steps:
+                bar.update(header.chunk_length(i) / header.frame_rate)
     return header
 
 
