@@ -136,3 +136,11 @@ def test_a_searched_compress_moves_its_progress_bar_at_every_step(codec, wav, mo
     updates.clear()
     compress_bytes(wav[0], codec, sample_rate=24000, bandwidth=1.8, chunk_seconds=0.2)
     assert len(updates) == bars[1].chunks and sum(updates) == pytest.approx(bars[1].total)
+
+
+def test_a_cosine_schedule_searches_too_and_an_unknown_one_is_refused(codec, wav):
+    result = search_latent(codec, wav, 4, steps=10, lr=0.03, schedule="cosine")
+    assert result.error_best < result.error_start
+    assert torch.equal(codec.quantizer.encode(result.latent, 4), result.codes)
+    with pytest.raises(ValueError, match="schedule"):
+        search_latent(codec, wav, 4, steps=3, schedule="linear")

@@ -17,6 +17,7 @@ within the noise of 16 clips. 100 steps on the real clips: note F1 0.483 (Opus C
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from musiclm.dsp import spectral_convergence, stft_magnitude
 
 SEARCH_N_FFTS = (256, 512, 1024, 2048, 4096)
 SEARCH_LR = 0.01  # Adam on the latent, whose values are O(1)
+SCHEDULES = ("constant", "cosine")  # the learning rate over a search's steps (cosine: to 0 at the last)
 
 
 def reconstruction_error(output: Tensor, target: Tensor, n_ffts: tuple[int, ...] = SEARCH_N_FFTS) -> Tensor:
@@ -74,12 +76,15 @@ def search_latent(
     frame_offset: int = 0,
     lr: float = SEARCH_LR,
     on_step: Callable[[], None] | None = None,
+    schedule: str = "constant",
 ) -> SearchResult:
     """`search_codes` with the latent of the best codes (a target an encoder can learn: it quantizes to them)
     and the objective of the encoder's codes and of the best (steps ≥ 1). On a batch, best is by the batch's
     objective, as the compressor searches a chunk's streams together."""
     if steps < 1:
         raise ValueError(f"search_latent needs steps >= 1, got {steps}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule {schedule!r}: one of {SCHEDULES}")
     with torch.no_grad():
         latent = codec._encode_latent(wav, frame_offset)
     quantizer, n = codec.quantizer, wav.shape[-1]
@@ -95,9 +100,11 @@ def search_latent(
         z = latent.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=lr)
         best_error, best_codes, best_latent, start_error = float("inf"), None, None, None
-        for _ in range(steps):  # the first step hears the encoder's own codes
+        for step in range(steps):  # the first step hears the encoder's own codes
             if on_step is not None:
                 on_step()
+            if schedule == "cosine":
+                optimizer.param_groups[0]["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
             codes, z_hat = quantize(z)
             error = error_of(z + (z_hat - z).detach())  # straight-through: the decoder hears the codes
             if start_error is None:
