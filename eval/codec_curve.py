@@ -33,6 +33,7 @@ import torch
 from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 
 from musiclm.codec import Codec
+from musiclm.codec.search import SEARCH_LR
 from musiclm.compress import compress_bytes, decompress_bytes
 from musiclm.evaluation import metrics
 from musiclm.evaluation.codec_eval import quality
@@ -99,7 +100,7 @@ def main() -> int:
         type=int,
         default=0,
         help="--paths mlc encodes with this many analysis-by-synthesis steps (musiclm.codec.search); "
-        "rows get path 'mlc+searchN'",
+        "rows get path 'mlc+searchNlrLR' (LR: search.SEARCH_LR)",
     )
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -140,7 +141,8 @@ def main() -> int:
                     for name, (clips, notes) in refs.items():
                         for path in args.paths:
                             search = args.search if path == "mlc" else 0
-                            label = f"mlc+search{search}" if search else path
+                            # rows before SEARCH_LR was raised to 0.15 are "mlc+searchN" (lr 0.01)
+                            label = f"mlc+search{search}lr{SEARCH_LR:g}" if search else path
                             if (str(run), step, name, kbps, label) in seen:
                                 continue
                             scores = [
