@@ -91,6 +91,12 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "outputs/codec_curve.jsonl")
     p.add_argument("--table", action="store_true", help="print the scored rows as a markdown table and exit")
     p.add_argument(
+        "--paired",
+        action="store_true",
+        help="print each scored row of the runs against each Opus row of its set, paired over the clips both "
+        "scored (OUT.clips.jsonl: mean difference and 95 %% bootstrap interval), and exit",
+    )
+    p.add_argument(
         "--opus", type=float, nargs="*", default=[], help="also score Opus CBR at these kbps (run 'opus-cbr')"
     )
     p.add_argument("--visqol", action="store_true", help="add ViSQOL (~1.5 s per clip and bandwidth)")
@@ -108,6 +114,9 @@ def main() -> int:
     done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.is_file() else []
     if args.table:
         print(table([r for r in done if any(r["run"] == str(run) for run in args.runs)]))
+        return 0
+    if args.paired:
+        print(paired_table(args.out.with_suffix(".clips.jsonl"), [str(run) for run in args.runs], args.seconds))
         return 0
     # rows from before --paths were scored raw
     seen = {(r["run"], r["step"], r["set"], r["kbps"], r.get("path", "raw")) for r in done}
@@ -231,6 +240,35 @@ def write(out, key: dict, scores: list[dict]) -> None:
         + (f" sines lost {row['sines_lost']:.0%}" if row.get("sines_lost") is not None else ""),
         file=sys.stderr,
     )
+
+
+def paired_table(clips_file: Path, runs: list[str], seconds: float, metrics=("note_f1", "si_snr")) -> str:
+    """Each (run, step, kbps, path) of `runs` minus each Opus row of the same set, over the clip indices both
+    have in `clips_file`: mean difference and its percentile bootstrap interval (musiclm.evaluation.stats)."""
+    from musiclm.evaluation.stats import paired_difference
+
+    scores: dict[tuple, dict[int, dict]] = {}
+    for row in ClipCache(clips_file, seconds, with_visqol=False).rows.items():
+        (run, step, name, kbps, path, clip, clip_seconds), values = row
+        if clip_seconds == seconds:
+            scores.setdefault((run, step, name, kbps, path), {})[clip] = values
+    header = "| set | system − Opus | clips | " + " | ".join(f"{m} difference [95 % interval]" for m in metrics) + " |"
+    lines = [header, "|" + "---|" * (3 + len(metrics))]
+    for key, ours in sorted(scores.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        if key[0] not in runs:
+            continue
+        for opus_key, theirs in sorted(scores.items(), key=lambda kv: kv[0][3]):
+            if opus_key[0] != OPUS_RUN or opus_key[2] != key[2]:
+                continue
+            clips = sorted(set(ours) & set(theirs))
+            if not clips:
+                continue
+            cells = [
+                str(paired_difference([ours[c][m] for c in clips], [theirs[c][m] for c in clips])) for m in metrics
+            ]
+            name = f"{Path(key[0]).name} {key[3]:g} kbps {key[4]} − Opus {opus_key[3]:g} kbps"
+            lines.append(f"| {key[2]} | {name} | {len(clips)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
