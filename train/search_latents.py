@@ -2,9 +2,10 @@
 
 `musiclm compress --search STEPS` finds, per clip, a latent whose codes the frozen decoder plays closer to the
 input than the encoder's own (musiclm.codec.search; 100 steps: real-music note F1 0.455 → 0.483 at 6 kbps).
-That costs ~80 s per 10 s. An encoder trained to output those latents directly would give part of the gain at
-the encoder's speed: the amortisation gap of variational inference (Cremer et al. 2018, "Inference
-Suboptimality in Variational Autoencoders"; Marino et al. 2018, "Iterative Amortized Inference").
+That costs ~80 s per 10 s (at lr 0.01; since 2026-12-01 the search runs at lr 0.15, where 15-25 steps reach
+as far on training clips: eval/search_schedule.py). An encoder trained to output those latents directly would
+give part of the gain at the encoder's speed: the amortisation gap of variational inference (Cremer et al.
+2018, "Inference Suboptimality in Variational Autoencoders"; Marino et al. 2018, "Iterative Amortized Inference").
 
 This script draws training crops (the codec recipe's own sampler: `CropBatches`, train split only, random gain,
 a share of synthetic tone melodies), searches each and writes shards of (audio, searched latent) that
@@ -29,7 +30,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from musiclm.codec import Codec
-from musiclm.codec.search import reconstruction_error, search_latent
+from musiclm.codec.search import SEARCH_LR, reconstruction_error, search_latent
 from musiclm.training.audio_dataset import CropBatches, read_manifests
 
 MANIFESTS = ["data/recorded/manifest.jsonl", "data/synth/manifest.jsonl"]
@@ -43,7 +44,8 @@ def main() -> None:
     parser.add_argument("--manifest-weights", nargs="*", type=float, default=[0.5, 0.5])
     parser.add_argument("--seconds", type=float, default=4.0, help="crop length")
     parser.add_argument("--bandwidth", type=float, default=6.0, help="kbps the search quantizes at")
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--lr", type=float, default=SEARCH_LR, help="the search's Adam learning rate")
     parser.add_argument("--shard-size", type=int, default=8, help="crops per shard file")
     parser.add_argument("--tone-melody-share", type=float, default=0.2)
     parser.add_argument("--worker", type=int, default=0)
@@ -79,6 +81,7 @@ def main() -> None:
         "sound_fingerprint": codec.sound_fingerprint(),  # the decoder and codebooks the targets were heard through
         "n_q": n_q,
         "steps": args.steps,
+        "lr": args.lr,
         "seconds": args.seconds,
         "sample_rate": codec.config.sample_rate,
     }
@@ -97,7 +100,7 @@ def main() -> None:
         for first in range(0, args.shard_size, args.batch):
             items = [args.worker + (shard * args.shard_size + first + i) * args.workers for i in range(args.batch)]
             wav = torch.cat([crops[item] for item in items]).to(args.device)  # [batch, C, N]
-            result = search_latent(codec, wav, n_q, args.steps)
+            result = search_latent(codec, wav, n_q, args.steps, lr=args.lr)
             audio.extend(wav.cpu().unbind(0))
             latents.extend(result.latent.cpu().unbind(0))
             if args.batch == 1:
