@@ -4,7 +4,8 @@ line that vanishes is visible at a glance).
     .venv/bin/python eval/codec_figures.py --codec checkpoints/codec --out train/figures --clips 2
 
 Panels, top to bottom: the reference, the codec at each `--bandwidths`, Opus CBR at each `--opus` (when
-ffmpeg is present), and optionally a second codec (`--compare DIR`, e.g. the previous one). Clips: the same
+ffmpeg is present), and optionally a second codec (`--compare DIR`, e.g. the previous one) and the codec's
+codes chosen by analysis by synthesis at 6 kbps (`--search STEPS`, musiclm.codec.search). Clips: the same
 picks as eval/codec_curve.py (`pick_clips`, seed 0) from real music (test tracks of data/recorded) and from
 renders of pieces never trained on (data/synth_test).
 """
@@ -19,6 +20,7 @@ import torch
 from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 
 from musiclm.codec import Codec
+from musiclm.codec.search import SEARCH_LR, search_codes
 from musiclm.evaluation import plots
 from musiclm.evaluation.opus import opus_roundtrip
 
@@ -32,6 +34,12 @@ def through(codec: Codec, wav: torch.Tensor, kbps: float) -> torch.Tensor:
         return codec.decode(codec.encode(wav[None], n_q=n_q))[0, :, : wav.shape[-1]]
 
 
+def searched(codec: Codec, wav: torch.Tensor, kbps: float, steps: int) -> torch.Tensor:
+    codes = search_codes(codec, wav[None], codec.config.n_q_for_bandwidth(kbps), steps)
+    with torch.inference_mode():
+        return codec.decode(codes)[0, :, : wav.shape[-1]]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--codec", type=Path, default=ROOT / "checkpoints/codec")
@@ -42,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=6.0)
     p.add_argument("--bandwidths", type=float, nargs="+", default=[3.0, 6.0, 12.0])
     p.add_argument("--opus", type=float, nargs="*", default=[6.0, 12.0])
+    p.add_argument("--search", type=int, default=0, help="add the codec at 6 kbps with this many search steps")
+    p.add_argument("--prefix", default="spectrograms", help="files are PREFIX_{real,rendered}N.png")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     codec = Codec.from_pretrained(args.codec).eval()
@@ -53,12 +63,15 @@ def main(argv: list[str] | None = None) -> int:
             panels += [(f"{codec.config.name} {kbps:g} kbps", through(codec, wav, kbps)) for kbps in args.bandwidths]
             if other is not None:
                 panels.append((f"{args.compare_label or other.config.name} 6 kbps", through(other, wav, 6.0)))
+            if args.search:
+                title = f"{codec.config.name} 6 kbps, --search {args.search} (lr {SEARCH_LR:g})"
+                panels.append((title, searched(codec, wav, 6.0, args.search)))
             for kbps in args.opus:
                 try:
                     panels.append((f"Opus CBR {kbps:g} kbps", opus_roundtrip(wav, sr, kbps)[0]))
                 except Exception as e:  # no ffmpeg: the codec panels still tell
                     print(f"Opus {kbps:g} kbps skipped: {e}", file=sys.stderr)
-            path = args.out / f"spectrograms_{name}{i}.png"
+            path = args.out / f"{args.prefix}_{name}{i}.png"
             plots.spectrograms(path, panels, sr, title=f"{name} music, held out")
             print(f"wrote {path}")
     return 0
