@@ -106,8 +106,9 @@ def main() -> int:
         type=int,
         default=0,
         help="--paths mlc encodes with this many analysis-by-synthesis steps (musiclm.codec.search); "
-        "rows get path 'mlc+searchNlrLR' (LR: search.SEARCH_LR)",
+        "rows get path 'mlc+searchNlrLR' (LR: --search-lr)",
     )
+    p.add_argument("--search-lr", type=float, default=SEARCH_LR, help="the search's learning rate")
     args = p.parse_args()
     torch.set_num_threads(1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +152,7 @@ def main() -> int:
                         for path in args.paths:
                             search = args.search if path == "mlc" else 0
                             # rows before SEARCH_LR was raised to 0.15 are "mlc+searchN" (lr 0.01)
-                            label = f"mlc+search{search}lr{SEARCH_LR:g}" if search else path
+                            label = f"mlc+search{search}lr{args.search_lr:g}" if search else path
                             if (str(run), step, name, kbps, label) in seen:
                                 continue
                             scores = [
@@ -159,7 +160,7 @@ def main() -> int:
                                     (str(run), step, name, kbps, label, i),
                                     wav,
                                     ref,
-                                    partial(roundtrip, codec, kbps=kbps, path=path, search_steps=search),
+                                    partial(roundtrip, codec, kbps=kbps, path=path, search=(search, args.search_lr)),
                                 )
                                 for i, (wav, ref) in enumerate(zip(clips, notes, strict=True))
                             ]
@@ -173,11 +174,12 @@ def main() -> int:
 
 
 @torch.no_grad()
-def roundtrip(codec, wav: torch.Tensor, kbps: float, path: str, search_steps: int = 0) -> torch.Tensor:
-    """wav [1, N] at 24 kHz → decoded [1, N]: through the .mlc compressor (encoding with `search_steps`), or
-    straight through the model."""
+def roundtrip(codec, wav: torch.Tensor, kbps: float, path: str, search: tuple[int, float] = (0, 0.0)) -> torch.Tensor:
+    """wav [1, N] at 24 kHz → decoded [1, N]: through the .mlc compressor (encoding with `search`: steps and
+    learning rate), or straight through the model."""
     if path.startswith("mlc"):
-        mlc = compress_bytes(wav, codec, sample_rate=24000, bandwidth=kbps, search_steps=search_steps)
+        steps, lr = search
+        mlc = compress_bytes(wav, codec, sample_rate=24000, bandwidth=kbps, search_steps=steps, search_lr=lr)
         return decompress_bytes(mlc, codec)[0]
     return codec.decode(codec.encode(wav[None], codec.config.n_q_for_bandwidth(kbps)), wav.shape[-1])[0]
 

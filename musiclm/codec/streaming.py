@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from musiclm.audio import convert_channels, resample_polyphase
-from musiclm.codec.search import search_codes
+from musiclm.codec.search import SEARCH_LR, search_codes
 
 
 class StreamResampler:
@@ -138,11 +138,12 @@ def encode_chunks(
     n_q: int,
     search_steps: int = 0,
     on_step: Callable[[], None] | None = None,
+    search_lr: float = SEARCH_LR,
 ) -> Iterator[Tensor]:
     """Audio blocks [S * C, L] at the codec rate (num_samples in all; C the codec's channels, S streams
     coded as a batch) → codes [S, n_q, t] per chunk of frames. `search_steps` > 0: each chunk's codes are
     searched by analysis by synthesis (musiclm.codec.search) over the chunk and its context, calling
-    `on_step` before each step."""
+    `on_step` before each step, at learning rate `search_lr`."""
     hop = codec.hop_length
     total = math.ceil(num_samples / hop)
     buffer = BlockBuffer(blocks)
@@ -152,7 +153,7 @@ def encode_chunks(
         wav = buffer.get(w0 * hop, min(num_samples, (t1 + context) * hop))  # [S * C, L]
         batch = torch.from_numpy(np.ascontiguousarray(wav)).reshape(-1, codec.channels, wav.shape[-1])
         if search_steps > 0:
-            codes = search_codes(codec, batch, n_q, search_steps, frame_offset=w0, on_step=on_step)
+            codes = search_codes(codec, batch, n_q, search_steps, frame_offset=w0, lr=search_lr, on_step=on_step)
         else:
             codes = codec.encode(batch, n_q=n_q, frame_offset=w0)  # [S, K, T']
         yield codes[..., t0 - w0 : t1 - w0]

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from musiclm.codec import bitstream
 from musiclm.codec.bitstream import Header, resampled_length
+from musiclm.codec.search import SEARCH_LR
 from musiclm.codec.streaming import BlockBuffer, context_frames, decode_chunks, encode_chunks, resampled_blocks
 from musiclm.compress import CHUNK_SECONDS  # the one default, also used by musiclm.compress()
 from musiclm.compress.common import check_destination, codec_prior, load_codec, open_output, progress_bar
@@ -89,6 +90,7 @@ def encode_to(
     chunk_seconds: float = CHUNK_SECONDS,
     progress: bool | None = None,
     search_steps: int = 0,
+    search_lr: float = SEARCH_LR,
 ) -> Header:
     """Encode `src` with `codec` and write the .mlc bytes to `out` (anything with `write(bytes)`). `entropy`:
     range-code the codes (None: wherever the codec's codebook size allows, `entropy_default`).
@@ -122,9 +124,18 @@ def encode_to(
 
         def encoded():
             nonlocal searching
-            for codes in encode_chunks(
-                codec, to_encode, header.num_samples, header.chunk_frames, context, header.n_q, search_steps, on_step
-            ):
+            chunks = encode_chunks(
+                codec,
+                to_encode,
+                header.num_samples,
+                header.chunk_frames,
+                context,
+                header.n_q,
+                search_steps,
+                on_step,
+                search_lr,
+            )
+            for codes in chunks:
                 coded.append(codes)
                 searching += 1
                 yield codes
@@ -152,20 +163,24 @@ def compress(
     chunk_seconds: float = CHUNK_SECONDS,
     progress: bool | None = None,
     search_steps: int = 0,
+    search_lr: float = SEARCH_LR,
 ) -> Header:
     """Compress an audio file (path, '-', bytes or file object) to .mlc at `destination` (a path ending in
     .mlc, '-' or a binary file object). `bandwidth`: kbps per channel (default 6 when offered); each channel
     is coded on its own, so a stereo file takes twice that, unless `mono` codes a downmix. The codes are
     range-coded (smaller files) unless `entropy` is False; None: wherever the codec allows. A file at
     `destination` is replaced only with `force`, even one that appears meanwhile. `search_steps` > 0: codes
-    chosen by analysis by synthesis (musiclm.codec.search): slower to encode, the same format and decoder."""
+    chosen by analysis by synthesis (musiclm.codec.search) at Adam learning rate `search_lr`: slower to encode,
+    the same format and decoder."""
     _check_mlc_name(destination)
     check_destination(source, destination, force)
     src = open_audio(source)  # bad input fails before the codec loads
     try:
         codec = load_codec(codec)
         with open_output(destination, force) as out:
-            return encode_to(out, src, codec, bandwidth, entropy, mono, chunk_seconds, progress, search_steps)
+            return encode_to(
+                out, src, codec, bandwidth, entropy, mono, chunk_seconds, progress, search_steps, search_lr
+            )
     finally:
         src.close()
 
@@ -179,12 +194,14 @@ def compress_bytes(
     mono: bool = False,
     chunk_seconds: float = CHUNK_SECONDS,
     search_steps: int = 0,
+    search_lr: float = SEARCH_LR,
 ) -> bytes:
-    """Audio file bytes, or wav [C, N] with its `sample_rate` → .mlc bytes (`search_steps`: as `compress`)."""
+    """Audio file bytes, or wav [C, N] with its `sample_rate` → .mlc bytes (`search_steps`, `search_lr`: as
+    `compress`)."""
     src = open_audio(audio, sample_rate)
     out = io.BytesIO()
     try:
-        encode_to(out, src, load_codec(codec), bandwidth, entropy, mono, chunk_seconds, False, search_steps)
+        encode_to(out, src, load_codec(codec), bandwidth, entropy, mono, chunk_seconds, False, search_steps, search_lr)
     finally:
         src.close()
     return out.getvalue()
