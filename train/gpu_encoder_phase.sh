@@ -23,7 +23,7 @@ OUT=${OUT:-outputs/gpu_encoder}
 DATA=${DATA:-data/gpu_excerpts/manifest.jsonl}
 DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-64}
-STEPS=${STEPS:-25}  # at search.SEARCH_LR 0.15 (eval/search_schedule.py): more than 100 steps at 0.01 reached
+STEPS=${STEPS:-100}
 mkdir -p "$OUT"
 if compgen -G ".whl/*.whl" > /dev/null; then  # wheels a bare machine lacks (soundfile)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1

@@ -2,8 +2,8 @@
 
 `musiclm compress --search STEPS` finds, per clip, a latent whose codes the frozen decoder plays closer to the
 input than the encoder's own (musiclm.codec.search; 100 steps: real-music note F1 0.455 → 0.483 at 6 kbps).
-That costs ~80 s per 10 s (at lr 0.01; since 2026-12-01 the search runs at lr 0.15, where 15-25 steps reach
-as far on training clips: eval/search_schedule.py). An encoder trained to output those latents directly would
+That costs ~80 s per 10 s (a faster rate reaches as far by the search's objective in 15 steps but keeps fewer
+notes: musiclm.codec.search.SEARCH_LR). An encoder trained to output those latents directly would
 give part of the gain at the encoder's speed: the amortisation gap of variational inference (Cremer et al.
 2018, "Inference Suboptimality in Variational Autoencoders"; Marino et al. 2018, "Iterative Amortized Inference").
 
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--manifest-weights", nargs="*", type=float, default=[0.5, 0.5])
     parser.add_argument("--seconds", type=float, default=4.0, help="crop length")
     parser.add_argument("--bandwidth", type=float, default=6.0, help="kbps the search quantizes at")
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=SEARCH_LR, help="the search's Adam learning rate")
     parser.add_argument("--shard-size", type=int, default=8, help="crops per shard file")
     parser.add_argument("--tone-melody-share", type=float, default=0.2)
