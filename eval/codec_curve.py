@@ -93,8 +93,9 @@ def main() -> int:
     p.add_argument(
         "--paired",
         action="store_true",
-        help="print each scored row of the runs against each Opus row of its set, paired over the clips both "
-        "scored (OUT.clips.jsonl: mean difference and 95 %% bootstrap interval), and exit",
+        help="print each scored row of the runs against each Opus row of its set (and a searched row against the "
+        "unsearched 'mlc' one), paired over the clips both scored (OUT.clips.jsonl: mean difference and 95 %% "
+        "bootstrap interval), and exit",
     )
     p.add_argument(
         "--opus", type=float, nargs="*", default=[], help="also score Opus CBR at these kbps (run 'opus-cbr')"
@@ -245,31 +246,36 @@ def write(out, key: dict, scores: list[dict]) -> None:
 
 
 def paired_table(clips_file: Path, runs: list[str], seconds: float, metrics=("note_f1", "si_snr")) -> str:
-    """Each (run, step, kbps, path) of `runs` minus each Opus row of the same set, over the clip indices both
-    have in `clips_file`: mean difference and its percentile bootstrap interval (musiclm.evaluation.stats)."""
+    """Each (run, step, kbps, path) of `runs` minus each Opus row of the same set, and a searched row minus the
+    same codec's unsearched one ("mlc"), over the clip indices both have in `clips_file`: mean difference and
+    its percentile bootstrap interval (musiclm.evaluation.stats)."""
     from musiclm.evaluation.stats import paired_difference
 
     scores: dict[tuple, dict[int, dict]] = {}
-    for row in ClipCache(clips_file, seconds, with_visqol=False).rows.items():
-        (run, step, name, kbps, path, clip, clip_seconds), values = row
+    for (run, step, name, kbps, path, clip, clip_seconds), values in ClipCache(clips_file, seconds, False).rows.items():
         if clip_seconds == seconds:
             scores.setdefault((run, step, name, kbps, path), {})[clip] = values
-    header = "| set | system − Opus | clips | " + " | ".join(f"{m} difference [95 % interval]" for m in metrics) + " |"
+
+    def label(key: tuple) -> str:
+        return f"Opus {key[3]:g} kbps" if key[0] == OPUS_RUN else f"{Path(key[0]).name} {key[3]:g} kbps {key[4]}"
+
+    header = "| set | difference | clips | " + " | ".join(f"{m} difference [95 % interval]" for m in metrics) + " |"
     lines = [header, "|" + "---|" * (3 + len(metrics))]
     for key, ours in sorted(scores.items(), key=lambda kv: tuple(map(str, kv[0]))):
         if key[0] not in runs:
             continue
-        for opus_key, theirs in sorted(scores.items(), key=lambda kv: kv[0][3]):
-            if opus_key[0] != OPUS_RUN or opus_key[2] != key[2]:
-                continue
+        bases = [k for k in scores if k[0] == OPUS_RUN and k[2] == key[2]]
+        if key[4].startswith("mlc+search"):  # against the encoder's codes, and against searches listed before it
+            bases += [k for k in scores if k[:4] == key[:4] and (k[4] == "mlc" or "mlc+search" <= k[4] < key[4])]
+        for base in sorted(bases, key=lambda k: (k[0], k[3])):
+            theirs = scores[base]
             clips = sorted(set(ours) & set(theirs))
             if not clips:
                 continue
             cells = [
                 str(paired_difference([ours[c][m] for c in clips], [theirs[c][m] for c in clips])) for m in metrics
             ]
-            name = f"{Path(key[0]).name} {key[3]:g} kbps {key[4]} − Opus {opus_key[3]:g} kbps"
-            lines.append(f"| {key[2]} | {name} | {len(clips)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {key[2]} | {label(key)} − {label(base)} | {len(clips)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -49,11 +49,14 @@ def compress(
     chunk_seconds: float = _compress_api.CHUNK_SECONDS,
     progress: bool | None = None,
     search_steps: int = 0,
+    search_lr: float | None = None,
 ):
     """Compress an audio file to .mlc: `musiclm.compress.compress` (see there)."""
     from musiclm.compress.encode import compress as run
 
-    return run(source, destination, codec, bandwidth, entropy, mono, force, chunk_seconds, progress, search_steps)
+    return run(
+        source, destination, codec, bandwidth, entropy, mono, force, chunk_seconds, progress, search_steps, search_lr
+    )
 
 
 __all__ = ["MusicLMError", "__version__", "compress", *_LAZY]

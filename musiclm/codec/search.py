@@ -11,8 +11,9 @@ Measured with the shipped codec at 6 kbps on 16 real + 16 rendered held-out clip
 compressor (eval/codec_curve.py --search STEPS; train/README.md, "codes chosen by listening"): 40 steps
 (~30 s per 10 s on one thread) raise chroma agreement 0.865 → 0.888 (real) and 0.779 → 0.856 (rendered),
 onset agreement 0.479 → 0.573 on real music, SI-SNR by 0.3-0.4 dB; note F1 0.455 → 0.462 and 0.535 → 0.546,
-within the noise of 16 clips. 100 steps on the real clips: note F1 0.483 (Opus CBR 12 kbps: 0.474), ViSQOL
-3.22 → 3.75, chroma 0.912, onset agreement 0.657.
+within the noise of 16 clips. 100 steps: note F1 0.483 / 0.552 (Opus CBR 12 kbps: 0.474 / 0.544), ViSQOL
+3.22 → 3.75 / 3.40 → 3.87. On 48 real clips, 100 steps against the encoder: note F1 0.465 → 0.516, paired
++0.051 [+0.027, +0.077]; Opus CBR 12 kbps 0.500.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ examples:
   musiclm compress song.flac song.mlc                 # 6 kbps per channel with the shipped codec
   musiclm compress song.wav song.mlc --bandwidth 12 --no-entropy   # bit-packed at the nominal rate
   musiclm compress *.wav --out-dir mlc/               # many files, one model load
-  musiclm compress song.wav song.mlc --search 15      # slower encoding, attacks kept better
+  musiclm compress song.wav song.mlc --search 100     # ~8x slower than real time: more notes kept, same format
   cat song.wav | musiclm compress - - > song.mlc      # '-' is stdin/stdout; a WAV on stdin is streamed
 """
 

@@ -90,13 +90,15 @@ def encode_to(
     chunk_seconds: float = CHUNK_SECONDS,
     progress: bool | None = None,
     search_steps: int = 0,
-    search_lr: float = SEARCH_LR,
+    search_lr: float | None = None,
 ) -> Header:
     """Encode `src` with `codec` and write the .mlc bytes to `out` (anything with `write(bytes)`). `entropy`:
     range-code the codes (None: wherever the codec's codebook size allows, `entropy_default`).
     `search_steps` > 0: analysis-by-synthesis encoding (musiclm.codec.search), slower, same format."""
     if entropy is None:
         entropy = entropy_default(codec)
+    if search_lr is None:
+        search_lr = SEARCH_LR
     header = _header(src, codec, bandwidth, entropy, mono, chunk_seconds)
     prior = None
     if entropy:
@@ -163,14 +165,15 @@ def compress(
     chunk_seconds: float = CHUNK_SECONDS,
     progress: bool | None = None,
     search_steps: int = 0,
-    search_lr: float = SEARCH_LR,
+    search_lr: float | None = None,
 ) -> Header:
     """Compress an audio file (path, '-', bytes or file object) to .mlc at `destination` (a path ending in
     .mlc, '-' or a binary file object). `bandwidth`: kbps per channel (default 6 when offered); each channel
     is coded on its own, so a stereo file takes twice that, unless `mono` codes a downmix. The codes are
     range-coded (smaller files) unless `entropy` is False; None: wherever the codec allows. A file at
     `destination` is replaced only with `force`, even one that appears meanwhile. `search_steps` > 0: codes
-    chosen by analysis by synthesis (musiclm.codec.search) at Adam learning rate `search_lr`: slower to encode,
+    chosen by analysis by synthesis (musiclm.codec.search) at Adam learning rate `search_lr` (None:
+    musiclm.codec.search.SEARCH_LR): slower to encode,
     the same format and decoder."""
     _check_mlc_name(destination)
     check_destination(source, destination, force)
@@ -194,7 +197,7 @@ def compress_bytes(
     mono: bool = False,
     chunk_seconds: float = CHUNK_SECONDS,
     search_steps: int = 0,
-    search_lr: float = SEARCH_LR,
+    search_lr: float | None = None,
 ) -> bytes:
     """Audio file bytes, or wav [C, N] with its `sample_rate` → .mlc bytes (`search_steps`, `search_lr`: as
     `compress`)."""
