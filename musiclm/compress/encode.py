@@ -94,7 +94,7 @@ def encode_to(
 ) -> Header:
     """Encode `src` with `codec` and write the .mlc bytes to `out` (anything with `write(bytes)`). `entropy`:
     range-code the codes (None: wherever the codec's codebook size allows, `entropy_default`).
-    `search_steps` > 0: analysis-by-synthesis encoding (musiclm.codec.search), slower, same format."""
+    `search_steps` > 0: analysis-by-synthesis encoding (musiclm.codec.search) at `search_lr`, slower, same format."""
     if entropy is None:
         entropy = entropy_default(codec)
     if search_lr is None:
@@ -173,8 +173,7 @@ def compress(
     range-coded (smaller files) unless `entropy` is False; None: wherever the codec allows. A file at
     `destination` is replaced only with `force`, even one that appears meanwhile. `search_steps` > 0: codes
     chosen by analysis by synthesis (musiclm.codec.search) at Adam learning rate `search_lr` (None:
-    musiclm.codec.search.SEARCH_LR): slower to encode,
-    the same format and decoder."""
+    musiclm.codec.search.SEARCH_LR): slower to encode, the same format and decoder."""
     _check_mlc_name(destination)
     check_destination(source, destination, force)
     src = open_audio(source)  # bad input fails before the codec loads
