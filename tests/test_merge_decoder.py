@@ -22,15 +22,22 @@ def _merge(root: Path, weights: str, out: str, *extra: str, part: str = "--decod
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
 
 
+def _trained_part(codec, part: str, path, step: int) -> dict[str, torch.Tensor]:
+    """The codec's `part`.* weights moved a little, in fp16, as a training phase brings them back (saved at
+    `path` with its step)."""
+    trained = {
+        k: (v + 0.01 * torch.randn_like(v)).half()
+        for k, v in codec.state_dict().items()
+        if k.startswith(f"{part}.") and v.is_floating_point()
+    }
+    save_file(trained, str(path), metadata={"step": str(step)})
+    return trained
+
+
 def test_merge_replaces_the_decoder_and_keeps_the_fingerprint(tiny_codec, tmp_path):
     tiny_codec.save_pretrained(tmp_path / "codec")
     shipped = Codec.from_pretrained(tmp_path / "codec")
-    trained = {
-        k: (v + 0.01 * torch.randn_like(v)).half()
-        for k, v in shipped.state_dict().items()
-        if k.startswith("decoder.") and v.is_floating_point()
-    }
-    save_file(trained, str(tmp_path / "decoder.safetensors"), metadata={"step": "7"})
+    trained = _trained_part(shipped, "decoder", tmp_path / "decoder.safetensors", step=7)
 
     done = _merge(tmp_path, "decoder.safetensors", "merged", "--name", "tiny-merged")
     assert done.returncode == 0, done.stderr
@@ -91,12 +98,7 @@ def test_merge_takes_a_grown_frame_decoder_with_its_shape(tmp_path):
 def test_an_encoder_merge_keeps_what_the_codes_sound_like_and_refuses_another_encoder(tiny_codec, tmp_path):
     tiny_codec.save_pretrained(tmp_path / "codec")
     shipped = Codec.from_pretrained(tmp_path / "codec")
-    trained = {
-        k: (v + 0.01 * torch.randn_like(v)).half()
-        for k, v in shipped.state_dict().items()
-        if k.startswith("encoder.") and v.is_floating_point()
-    }
-    save_file(trained, str(tmp_path / "encoder.safetensors"), metadata={"step": "9"})
+    trained = _trained_part(shipped, "encoder", tmp_path / "encoder.safetensors", step=9)
     done = _merge(tmp_path, "encoder.safetensors", "merged", part="--encoder")
     assert done.returncode == 0, done.stderr
     merged = Codec.from_pretrained(tmp_path / "merged")

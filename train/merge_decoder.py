@@ -42,9 +42,7 @@ def merge(codec_dir: str, decoder_file: str, out: str, name: str | None, setting
         section[path[-1]] = yaml.safe_load(value)
     if name:
         config["name"] = name
-    decoder = load_file(decoder_file)
-    if not decoder or any(not k.startswith("decoder.") for k in decoder):
-        raise MusicLMError(f"{decoder_file}: expected decoder.* weights only")
+    decoder = _load_part(decoder_file, "decoder")
     one_stack = config.get("backbone") == "frame" and "decoder.net2.embed.weight" not in decoder
     if one_stack:  # a decoder grown in training (more blocks, a head MLP) keeps its shape
         config["frame"].update(_frame_decoder_shape(decoder))
@@ -61,11 +59,7 @@ def merge(codec_dir: str, decoder_file: str, out: str, name: str | None, setting
     merged.save_pretrained(out, dtype=_stored_dtype(Path(codec_dir) / "model.safetensors"))
     if Codec.from_pretrained(out).fingerprint() != before:  # e.g. an fp32 codec written as fp16
         raise MusicLMError(f"{out}: the saved codec's fingerprint differs from {codec_dir}'s")
-    with safe_open(decoder_file, "pt") as f:
-        step = (f.metadata() or {}).get("step")
-    (Path(out) / "merged_from.json").write_text(
-        json.dumps({"codec": codec_dir, "decoder": str(decoder_file), "step": step, "set": settings}, indent=2) + "\n"
-    )
+    _write_provenance(out, codec_dir, "decoder", decoder_file, set=settings)
     return merged
 
 
@@ -75,9 +69,7 @@ def merge_encoder(codec_dir: str, encoder_file: str, out: str, name: str | None)
     (`fingerprint`) changes, so an LM must be trained on the new codes before this codec ships."""
     codec = Codec.from_pretrained(codec_dir)
     sound = codec.sound_fingerprint()
-    encoder = load_file(encoder_file)
-    if not encoder or any(not k.startswith("encoder.") for k in encoder):
-        raise MusicLMError(f"{encoder_file}: expected encoder.* weights only")
+    encoder = _load_part(encoder_file, "encoder")
     state = codec.state_dict()
     missing = sorted(k for k in state if k.startswith("encoder.") and k not in encoder)
     wrong = sorted(k for k, v in encoder.items() if k not in state or state[k].shape != v.shape)
@@ -92,12 +84,24 @@ def merge_encoder(codec_dir: str, encoder_file: str, out: str, name: str | None)
     codec.save_pretrained(out, dtype=_stored_dtype(Path(codec_dir) / "model.safetensors"))
     if Codec.from_pretrained(out).sound_fingerprint() != sound:
         raise MusicLMError(f"{out}: the decoder or codebooks changed on the way")
-    with safe_open(encoder_file, "pt") as f:
-        step = (f.metadata() or {}).get("step")
-    (Path(out) / "merged_from.json").write_text(
-        json.dumps({"codec": codec_dir, "encoder": str(encoder_file), "step": step}, indent=2) + "\n"
-    )
+    _write_provenance(out, codec_dir, "encoder", encoder_file)
     return codec
+
+
+def _load_part(weights_file: str, part: str) -> dict[str, torch.Tensor]:
+    """`part`.* weights (safetensors), refusing a file with anything else in it."""
+    weights = load_file(weights_file)
+    if not weights or any(not k.startswith(f"{part}.") for k in weights):
+        raise MusicLMError(f"{weights_file}: expected {part}.* weights only")
+    return weights
+
+
+def _write_provenance(out: str, codec_dir: str, part: str, weights_file: str, **extra) -> None:
+    """OUT/merged_from.json: the codec, the merged part's file and the training step recorded in it."""
+    with safe_open(weights_file, "pt") as f:
+        step = (f.metadata() or {}).get("step")
+    record = {"codec": codec_dir, part: str(weights_file), "step": step, **extra}
+    (Path(out) / "merged_from.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _frame_decoder_shape(decoder: dict[str, torch.Tensor]) -> dict[str, int]:
