@@ -144,3 +144,21 @@ def test_a_cosine_schedule_searches_too_and_an_unknown_one_is_refused(codec, wav
     assert torch.equal(codec.quantizer.encode(result.latent, 4), result.codes)
     with pytest.raises(ValueError, match="schedule"):
         search_latent(codec, wav, 4, steps=3, schedule="linear")
+
+
+def test_the_search_descends_the_objective_it_is_given(codec, wav):
+    """A search towards silence (the output's L1 alone) lowers that, not the reconstruction error, and its
+    start and best are measured by it."""
+    heard: list[torch.Tensor] = []
+
+    def loudness(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        heard.append(target)
+        return output.abs().mean()
+
+    result = search_latent(codec, wav, 4, steps=10, lr=0.05, objective=loudness)
+    assert all(target is wav for target in heard) and len(heard) == 11  # each step, then the last codes
+    assert result.error_best < result.error_start
+    encoded_quiet = codec.decode(codec.encode(wav, n_q=4), wav.shape[-1]).abs().mean().item()
+    assert result.error_start == pytest.approx(encoded_quiet, rel=1e-4)
+    searched_quiet = codec.decode(result.codes, wav.shape[-1]).abs().mean().item()
+    assert searched_quiet == pytest.approx(result.error_best, rel=1e-4)

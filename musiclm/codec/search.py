@@ -83,10 +83,12 @@ def search_latent(
     lr: float = SEARCH_LR,
     on_step: Callable[[], None] | None = None,
     schedule: str = "constant",
+    objective: Callable[[Tensor, Tensor], Tensor] = reconstruction_error,
 ) -> SearchResult:
     """`search_codes` with the latent of the best codes (a target an encoder can learn: it quantizes to them)
     and the objective of the encoder's codes and of the best (steps ≥ 1). On a batch, best is by the batch's
-    objective, as the compressor searches a chunk's streams together."""
+    objective, as the compressor searches a chunk's streams together. `objective(output, target)` is the
+    error searched down (eval/search_objective.py compares others with `reconstruction_error`)."""
     if steps < 1:
         raise ValueError(f"search_latent needs steps >= 1, got {steps}")
     if schedule not in SCHEDULES:
@@ -100,7 +102,7 @@ def search_latent(
         return codes, quantizer.decode(codes)
 
     def error_of(z_hat: Tensor) -> Tensor:
-        return reconstruction_error(codec._decode_latent(z_hat, frame_offset)[..., :n], wav)
+        return objective(codec._decode_latent(z_hat, frame_offset)[..., :n], wav)
 
     with torch.enable_grad():
         z = latent.clone().requires_grad_(True)
