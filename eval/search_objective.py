@@ -9,11 +9,11 @@ discriminator-free training for the same low-frequency failures.
 
     .venv/bin/python eval/search_objective.py checkpoints/codec base cqt:4 --clips 6 --seconds 8
 
-Objectives: `encoder` (no search), `base` (the compressor's), `cqt:W` (base + W × the log-CQT L1 at each window). Each searches the
-same training clips (real and rendered: an objective is chosen here, so not on the held-out clips that score
-the compressor) at `--kbps`, `--steps` at `--lr`, and the codes are decoded straight through the model. Printed
-per objective: note F1, precision, recall, SI-SNR, chroma and onset agreement (means), and note F1 paired
-against the first objective with its 95 % bootstrap interval.
+Objectives: `encoder` (no search), `base` (the compressor's), `cqt:W` (base + W × the log-CQT L1 at each
+window). Each searches the same training clips (real and rendered: an objective is chosen here, so not on the
+held-out clips that score the compressor) at `--kbps`, `--steps` at `--lr`, and the codes are decoded straight
+through the model. Printed per objective: note F1, precision, recall, SI-SNR, chroma and onset agreement
+(means), and note F1 paired against the first objective with its 95 % bootstrap interval.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main() -> int:
     scores: dict[str, list[dict[str, float]]] = {text: [] for text in objectives}
     seconds: dict[str, float] = dict.fromkeys(objectives, 0.0)
     with tqdm(total=len(clips) * len(objectives), desc="search", unit="clip") as bar:
-        for (set_name, wav), reference in zip(clips, references):
+        for (set_name, wav), reference in zip(clips, references, strict=True):
             for text, error in objectives.items():
                 start = time.perf_counter()
                 if text == "encoder":
@@ -117,8 +117,10 @@ def main() -> int:
                 )
                 bar.update()
     first = args.objectives[0]
-    print(f"\n{len(clips)} training clips of {args.seconds:g} s, {args.kbps:g} kbps, {args.steps} steps at lr {args.lr:g}")
-    print("| objective | set | note F1 | precision | recall | SI-SNR dB | chroma | onsets | note F1 − first [95 %] | s/clip |")
+    setting = f"{args.kbps:g} kbps, {args.steps} steps at lr {args.lr:g}"
+    print(f"\n{len(clips)} training clips of {args.seconds:g} s, {setting}")
+    columns = "objective | set | note F1 | precision | recall | SI-SNR dB | chroma | onsets | note F1 − first [95 %]"
+    print(f"| {columns} | s/clip |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for text, rows in scores.items():
         for set_name in (*SETS, "all"):
