@@ -41,7 +41,7 @@ import torch
 
 from musiclm.audio import convert_channels, load_audio, resample
 from musiclm.codec import bitstream
-from musiclm.codec.search import SEARCH_LR
+from musiclm.codec.search import search_label
 from musiclm.compress import compress_bytes, decompress_bytes, load_codec, read_codes
 from musiclm.errors import MusicLMError
 from musiclm.evaluation import metrics, notes
@@ -405,7 +405,7 @@ def main() -> int:
         default=0,
         metavar="STEPS",
         help="encode with this many analysis-by-synthesis steps (musiclm compress --search); "
-        "rows get '+searchNlrLR' (LR: search.SEARCH_LR)",
+        "rows get '+searchNlrLR' (LR: search.SEARCH_LR; + 'cqtW' with search.SEARCH_CQT_WEIGHT)",
     )
     p.add_argument("--no-opus", action="store_true")
     p.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (~1.5 s per 10 s clip and system)")
@@ -429,7 +429,7 @@ def main() -> int:
     score = Scorer(clips, sr, use_visqol=not args.no_visqol)
     rows, per_clip = [], []
     if args.search:
-        labels = [f"{label}+search{args.search}lr{SEARCH_LR:g}" for label in labels]
+        labels = [f"{label}+{search_label(args.search)}" for label in labels]
     bandwidths = []
     for codec in codecs:
         unknown = sorted(set(args.bandwidths or []) - set(codec.bandwidths))

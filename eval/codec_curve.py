@@ -33,7 +33,7 @@ import torch
 from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 
 from musiclm.codec import Codec
-from musiclm.codec.search import SEARCH_LR
+from musiclm.codec.search import SEARCH_LR, search_label
 from musiclm.compress import compress_bytes, decompress_bytes
 from musiclm.evaluation import metrics
 from musiclm.evaluation.codec_eval import quality
@@ -152,8 +152,8 @@ def main() -> int:
                     for name, (clips, notes) in refs.items():
                         for path in args.paths:
                             search = args.search if path == "mlc" else 0
-                            # rows before SEARCH_LR was raised to 0.15 are "mlc+searchN" (lr 0.01)
-                            label = f"mlc+search{search}lr{args.search_lr:g}" if search else path
+                            # rows before SEARCH_LR was raised to 0.15 are "mlc+searchN" (lr 0.01, no CQT term)
+                            label = f"mlc+{search_label(search, args.search_lr)}" if search else path
                             if (str(run), step, name, kbps, label) in seen:
                                 continue
                             scores = [

@@ -20,7 +20,7 @@ import torch
 from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 
 from musiclm.codec import Codec
-from musiclm.codec.search import SEARCH_LR, search_codes
+from musiclm.codec.search import search_codes, search_label
 from musiclm.evaluation import plots
 from musiclm.evaluation.opus import opus_roundtrip
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             if other is not None:
                 panels.append((f"{args.compare_label or other.config.name} 6 kbps", through(other, wav, 6.0)))
             if args.search:
-                title = f"{codec.config.name} 6 kbps, --search {args.search} (lr {SEARCH_LR:g})"
+                title = f"{codec.config.name} 6 kbps, --search {args.search} ({search_label(args.search)})"
                 panels.append((title, searched(codec, wav, 6.0, args.search)))
             for kbps in args.opus:
                 try:

@@ -7,19 +7,23 @@ neighbouring low notes. A log constant-Q term (`musiclm.dsp.cqt_magnitude`, 36 b
 sees them, 8192- and 4096-point windows) weighs each semitone alike; FlowDec (ICLR 2025) adds such a term to
 discriminator-free training for the same low-frequency failures.
 
-    .venv/bin/python eval/search_objective.py checkpoints/codec base cqt:4 --clips 6 --seconds 8
+    .venv/bin/python eval/search_objective.py checkpoints/codec base encoder cqt:2 cqt:8 --clips 6 --seconds 8
 
-Objectives: `encoder` (no search), `base` (the compressor's), `cqt:W` (base + W × the log-CQT L1 at each
-window). Each searches the same training clips (real and rendered: an objective is chosen here, so not on the
-held-out clips that score the compressor) at `--kbps`, `--steps` at `--lr`, and the codes are decoded straight
-through the model. Printed per objective: note F1, precision, recall, SI-SNR, chroma and onset agreement
-(means), and note F1 paired against the first objective with its 95 % bootstrap interval.
+Objectives: `encoder` (no search), `base` (no constant-Q term), `cqt:W` (base + W × the log-CQT L1 at each
+window: `musiclm.codec.search.ReconstructionError`). Each searches the same training clips (real and
+rendered: an objective is chosen here, so not on the held-out clips that score the compressor) at `--kbps`,
+`--steps` at `--lr`, and the codes are decoded straight through the model. Printed per objective and set:
+note F1, precision, recall, SI-SNR, chroma and onset agreement (means), note F1 paired against the first
+objective (95 % bootstrap interval), and seconds per clip.
+
+Measured 2026-12-01 (the command above; 6 + 6 clips of 8 s, 6 kbps, 100 steps at lr 0.01, shipped codec):
+note F1 base 0.482, encoder 0.460, cqt:2 0.514, cqt:8 0.534 (cqt:8 − base +0.052 [+0.025, +0.079]; renders
++0.055 [+0.040, +0.070]), SI-SNR 2.77 / 1.76 / 2.50 / 1.99 dB, chroma 0.878 / 0.756 / 0.869 / 0.837.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from pathlib import Path
@@ -29,43 +33,25 @@ from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 from tqdm import tqdm
 
 from musiclm.codec import Codec
-from musiclm.codec.search import SEARCH_LR, reconstruction_error, search_codes, search_latent
-from musiclm.dsp import cqt_magnitude
+from musiclm.codec.search import SEARCH_LR, search_codes, search_latent
 from musiclm.evaluation.metrics import chroma_agreement, onset_agreement, si_snr
 from musiclm.evaluation.notes import note_scores_from_events, transcribe
 from musiclm.evaluation.stats import paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = {"real": ROOT / "data/recorded/manifest.jsonl", "rendered": ROOT / "data/synth/manifest.jsonl"}
-CQT_N_FFTS = (8192, 4096)
-CQT_BINS_PER_OCTAVE = 36  # basic-pitch's CQT: 3 bins a semitone
 
 
-def log_cqt_error(output: torch.Tensor, target: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """Σ over CQT_N_FFTS of the L1 between log pseudo-CQT magnitudes (hop n_fft / 16)."""
-    error = output.new_zeros(())
-    for n_fft in CQT_N_FFTS:
-        co, ct = (
-            cqt_magnitude(w, sample_rate, n_fft, n_fft // 16, bins_per_octave=CQT_BINS_PER_OCTAVE)
-            for w in (output, target)
-        )
-        error = error + (torch.log(co.clamp(min=1e-5)) - torch.log(ct.clamp(min=1e-5))).abs().mean()
-    return error
-
-
-def with_cqt(output: torch.Tensor, target: torch.Tensor, weight: float, sample_rate: int) -> torch.Tensor:
-    return reconstruction_error(output, target) + weight * log_cqt_error(output, target, sample_rate)
-
-
-def objective(text: str, sample_rate: int):
-    if text in ("encoder", "base"):  # the encoder's codes are scored without a search
-        return reconstruction_error
+def objective(text: str) -> float | None:
+    """The constant-Q weight an objective names; None for the encoder's codes (no search)."""
+    if text in ("encoder", "base"):
+        return None if text == "encoder" else 0.0
     kind, _, weight = text.partition(":")
-    if kind == "cqt" and weight:
-        try:
-            return functools.partial(with_cqt, weight=float(weight), sample_rate=sample_rate)
-        except ValueError:
-            pass
+    try:
+        if kind == "cqt":
+            return float(weight)
+    except ValueError:
+        pass
     raise SystemExit(f"objective {text!r}: 'encoder', 'base' or 'cqt:W' (e.g. cqt:4)")
 
 
@@ -83,7 +69,7 @@ def main() -> int:
     torch.set_num_threads(1)
     codec = Codec.from_pretrained(args.codec).eval()
     sr, n_q = codec.sample_rate, codec.config.n_q_for_bandwidth(args.kbps)
-    objectives = {text: objective(text, sr) for text in args.objectives}
+    objectives = {text: objective(text) for text in args.objectives}
     clips = [
         (set_name, w[None])
         for set_name, manifest in SETS.items()
@@ -94,12 +80,12 @@ def main() -> int:
     seconds: dict[str, float] = dict.fromkeys(objectives, 0.0)
     with tqdm(total=len(clips) * len(objectives), desc="search", unit="clip") as bar:
         for (set_name, wav), reference in zip(clips, references, strict=True):
-            for text, error in objectives.items():
+            for text, cqt_weight in objectives.items():
                 start = time.perf_counter()
-                if text == "encoder":
+                if cqt_weight is None:
                     codes = search_codes(codec, wav, n_q, 0)
                 else:
-                    codes = search_latent(codec, wav, n_q, args.steps, lr=args.lr, objective=error).codes
+                    codes = search_latent(codec, wav, n_q, args.steps, lr=args.lr, cqt_weight=cqt_weight).codes
                 seconds[text] += time.perf_counter() - start
                 with torch.no_grad():
                     out = codec._decode_latent(codec.quantizer.decode(codes), 0)[..., : wav.shape[-1]]

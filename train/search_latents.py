@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from musiclm.codec import Codec
-from musiclm.codec.search import SEARCH_LR, reconstruction_error, search_latent
+from musiclm.codec.search import SEARCH_CQT_WEIGHT, SEARCH_LR, reconstruction_error, search_latent
 from musiclm.training.audio_dataset import CropBatches, read_manifests
 
 MANIFESTS = ["data/recorded/manifest.jsonl", "data/synth/manifest.jsonl"]
@@ -82,6 +82,7 @@ def main() -> None:
         "n_q": n_q,
         "steps": args.steps,
         "lr": args.lr,
+        "cqt_weight": SEARCH_CQT_WEIGHT,
         "seconds": args.seconds,
         "sample_rate": codec.config.sample_rate,
     }
