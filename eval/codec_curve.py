@@ -248,7 +248,8 @@ def write(out, key: dict, scores: list[dict]) -> None:
 def paired_table(clips_file: Path, runs: list[str], seconds: float, metrics=("note_f1", "si_snr")) -> str:
     """Each (run, step, kbps, path) of `runs` minus each Opus row of the same set, and a searched row minus the
     same codec's unsearched one ("mlc"), over the clip indices both have in `clips_file`: mean difference and
-    its percentile bootstrap interval (musiclm.evaluation.stats)."""
+    its percentile bootstrap interval (musiclm.evaluation.stats), after each side's own mean of the first metric
+    over those clips (a run stopped part-way is compared on the clips it scored)."""
     from musiclm.evaluation.stats import paired_difference
 
     scores: dict[tuple, dict[int, dict]] = {}
@@ -259,8 +260,9 @@ def paired_table(clips_file: Path, runs: list[str], seconds: float, metrics=("no
     def label(key: tuple) -> str:
         return f"Opus {key[3]:g} kbps" if key[0] == OPUS_RUN else f"{Path(key[0]).name} {key[3]:g} kbps {key[4]}"
 
-    header = "| set | difference | clips | " + " | ".join(f"{m} difference [95 % interval]" for m in metrics) + " |"
-    lines = [header, "|" + "---|" * (3 + len(metrics))]
+    cells = [f"{metrics[0]} of each", *(f"{m} difference [95 % interval]" for m in metrics)]
+    header = "| set | difference | clips | " + " | ".join(cells) + " |"
+    lines = [header, "|" + "---|" * (4 + len(metrics))]
     for key, ours in sorted(scores.items(), key=lambda kv: tuple(map(str, kv[0]))):
         if key[0] not in runs:
             continue
@@ -272,7 +274,8 @@ def paired_table(clips_file: Path, runs: list[str], seconds: float, metrics=("no
             clips = sorted(set(ours) & set(theirs))
             if not clips:
                 continue
-            cells = [
+            means = [sum(side[c][metrics[0]] for c in clips) / len(clips) for side in (ours, theirs)]
+            cells = [f"{means[0]:.3f} / {means[1]:.3f}"] + [
                 str(paired_difference([ours[c][m] for c in clips], [theirs[c][m] for c in clips])) for m in metrics
             ]
             lines.append(f"| {key[2]} | {label(key)} − {label(base)} | {len(clips)} | " + " | ".join(cells) + " |")
