@@ -33,7 +33,8 @@ import torch
 from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 
 from musiclm.codec import Codec
-from musiclm.codec.search import SEARCH_LR, search_label
+from musiclm.codec import search as codec_search
+from musiclm.codec.search import SEARCH_CQT_WEIGHT, SEARCH_LR, search_label
 from musiclm.compress import compress_bytes, decompress_bytes
 from musiclm.evaluation import metrics
 from musiclm.evaluation.codec_eval import quality
@@ -110,7 +111,15 @@ def main() -> int:
         "rows get path 'mlc+searchNlrLR' (LR: --search-lr)",
     )
     p.add_argument("--search-lr", type=float, default=SEARCH_LR, help="the search's learning rate")
+    p.add_argument(
+        "--search-cqt",
+        type=float,
+        default=SEARCH_CQT_WEIGHT,
+        help="the search objective's constant-Q weight (rows get 'cqtW'); the compressor reads it from "
+        "musiclm.codec.search.SEARCH_CQT_WEIGHT, which this run sets",
+    )
     args = p.parse_args()
+    codec_search.SEARCH_CQT_WEIGHT = args.search_cqt
     torch.set_num_threads(1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.is_file() else []
@@ -153,7 +162,7 @@ def main() -> int:
                         for path in args.paths:
                             search = args.search if path == "mlc" else 0
                             # rows before SEARCH_LR was raised to 0.15 are "mlc+searchN" (lr 0.01, no CQT term)
-                            label = f"mlc+{search_label(search, args.search_lr)}" if search else path
+                            label = f"mlc+{search_label(search, args.search_lr, args.search_cqt)}" if search else path
                             if (str(run), step, name, kbps, label) in seen:
                                 continue
                             scores = [

@@ -19,6 +19,10 @@ objective (95 % bootstrap interval), and seconds per clip.
 Measured 2026-12-01 (the command above; 6 + 6 clips of 8 s, 6 kbps, 100 steps at lr 0.01, shipped codec):
 note F1 base 0.482, encoder 0.460, cqt:2 0.514, cqt:8 0.534 (cqt:8 − base +0.052 [+0.025, +0.079]; renders
 +0.055 [+0.040, +0.070]), SI-SNR 2.77 / 1.76 / 2.50 / 1.99 dB, chroma 0.878 / 0.756 / 0.869 / 0.837.
+The held-out clips did not agree: through the compressor (eval/codec_curve.py --search 100 with weight 8) on
+20 + 20 of them, note F1 rose 0.003 on each set against no term, within the noise, while SI-SNR fell 0.3 / 1.3
+dB. Twelve short clips and a pick among weights overstated the gain; score a winner through the compressor on
+held-out clips before it becomes the default (musiclm.codec.search.SEARCH_CQT_WEIGHT stays 0).
 """
 
 from __future__ import annotations

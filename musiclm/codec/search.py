@@ -35,13 +35,17 @@ SEARCH_N_FFTS = (256, 512, 1024, 2048, 4096)
 # against 100 steps at 0.01's 0.516 and 7.68 (paired: -0.039 [-0.067, -0.013]; train/README.md, twenty-second
 # session). Note F1 leads, so the rate stays 0.01.
 SEARCH_LR = 0.01
-# The log constant-Q term (ReconstructionError): its windows, hop (n_fft / 16) and bands an octave.
+# The log constant-Q term (ReconstructionError): its windows, hop (n_fft / 16: most of the term's cost; n_fft / 4
+# would cost ~5x less, not measured for notes) and bands an octave.
 CQT_N_FFTS = (8192, 4096)
 CQT_HOP_DIVISOR = 16
 CQT_BINS_PER_OCTAVE = 36
-# Chosen on 6 + 6 training clips of 8 s, 100 steps at 6 kbps (eval/search_objective.py): note F1 0.482 without
-# the term, 0.514 at weight 2, 0.534 at 8 (+0.052 [+0.025, +0.079]); SI-SNR 0.8 dB lower. A step costs ~1.9x.
-SEARCH_CQT_WEIGHT = 8.0
+# Off. On 6 + 6 training clips of 8 s, 100 steps at 6 kbps (eval/search_objective.py), weight 8 kept more notes
+# (note F1 0.534 against 0.482, +0.052 [+0.025, +0.079]). Through the compressor on the first 20 + 20 held-out
+# clips it did not: note F1 +0.003 [-0.016, +0.020] (real) and +0.003 [-0.023, +0.025] (rendered) against no
+# term, SI-SNR -0.33 and -1.28 dB, chroma on renders 0.905 -> 0.853, ViSQOL 3.67 -> 3.60, each step ~1.9x
+# slower (train/README.md, twenty-third session).
+SEARCH_CQT_WEIGHT = 0.0
 SCHEDULES = ("constant", "cosine")  # the learning rate over a search's steps (cosine: to 0 at the last)
 
 
