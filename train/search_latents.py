@@ -82,12 +82,14 @@ def main() -> None:
         "n_q": n_q,
         "steps": args.steps,
         "lr": args.lr,
-        "cqt_weight": SEARCH_CQT_WEIGHT,
         "seconds": args.seconds,
         "sample_rate": codec.config.sample_rate,
     }
+    if SEARCH_CQT_WEIGHT:  # recorded only when on, so targets searched before the term existed still resume
+        meta["cqt_weight"] = SEARCH_CQT_WEIGHT
     meta_path = args.out / "targets.json"
-    if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
+    # targets written before "lr" was recorded (twenty-second session) were searched at 0.01
+    if meta_path.exists() and {"lr": 0.01, **json.loads(meta_path.read_text())} != meta:
         raise SystemExit(f"{meta_path} was written for another codec or search; use another --out")
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
 

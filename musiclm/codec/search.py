@@ -4,9 +4,9 @@ The encoder maps audio to a latent in one pass, and the quantizer takes the near
 what the decoder will play. Here the latent starts where the encoder puts it and takes a few Adam steps
 through the quantizer (straight-through) and the frozen decoder, towards the input: the waveform L1 plus
 log-magnitude L1 and spectral convergence at five windows (256-4096 points), the objective measured in
-eval/codec_latent_fit.py, plus a log constant-Q term that weighs each semitone alike (`ReconstructionError`).
-This is how CELP speech codecs choose their excitation (Schroeder & Atal 1985, "Code-excited linear
-prediction"): the bitstream and the decoder stay the same; only encoding is slower.
+eval/codec_latent_fit.py (`ReconstructionError`; its constant-Q term is off, SEARCH_CQT_WEIGHT). This is
+how CELP speech codecs choose their excitation (Schroeder & Atal 1985, "Code-excited linear prediction"): the
+bitstream and the decoder stay the same; only encoding is slower.
 
 Measured with the shipped codec at 6 kbps on 16 real + 16 rendered held-out clips of 10 s, through the
 compressor (eval/codec_curve.py --search STEPS; train/README.md, "codes chosen by listening"): 40 steps
