@@ -38,12 +38,13 @@ from tqdm import tqdm
 
 from musiclm.codec import Codec
 from musiclm.codec.search import SEARCH_LR, search_codes, search_latent
-from musiclm.evaluation.metrics import chroma_agreement, onset_agreement, si_snr
-from musiclm.evaluation.notes import note_scores_from_events, transcribe
+from musiclm.evaluation.codec_eval import quality
+from musiclm.evaluation.notes import transcribe
 from musiclm.evaluation.stats import paired_difference
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = {"real": ROOT / "data/recorded/manifest.jsonl", "rendered": ROOT / "data/synth/manifest.jsonl"}
+COLUMNS = ("note_f1", "note_precision", "note_recall", "si_snr", "chroma", "onsets")  # of codec_eval.quality
 
 
 def objective(text: str) -> float | None:
@@ -80,7 +81,7 @@ def main() -> int:
         for _, w in pick_clips(manifest, "train", args.clips, args.seconds, sr, 1, args.seed)
     ]
     references = [transcribe(w[0], sr) for _, w in clips]
-    scores: dict[str, list[dict[str, float]]] = {text: [] for text in objectives}
+    scores: dict[str, list[dict]] = {text: [] for text in objectives}
     seconds: dict[str, float] = dict.fromkeys(objectives, 0.0)
     with tqdm(total=len(clips) * len(objectives), desc="search", unit="clip") as bar:
         for (set_name, wav), reference in zip(clips, references, strict=True):
@@ -92,19 +93,8 @@ def main() -> int:
                     codes = search_latent(codec, wav, n_q, args.steps, lr=args.lr, cqt_weight=cqt_weight).codes
                 seconds[text] += time.perf_counter() - start
                 with torch.no_grad():
-                    out = codec._decode_latent(codec.quantizer.decode(codes), 0)[..., : wav.shape[-1]]
-                precision, recall, f1 = note_scores_from_events(reference, transcribe(out[0], sr))
-                scores[text].append(
-                    {
-                        "set": set_name,
-                        "note_f1": f1,
-                        "precision": precision,
-                        "recall": recall,
-                        "si_snr": float(si_snr(wav, out)),
-                        "chroma": float(chroma_agreement(wav, out, sr)),
-                        "onsets": float(onset_agreement(wav, out, sr)),
-                    }
-                )
+                    out = codec.decode(codes, wav.shape[-1])
+                scores[text].append({"set": set_name, **quality(wav[0], out[0], sr, reference)})
                 bar.update()
     first = args.objectives[0]
     setting = f"{args.kbps:g} kbps, {args.steps} steps at lr {args.lr:g}"
@@ -116,16 +106,13 @@ def main() -> int:
         for set_name in (*SETS, "all"):
             part = [r for r in rows if set_name in ("all", r["set"])]
             base = [r for r in scores[first] if set_name in ("all", r["set"])]
-            mean = {k: sum(r[k] for r in part) / len(part) for k in part[0] if k != "set"}
+            mean = {k: sum(r[k] for r in part) / len(part) for k in COLUMNS}
             paired = "–"
             if text != first:
                 d = paired_difference([r["note_f1"] for r in part], [r["note_f1"] for r in base])
                 paired = f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
-            print(
-                f"| {text} | {set_name} | {mean['note_f1']:.3f} | {mean['precision']:.3f} | {mean['recall']:.3f} "
-                f"| {mean['si_snr']:.2f} | {mean['chroma']:.3f} | {mean['onsets']:.3f} | {paired} "
-                f"| {seconds[text] / len(clips):.0f} |"
-            )
+            cells = [f"{mean[k]:.{2 if k == 'si_snr' else 3}f}" for k in COLUMNS]
+            print(f"| {text} | {set_name} | {' | '.join(cells)} | {paired} | {seconds[text] / len(clips):.0f} |")
     return 0
 
 

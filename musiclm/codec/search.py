@@ -84,18 +84,22 @@ class ReconstructionError:
         return error
 
 
+def _or_default(cqt_weight: float | None) -> float:
+    """None means SEARCH_CQT_WEIGHT, read at call time (eval/codec_curve.py --search-cqt sets it)."""
+    return SEARCH_CQT_WEIGHT if cqt_weight is None else cqt_weight
+
+
 def reconstruction_error(
     output: Tensor, target: Tensor, n_ffts: tuple[int, ...] = SEARCH_N_FFTS, cqt_weight: float | None = None
 ) -> Tensor:
     """The search's objective, `ReconstructionError(target, n_ffts, cqt_weight)(output)` (None:
     SEARCH_CQT_WEIGHT); output/target [B, C, N] at 24 kHz."""
-    cqt_weight = SEARCH_CQT_WEIGHT if cqt_weight is None else cqt_weight
-    return ReconstructionError(target, n_ffts, cqt_weight)(output)
+    return ReconstructionError(target, n_ffts, _or_default(cqt_weight))(output)
 
 
 def search_label(steps: int, lr: float = SEARCH_LR, cqt_weight: float | None = None) -> str:
     """How evaluation rows name a search setting: "search100lr0.01", + "cqt8" with a constant-Q term."""
-    cqt_weight = SEARCH_CQT_WEIGHT if cqt_weight is None else cqt_weight
+    cqt_weight = _or_default(cqt_weight)
     return f"search{steps}lr{lr:g}" + (f"cqt{cqt_weight:g}" if cqt_weight else "")
 
 
@@ -150,8 +154,7 @@ def search_latent(
     with torch.no_grad():
         latent = codec._encode_latent(wav, frame_offset)
     quantizer, n = codec.quantizer, wav.shape[-1]
-    cqt_weight = SEARCH_CQT_WEIGHT if cqt_weight is None else cqt_weight
-    objective = ReconstructionError(wav, cqt_weight=cqt_weight, sample_rate=codec.sample_rate)
+    objective = ReconstructionError(wav, cqt_weight=_or_default(cqt_weight), sample_rate=codec.sample_rate)
 
     def quantize(z: Tensor) -> tuple[Tensor, Tensor]:
         codes = quantizer.encode(z.detach(), n_q)
