@@ -41,7 +41,7 @@ import torch
 
 from musiclm.audio import convert_channels, load_audio, resample
 from musiclm.codec import bitstream
-from musiclm.codec.search import search_label
+from musiclm.codec.search import SearchSettings
 from musiclm.compress import compress_bytes, decompress_bytes, load_codec, read_codes
 from musiclm.errors import MusicLMError
 from musiclm.evaluation import metrics, notes
@@ -154,9 +154,9 @@ def recoded_kbps(data: bytes, seconds: float, codec) -> tuple[float, float]:
 
 
 def bench_codec(
-    codec, label: str, clips, sr: int, score: Scorer, bandwidths: list[float], search_steps: int = 0
+    codec, label: str, clips, sr: int, score: Scorer, bandwidths: list[float], search: SearchSettings | None = None
 ) -> tuple[list[dict], list[dict]]:
-    """→ (one row per bandwidth, one score dict per bandwidth and clip); `search_steps` > 0 encodes by
+    """→ (one row per bandwidth, one score dict per bandwidth and clip); a `search` of steps > 0 encodes by
     analysis-by-synthesis (`musiclm compress --search`)."""
     rows, per_clip = [], []
     for bw in bandwidths:
@@ -164,7 +164,7 @@ def bench_codec(
         for i, (clip_id, ref) in enumerate(clips):
             seconds = ref.shape[-1] / sr
             t = time.perf_counter()
-            data = compress_bytes(ref, codec, sample_rate=sr, bandwidth=bw, search_steps=search_steps)
+            data = compress_bytes(ref, codec, sample_rate=sr, bandwidth=bw, search=search)
             t_enc += time.perf_counter() - t
             t = time.perf_counter()
             est, _ = decompress_bytes(data, codec)
@@ -405,7 +405,7 @@ def main() -> int:
         default=0,
         metavar="STEPS",
         help="encode with this many analysis-by-synthesis steps (musiclm compress --search); "
-        "rows get '+searchNlrLR' (LR: search.SEARCH_LR; + 'cqtW' with search.SEARCH_CQT_WEIGHT)",
+        "rows get '+searchNlrLR' (SearchSettings.label, at its default rate and objective)",
     )
     p.add_argument("--no-opus", action="store_true")
     p.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (~1.5 s per 10 s clip and system)")
@@ -428,8 +428,9 @@ def main() -> int:
     print(f"{len(clips)} clips of {args.clip_seconds:g} s from the '{args.split}' split", file=sys.stderr)
     score = Scorer(clips, sr, use_visqol=not args.no_visqol)
     rows, per_clip = [], []
-    if args.search:
-        labels = [f"{label}+{search_label(args.search)}" for label in labels]
+    search = SearchSettings(steps=args.search)
+    if search.steps:
+        labels = [f"{label}+{search.label}" for label in labels]
     bandwidths = []
     for codec in codecs:
         unknown = sorted(set(args.bandwidths or []) - set(codec.bandwidths))
@@ -437,7 +438,7 @@ def main() -> int:
             raise MusicLMError(f"--bandwidths {unknown}: {codec.config.name} offers {codec.bandwidths} kbps")
         bandwidths.append(args.bandwidths or codec.bandwidths)
     for codec, label, bws in zip(codecs, labels, bandwidths, strict=True):
-        codec_rows, codec_clips = bench_codec(codec, label, clips, sr, score, bws, args.search)
+        codec_rows, codec_clips = bench_codec(codec, label, clips, sr, score, bws, search)
         rows += codec_rows
         per_clip += codec_clips
     use_opus = not args.no_opus and shutil.which("ffmpeg")

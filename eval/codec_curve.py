@@ -33,8 +33,7 @@ import torch
 from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 
 from musiclm.codec import Codec
-from musiclm.codec import search as codec_search
-from musiclm.codec.search import SEARCH_CQT_WEIGHT, SEARCH_LR, search_label
+from musiclm.codec.search import SEARCH_CQT_WEIGHT, SEARCH_LR, SearchSettings
 from musiclm.compress import compress_bytes, decompress_bytes
 from musiclm.evaluation import metrics
 from musiclm.evaluation.codec_eval import quality
@@ -115,11 +114,10 @@ def main() -> int:
         "--search-cqt",
         type=float,
         default=SEARCH_CQT_WEIGHT,
-        help="the search objective's constant-Q weight (rows get 'cqtW'); the compressor reads it from "
-        "musiclm.codec.search.SEARCH_CQT_WEIGHT, which this run sets",
+        help="the search objective's constant-Q weight (rows get 'cqtW')",
     )
     args = p.parse_args()
-    codec_search.SEARCH_CQT_WEIGHT = args.search_cqt
+    search_settings = SearchSettings(args.search, args.search_lr, args.search_cqt)
     torch.set_num_threads(1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.is_file() else []
@@ -160,9 +158,9 @@ def main() -> int:
                     lost = None  # off-grid steady sines lost in their band (musiclm.evaluation.tones), once per kbps
                     for name, (clips, notes) in refs.items():
                         for path in args.paths:
-                            search = args.search if path == "mlc" else 0
+                            search = search_settings if path == "mlc" else SearchSettings()
                             # rows before SEARCH_LR was raised to 0.15 are "mlc+searchN" (lr 0.01, no CQT term)
-                            label = f"mlc+{search_label(search, args.search_lr, args.search_cqt)}" if search else path
+                            label = f"mlc+{search.label}" if search.steps else path
                             if (str(run), step, name, kbps, label) in seen:
                                 continue
                             scores = [
@@ -170,7 +168,7 @@ def main() -> int:
                                     (str(run), step, name, kbps, label, i),
                                     wav,
                                     ref,
-                                    partial(roundtrip, codec, kbps=kbps, path=path, search=(search, args.search_lr)),
+                                    partial(roundtrip, codec, kbps=kbps, path=path, search=search),
                                 )
                                 for i, (wav, ref) in enumerate(zip(clips, notes, strict=True))
                             ]
@@ -184,12 +182,11 @@ def main() -> int:
 
 
 @torch.no_grad()
-def roundtrip(codec, wav: torch.Tensor, kbps: float, path: str, search: tuple[int, float] = (0, 0.0)) -> torch.Tensor:
-    """wav [1, N] at 24 kHz → decoded [1, N]: through the .mlc compressor (encoding with `search`: steps and
-    learning rate), or straight through the model."""
+def roundtrip(codec, wav: torch.Tensor, kbps: float, path: str, search: SearchSettings | None = None) -> torch.Tensor:
+    """wav [1, N] at 24 kHz → decoded [1, N]: through the .mlc compressor (encoding with `search`), or straight
+    through the model."""
     if path.startswith("mlc"):
-        steps, lr = search
-        mlc = compress_bytes(wav, codec, sample_rate=24000, bandwidth=kbps, search_steps=steps, search_lr=lr)
+        mlc = compress_bytes(wav, codec, sample_rate=24000, bandwidth=kbps, search=search)
         return decompress_bytes(mlc, codec)[0]
     return codec.decode(codec.encode(wav[None], codec.config.n_q_for_bandwidth(kbps)), wav.shape[-1])[0]
 

@@ -20,7 +20,7 @@ import torch
 from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 
 from musiclm.codec import Codec
-from musiclm.codec.search import search_codes, search_label
+from musiclm.codec.search import SearchSettings, search_codes
 from musiclm.evaluation import plots
 from musiclm.evaluation.opus import opus_roundtrip
 
@@ -34,8 +34,8 @@ def through(codec: Codec, wav: torch.Tensor, kbps: float) -> torch.Tensor:
         return codec.decode(codec.encode(wav[None], n_q=n_q))[0, :, : wav.shape[-1]]
 
 
-def searched(codec: Codec, wav: torch.Tensor, kbps: float, steps: int) -> torch.Tensor:
-    codes = search_codes(codec, wav[None], codec.config.n_q_for_bandwidth(kbps), steps)
+def searched(codec: Codec, wav: torch.Tensor, kbps: float, search: SearchSettings) -> torch.Tensor:
+    codes = search_codes(codec, wav[None], codec.config.n_q_for_bandwidth(kbps), search)
     with torch.inference_mode():
         return codec.decode(codes)[0, :, : wav.shape[-1]]
 
@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
             if other is not None:
                 panels.append((f"{args.compare_label or other.config.name} 6 kbps", through(other, wav, 6.0)))
             if args.search:
-                title = f"{codec.config.name} 6 kbps, --search {args.search} ({search_label(args.search)})"
-                panels.append((title, searched(codec, wav, 6.0, args.search)))
+                search = SearchSettings(steps=args.search)
+                title = f"{codec.config.name} 6 kbps, --search {args.search} ({search.label})"
+                panels.append((title, searched(codec, wav, 6.0, search)))
             for kbps in args.opus:
                 try:
                     panels.append((f"Opus CBR {kbps:g} kbps", opus_roundtrip(wav, sr, kbps)[0]))

@@ -37,7 +37,7 @@ from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 from tqdm import tqdm
 
 from musiclm.codec import Codec
-from musiclm.codec.search import SEARCH_LR, search_codes, search_latent
+from musiclm.codec.search import SEARCH_LR, SearchSettings, search_codes
 from musiclm.evaluation.codec_eval import quality
 from musiclm.evaluation.notes import transcribe
 from musiclm.evaluation.stats import paired_difference
@@ -87,10 +87,8 @@ def main() -> int:
         for (set_name, wav), reference in zip(clips, references, strict=True):
             for text, cqt_weight in objectives.items():
                 start = time.perf_counter()
-                if cqt_weight is None:
-                    codes = search_codes(codec, wav, n_q, 0)
-                else:
-                    codes = search_latent(codec, wav, n_q, args.steps, lr=args.lr, cqt_weight=cqt_weight).codes
+                search = SearchSettings() if cqt_weight is None else SearchSettings(args.steps, args.lr, cqt_weight)
+                codes = search_codes(codec, wav, n_q, search)
                 seconds[text] += time.perf_counter() - start
                 with torch.no_grad():
                     out = codec.decode(codes, wav.shape[-1])

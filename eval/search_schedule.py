@@ -28,7 +28,7 @@ import torch
 from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 
 from musiclm.codec import Codec
-from musiclm.codec.search import SCHEDULES, search_latent
+from musiclm.codec.search import SCHEDULES, SearchSettings, search_latent
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = {"real": ROOT / "data/recorded/manifest.jsonl", "rendered": ROOT / "data/synth/manifest.jsonl"}
@@ -67,7 +67,7 @@ def main() -> int:
     for steps, lr, schedule in args.settings:
         start, removed = time.perf_counter(), []
         for wav in clips:
-            result = search_latent(codec, wav, n_q, steps, lr=lr, schedule=schedule)
+            result = search_latent(codec, wav, n_q, SearchSettings(steps, lr, schedule=schedule))
             removed.append(1 - result.error_best / result.error_start)
         seconds = time.perf_counter() - start
         print(

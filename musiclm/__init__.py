@@ -11,9 +11,13 @@ Data flow: audio → codec.encode → codes [B,K,T] → lm.generate → codes �
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from musiclm import compress as _compress_api  # light: its modules load on first use (see `compress` below)
 from musiclm.errors import MusicLMError
+
+if TYPE_CHECKING:
+    from musiclm.codec.search import SearchSettings
 
 __version__ = "0.1.0"
 
@@ -22,6 +26,7 @@ _LAZY = {
     "Codec": ("musiclm.codec", "Codec"),
     "CodecConfig": ("musiclm.codec", "CodecConfig"),
     "MusicLM": ("musiclm.lm", "MusicLM"),
+    "SearchSettings": ("musiclm.codec.search", "SearchSettings"),
     "decompress": ("musiclm.compress", "decompress"),
     "compress_bytes": ("musiclm.compress", "compress_bytes"),
     "decompress_bytes": ("musiclm.compress", "decompress_bytes"),
@@ -48,15 +53,12 @@ def compress(
     force: bool = False,
     chunk_seconds: float = _compress_api.CHUNK_SECONDS,
     progress: bool | None = None,
-    search_steps: int = 0,
-    search_lr: float | None = None,
+    search: SearchSettings | None = None,
 ):
     """Compress an audio file to .mlc: `musiclm.compress.compress` (see there)."""
     from musiclm.compress.encode import compress as run
 
-    return run(
-        source, destination, codec, bandwidth, entropy, mono, force, chunk_seconds, progress, search_steps, search_lr
-    )
+    return run(source, destination, codec, bandwidth, entropy, mono, force, chunk_seconds, progress, search)
 
 
 __all__ = ["MusicLMError", "__version__", "compress", *_LAZY]

@@ -12,8 +12,9 @@ import torch
 from test_compress import cli, music_like, tiny_codec
 
 from musiclm.codec import bitstream
-from musiclm.codec.search import ReconstructionError, reconstruction_error, search_codes, search_latent
+from musiclm.codec.search import ReconstructionError, SearchSettings, reconstruction_error, search_codes, search_latent
 from musiclm.compress import compress_bytes, decompress_bytes, read_codes
+from musiclm.errors import MusicLMError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,8 +35,8 @@ def error_of(codec, codes, wav) -> float:
 
 def test_no_steps_is_the_encoder_and_steps_lower_the_error(codec, wav):
     encoded = codec.encode(wav, n_q=4)
-    assert torch.equal(search_codes(codec, wav, 4, steps=0), encoded)
-    searched = search_codes(codec, wav, 4, steps=20)
+    assert torch.equal(search_codes(codec, wav, 4, SearchSettings(0)), encoded)
+    searched = search_codes(codec, wav, 4, SearchSettings(20))
     assert searched.shape == encoded.shape and searched.dtype == encoded.dtype
     assert 0 <= searched.min() and searched.max() < codec.card
     assert not torch.equal(searched, encoded)
@@ -44,28 +45,30 @@ def test_no_steps_is_the_encoder_and_steps_lower_the_error(codec, wav):
 
 def test_the_searched_latent_quantizes_to_the_searched_codes_and_lowered_the_error(codec, wav):
     """search_latent's latent is a target an encoder can learn: it quantizes to the codes returned."""
-    result = search_latent(codec, wav, 4, steps=20)
+    result = search_latent(codec, wav, 4, SearchSettings(20))
     assert torch.equal(codec.quantizer.encode(result.latent, 4), result.codes)
-    assert torch.equal(search_codes(codec, wav, 4, steps=20), result.codes)
+    assert torch.equal(search_codes(codec, wav, 4, SearchSettings(20)), result.codes)
     assert result.error_best < result.error_start
     assert result.error_best == pytest.approx(error_of(codec, result.codes, wav), rel=1e-4)
-    with pytest.raises(ValueError, match="steps"):
-        search_latent(codec, wav, 4, steps=0)
+    with pytest.raises(MusicLMError, match="steps"):
+        search_latent(codec, wav, 4, SearchSettings(0))
 
 
 def test_search_leaves_the_decoder_weights_and_their_gradients_alone(codec, wav):
     before = {k: v.clone() for k, v in codec.state_dict().items()}
-    search_codes(codec, wav, 4, steps=3)
+    search_codes(codec, wav, 4, SearchSettings(3))
     assert all(torch.equal(before[k], v) for k, v in codec.state_dict().items())
     assert all(p.grad is None for p in codec.parameters())
     with torch.no_grad():  # the compressor calls it under no_grad: the search must still get gradients
-        searched = search_codes(codec, wav, 4, steps=5)
+        searched = search_codes(codec, wav, 4, SearchSettings(5))
     assert error_of(codec, searched, wav) < error_of(codec, codec.encode(wav, n_q=4), wav)
 
 
 def test_a_searched_file_has_the_same_format_and_decodes_closer(codec, wav):
     plain = compress_bytes(wav[0], codec, sample_rate=24000, bandwidth=1.8, chunk_seconds=0.2)
-    searched = compress_bytes(wav[0], codec, sample_rate=24000, bandwidth=1.8, chunk_seconds=0.2, search_steps=10)
+    searched = compress_bytes(
+        wav[0], codec, sample_rate=24000, bandwidth=1.8, chunk_seconds=0.2, search=SearchSettings(10)
+    )
     header_plain, header_searched = (bitstream.read_header(io.BytesIO(b)) for b in (plain, searched))
     assert header_plain == header_searched  # the format does not say how the codes were chosen
     assert not np.array_equal(read_codes(plain, codec)[1], read_codes(searched, codec)[1])
@@ -91,7 +94,7 @@ def test_cli_search_flag(capsys, tmp_path):
 
 def test_search_calls_on_step_before_every_step_and_stops_when_it_raises(codec, wav):
     calls = []
-    search_codes(codec, wav, 4, steps=4, on_step=lambda: calls.append(1))
+    search_codes(codec, wav, 4, SearchSettings(4), on_step=lambda: calls.append(1))
     assert len(calls) == 4
 
     class Stop(Exception):
@@ -103,7 +106,7 @@ def test_search_calls_on_step_before_every_step_and_stops_when_it_raises(codec, 
             raise Stop
 
     with pytest.raises(Stop):
-        search_codes(codec, wav, 4, steps=10, on_step=stop_at_second)
+        search_codes(codec, wav, 4, SearchSettings(10), on_step=stop_at_second)
     assert len(calls) == 6
 
 
@@ -130,7 +133,7 @@ def test_a_searched_compress_moves_its_progress_bar_at_every_step(codec, wav, mo
 
     bars = []
     monkeypatch.setattr(encode_module, "progress_bar", lambda *a: bars.append(Bar(*a)) or bars[-1])
-    compress_bytes(wav[0], codec, sample_rate=24000, bandwidth=1.8, chunk_seconds=0.2, search_steps=4)
+    compress_bytes(wav[0], codec, sample_rate=24000, bandwidth=1.8, chunk_seconds=0.2, search=SearchSettings(4))
     assert bars[0].chunks > 1 and len(updates) == 4 * bars[0].chunks
     assert sum(updates) == pytest.approx(bars[0].total)
     updates.clear()
@@ -138,12 +141,41 @@ def test_a_searched_compress_moves_its_progress_bar_at_every_step(codec, wav, mo
     assert len(updates) == bars[1].chunks and sum(updates) == pytest.approx(bars[1].total)
 
 
-def test_a_cosine_schedule_searches_too_and_an_unknown_one_is_refused(codec, wav):
-    result = search_latent(codec, wav, 4, steps=10, lr=0.03, schedule="cosine")
+def test_a_cosine_schedule_searches_too_and_bad_settings_are_refused(codec, wav):
+    result = search_latent(codec, wav, 4, SearchSettings(10, 0.03, schedule="cosine"))
     assert result.error_best < result.error_start
     assert torch.equal(codec.quantizer.encode(result.latent, 4), result.codes)
-    with pytest.raises(ValueError, match="schedule"):
-        search_latent(codec, wav, 4, steps=3, schedule="linear")
+    for bad, field in (
+        (dict(schedule="linear"), "schedule"),
+        (dict(steps=-1), "steps"),
+        (dict(steps=2.5), "steps"),
+        (dict(lr=0.0), "learning rate"),
+        (dict(lr=float("nan")), "learning rate"),
+        (dict(cqt_weight=-1.0), "constant-Q"),
+    ):
+        with pytest.raises(MusicLMError, match=field):
+            SearchSettings(**bad)
+
+
+def test_settings_name_their_rows_as_before():
+    """Evaluation rows are found again by label, so a setting's label must not change under it."""
+    assert SearchSettings().label == ""
+    assert SearchSettings(100).label == "search100lr0.01"
+    assert SearchSettings(15, 0.15).label == "search15lr0.15"
+    assert SearchSettings(100, cqt_weight=8.0).label == "search100lr0.01cqt8"
+    assert SearchSettings(40, 0.03, schedule="cosine").label == "search40lr0.03cosine"
+
+
+def test_compress_takes_the_settings_whole(codec, wav):
+    """The rate and the constant-Q term reach the search through compress_bytes, not only the steps."""
+    files = {
+        setting: compress_bytes(wav[0], codec, sample_rate=24000, bandwidth=1.8, chunk_seconds=0.2, search=setting)
+        for setting in (SearchSettings(6), SearchSettings(6, lr=0.08), SearchSettings(6, cqt_weight=8.0))
+    }
+    codes = [read_codes(data, codec)[1] for data in files.values()]
+    assert not np.array_equal(codes[0], codes[1]) and not np.array_equal(codes[0], codes[2])
+    again = compress_bytes(wav[0], codec, sample_rate=24000, bandwidth=1.8, chunk_seconds=0.2, search=SearchSettings(6))
+    assert again == files[SearchSettings(6)]
 
 
 def test_the_objective_with_a_constant_q_term_is_what_the_search_descends(codec, wav):
@@ -156,7 +188,7 @@ def test_the_objective_with_a_constant_q_term_is_what_the_search_descends(codec,
     assert with_cqt(out).item() > plain(out).item() + 0.1
     assert with_cqt(wav).item() == pytest.approx(plain(wav).item(), abs=1e-6)
     for weight in (0.0, 8.0):
-        result = search_latent(codec, wav, 4, steps=6, lr=0.03, cqt_weight=weight)
+        result = search_latent(codec, wav, 4, SearchSettings(6, 0.03, cqt_weight=weight))
         objective = ReconstructionError(wav, cqt_weight=weight)
         assert result.error_start == pytest.approx(objective(out).item(), rel=1e-4)
         searched = codec.decode(result.codes, wav.shape[-1])

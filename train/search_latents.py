@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from musiclm.codec import Codec
-from musiclm.codec.search import SEARCH_CQT_WEIGHT, SEARCH_LR, reconstruction_error, search_latent
+from musiclm.codec.search import SEARCH_LR, SearchSettings, reconstruction_error, search_latent
 from musiclm.training.audio_dataset import CropBatches, read_manifests
 
 MANIFESTS = ["data/recorded/manifest.jsonl", "data/synth/manifest.jsonl"]
@@ -76,6 +76,7 @@ def main() -> None:
         group_weights=args.manifest_weights,
         tone_melody_share=args.tone_melody_share,
     )
+    search = SearchSettings(args.steps, args.lr)
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {
         "sound_fingerprint": codec.sound_fingerprint(),  # the decoder and codebooks the targets were heard through
@@ -85,8 +86,8 @@ def main() -> None:
         "seconds": args.seconds,
         "sample_rate": codec.config.sample_rate,
     }
-    if SEARCH_CQT_WEIGHT:  # recorded only when on, so targets searched before the term existed still resume
-        meta["cqt_weight"] = SEARCH_CQT_WEIGHT
+    if search.cqt_weight:  # recorded only when on, so targets searched before the term existed still resume
+        meta["cqt_weight"] = search.cqt_weight
     meta_path = args.out / "targets.json"
     # targets written before "lr" was recorded (twenty-second session) were searched at 0.01
     if meta_path.exists() and {"lr": 0.01, **json.loads(meta_path.read_text())} != meta:
@@ -103,7 +104,7 @@ def main() -> None:
         for first in range(0, args.shard_size, args.batch):
             items = [args.worker + (shard * args.shard_size + first + i) * args.workers for i in range(args.batch)]
             wav = torch.cat([crops[item] for item in items]).to(args.device)  # [batch, C, N]
-            result = search_latent(codec, wav, n_q, args.steps, lr=args.lr)
+            result = search_latent(codec, wav, n_q, search)
             audio.extend(wav.cpu().unbind(0))
             latents.extend(result.latent.cpu().unbind(0))
             if args.batch == 1:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from musiclm.dsp import cqt_magnitude, spectral_convergence, stft_magnitude
+from musiclm.errors import MusicLMError
 
 SEARCH_N_FFTS = (256, 512, 1024, 2048, 4096)
 # Adam on the latent, whose values are O(1). Faster rates reach further by the search's own objective (on 6
@@ -61,7 +62,7 @@ class ReconstructionError:
         self,
         target: Tensor,
         n_ffts: tuple[int, ...] = SEARCH_N_FFTS,
-        cqt_weight: float = 0.0,
+        cqt_weight: float = SEARCH_CQT_WEIGHT,
         sample_rate: int = 24000,
     ):
         self.target, self.n_ffts, self.cqt_weight, self.sample_rate = target, n_ffts, cqt_weight, sample_rate
@@ -84,23 +85,42 @@ class ReconstructionError:
         return error
 
 
-def _or_default(cqt_weight: float | None) -> float:
-    """None means SEARCH_CQT_WEIGHT, read at call time (eval/codec_curve.py --search-cqt sets it)."""
-    return SEARCH_CQT_WEIGHT if cqt_weight is None else cqt_weight
-
-
 def reconstruction_error(
-    output: Tensor, target: Tensor, n_ffts: tuple[int, ...] = SEARCH_N_FFTS, cqt_weight: float | None = None
+    output: Tensor, target: Tensor, n_ffts: tuple[int, ...] = SEARCH_N_FFTS, cqt_weight: float = SEARCH_CQT_WEIGHT
 ) -> Tensor:
-    """The search's objective, `ReconstructionError(target, n_ffts, cqt_weight)(output)` (None:
-    SEARCH_CQT_WEIGHT); output/target [B, C, N] at 24 kHz."""
-    return ReconstructionError(target, n_ffts, _or_default(cqt_weight))(output)
+    """The search's objective, `ReconstructionError(target, n_ffts, cqt_weight)(output)`; output/target
+    [B, C, N] at 24 kHz."""
+    return ReconstructionError(target, n_ffts, cqt_weight)(output)
 
 
-def search_label(steps: int, lr: float = SEARCH_LR, cqt_weight: float | None = None) -> str:
-    """How evaluation rows name a search setting: "search100lr0.01", + "cqt8" with a constant-Q term."""
-    cqt_weight = _or_default(cqt_weight)
-    return f"search{steps}lr{lr:g}" + (f"cqt{cqt_weight:g}" if cqt_weight else "")
+@dataclass(frozen=True)
+class SearchSettings:
+    """One analysis-by-synthesis setting, carried whole from `musiclm.compress.compress` down to `search_codes`,
+    so no layer restates a default. `steps` 0: the encoder's own codes (the compressor's default)."""
+
+    steps: int = 0
+    lr: float = SEARCH_LR  # Adam's, on the latent
+    cqt_weight: float = SEARCH_CQT_WEIGHT  # the objective's constant-Q term (ReconstructionError)
+    schedule: str = "constant"  # the learning rate over the steps (SCHEDULES)
+
+    def __post_init__(self):
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise MusicLMError(f"search steps must be a whole number >= 0, got {self.steps!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise MusicLMError(f"search learning rate must be > 0, got {self.lr!r}")
+        if not (math.isfinite(self.cqt_weight) and self.cqt_weight >= 0):
+            raise MusicLMError(f"search constant-Q weight must be >= 0, got {self.cqt_weight!r}")
+        if self.schedule not in SCHEDULES:
+            raise MusicLMError(f"search schedule {self.schedule!r}: one of {SCHEDULES}")
+
+    @property
+    def label(self) -> str:
+        """How evaluation rows name the setting: "search100lr0.01", + "cqt8" with a constant-Q term, + "cosine"
+        with that schedule (rows scored before this class existed read the same); "" without a search."""
+        if not self.steps:
+            return ""
+        cqt = f"cqt{self.cqt_weight:g}" if self.cqt_weight else ""
+        return f"search{self.steps}lr{self.lr:g}{cqt}" + ("" if self.schedule == "constant" else self.schedule)
 
 
 @dataclass
@@ -115,46 +135,40 @@ def search_codes(
     codec,
     wav: Tensor,
     n_q: int,
-    steps: int,
+    search: SearchSettings,
     frame_offset: int = 0,
-    lr: float = SEARCH_LR,
     on_step: Callable[[], None] | None = None,
-    cqt_weight: float | None = None,
 ) -> Tensor:
-    """wav [B, C, N] → codes [B, n_q, T] like `codec.encode`, after `steps` Adam steps on the latent through
-    the quantizer (straight-through) and the decoder (frozen: only the latent gets gradients). 0 steps is
-    `codec.encode`. The codes returned are the best seen, by `reconstruction_error`, the encoder's included.
+    """wav [B, C, N] → codes [B, n_q, T] like `codec.encode`, after `search.steps` Adam steps on the latent
+    through the quantizer (straight-through) and the decoder (frozen: only the latent gets gradients). 0 steps
+    is `codec.encode`. The codes returned are the best seen, by the objective, the encoder's included.
     `on_step` is called before each step (the compressor checks for Ctrl-C there: a step takes ~0.8 s per
-    10 s of audio on one thread). `cqt_weight`: the objective's constant-Q term (None: SEARCH_CQT_WEIGHT)."""
-    if steps <= 0:
+    10 s of audio on one thread)."""
+    if search.steps == 0:
         with torch.no_grad():
             return codec.quantizer.encode(codec._encode_latent(wav, frame_offset), n_q)
-    return search_latent(codec, wav, n_q, steps, frame_offset, lr, on_step, cqt_weight=cqt_weight).codes
+    return search_latent(codec, wav, n_q, search, frame_offset, on_step).codes
 
 
 def search_latent(
     codec,
     wav: Tensor,
     n_q: int,
-    steps: int,
+    search: SearchSettings,
     frame_offset: int = 0,
-    lr: float = SEARCH_LR,
     on_step: Callable[[], None] | None = None,
-    schedule: str = "constant",
-    cqt_weight: float | None = None,
 ) -> SearchResult:
     """`search_codes` with the latent of the best codes (a target an encoder can learn: it quantizes to them)
-    and the objective of the encoder's codes and of the best (steps ≥ 1). On a batch, best is by the batch's
-    objective, as the compressor searches a chunk's streams together. The objective is
-    `ReconstructionError` with `cqt_weight` (None: SEARCH_CQT_WEIGHT)."""
+    and the objective of the encoder's codes and of the best (`search.steps` ≥ 1). On a batch, best is by the
+    batch's objective, as the compressor searches a chunk's streams together. The objective is
+    `ReconstructionError` with `search.cqt_weight`."""
+    steps, lr = search.steps, search.lr
     if steps < 1:
-        raise ValueError(f"search_latent needs steps >= 1, got {steps}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule {schedule!r}: one of {SCHEDULES}")
+        raise MusicLMError(f"search_latent needs steps >= 1, got {steps}")
     with torch.no_grad():
         latent = codec._encode_latent(wav, frame_offset)
     quantizer, n = codec.quantizer, wav.shape[-1]
-    objective = ReconstructionError(wav, cqt_weight=_or_default(cqt_weight), sample_rate=codec.sample_rate)
+    objective = ReconstructionError(wav, cqt_weight=search.cqt_weight, sample_rate=codec.sample_rate)
 
     def quantize(z: Tensor) -> tuple[Tensor, Tensor]:
         codes = quantizer.encode(z.detach(), n_q)
@@ -170,7 +184,7 @@ def search_latent(
         for step in range(steps):  # the first step hears the encoder's own codes
             if on_step is not None:
                 on_step()
-            if schedule == "cosine":
+            if search.schedule == "cosine":
                 optimizer.param_groups[0]["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
             codes, z_hat = quantize(z)
             error = error_of(z + (z_hat - z).detach())  # straight-through: the decoder hears the codes

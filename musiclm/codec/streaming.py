@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from musiclm.audio import convert_channels, resample_polyphase
-from musiclm.codec.search import SEARCH_LR, search_codes
+from musiclm.codec.search import SearchSettings, search_codes
 
 
 class StreamResampler:
@@ -136,14 +136,13 @@ def encode_chunks(
     chunk_frames: int,
     context: int,
     n_q: int,
-    search_steps: int = 0,
+    search: SearchSettings | None = None,
     on_step: Callable[[], None] | None = None,
-    search_lr: float = SEARCH_LR,
 ) -> Iterator[Tensor]:
     """Audio blocks [S * C, L] at the codec rate (num_samples in all; C the codec's channels, S streams
-    coded as a batch) → codes [S, n_q, t] per chunk of frames. `search_steps` > 0: each chunk's codes are
-    searched by analysis by synthesis (musiclm.codec.search) over the chunk and its context, calling
-    `on_step` before each step, at learning rate `search_lr`."""
+    coded as a batch) → codes [S, n_q, t] per chunk of frames. With a `search` of steps > 0, each chunk's codes
+    are searched by analysis by synthesis (musiclm.codec.search) over the chunk and its context, calling
+    `on_step` before each step."""
     hop = codec.hop_length
     total = math.ceil(num_samples / hop)
     buffer = BlockBuffer(blocks)
@@ -152,8 +151,8 @@ def encode_chunks(
         w0 = max(0, t0 - context)
         wav = buffer.get(w0 * hop, min(num_samples, (t1 + context) * hop))  # [S * C, L]
         batch = torch.from_numpy(np.ascontiguousarray(wav)).reshape(-1, codec.channels, wav.shape[-1])
-        if search_steps > 0:
-            codes = search_codes(codec, batch, n_q, search_steps, frame_offset=w0, lr=search_lr, on_step=on_step)
+        if search is not None and search.steps > 0:
+            codes = search_codes(codec, batch, n_q, search, frame_offset=w0, on_step=on_step)
         else:
             codes = codec.encode(batch, n_q=n_q, frame_offset=w0)  # [S, K, T']
         yield codes[..., t0 - w0 : t1 - w0]

@@ -187,6 +187,7 @@ def _with_signals(run):
 def run_compress(args: argparse.Namespace) -> int:
     jobs = _jobs(args.paths, args.out_dir, ".mlc")
     _no_binary_to_terminal(jobs[0][1])
+    from musiclm.codec.search import SearchSettings
     from musiclm.compress import compress, load_codec
 
     codec = args.codec if len(jobs) == 1 else load_codec(args.codec)  # one load for the batch
@@ -202,7 +203,7 @@ def run_compress(args: argparse.Namespace) -> int:
             force=args.force,
             chunk_seconds=args.chunk_seconds,
             progress=False if args.quiet else None,
-            search_steps=args.search,
+            search=SearchSettings(steps=args.search) if args.search else None,
         )
         if dst != "-" and not args.quiet:
             kbps = Path(dst).stat().st_size * 8 / header.duration / 1000

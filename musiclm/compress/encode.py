@@ -13,7 +13,7 @@ from torch import Tensor
 
 from musiclm.codec import bitstream
 from musiclm.codec.bitstream import Header, resampled_length
-from musiclm.codec.search import SEARCH_LR
+from musiclm.codec.search import SearchSettings
 from musiclm.codec.streaming import BlockBuffer, context_frames, decode_chunks, encode_chunks, resampled_blocks
 from musiclm.compress import CHUNK_SECONDS  # the one default, also used by musiclm.compress()
 from musiclm.compress.common import check_destination, codec_prior, load_codec, open_output, progress_bar
@@ -89,16 +89,14 @@ def encode_to(
     mono: bool = False,
     chunk_seconds: float = CHUNK_SECONDS,
     progress: bool | None = None,
-    search_steps: int = 0,
-    search_lr: float | None = None,
+    search: SearchSettings | None = None,
 ) -> Header:
     """Encode `src` with `codec` and write the .mlc bytes to `out` (anything with `write(bytes)`). `entropy`:
-    range-code the codes (None: wherever the codec's codebook size allows, `entropy_default`).
-    `search_steps` > 0: analysis-by-synthesis encoding (musiclm.codec.search) at `search_lr`, slower, same format."""
+    range-code the codes (None: wherever the codec's codebook size allows, `entropy_default`). A `search` of
+    steps > 0: analysis-by-synthesis encoding (musiclm.codec.search), slower, the same format."""
     if entropy is None:
         entropy = entropy_default(codec)
-    if search_lr is None:
-        search_lr = SEARCH_LR
+    search_steps = search.steps if search is not None else 0
     header = _header(src, codec, bandwidth, entropy, mono, chunk_seconds)
     prior = None
     if entropy:
@@ -133,9 +131,8 @@ def encode_to(
                 header.chunk_frames,
                 context,
                 header.n_q,
-                search_steps,
+                search,
                 on_step,
-                search_lr,
             )
             for codes in chunks:
                 coded.append(codes)
@@ -164,25 +161,22 @@ def compress(
     force: bool = False,
     chunk_seconds: float = CHUNK_SECONDS,
     progress: bool | None = None,
-    search_steps: int = 0,
-    search_lr: float | None = None,
+    search: SearchSettings | None = None,
 ) -> Header:
     """Compress an audio file (path, '-', bytes or file object) to .mlc at `destination` (a path ending in
     .mlc, '-' or a binary file object). `bandwidth`: kbps per channel (default 6 when offered); each channel
     is coded on its own, so a stereo file takes twice that, unless `mono` codes a downmix. The codes are
     range-coded (smaller files) unless `entropy` is False; None: wherever the codec allows. A file at
-    `destination` is replaced only with `force`, even one that appears meanwhile. `search_steps` > 0: codes
-    chosen by analysis by synthesis (musiclm.codec.search) at Adam learning rate `search_lr` (None:
-    musiclm.codec.search.SEARCH_LR): slower to encode, the same format and decoder."""
+    `destination` is replaced only with `force`, even one that appears meanwhile. `search`
+    (`musiclm.codec.search.SearchSettings`, steps > 0): codes chosen by analysis by synthesis, slower to encode,
+    the same format and decoder; None: the encoder's codes."""
     _check_mlc_name(destination)
     check_destination(source, destination, force)
     src = open_audio(source)  # bad input fails before the codec loads
     try:
         codec = load_codec(codec)
         with open_output(destination, force) as out:
-            return encode_to(
-                out, src, codec, bandwidth, entropy, mono, chunk_seconds, progress, search_steps, search_lr
-            )
+            return encode_to(out, src, codec, bandwidth, entropy, mono, chunk_seconds, progress, search)
     finally:
         src.close()
 
@@ -195,15 +189,13 @@ def compress_bytes(
     entropy: bool | None = None,
     mono: bool = False,
     chunk_seconds: float = CHUNK_SECONDS,
-    search_steps: int = 0,
-    search_lr: float | None = None,
+    search: SearchSettings | None = None,
 ) -> bytes:
-    """Audio file bytes, or wav [C, N] with its `sample_rate` → .mlc bytes (`search_steps`, `search_lr`: as
-    `compress`)."""
+    """Audio file bytes, or wav [C, N] with its `sample_rate` → .mlc bytes (`search`: as `compress`)."""
     src = open_audio(audio, sample_rate)
     out = io.BytesIO()
     try:
-        encode_to(out, src, load_codec(codec), bandwidth, entropy, mono, chunk_seconds, False, search_steps, search_lr)
+        encode_to(out, src, load_codec(codec), bandwidth, entropy, mono, chunk_seconds, False, search)
     finally:
         src.close()
     return out.getvalue()
