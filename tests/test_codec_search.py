@@ -194,3 +194,31 @@ def test_the_objective_with_a_constant_q_term_is_what_the_search_descends(codec,
         searched = codec.decode(result.codes, wav.shape[-1])
         assert objective(searched).item() == pytest.approx(result.error_best, rel=1e-4)
         assert result.error_best < result.error_start
+
+
+def test_a_batch_is_searched_item_by_item(codec, wav):
+    """Each item of a batch (a chunk's channels, crops searched together) descends its own objective and keeps
+    its own best codes: what its neighbour is changes nothing about its result. (Best by the batch's mean, as
+    before, gave item 0 different codes beside different neighbours.)"""
+    a = wav[0]
+    quiet = 0.2 * torch.roll(a, 3000, -1)
+    other = torch.from_numpy(music_like(0.5, 24000, 1, seed=5).T.astype(np.float32))
+    beside_quiet = search_latent(codec, torch.stack([a, quiet]), 4, SearchSettings(12))
+    beside_other = search_latent(codec, torch.stack([a, other]), 4, SearchSettings(12))
+    assert torch.equal(beside_quiet.codes[0], beside_other.codes[0])
+    assert torch.equal(beside_quiet.latent[0], beside_other.latent[0])
+    assert not torch.equal(beside_quiet.codes[1], beside_other.codes[1])
+    for batch, result in ((torch.stack([a, quiet]), beside_quiet), (torch.stack([a, other]), beside_other)):
+        objective = ReconstructionError(batch)
+        start = objective.per_item(codec.decode(codec.encode(batch, n_q=4), batch.shape[-1]))
+        best = objective.per_item(codec.decode(result.codes, batch.shape[-1]))
+        assert (best < start).all()  # every item gained, not only the batch on average
+        assert best.tolist() == pytest.approx(result.item_errors_best, rel=1e-4)
+        assert start.tolist() == pytest.approx(result.item_errors_start, rel=1e-4)
+        assert objective(codec.decode(result.codes, batch.shape[-1])).item() == pytest.approx(
+            result.error_best, rel=1e-4
+        )
+    # per item, the objective of a batch is each item's alone
+    alone = [ReconstructionError(x[None])(x[None] * 0.5).item() for x in (a, other)]
+    together = ReconstructionError(torch.stack([a, other])).per_item(torch.stack([a, other]) * 0.5)
+    assert together.tolist() == pytest.approx(alone, rel=1e-5)

@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from musiclm.codec import Codec
-from musiclm.codec.search import SEARCH_LR, SearchSettings, reconstruction_error, search_latent
+from musiclm.codec.search import SEARCH_LR, SearchSettings, search_latent
 from musiclm.training.audio_dataset import CropBatches, read_manifests
 
 MANIFESTS = ["data/recorded/manifest.jsonl", "data/synth/manifest.jsonl"]
@@ -107,12 +107,8 @@ def main() -> None:
             result = search_latent(codec, wav, n_q, search)
             audio.extend(wav.cpu().unbind(0))
             latents.extend(result.latent.cpu().unbind(0))
-            if args.batch == 1:
-                before.append(result.error_start)
-                after.append(result.error_best)
-            else:  # the search's figures are the batch's; each crop's own, before and after
-                before.extend(item_errors(codec, wav, codec.encode(wav, n_q)))
-                after.extend(item_errors(codec, wav, result.codes))
+            before.extend(result.item_errors_start)  # each crop's own, searched item by item
+            after.extend(result.item_errors_best)
             progress.update(args.batch)
             progress.set_postfix(error=f"{sum(after) / len(after):.3f}<{sum(before) / len(before):.3f}")
         path = args.out / f"w{args.worker}_{shard:05d}.safetensors"
@@ -126,13 +122,6 @@ def main() -> None:
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
         tmp.rename(path)  # a shard exists whole or not at all
         shard += 1
-
-
-@torch.no_grad()
-def item_errors(codec, wav: torch.Tensor, codes: torch.Tensor) -> list[float]:
-    """`reconstruction_error` of each crop's decoded codes."""
-    decoded = codec.decode(codes, wav.shape[-1])
-    return [float(reconstruction_error(d[None], w[None])) for d, w in zip(decoded, wav, strict=True)]
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from musiclm.dsp import cqt_magnitude, spectral_convergence, stft_magnitude
+from musiclm.dsp import cqt_magnitude, stft_magnitude
 from musiclm.errors import MusicLMError
 
 SEARCH_N_FFTS = (256, 512, 1024, 2048, 4096)
@@ -76,12 +76,29 @@ class ReconstructionError:
         return cqt.clamp(min=1e-5)
 
     def __call__(self, output: Tensor) -> Tensor:
-        error = (output - self.target).abs().mean()
+        """The objective of output [B, C, N]: the mean of `per_item`."""
+        return self.per_item(output).mean()
+
+    def per_item(self, output: Tensor) -> Tensor:
+        """The objective of each of output's B items against its own target, [B]: what one item's search
+        descends, whatever else shares its batch."""
+
+        # Reduced over each item's own dims, in place: a reshape would copy the strided spectra and sum them in
+        # another order, and one item would no longer give the batch-wide objective to the last digit.
+        def mean(x: Tensor) -> Tensor:  # [B, ...] → [B]
+            return x.mean(dim=tuple(range(1, x.dim())))
+
+        def norm(x: Tensor) -> Tensor:
+            return torch.linalg.vector_norm(x, dim=tuple(range(1, x.dim())))
+
+        error = mean((output - self.target).abs())
         for n_fft, magnitude, log_magnitude in zip(self.n_ffts, self.magnitudes, self.log_magnitudes, strict=True):
             so = stft_magnitude(output, n_fft, n_fft // 4)
-            error = error + (torch.log(so + 1e-5) - log_magnitude).abs().mean() + spectral_convergence(so, magnitude)
+            # spectral convergence, item by item (musiclm.dsp.spectral_convergence over one item)
+            convergence = norm(magnitude - so) / norm(magnitude).clamp(min=1e-5)
+            error = error + mean((torch.log(so + 1e-5) - log_magnitude).abs()) + convergence
         for n_fft, log_cqt in self.log_cqts.items():
-            error = error + self.cqt_weight * (torch.log(self._cqt(output, n_fft)) - log_cqt).abs().mean()
+            error = error + self.cqt_weight * mean((torch.log(self._cqt(output, n_fft)) - log_cqt).abs())
         return error
 
 
@@ -127,8 +144,16 @@ class SearchSettings:
 class SearchResult:
     codes: Tensor  # [B, n_q, T], the best seen
     latent: Tensor  # [B, D, T], the continuous latent those codes were quantized from (a target an encoder can learn)
-    error_start: float  # reconstruction_error of the encoder's own codes
-    error_best: float
+    item_errors_start: list[float]  # each item's objective with the encoder's own codes
+    item_errors_best: list[float]  # and with its best codes
+
+    @property
+    def error_start(self) -> float:  # the batch's objective (the mean over its items)
+        return sum(self.item_errors_start) / len(self.item_errors_start)
+
+    @property
+    def error_best(self) -> float:
+        return sum(self.item_errors_best) / len(self.item_errors_best)
 
 
 def search_codes(
@@ -159,9 +184,10 @@ def search_latent(
     on_step: Callable[[], None] | None = None,
 ) -> SearchResult:
     """`search_codes` with the latent of the best codes (a target an encoder can learn: it quantizes to them)
-    and the objective of the encoder's codes and of the best (`search.steps` ≥ 1). On a batch, best is by the
-    batch's objective, as the compressor searches a chunk's streams together. The objective is
-    `ReconstructionError` with `search.cqt_weight`."""
+    and the objective of the encoder's codes and of the best (`search.steps` ≥ 1). The objective is
+    `ReconstructionError` with `search.cqt_weight`. A batch (a chunk's channels in the compressor, crops in
+    train/search_latents.py) is searched item by item: each item descends its own objective (Adam's steps are
+    per element) and keeps the codes of its own best step."""
     steps, lr = search.steps, search.lr
     if steps < 1:
         raise MusicLMError(f"search_latent needs steps >= 1, got {steps}")
@@ -174,29 +200,37 @@ def search_latent(
         codes = quantizer.encode(z.detach(), n_q)
         return codes, quantizer.decode(codes)
 
-    def error_of(z_hat: Tensor) -> Tensor:
-        return objective(codec._decode_latent(z_hat, frame_offset)[..., :n])
+    def errors_of(z_hat: Tensor) -> Tensor:  # [B]
+        return objective.per_item(codec._decode_latent(z_hat, frame_offset)[..., :n])
+
+    best_errors = torch.full((wav.shape[0],), math.inf, device=wav.device)
+    best_codes, best_latent, start_errors = None, latent.clone(), None
+
+    def keep_best(errors: Tensor, codes: Tensor, z: Tensor) -> None:
+        nonlocal best_codes
+        better = errors.detach() < best_errors
+        best_errors[better] = errors.detach()[better]
+        best_codes = codes.clone() if best_codes is None else torch.where(better[:, None, None], codes, best_codes)
+        best_latent[better] = z.detach()[better]
 
     with torch.enable_grad():
         z = latent.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([z], lr=lr)
-        best_error, best_codes, best_latent, start_error = float("inf"), None, None, None
         for step in range(steps):  # the first step hears the encoder's own codes
             if on_step is not None:
                 on_step()
             if search.schedule == "cosine":
                 optimizer.param_groups[0]["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
             codes, z_hat = quantize(z)
-            error = error_of(z + (z_hat - z).detach())  # straight-through: the decoder hears the codes
-            if start_error is None:
-                start_error = error.item()
-            if error.item() < best_error:
-                best_error, best_codes, best_latent = error.item(), codes, z.detach().clone()
-            (z.grad,) = torch.autograd.grad(error, z)  # only the latent's gradient: the decoder stays frozen
+            errors = errors_of(z + (z_hat - z).detach())  # straight-through: the decoder hears the codes
+            if start_errors is None:
+                start_errors = errors.detach().clone()
+            keep_best(errors, codes, z)
+            # The sum: each item's latent gets its own objective's gradient. Only the latent's: the decoder
+            # stays frozen.
+            (z.grad,) = torch.autograd.grad(errors.sum(), z)
             optimizer.step()
     with torch.no_grad():
         codes, z_hat = quantize(z)
-        last_error = error_of(z_hat).item()
-        if last_error < best_error:
-            best_error, best_codes, best_latent = last_error, codes, z.detach().clone()
-    return SearchResult(best_codes, best_latent, start_error, best_error)
+        keep_best(errors_of(z_hat), codes, z)
+    return SearchResult(best_codes, best_latent, start_errors.tolist(), best_errors.tolist())
