@@ -35,6 +35,7 @@ from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 from musiclm.codec import Codec
 from musiclm.codec.search import SEARCH_CQT_WEIGHT, SEARCH_LR, SearchSettings
 from musiclm.compress import compress_bytes, decompress_bytes
+from musiclm.compress.encode import band_gains_default
 from musiclm.evaluation import metrics
 from musiclm.evaluation.codec_eval import quality
 from musiclm.evaluation.notes import transcribe
@@ -116,6 +117,13 @@ def main() -> int:
         default=SEARCH_CQT_WEIGHT,
         help="the search objective's constant-Q weight (rows get 'cqtW')",
     )
+    p.add_argument(
+        "--band-gains",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="--paths mlc: the compressor's default, band gains at 6 kbps and up (rows 'mlc+gains'); "
+        "--no-band-gains: codes and level corrections only (rows 'mlc', as before band gains existed)",
+    )
     args = p.parse_args()
     search_settings = SearchSettings(args.search, args.search_lr, args.search_cqt)
     torch.set_num_threads(1)
@@ -159,8 +167,11 @@ def main() -> int:
                     for name, (clips, notes) in refs.items():
                         for path in args.paths:
                             search = search_settings if path == "mlc" else SearchSettings()
+                            gains = path == "mlc" and args.band_gains and band_gains_default(codec, kbps, True)
                             # rows before SEARCH_LR was raised to 0.15 are "mlc+searchN" (lr 0.01, no CQT term)
-                            label = f"mlc+{search.label}" if search.steps else path
+                            label = "+".join(
+                                [path, *(["gains"] if gains else []), *([search.label] if search.steps else [])]
+                            )
                             if (str(run), step, name, kbps, label) in seen:
                                 continue
                             scores = [
@@ -168,7 +179,7 @@ def main() -> int:
                                     (str(run), step, name, kbps, label, i),
                                     wav,
                                     ref,
-                                    partial(roundtrip, codec, kbps=kbps, path=path, search=search),
+                                    partial(roundtrip, codec, kbps=kbps, path=path, search=search, band_gains=gains),
                                 )
                                 for i, (wav, ref) in enumerate(zip(clips, notes, strict=True))
                             ]
@@ -182,11 +193,13 @@ def main() -> int:
 
 
 @torch.no_grad()
-def roundtrip(codec, wav: torch.Tensor, kbps: float, path: str, search: SearchSettings | None = None) -> torch.Tensor:
-    """wav [1, N] at 24 kHz → decoded [1, N]: through the .mlc compressor (encoding with `search`), or straight
-    through the model."""
+def roundtrip(
+    codec, wav: torch.Tensor, kbps: float, path: str, search: SearchSettings | None = None, band_gains: bool = False
+) -> torch.Tensor:
+    """wav [1, N] at 24 kHz → decoded [1, N]: through the .mlc compressor (encoding with `search`, with or
+    without `band_gains`), or straight through the model."""
     if path.startswith("mlc"):
-        mlc = compress_bytes(wav, codec, sample_rate=24000, bandwidth=kbps, search=search)
+        mlc = compress_bytes(wav, codec, sample_rate=24000, bandwidth=kbps, search=search, band_gains=band_gains)
         return decompress_bytes(mlc, codec)[0]
     return codec.decode(codec.encode(wav[None], codec.config.n_q_for_bandwidth(kbps)), wav.shape[-1])[0]
 
@@ -273,8 +286,13 @@ def paired_table(clips_file: Path, runs: list[str], seconds: float, metrics=("no
         if key[0] not in runs:
             continue
         bases = [k for k in scores if k[0] == OPUS_RUN and k[2] == key[2]]
-        if key[4].startswith("mlc+search"):  # against the encoder's codes, and against searches listed before it
-            bases += [k for k in scores if k[:4] == key[:4] and (k[4] == "mlc" or "mlc+search" <= k[4] < key[4])]
+        if key[4].startswith("mlc+"):  # against the plain compressor, and a search against searches listed before it
+            searched = key[4].startswith("mlc+search")
+            bases += [
+                k
+                for k in scores
+                if k[:4] == key[:4] and (k[4] == "mlc" or (searched and "mlc+search" <= k[4] < key[4]))
+            ]
         for base in sorted(bases, key=lambda k: (k[0], k[3])):
             theirs = scores[base]
             clips = sorted(set(ours) & set(theirs))

@@ -54,11 +54,12 @@ def compress(
     chunk_seconds: float = _compress_api.CHUNK_SECONDS,
     progress: bool | None = None,
     search: SearchSettings | None = None,
+    band_gains: bool | None = None,
 ):
     """Compress an audio file to .mlc: `musiclm.compress.compress` (see there)."""
     from musiclm.compress.encode import compress as run
 
-    return run(source, destination, codec, bandwidth, entropy, mono, force, chunk_seconds, progress, search)
+    return run(source, destination, codec, bandwidth, entropy, mono, force, chunk_seconds, progress, search, band_gains)
 
 
 __all__ = ["MusicLMError", "__version__", "compress", *_LAZY]

@@ -238,7 +238,7 @@ def mlc(tmp_path, codec_dir) -> Path:
     [
         (lambda d: d[: len(d) - 7], "truncated"),
         (lambda d: b"OggS" + d[4:], "wrong magic"),
-        (lambda d: d[:4] + b"\x05\x00" + d[6:], "version 5"),
+        (lambda d: d[:4] + bytes([bitstream.VERSION + 1, 0]) + d[6:], f"version {bitstream.VERSION + 1}"),
         (lambda d: d[:-20] + bytes([d[-20] ^ 1]) + d[-19:], "checksum"),
         (lambda d: b"", "empty input"),
     ],

@@ -166,7 +166,7 @@ def test_levels_round_trip_bit_exactly(entropy):
     f = io.BytesIO(buf.getvalue())
     assert bitstream.read_header(f) == header
     for i in range(header.num_chunks):
-        got_codes, got_levels = bitstream.read_chunk(f, header, i)
+        got_codes, got_levels, _ = bitstream.read_chunk(f, header, i)
         assert np.array_equal(got_levels, levels[i]) and np.array_equal(
             got_codes, codes[..., i * 75 : i * 75 + got_codes.shape[-1]]
         )

@@ -5,21 +5,26 @@ Layout (full description with offsets in FORMAT.md; integers little-endian or LE
     magic "MLC\\x1a" | version u16 | fields_size u16 | fields (fields_size bytes) | crc32 u32 of all before it
     chunk 0 | chunk 1 | ... | chunk ceil(T / chunk_frames) - 1 | end of file
 
-    chunk = mode u8 (0 bit-packed, 1 range-coded) | payload_size varint | levels | payload | crc32 u32 of mode..payload
+    chunk = mode u8 (0 bit-packed, 1 range-coded) | payload_size varint | levels | [gains_size varint | gains]
+            | payload | crc32 u32 of mode..payload
 
 A chunk holds the codes [S, K, t] of `t = chunk_frames` frames (fewer in the last one) for S streams (one per
 input channel, or one for a downmix), stream-major then codebook-major, each code in ceil(log2(card)) bits
 or range-coded. Level corrections come before the codes: per stream, one signed byte per block of
 `level_frames` frames, the gain in LEVEL_STEP_DB steps that the decoder applies to that block (what the gains
 mean and how they are found: musiclm.compress.level). Their size follows from the header, so a reader can
-still step over a damaged bit-packed chunk. Chunks are independent (the entropy model restarts in each), so a
-decoder can stream them, and one flipped bit is caught by its chunk's CRC.
+still step over a damaged bit-packed chunk. Version 5 files may carry band gains instead (header field
+`gain_frames` > 0, range-coded files only): per stream, band and cell of `gain_frames` frames, a gain the
+decoder applies to its short-time spectrum, range-coded (musiclm.compress.band_gains); a size of 0 means 0 dB
+throughout. Chunks are independent (the entropy model restarts in each), so a decoder can stream them, and one
+flipped bit is caught by its chunk's CRC.
 
-Version 4 packs the header's numbers as varints and the chunk's payload size as one, and lets a range-coded
-chunk code each row flat or adaptively: ~90 bytes less on 10 s of real music at 1.5 kbps (1.58 → 1.51 kbps on
-disk; version 3 kept such short files at low rates 5 % over their nominal bitrate). Versions 1 (no `streams`
-field: one stream), 2 (no level corrections) and 3 (fixed-width fields, every range-coded row adaptive) are
-still read.
+Version 5 adds `gain_frames` after version 4's header fields. Version 4 packs the header's numbers as varints
+and the chunk's payload size as one, and lets a range-coded chunk code each row flat or adaptively: ~90 bytes
+less on 10 s of real music at 1.5 kbps (1.58 → 1.51 kbps on disk; version 3 kept such short files at low rates
+5 % over their nominal bitrate). Versions 1 (no `streams` field: one stream), 2 (no level corrections) and 3
+(fixed-width fields, every range-coded row adaptive) are
+still read (version 4 and up: written too).
 
 The reader never trusts a size field: every field is checked against limits before anything is allocated,
 so a corrupt or hostile file costs at most one chunk's bytes (≤ MAX_CHUNK_BYTES) of memory.
@@ -39,8 +44,9 @@ from musiclm.errors import MusicLMError
 
 MAGIC = b"MLC\x1a"  # \x1a stops `type`/`cat` on some systems from dumping binary, as in PNG's signature
 # 2: adds `streams` (each input channel coded on its own); 3: adds level corrections; 4: varint fields and
-# flat or adaptive range coding per row. 1-3 are still read (and written, for tests and old readers).
-VERSION = 4
+# flat or adaptive range coding per row; 5: adds band gains. 1-4 are still read (and written, for tests and old
+# readers).
+VERSION = 5
 LEVEL_STEP_DB = 0.25  # one level step; a signed byte spans ±31.75 dB (FORMAT.md says why)
 MODE_PACKED, MODE_RANGE = 0, 1
 FLAG_ENTROPY = 1  # the encoder tried range coding (a chunk still says which mode it used)
@@ -54,15 +60,16 @@ MAX_HOURS = 100
 MAX_N_Q = 256
 MAX_CARD = 1 << 20
 MAX_CHUNK_BYTES = 16 << 20
+MAX_GAIN_BANDS = 512  # bounds a chunk's band gains (musiclm.compress.band_gains has ~80 at 24 kHz)
 _FIELDS_V1 = struct.Struct("<B8sIIBIHQQHIdI8s")  # after the name; see Header.pack
 _FIELDS_V2 = struct.Struct("<B8sIIBIHQQHIdI8sB")  # version 2: + streams u8
 _FIELDS = struct.Struct("<B8sIIBIHQQHIdI8sBH")  # version 3: + level_frames u16
 _LAYOUTS = {1: _FIELDS_V1, 2: _FIELDS_V2, 3: _FIELDS}  # fixed-width versions; 4 is varints (Header.pack)
 # values each layout holds (v1: 14; v2: + streams; v3: + level_frames), counted from the format strings
 _FIELD_COUNTS = {version: len(layout.unpack(bytes(layout.size))) for version, layout in _LAYOUTS.items()}
-VERSIONS = (*_LAYOUTS, 4)
+VERSIONS = (*_LAYOUTS, 4, 5)
 # version 4's varint fields, in order, after flags and fingerprint (num_samples follows from the rest)
-_VARINT_FIELDS = (
+_VARINT_FIELDS_V4 = (
     "sample_rate",
     "hop_length",
     "channels",
@@ -76,8 +83,11 @@ _VARINT_FIELDS = (
     "streams",
     "level_frames",
 )
-_MIN_FIELDS_V4 = 1 + 1 + 1 + 8 + len(_VARINT_FIELDS)  # name_len, a 1-byte name, flags, fingerprint, varints
-_MAX_FIELDS_V4 = 1 + MAX_NAME_BYTES + 1 + 8 + 10 * len(_VARINT_FIELDS) + 8
+_VARINT_FIELDS = {4: _VARINT_FIELDS_V4, 5: (*_VARINT_FIELDS_V4, "gain_frames")}
+# field block sizes: name_len, a name of 1 .. MAX_NAME_BYTES, flags, fingerprint, varints (1-10 bytes), a prior
+_FIELD_BYTES = {
+    v: (1 + 1 + 1 + 8 + len(f), 1 + MAX_NAME_BYTES + 1 + 8 + 10 * len(f) + 8) for v, f in _VARINT_FIELDS.items()
+}
 _PREFIX = struct.Struct("<4sHH")
 _CHUNK_HEAD = struct.Struct("<BI")  # versions 1-3
 _MAX_CHUNK_HEAD = 5  # mode u8 + payload_size: u32 (versions 1-3) or a varint of ≤ 4 bytes (version 4)
@@ -118,6 +128,8 @@ class Header:
     streams: int = 1
     # frames per level-correction block (version 3); 0 = no corrections (always so in versions 1 and 2)
     level_frames: int = 0
+    # frames per band-gain cell (version 5, range-coded files); 0 = no band gains
+    gain_frames: int = 0
     version: int = VERSION  # the layout this header is read from or written in
 
     @property
@@ -156,6 +168,11 @@ class Header:
         """Level-correction blocks per stream in a chunk of `frames` frames (the last block may be shorter)."""
         return -(-frames // self.level_frames) if self.level_frames else 0
 
+    def gain_limit(self, frames: int) -> int:
+        """The most bytes a chunk of `frames` frames may give its band gains (0 without them): 16 bits a gain
+        at most (the range coder's rarest symbol) for up to MAX_GAIN_BANDS bands, and the coder's flush."""
+        return 2 * self.streams * MAX_GAIN_BANDS * -(-frames // self.gain_frames) + 8 if self.gain_frames else 0
+
     def validate(self) -> None:
         """Raise FormatError if a field is outside what any valid file holds."""
 
@@ -185,7 +202,7 @@ class Header:
             raise bad(f"codebook size {self.card}")
         if not (math.isfinite(self.bandwidth) and 0 < self.bandwidth < 10_000):
             raise bad(f"bandwidth {self.bandwidth} kbps")
-        levels = self.streams * self.level_blocks(self.chunk_frames)
+        levels = self.streams * self.level_blocks(self.chunk_frames) + self.gain_limit(self.chunk_frames)
         if not 1 <= self.chunk_frames or self.packed_size(self.chunk_frames) + levels > MAX_CHUNK_BYTES:
             raise bad(f"{self.chunk_frames} frames per chunk")
         if self.version not in VERSIONS:
@@ -194,6 +211,10 @@ class Header:
             raise bad(f"{self.streams} streams in version 1")
         if not 0 <= self.level_frames <= 0xFFFF or (self.level_frames and self.version < 3):
             raise bad(f"{self.level_frames} frames per level block in version {self.version}")
+        if not 0 <= self.gain_frames <= 0xFFFF or (
+            self.gain_frames and (self.version < 5 or not self.entropy or self.level_frames)
+        ):
+            raise bad(f"{self.gain_frames} frames per band-gain cell (version {self.version}, entropy {self.entropy})")
         if self.prior and (
             not self.entropy or len(self.prior) != 16 or any(c not in "0123456789abcdef" for c in self.prior)
         ):
@@ -204,9 +225,9 @@ class Header:
         flags = (FLAG_ENTROPY if self.entropy else 0) | (FLAG_PRIOR if self.prior else 0)
         prior = bytes.fromhex(self.prior) if self.prior else bytes(8)
         if self.version >= 4:
-            numbers = {field: getattr(self, field) for field in _VARINT_FIELDS}
+            numbers = {field: getattr(self, field) for field in _VARINT_FIELDS[self.version]}
             numbers["bandwidth"] = round(self.bandwidth * 1000)  # nominal kbps, to the bit per second
-            varints = b"".join(_varint(numbers[field]) for field in _VARINT_FIELDS)
+            varints = b"".join(_varint(numbers[field]) for field in _VARINT_FIELDS[self.version])
             fields = bytes([len(name), *name, flags]) + bytes.fromhex(self.fingerprint) + varints
             fields += prior if self.prior else b""
         else:
@@ -309,7 +330,7 @@ def read_header(f: BinaryIO) -> Header:
             f"unsupported .mlc format version {version}; this musiclm reads versions 1 to {VERSION}{newer}"
         )
     if version >= 4:
-        smallest, largest = _MIN_FIELDS_V4, _MAX_FIELDS_V4
+        smallest, largest = _FIELD_BYTES[version]
     else:
         smallest, largest = _LAYOUTS[version].size + 2, _LAYOUTS[version].size + 1 + MAX_NAME_BYTES
     if not smallest <= fields_size <= largest:
@@ -325,7 +346,10 @@ def read_header(f: BinaryIO) -> Header:
         name = fields[1 : 1 + name_len].decode()
     except UnicodeDecodeError:
         raise FormatError("corrupt .mlc header: codec name is not UTF-8") from None
-    numbers = _fields_v4(fields, 1 + name_len) if version >= 4 else _fields_fixed(fields, 1 + name_len, version)
+    if version >= 4:
+        numbers = _fields_v4(fields, 1 + name_len, version)
+    else:
+        numbers = _fields_fixed(fields, 1 + name_len, version)
     flags, fingerprint, prior = numbers.pop("flags"), numbers.pop("fingerprint"), numbers.pop("prior")
     if flags & ~(FLAG_ENTROPY | FLAG_PRIOR) or (prior != bytes(8)) != bool(flags & FLAG_PRIOR):
         raise FormatError(f"corrupt .mlc header: unknown flags {flags:#x}")
@@ -355,13 +379,14 @@ def _fields_fixed(fields: bytes, at: int, version: int) -> dict:
     return numbers
 
 
-def _fields_v4(fields: bytes, at: int) -> dict:
-    """Version 4: flags u8, fingerprint 8 B, the varints of _VARINT_FIELDS, the prior's 8 B iff flagged."""
+def _fields_v4(fields: bytes, at: int, version: int) -> dict:
+    """Versions 4-5: flags u8, fingerprint 8 B, the version's varints (_VARINT_FIELDS), the prior's 8 B iff
+    flagged."""
     if at + 9 > len(fields):
         raise FormatError("corrupt .mlc header: codec name length disagrees with the header size")
     numbers: dict = {"flags": fields[at], "fingerprint": fields[at + 1 : at + 9]}
     pos = at + 9
-    for name in _VARINT_FIELDS:
+    for name in _VARINT_FIELDS[version]:
         parsed = _parse_varint(fields, pos, 10)
         if parsed is None:
             raise FormatError(f"corrupt .mlc header: field {name} runs past the header")
@@ -382,10 +407,25 @@ def write_chunk(
     codes: np.ndarray,
     prior: np.ndarray | None = None,
     levels: np.ndarray | None = None,
+    gains: bytes = b"",
 ) -> int:
-    """Write codes [S, n_q, t] (or [n_q, t] for one stream) as one chunk; returns bytes written. Range coding
-    is used when it is smaller; `prior` [n_q, card] are the model's initial counts, named by header.prior.
-    `levels` [S, B] int8: the level corrections in LEVEL_STEP_DB steps (None: 0 dB), B = level_blocks(t)."""
+    """Write codes [S, n_q, t] (or [n_q, t] for one stream) as one chunk (`chunk_bytes`); returns bytes written."""
+    data = chunk_bytes(header, codes, prior, levels, gains)
+    f.write(data)
+    return len(data)
+
+
+def chunk_bytes(
+    header: Header,
+    codes: np.ndarray,
+    prior: np.ndarray | None = None,
+    levels: np.ndarray | None = None,
+    gains: bytes = b"",
+) -> bytes:
+    """Codes [S, n_q, t] (or [n_q, t] for one stream) as one chunk's bytes. Range coding is used when it is
+    smaller; `prior` [n_q, card] are the model's initial counts, named by header.prior. `levels` [S, B] int8:
+    the level corrections in LEVEL_STEP_DB steps (None: 0 dB), B = level_blocks(t). `gains`: the chunk's coded
+    band gains where the header has them (b"": 0 dB throughout)."""
     rows = codes.reshape(-1, codes.shape[-1])  # [S * K, t]: stream-major, then codebook-major
     assert rows.shape[0] == header.streams * header.n_q, f"chunk codes {codes.shape} vs {header.streams} streams"
     shape = (header.streams, header.level_blocks(codes.shape[-1]))
@@ -406,9 +446,11 @@ def write_chunk(
             coded = encode_codes(rows, header.card, tiled)
         if len(coded) < len(payload):
             mode, payload = MODE_RANGE, coded
+    assert len(gains) <= header.gain_limit(codes.shape[-1]) and (header.gain_frames or not gains), "band gains"
     head = _chunk_head(header.version, mode, len(payload)) + levels.tobytes()
-    f.write(head + payload + _CRC.pack(zlib.crc32(head + payload)))
-    return len(head) + len(payload) + _CRC.size
+    if header.gain_frames:
+        head += _varint(len(gains)) + gains
+    return head + payload + _CRC.pack(zlib.crc32(head + payload))
 
 
 def _row_flags(adaptive: list[bool]) -> bytes:
@@ -457,8 +499,23 @@ def _check_prior(header: Header, prior: np.ndarray | None) -> None:
     assert header.prior or prior is None, "a prior must be named in the header"
 
 
-def read_chunk_bytes(f: BinaryIO, header: Header, index: int) -> tuple[int, bytes, bytes]:
-    """Read chunk `index` and check its structure and CRC (no decoding) → (mode, levels, payload).
+def _read_gains(f: BinaryIO, header: Header, frames: int, where: str) -> tuple[bytes, bytes | None]:
+    """A version-5 chunk's band gains → (their bytes as read, size varint included; the gains, None where the
+    size does not parse or exceeds what the chunk may hold)."""
+    if not header.gain_frames:
+        return b"", b""
+    size_bytes = bytearray(_read_exact(f, 1, where))
+    while size_bytes[-1] & 0x80 and len(size_bytes) < 4:
+        size_bytes += _read_exact(f, 1, where)
+    parsed = _parse_varint(size_bytes, 0, 4)
+    if parsed is None or parsed[0] > header.gain_limit(frames):
+        return bytes(size_bytes), None
+    gains = _read_exact(f, parsed[0], where)
+    return bytes(size_bytes) + gains, gains
+
+
+def read_chunk_bytes(f: BinaryIO, header: Header, index: int) -> tuple[int, bytes, bytes, bytes]:
+    """Read chunk `index` and check its structure and CRC (no decoding) → (mode, levels, band gains, payload).
 
     A damaged chunk raises ChunkError; a file that ends inside the chunk raises FormatError ("truncated").
     A bit-packed chunk has a known size, so even a garbled length field leaves the reader at the next chunk;
@@ -468,9 +525,12 @@ def read_chunk_bytes(f: BinaryIO, header: Header, index: int) -> tuple[int, byte
     limit = header.packed_size(frames)
     mode, size, head = _read_chunk_head(f, header, limit, where)
     levels = _read_exact(f, header.streams * header.level_blocks(frames), where)
+    gain_bytes, gains = _read_gains(f, header, frames, where)
     problem = None
     if size is None:
         problem = f"corrupt .mlc file: {where} has an unreadable size"
+    elif gains is None:
+        problem = f"corrupt .mlc file: {where} has an unreadable band-gain size"
     elif mode not in (MODE_PACKED, MODE_RANGE) or (mode == MODE_RANGE and not header.entropy):
         problem = f"corrupt .mlc file: {where} has unknown mode {mode}"
     elif (mode == MODE_PACKED and size != limit) or (mode == MODE_RANGE and size >= limit):
@@ -481,11 +541,11 @@ def read_chunk_bytes(f: BinaryIO, header: Header, index: int) -> tuple[int, byte
     (crc,) = _CRC.unpack(_read_exact(f, _CRC.size, f"{where} checksum"))
     if problem:
         raise ChunkError(problem, resumable=True)
-    if zlib.crc32(head + levels + payload) != crc:
+    if zlib.crc32(head + levels + gain_bytes + payload) != crc:
         # a range-coded chunk's flipped bits may be in its length: then the reader is not at the next chunk
         message = f"corrupt .mlc file: {where} fails its checksum (flipped bits?)"
         raise ChunkError(message, resumable=mode == MODE_PACKED and not header.entropy)
-    return mode, levels, payload
+    return mode, levels, gains, payload
 
 
 class ReplayReader:
@@ -533,6 +593,7 @@ def find_chunk(f: ReplayReader, header: Header, index: int) -> int | None:
         return None
     data = f.take_since_mark()[1:]
     longest = _MAX_CHUNK_HEAD + header.streams * header.level_blocks(header.chunk_frames)
+    longest += (4 if header.gain_frames else 0) + header.gain_limit(header.chunk_frames)
     longest += header.packed_size(header.chunk_frames) + _CRC.size
 
     def have(size: int) -> bool:  # at least `size` bytes in data, reading more as needed
@@ -553,7 +614,14 @@ def find_chunk(f: ReplayReader, header: Header, index: int) -> int | None:
         limit = header.packed_size(frames)
         if not ((mode == MODE_PACKED and size == limit) or (mode == MODE_RANGE and header.entropy and size < limit)):
             return None
-        end = offset + head_size + header.streams * header.level_blocks(frames) + size + _CRC.size
+        end = offset + head_size + header.streams * header.level_blocks(frames)
+        if header.gain_frames:  # the band gains' size, then the gains
+            have(end + 4)
+            gain_size = _parse_varint(data, end, 4)
+            if gain_size is None or gain_size[0] > header.gain_limit(frames):
+                return None
+            end = gain_size[1] + gain_size[0]
+        end += size + _CRC.size
         if not have(end) or zlib.crc32(data[offset : end - _CRC.size]) != _CRC.unpack_from(data, end - _CRC.size)[0]:
             return None
         return end
@@ -584,11 +652,11 @@ def find_chunk(f: ReplayReader, header: Header, index: int) -> int | None:
 
 def read_chunk(
     f: BinaryIO, header: Header, index: int, prior: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, bytes]:
     """Read chunk `index` → (codes [S, n_q, t] int64, every code < card; levels [S, B] int8, B = 0 before
-    version 3). `prior`: see write_chunk."""
+    version 3; the coded band gains, b"" without them). `prior`: see write_chunk."""
     frames, rows = header.chunk_length(index), header.streams * header.n_q
-    mode, levels, payload = read_chunk_bytes(f, header, index)
+    mode, levels, gains, payload = read_chunk_bytes(f, header, index)
     if mode == MODE_RANGE:
         from musiclm.codec.entropy import decode_codes
 
@@ -609,7 +677,7 @@ def read_chunk(
         where = f"chunk {index + 1}/{header.num_chunks}"
         raise ChunkError(f"corrupt .mlc file: {where} holds a code ≥ codebook size {header.card}", resumable=True)
     levels = np.frombuffer(levels, np.int8).reshape(header.streams, header.level_blocks(frames))
-    return codes.reshape(header.streams, header.n_q, frames), levels
+    return codes.reshape(header.streams, header.n_q, frames), levels, gains
 
 
 def check_end(f: BinaryIO) -> None:

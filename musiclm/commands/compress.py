@@ -75,6 +75,14 @@ def register(subparsers) -> None:
         "9-15 %% at 6, 24-30 %% at 12; decoding 5-15 %% slower); --no-entropy bit-packs them",
     )
     p.add_argument(
+        "--band-gains",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="send the spectrum's level in semitone bands every 80 ms in place of 1 kbps of codes, so the "
+        "decoder's notes come back at their level (default: on at 6 kbps and up with range coding); "
+        "--no-band-gains sends all codes and broadband level corrections",
+    )
+    p.add_argument(
         "--chunk-seconds",
         type=float,
         default=10.0,
@@ -199,6 +207,7 @@ def run_compress(args: argparse.Namespace) -> int:
             codec=codec,
             bandwidth=args.bandwidth,
             entropy=args.entropy,
+            band_gains=args.band_gains,
             mono=args.mono,
             force=args.force,
             chunk_seconds=args.chunk_seconds,

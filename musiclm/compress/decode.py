@@ -1,5 +1,5 @@
 """.mlc → audio: read and check chunk by chunk, decode with context, apply the level corrections (versions 3 and up,
-musiclm.compress.level), resample, write block by block.
+musiclm.compress.level) or the band gains (version 5, musiclm.compress.band_gains), resample, write block by block.
 
 With `on_damage`, a damaged chunk does not stop decoding: it becomes silence and is reported (its index,
 time range and what is wrong). Damage is assumed to be in place (flipped bits, a cut end): a bit-packed
@@ -24,6 +24,7 @@ from torch import Tensor
 from musiclm.codec import bitstream
 from musiclm.codec.bitstream import ChunkError, FormatError, Header
 from musiclm.codec.streaming import context_frames, decode_chunks, resampled_blocks
+from musiclm.compress import band_gains
 from musiclm.compress.common import check_codec, check_destination, codec_prior, load_codec, open_output, progress_bar
 from musiclm.compress.level import apply_levels
 from musiclm.compress.reader import Source
@@ -103,6 +104,7 @@ def decoded_blocks(
     prior = _check_prior(header, codec)
     damaged: set[int] = set()
     levels: dict[int, np.ndarray] = {}  # chunk → its level corrections [S, B], until its audio is decoded
+    gains: dict[int, bytes] = {}  # chunk → its coded band gains, likewise
     lost: list[str] = []  # why every later chunk is missing, once reading cannot go on
 
     def damage(i: int, reason: str, last: int | None = None) -> None:  # chunks i..last (i alone: None)
@@ -133,7 +135,7 @@ def decoded_blocks(
                     if on_damage is not None:
                         reader.mark()
                     try:
-                        codes, levels[i] = bitstream.read_chunk(reader, header, i, prior)
+                        codes, levels[i], gains[i] = bitstream.read_chunk(reader, header, i, prior)
                     except FormatError as e:
                         if on_damage is None:
                             raise
@@ -160,6 +162,17 @@ def decoded_blocks(
     )
     if header.level_frames:
         silenced = apply_levels(((b, levels.pop(i, None)) for i, b in enumerate(silenced)), header)
+    if header.gain_frames:
+
+        def steps(i: int) -> np.ndarray | None:  # a damaged chunk's cells: 0 dB
+            coded = gains.pop(i, None)
+            return (
+                None
+                if i in damaged or coded is None
+                else band_gains.decode_steps(coded, header, header.chunk_length(i))
+            )
+
+        silenced = band_gains.apply_gains(((b, steps(i)) for i, b in enumerate(silenced)), header)
     yield from resampled_blocks(
         silenced,
         header.sample_rate,

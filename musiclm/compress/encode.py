@@ -16,6 +16,7 @@ from musiclm.codec.bitstream import Header, resampled_length
 from musiclm.codec.search import SearchSettings
 from musiclm.codec.streaming import BlockBuffer, context_frames, decode_chunks, encode_chunks, resampled_blocks
 from musiclm.compress import CHUNK_SECONDS  # the one default, also used by musiclm.compress()
+from musiclm.compress import band_gains as gains_module
 from musiclm.compress.common import check_destination, codec_prior, load_codec, open_output, progress_bar
 from musiclm.compress.level import LevelAnalyser, level_frames_for
 from musiclm.compress.reader import AudioSource, Source, open_audio
@@ -42,7 +43,21 @@ def entropy_default(codec) -> bool:
     return card_supported(codec.card)
 
 
-def _header(src: AudioSource, codec, bandwidth: float | None, entropy: bool, mono: bool, chunk_seconds: float):
+def band_gains_default(codec, bandwidth: float, entropy: bool) -> bool:
+    """Band gains (musiclm.compress.band_gains) are on wherever the codes are range-coded and the bandwidth is
+    at least band_gains.MIN_BANDWIDTH_KBPS."""
+    return entropy and bandwidth >= gains_module.MIN_BANDWIDTH_KBPS
+
+
+def _header(
+    src: AudioSource,
+    codec,
+    bandwidth: float | None,
+    entropy: bool,
+    mono: bool,
+    chunk_seconds: float,
+    band_gains: bool | None = None,
+):
     if bandwidth is None:
         bandwidth = DEFAULT_BANDWIDTH if DEFAULT_BANDWIDTH in codec.bandwidths else max(codec.bandwidths)
     if bandwidth not in codec.bandwidths:
@@ -50,6 +65,12 @@ def _header(src: AudioSource, codec, bandwidth: float | None, entropy: bool, mon
             f"bandwidth {bandwidth:g} kbps not offered by this codec; choose one of "
             f"{[float(b) for b in codec.bandwidths]}"
         )
+    if band_gains is None:
+        band_gains = band_gains_default(codec, bandwidth, entropy)
+    elif band_gains and not entropy:
+        raise MusicLMError("band gains are range-coded: they need entropy coding (drop --no-entropy)")
+    # with band gains, GAINS_KBPS of the bandwidth goes to them instead of the last codebooks
+    n_q = codec.config.n_q_for_bandwidth(bandwidth - gains_module.GAINS_KBPS if band_gains else bandwidth)
     if not 0.05 <= chunk_seconds <= 600:
         raise MusicLMError(f"chunk length {chunk_seconds} s out of range (0.05 .. 600)")
     # A mono codec codes each channel on its own (a batch of S = C streams): left and right stay apart, at
@@ -65,13 +86,14 @@ def _header(src: AudioSource, codec, bandwidth: float | None, entropy: bool, mon
         orig_channels=src.channels,
         num_samples=resampled_length(src.frames, src.sample_rate, codec.sample_rate),
         orig_num_samples=src.frames,
-        n_q=codec.config.n_q_for_bandwidth(bandwidth),
+        n_q=n_q,
         card=codec.card,
         bandwidth=float(bandwidth),
         chunk_frames=max(1, round(chunk_seconds * codec.frame_rate)),
         entropy=entropy,
         streams=streams,
-        level_frames=level_frames_for(codec.frame_rate),
+        level_frames=0 if band_gains else level_frames_for(codec.frame_rate),
+        gain_frames=gains_module.gain_frames_for(codec.frame_rate) if band_gains else 0,
     )
     try:
         header.validate()
@@ -90,14 +112,16 @@ def encode_to(
     chunk_seconds: float = CHUNK_SECONDS,
     progress: bool | None = None,
     search: SearchSettings | None = None,
+    band_gains: bool | None = None,
 ) -> Header:
     """Encode `src` with `codec` and write the .mlc bytes to `out` (anything with `write(bytes)`). `entropy`:
     range-code the codes (None: wherever the codec's codebook size allows, `entropy_default`). A `search` of
-    steps > 0: analysis-by-synthesis encoding (musiclm.codec.search), slower, the same format."""
+    steps > 0: analysis-by-synthesis encoding (musiclm.codec.search), slower, the same format. `band_gains`:
+    send band gains instead of level corrections (None: `band_gains_default`)."""
     if entropy is None:
         entropy = entropy_default(codec)
     search_steps = search.steps if search is not None else 0
-    header = _header(src, codec, bandwidth, entropy, mono, chunk_seconds)
+    header = _header(src, codec, bandwidth, entropy, mono, chunk_seconds, band_gains)
     prior = None
     if entropy:
         from musiclm.codec.entropy import _check_card, prior_hash
@@ -140,12 +164,19 @@ def encode_to(
                 yield codes
 
         decoded = decode_chunks(codec, encoded(), header.num_samples, header.chunk_frames, context)
-        original, analyse = BlockBuffer(to_compare), LevelAnalyser(header)
+        original = BlockBuffer(to_compare)
+        analyse = gains_module.GainAnalyser(header) if header.gain_frames else LevelAnalyser(header)
         for i, wav in enumerate(decoded):  # wav [S * C, L]: the decoder's output for chunk i
             check_interrupt()
             start = i * header.chunk_frames * header.hop_length
-            levels = analyse(i, original.get(start, start + wav.shape[-1]), wav)
-            bitstream.write_chunk(out, header, coded.popleft().numpy(), prior, levels)
+            reference, codes = original.get(start, start + wav.shape[-1]), coded.popleft().numpy()
+            if header.gain_frames:
+                # the gains get what the chunk's codes leave of its nominal size (range-coded codes take less)
+                nominal = header.kbps * 125 * header.chunk_length(i) / header.frame_rate  # bytes
+                budget = int(nominal) - len(bitstream.chunk_bytes(header, codes, prior)) - 4  # their size field
+                bitstream.write_chunk(out, header, codes, prior, gains=analyse(i, reference, wav, budget))
+            else:
+                bitstream.write_chunk(out, header, codes, prior, analyse(i, reference, wav))
             if not search_steps:
                 bar.update(header.chunk_length(i) / header.frame_rate)
     return header
@@ -162,6 +193,7 @@ def compress(
     chunk_seconds: float = CHUNK_SECONDS,
     progress: bool | None = None,
     search: SearchSettings | None = None,
+    band_gains: bool | None = None,
 ) -> Header:
     """Compress an audio file (path, '-', bytes or file object) to .mlc at `destination` (a path ending in
     .mlc, '-' or a binary file object). `bandwidth`: kbps per channel (default 6 when offered); each channel
@@ -169,14 +201,15 @@ def compress(
     range-coded (smaller files) unless `entropy` is False; None: wherever the codec allows. A file at
     `destination` is replaced only with `force`, even one that appears meanwhile. `search`
     (`musiclm.codec.search.SearchSettings`, steps > 0): codes chosen by analysis by synthesis, slower to encode,
-    the same format and decoder; None: the encoder's codes."""
+    the same format and decoder; None: the encoder's codes. `band_gains`: send band gains (musiclm.compress.
+    band_gains) instead of level corrections; None: at 6 kbps and up when range-coding (`band_gains_default`)."""
     _check_mlc_name(destination)
     check_destination(source, destination, force)
     src = open_audio(source)  # bad input fails before the codec loads
     try:
         codec = load_codec(codec)
         with open_output(destination, force) as out:
-            return encode_to(out, src, codec, bandwidth, entropy, mono, chunk_seconds, progress, search)
+            return encode_to(out, src, codec, bandwidth, entropy, mono, chunk_seconds, progress, search, band_gains)
     finally:
         src.close()
 
@@ -190,12 +223,14 @@ def compress_bytes(
     mono: bool = False,
     chunk_seconds: float = CHUNK_SECONDS,
     search: SearchSettings | None = None,
+    band_gains: bool | None = None,
 ) -> bytes:
-    """Audio file bytes, or wav [C, N] with its `sample_rate` → .mlc bytes (`search`: as `compress`)."""
+    """Audio file bytes, or wav [C, N] with its `sample_rate` → .mlc bytes (`search`, `band_gains`: as
+    `compress`)."""
     src = open_audio(audio, sample_rate)
     out = io.BytesIO()
     try:
-        encode_to(out, src, load_codec(codec), bandwidth, entropy, mono, chunk_seconds, False, search)
+        encode_to(out, src, load_codec(codec), bandwidth, entropy, mono, chunk_seconds, False, search, band_gains)
     finally:
         src.close()
     return out.getvalue()
