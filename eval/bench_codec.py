@@ -141,10 +141,13 @@ class Scorer:
         return {what: 10 * self.seconds[what] / self.audio[what] if self.audio[what] else None for what in self.seconds}
 
 
-def recoded_kbps(data: bytes, seconds: float, codec) -> tuple[float, float]:
+def recoded_kbps(data: bytes, seconds: float, codec) -> tuple[float | None, float | None]:
     """The same codes re-written two other ways (no second pass through the network) → kbps bit-packed, as
-    `--no-entropy` writes them, and range-coded without the codec's learned prior ("adaptive only")."""
+    `--no-entropy` writes them, and range-coded without the codec's learned prior ("adaptive only"). None for a
+    file with band gains: `--no-entropy` sends all the bandwidth's codebooks and level corrections instead."""
     header, codes = read_codes(data, codec)
+    if header.gain_frames:
+        return None, None
     sizes = []
     for entropy in (False, True):
         out = io.BytesIO()
@@ -161,6 +164,7 @@ def bench_codec(
     rows, per_clip = [], []
     for bw in bandwidths:
         scores, size, packed, ent_adaptive, t_enc, t_dec, audio_s = [], 0, 0.0, 0.0, 0.0, 0.0, 0.0
+        n_q = codec.config.n_q_for_bandwidth(bw)
         for i, (clip_id, ref) in enumerate(clips):
             seconds = ref.shape[-1] / sr
             t = time.perf_counter()
@@ -172,19 +176,21 @@ def bench_codec(
             scores.append(score(i, ref, est))
             per_clip.append({"system": label, "nominal": bw, "clip": clip_id, **scores[-1]})
             size += len(data)
+            n_q = read_codes(data, codec)[0].n_q  # fewer than the bandwidth's with band gains
             packed_kbps, adaptive_kbps = recoded_kbps(data, seconds, codec)
-            packed += packed_kbps * seconds
-            ent_adaptive += adaptive_kbps * seconds
+            packed = None if packed_kbps is None or packed is None else packed + packed_kbps * seconds
+            ent_adaptive = (
+                None if adaptive_kbps is None or ent_adaptive is None else ent_adaptive + adaptive_kbps * seconds
+            )
             audio_s += seconds
-        n_q = codec.config.n_q_for_bandwidth(bw)
         rows.append(
             {
                 "system": label,
                 "nominal": bw,
                 "codes": n_q * math.log2(codec.card) * codec.frame_rate / 1000,
                 "disk": size * 8 / audio_s / 1000,
-                "packed": packed / audio_s,
-                "adaptive": ent_adaptive / audio_s,
+                "packed": None if packed is None else packed / audio_s,
+                "adaptive": None if ent_adaptive is None else ent_adaptive / audio_s,
                 **mean(scores),
                 "enc_rt": audio_s / t_enc,
                 "dec_rt": audio_s / t_dec,

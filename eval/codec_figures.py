@@ -21,6 +21,7 @@ from bench_codec import pick_clips  # eval/ is on sys.path when this script runs
 
 from musiclm.codec import Codec
 from musiclm.codec.search import SearchSettings, search_codes
+from musiclm.compress import compress_bytes, decompress_bytes
 from musiclm.evaluation import plots
 from musiclm.evaluation.opus import opus_roundtrip
 
@@ -32,6 +33,12 @@ def through(codec: Codec, wav: torch.Tensor, kbps: float) -> torch.Tensor:
     n_q = codec.config.n_q_for_bandwidth(kbps)
     with torch.inference_mode():
         return codec.decode(codec.encode(wav[None], n_q=n_q))[0, :, : wav.shape[-1]]
+
+
+def compressed(codec: Codec, wav: torch.Tensor, kbps: float, band_gains: bool) -> torch.Tensor:
+    """Through the .mlc compressor (what `musiclm compress` users hear), with or without band gains."""
+    data = compress_bytes(wav, codec, sample_rate=codec.sample_rate, bandwidth=kbps, band_gains=band_gains)
+    return decompress_bytes(data, codec)[0]
 
 
 def searched(codec: Codec, wav: torch.Tensor, kbps: float, search: SearchSettings) -> torch.Tensor:
@@ -52,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--opus", type=float, nargs="*", default=[6.0, 12.0])
     p.add_argument("--search", type=int, default=0, help="add the codec at 6 kbps with this many search steps")
     p.add_argument("--prefix", default="spectrograms", help="files are PREFIX_{real,rendered}N.png")
+    p.add_argument(
+        "--mlc",
+        action="store_true",
+        help="the codec at 6 kbps through the compressor instead of the model, without and with band gains",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     codec = Codec.from_pretrained(args.codec).eval()
@@ -61,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         for i, (label, wav) in enumerate(pick_clips(manifest, "test", args.clips, args.seconds, sr, 1, seed=0)):
             panels = [(f"reference: {label}", wav)]
             panels += [(f"{codec.config.name} {kbps:g} kbps", through(codec, wav, kbps)) for kbps in args.bandwidths]
+            if args.mlc:
+                panels += [
+                    (f".mlc 6 kbps, {'band gains' if g else 'no band gains'}", compressed(codec, wav, 6.0, g))
+                    for g in (False, True)
+                ]
             if other is not None:
                 panels.append((f"{args.compare_label or other.config.name} 6 kbps", through(other, wav, 6.0)))
             if args.search:

@@ -35,6 +35,12 @@ def main() -> int:
     p.add_argument("--kbps", type=float, nargs="+", default=[1.5, 6.0, 12.0])
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument(
+        "--band-gains",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force band gains on or off (default: the compressor's choice, on at 6 kbps and up)",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     codec = load_codec(args.codec)
@@ -42,12 +48,14 @@ def main() -> int:
     ((name, wav),) = pick_clips(args.manifest, "test", 1, args.seconds, sr, codec.channels, seed=0)
     print(f"{name}, {args.seconds:g} s at {sr} Hz, one thread, best (median) of {args.repeats}")
     for kbps in args.kbps:
-        data = compress_bytes(wav, codec, sample_rate=sr, bandwidth=kbps)  # warm-up: context, caches
+        data = compress_bytes(
+            wav, codec, sample_rate=sr, bandwidth=kbps, band_gains=args.band_gains
+        )  # warm-up: context, caches
         decompress_bytes(data, codec)
         encode, decode = [], []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            data = compress_bytes(wav, codec, sample_rate=sr, bandwidth=kbps)
+            data = compress_bytes(wav, codec, sample_rate=sr, bandwidth=kbps, band_gains=args.band_gains)
             encode.append(time.perf_counter() - start)
             start = time.perf_counter()
             decompress_bytes(data, codec)

@@ -409,28 +409,18 @@ def write_chunk(
     levels: np.ndarray | None = None,
     gains: bytes = b"",
 ) -> int:
-    """Write codes [S, n_q, t] (or [n_q, t] for one stream) as one chunk (`chunk_bytes`); returns bytes written."""
-    data = chunk_bytes(header, codes, prior, levels, gains)
+    """Write codes [S, n_q, t] (or [n_q, t] for one stream) as one chunk (`encode_payload`, `chunk_bytes`);
+    returns bytes written."""
+    data = chunk_bytes(header, codes.shape[-1], *encode_payload(header, codes, prior), levels, gains)
     f.write(data)
     return len(data)
 
 
-def chunk_bytes(
-    header: Header,
-    codes: np.ndarray,
-    prior: np.ndarray | None = None,
-    levels: np.ndarray | None = None,
-    gains: bytes = b"",
-) -> bytes:
-    """Codes [S, n_q, t] (or [n_q, t] for one stream) as one chunk's bytes. Range coding is used when it is
-    smaller; `prior` [n_q, card] are the model's initial counts, named by header.prior. `levels` [S, B] int8:
-    the level corrections in LEVEL_STEP_DB steps (None: 0 dB), B = level_blocks(t). `gains`: the chunk's coded
-    band gains where the header has them (b"": 0 dB throughout)."""
+def encode_payload(header: Header, codes: np.ndarray, prior: np.ndarray | None = None) -> tuple[int, bytes]:
+    """Codes [S, n_q, t] (or [n_q, t] for one stream) → (mode, payload) of their chunk. Range coding is used when
+    it is smaller; `prior` [n_q, card] are the model's initial counts, named by header.prior."""
     rows = codes.reshape(-1, codes.shape[-1])  # [S * K, t]: stream-major, then codebook-major
     assert rows.shape[0] == header.streams * header.n_q, f"chunk codes {codes.shape} vs {header.streams} streams"
-    shape = (header.streams, header.level_blocks(codes.shape[-1]))
-    levels = np.zeros(shape, np.int8) if levels is None else np.asarray(levels)
-    assert levels.shape == shape and levels.dtype == np.int8, f"levels {levels.shape} {levels.dtype} vs {shape}"
     mode, payload = MODE_PACKED, pack_codes(rows, header.bits)
     if header.entropy:
         from musiclm.codec.entropy import adaptive_rows, encode_codes
@@ -446,7 +436,24 @@ def chunk_bytes(
             coded = encode_codes(rows, header.card, tiled)
         if len(coded) < len(payload):
             mode, payload = MODE_RANGE, coded
-    assert len(gains) <= header.gain_limit(codes.shape[-1]) and (header.gain_frames or not gains), "band gains"
+    return mode, payload
+
+
+def chunk_bytes(
+    header: Header,
+    frames: int,
+    mode: int,
+    payload: bytes,
+    levels: np.ndarray | None = None,
+    gains: bytes = b"",
+) -> bytes:
+    """A chunk of `frames` frames with its `encode_payload` → its bytes. `levels` [S, B] int8: the level
+    corrections in LEVEL_STEP_DB steps (None: 0 dB), B = level_blocks(frames). `gains`: the chunk's coded band
+    gains where the header has them (b"": 0 dB throughout)."""
+    shape = (header.streams, header.level_blocks(frames))
+    levels = np.zeros(shape, np.int8) if levels is None else np.asarray(levels)
+    assert levels.shape == shape and levels.dtype == np.int8, f"levels {levels.shape} {levels.dtype} vs {shape}"
+    assert len(gains) <= header.gain_limit(frames) and (header.gain_frames or not gains), "band gains"
     head = _chunk_head(header.version, mode, len(payload)) + levels.tobytes()
     if header.gain_frames:
         head += _varint(len(gains)) + gains

@@ -172,9 +172,10 @@ def encode_to(
             reference, codes = original.get(start, start + wav.shape[-1]), coded.popleft().numpy()
             if header.gain_frames:
                 # the gains get what the chunk's codes leave of its nominal size (range-coded codes take less)
-                nominal = header.kbps * 125 * header.chunk_length(i) / header.frame_rate  # bytes
-                budget = int(nominal) - len(bitstream.chunk_bytes(header, codes, prior)) - 4  # their size field
-                bitstream.write_chunk(out, header, codes, prior, gains=analyse(i, reference, wav, budget))
+                frames, coded_codes = codes.shape[-1], bitstream.encode_payload(header, codes, prior)
+                nominal = header.kbps * 125 * frames / header.frame_rate  # bytes
+                budget = int(nominal) - len(bitstream.chunk_bytes(header, frames, *coded_codes)) - 4  # size field
+                out.write(bitstream.chunk_bytes(header, frames, *coded_codes, gains=analyse(i, reference, wav, budget)))
             else:
                 bitstream.write_chunk(out, header, codes, prior, analyse(i, reference, wav))
             if not search_steps:
