@@ -5,7 +5,7 @@
     .venv/bin/python eval/fuzz_mlc.py --minutes 5 --decode     # also run a tiny neural decoder on survivors
     .venv/bin/python eval/fuzz_mlc.py --minutes 5 --recover    # decode as `decompress --recover` does
 
-Each case is a valid .mlc file (random header fields, bit-packed or range-coded chunks) mutated by
+Each case is a valid .mlc file (random header fields, bit-packed or range-coded chunks, band gains) mutated by
 `tests/test_bitstream.py:mutate` (flips, truncation, insertion, deletion, forged fields with re-sealed CRCs,
 garbage payloads with valid CRCs). Every case must either parse or raise MusicLMError, within --max-seconds,
 allocating under --max-mb (checked with tracemalloc on one case in --trace-every). When decoding, both grow
@@ -71,6 +71,12 @@ def random_file(rng: np.random.Generator) -> tuple[bytes, np.ndarray | None]:
         prior = prior_counts(rng.dirichlet(np.full(card, 0.3), size=header.n_q))
         header = Header(**{**header.__dict__, "prior": prior_hash(prior)})
     out = io.BytesIO()
+    if header.version >= 5 and header.entropy and rng.integers(0, 2):  # half of them with band gains
+        from test_bitstream import with_band_gains
+
+        header = Header(**{**header.__dict__, "level_frames": 0, "gain_frames": int(rng.integers(1, 9))})
+        if prior is None:
+            return with_band_gains(header, codes, int(rng.integers(0, 1 << 30))), prior
     bitstream.write_mlc(out, header, codes, prior)
     return out.getvalue(), prior
 

@@ -276,6 +276,29 @@ def mutate(data: bytes, rng: np.random.Generator) -> bytes:
     return bytes(d)
 
 
+def with_band_gains(header: Header, codes: np.ndarray, seed: int = 0) -> bytes:
+    """A version-5 file whose chunks carry random band gains (musiclm.compress.band_gains)."""
+    from musiclm.compress import band_gains
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    buf.write(header.pack())
+    for i in range(header.num_chunks):
+        frames = header.chunk_length(i)
+        shape = (header.streams, band_gains.num_bands(header.sample_rate), band_gains.cells(header, frames))
+        steps = rng.integers(band_gains.MIN_STEP, band_gains.MAX_STEP + 1, shape)
+        chunk = codes[..., i * header.chunk_frames : i * header.chunk_frames + frames]
+        bitstream.write_chunk(buf, header, chunk, gains=band_gains.encode_steps(steps))
+    return buf.getvalue()
+
+
+def test_band_gains_files_round_trip():
+    header = make_header(n_q=3, card=256, num_samples=24000 * 2, chunk_frames=40, entropy=True, gain_frames=4)
+    codes = skewed_codes(header)
+    got_header, got = read_mlc(io.BytesIO(with_band_gains(header, codes)))
+    assert got_header == header and np.array_equal(got, codes)
+
+
 def test_fuzz_parser_never_crashes_hangs_or_overallocates():
     """Thousands of mutated files: each parses or raises FormatError, fast, with bounded memory."""
     header = make_header(n_q=3, card=256, num_samples=24000 * 2, chunk_frames=40)
@@ -284,6 +307,7 @@ def test_fuzz_parser_never_crashes_hangs_or_overallocates():
         dumps(header, skewed_codes(header)),
         dumps(make_header(**entropy), skewed_codes(header)),
         dumps(make_header(**entropy, version=3), skewed_codes(header)),
+        with_band_gains(make_header(**entropy, gain_frames=4), skewed_codes(header)),
     ]
     rng = np.random.default_rng(1234)
     counts = {"ok": 0, "error": 0}

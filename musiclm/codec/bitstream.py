@@ -13,7 +13,7 @@ input channel, or one for a downmix), stream-major then codebook-major, each cod
 or range-coded. Level corrections come before the codes: per stream, one signed byte per block of
 `level_frames` frames, the gain in LEVEL_STEP_DB steps that the decoder applies to that block (what the gains
 mean and how they are found: musiclm.compress.level). Their size follows from the header, so a reader can
-still step over a damaged bit-packed chunk. Version 5 files may carry band gains instead (header field
+still step over a damaged bit-packed chunk. Version 5 files may carry band gains too (header field
 `gain_frames` > 0, range-coded files only): per stream, band and cell of `gain_frames` frames, a gain the
 decoder applies to its short-time spectrum, range-coded (musiclm.compress.band_gains); a size of 0 means 0 dB
 throughout. Chunks are independent (the entropy model restarts in each), so a decoder can stream them, and one
@@ -211,9 +211,7 @@ class Header:
             raise bad(f"{self.streams} streams in version 1")
         if not 0 <= self.level_frames <= 0xFFFF or (self.level_frames and self.version < 3):
             raise bad(f"{self.level_frames} frames per level block in version {self.version}")
-        if not 0 <= self.gain_frames <= 0xFFFF or (
-            self.gain_frames and (self.version < 5 or not self.entropy or self.level_frames)
-        ):
+        if not 0 <= self.gain_frames <= 0xFFFF or (self.gain_frames and (self.version < 5 or not self.entropy)):
             raise bad(f"{self.gain_frames} frames per band-gain cell (version {self.version}, entropy {self.entropy})")
         if self.prior and (
             not self.entropy or len(self.prior) != 16 or any(c not in "0123456789abcdef" for c in self.prior)

@@ -70,8 +70,8 @@ def _describe_mlc(path: Path, verify: bool) -> int:
     if h.level_frames:  # one byte per stream and block
         bits = 8 * h.streams * h.frame_rate / h.level_frames
         levels = f"level corrections every {h.level_frames / h.frame_rate:.2f} s ({bits:.0f} bit/s of the size on disk)"
-    elif h.gain_frames:
-        levels = f"band gains every {h.gain_frames / h.frame_rate * 1000:.0f} ms"
+    if h.gain_frames:
+        levels = f"band gains every {h.gain_frames / h.frame_rate * 1000:.0f} ms, {levels}"
     print(f"  .mlc version {h.version}, {levels}")
     print(f"  {h.num_chunks} chunks: {'verified (lengths and checksums intact)' if verify else 'not verified'}")
     return 0

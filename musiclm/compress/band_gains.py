@@ -1,7 +1,7 @@
 """Band gains (.mlc version 5): the encoder sends, per stream, band and cell of `gain_frames` frames, the gain in
 STEP_DB steps that brings its own decoding's energy in that band to the original's; the decoder multiplies its
-short-time spectrum by them. They replace the broadband level corrections of versions 3-4 (musiclm.compress.level)
-in the files that carry them.
+short-time spectrum by them, before the broadband level corrections (musiclm.compress.level), which the encoder
+then finds against its estimate of the gains' result and which keep the loudness where coarse gain steps miss.
 
 Why: the shipped decoder loses its notes in the magnitudes, not the phase. Given the reference's STFT magnitudes
 with its own phases, its output transcribes at note F1 ~0.72 on real music against ~0.48 as decoded, and more
@@ -9,8 +9,8 @@ codebooks hardly help (6 → 12 kbps: 0.465 → 0.471 on 48 real clips). Codecs 
 the fine structure (Opus/CELT: RFC 6716 §4.3.2, ~21 bands a 20 ms frame). Notes need finer bands: semitones up to
 SPLIT_HZ (one or more 11.7 Hz bins each from ~200 Hz), BANDS_PER_OCTAVE_HIGH above, 80 ms cells (4 frames at
 50 Hz). On 48 + 48 held-out clips at 6 kbps through the compressor (eval/codec_curve.py, train/README.md,
-"Band gains"): note F1 0.465 → 0.547 on real music and 0.569 → 0.621 on renders (Opus CBR 12 kbps: 0.500 /
-0.575), ViSQOL 3.15 → 3.46 and 3.44 → 3.71, SI-SNR +0.3 dB, against 12 codebooks and level corrections.
+"Band gains"): note F1 0.465 → 0.552 on real music and 0.569 → 0.617 on renders (Opus CBR 12 kbps: 0.500 /
+0.575), ViSQOL 3.15 → 3.46 and 3.44 → 3.72, SI-SNR +0.3 / +0.1 dB, against 12 codebooks and level corrections.
 
 The gains are 10 symbols (-24 .. +12 dB in 4 dB steps; cells where both signals lie QUIET_DB under the chunk's
 loudest cell, or below SILENT_DB, get 0 dB) range-coded with one adaptive model per stream and band
@@ -26,6 +26,7 @@ chunk's cells get 0 dB.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -180,6 +181,15 @@ def decode_steps(data: bytes, header: Header, frames: int) -> np.ndarray:
         return np.zeros((header.streams, bands, n_cells), np.int64)
     rows = decode_codes(data, header.streams * bands, n_cells, SYMBOLS)
     return rows.reshape(header.streams, bands, n_cells) + MIN_STEP
+
+
+def apply_to_chunk(header: Header, index: int, audio: np.ndarray, coded: bytes) -> np.ndarray:
+    """The encoder's estimate of what the decoder makes of chunk `index` [S * C, L] with its coded gains: the
+    chunk alone (zeros beyond its ends, where the decoder has its neighbours), for the level analysis."""
+    frames = header.chunk_length(index)
+    alone = dataclasses.replace(header, num_samples=audio.shape[-1], chunk_frames=frames)
+    steps = decode_steps(coded, header, frames)
+    return np.concatenate(list(apply_gains([(audio, steps)], alone)), axis=1)
 
 
 def apply_gains(chunks: Iterator[tuple[np.ndarray, np.ndarray | None]], header: Header) -> Iterator[np.ndarray]:

@@ -160,9 +160,7 @@ def decoded_blocks(
         header,
         header.streams * codec.channels,
     )
-    if header.level_frames:
-        silenced = apply_levels(((b, levels.pop(i, None)) for i, b in enumerate(silenced)), header)
-    if header.gain_frames:
+    if header.gain_frames:  # band gains first, then the level curve (found against their result)
 
         def steps(i: int) -> np.ndarray | None:  # a damaged chunk's cells: 0 dB
             coded = gains.pop(i, None)
@@ -173,6 +171,8 @@ def decoded_blocks(
             )
 
         silenced = band_gains.apply_gains(((b, steps(i)) for i, b in enumerate(silenced)), header)
+    if header.level_frames:
+        silenced = apply_levels(((b, levels.pop(i, None)) for i, b in enumerate(silenced)), header)
     yield from resampled_blocks(
         silenced,
         header.sample_rate,

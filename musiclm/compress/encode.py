@@ -92,7 +92,7 @@ def _header(
         chunk_frames=max(1, round(chunk_seconds * codec.frame_rate)),
         entropy=entropy,
         streams=streams,
-        level_frames=0 if band_gains else level_frames_for(codec.frame_rate),
+        level_frames=level_frames_for(codec.frame_rate),
         gain_frames=gains_module.gain_frames_for(codec.frame_rate) if band_gains else 0,
     )
     try:
@@ -117,7 +117,7 @@ def encode_to(
     """Encode `src` with `codec` and write the .mlc bytes to `out` (anything with `write(bytes)`). `entropy`:
     range-code the codes (None: wherever the codec's codebook size allows, `entropy_default`). A `search` of
     steps > 0: analysis-by-synthesis encoding (musiclm.codec.search), slower, the same format. `band_gains`:
-    send band gains instead of level corrections (None: `band_gains_default`)."""
+    send band gains in place of 1 kbps of codes (None: `band_gains_default`)."""
     if entropy is None:
         entropy = entropy_default(codec)
     search_steps = search.steps if search is not None else 0
@@ -165,19 +165,23 @@ def encode_to(
 
         decoded = decode_chunks(codec, encoded(), header.num_samples, header.chunk_frames, context)
         original = BlockBuffer(to_compare)
-        analyse = gains_module.GainAnalyser(header) if header.gain_frames else LevelAnalyser(header)
+        levels_of = LevelAnalyser(header)
+        gains_of = gains_module.GainAnalyser(header) if header.gain_frames else None
         for i, wav in enumerate(decoded):  # wav [S * C, L]: the decoder's output for chunk i
             check_interrupt()
             start = i * header.chunk_frames * header.hop_length
             reference, codes = original.get(start, start + wav.shape[-1]), coded.popleft().numpy()
-            if header.gain_frames:
-                # the gains get what the chunk's codes leave of its nominal size (range-coded codes take less)
+            if gains_of is not None:
+                # the gains get what the chunk's codes and levels leave of its nominal size (range-coded codes
+                # take less); the levels are then found against what the gains make of the decoding
                 frames, coded_codes = codes.shape[-1], bitstream.encode_payload(header, codes, prior)
                 nominal = header.kbps * 125 * frames / header.frame_rate  # bytes
                 budget = int(nominal) - len(bitstream.chunk_bytes(header, frames, *coded_codes)) - 4  # size field
-                out.write(bitstream.chunk_bytes(header, frames, *coded_codes, gains=analyse(i, reference, wav, budget)))
+                gains = gains_of(i, reference, wav, budget)
+                heard = gains_module.apply_to_chunk(header, i, wav, gains)
+                out.write(bitstream.chunk_bytes(header, frames, *coded_codes, levels_of(i, reference, heard), gains))
             else:
-                bitstream.write_chunk(out, header, codes, prior, analyse(i, reference, wav))
+                bitstream.write_chunk(out, header, codes, prior, levels_of(i, reference, wav))
             if not search_steps:
                 bar.update(header.chunk_length(i) / header.frame_rate)
     return header
@@ -203,7 +207,7 @@ def compress(
     `destination` is replaced only with `force`, even one that appears meanwhile. `search`
     (`musiclm.codec.search.SearchSettings`, steps > 0): codes chosen by analysis by synthesis, slower to encode,
     the same format and decoder; None: the encoder's codes. `band_gains`: send band gains (musiclm.compress.
-    band_gains) instead of level corrections; None: at 6 kbps and up when range-coding (`band_gains_default`)."""
+    band_gains) in place of 1 kbps of codes; None: at 6 kbps and up when range-coding (`band_gains_default`)."""
     _check_mlc_name(destination)
     check_destination(source, destination, force)
     src = open_audio(source)  # bad input fails before the codec loads

@@ -133,8 +133,11 @@ def evaluate(codec, clips: list[tuple[Tensor, int]], keep_audio: int = 2) -> Cod
                 mlc = compress_bytes(ref, codec, sample_rate=codec.sample_rate, bandwidth=kbps)
                 dec = decompress_bytes(mlc, codec)[0][:, : ref.shape[-1]]  # [C, N], level corrections applied
                 disk = len(mlc) * 8 / 1000 / (ref.shape[-1] / codec.sample_rate)
-                codes = torch.from_numpy(read_codes(mlc, codec)[1])  # [K, T]: the file's own codes
-                packed = mlc_kbps(codec, codes, ref.shape[-1], entropy=False)
+                frames = read_codes(mlc, codec)[1].shape[-1]
+                # what --no-entropy writes: every codebook of the bandwidth bit-packed (no band gains), whose size
+                # does not depend on the codes' values
+                every = torch.zeros(codec.config.n_q_for_bandwidth(kbps), frames, dtype=torch.long)
+                packed = mlc_kbps(codec, every, ref.shape[-1], entropy=False)
                 heard = None if ref_notes is None else ref_notes[i]
                 per_system["musiclm codec"].append(
                     {"kbps_on_disk": disk, "kbps_bit_packed": packed, **quality(ref, dec, codec.sample_rate, heard)}
