@@ -213,9 +213,8 @@ def apply_gains(chunks: Iterator[tuple[np.ndarray, np.ndarray | None]], header: 
     received = 0  # samples received
     for index, (block, steps) in enumerate(chunks):
         rows = block.shape[0]
-        if audio.size == 0:
-            audio = np.zeros((rows, 0))
-            out_sum = np.zeros((rows, 0))
+        if index == 0:
+            audio, out_sum = np.zeros((rows, 0)), np.zeros((rows, 0))
         audio = np.concatenate([audio, block.astype(np.float64)], axis=1)
         received += block.shape[-1]
         if steps is not None:
@@ -265,7 +264,6 @@ def _frame_gains(gains: dict[int, np.ndarray], header: Header, first: int, count
     """Linear gain per row, frame and bin [R, count, F] for frames first .. first + count - 1 (1 where a chunk's
     gains are missing: damaged, or past the last frame)."""
     channels = rows // header.streams
-    out = None
     parts = []
     for t in range(first, first + count):
         chunk = min(t // header.chunk_frames, header.num_chunks - 1)
