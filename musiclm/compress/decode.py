@@ -1,5 +1,6 @@
-""".mlc → audio: read and check chunk by chunk, decode with context, apply the level corrections (versions 3 and up,
-musiclm.compress.level) or the band gains (version 5, musiclm.compress.band_gains), resample, write block by block.
+""".mlc → audio: read and check chunk by chunk, decode with context, apply the band gains (version 5,
+musiclm.compress.band_gains) and then the level corrections (versions 3 and up, musiclm.compress.level), resample,
+write block by block.
 
 With `on_damage`, a damaged chunk does not stop decoding: it becomes silence and is reported (its index,
 time range and what is wrong). Damage is assumed to be in place (flipped bits, a cut end): a bit-packed
