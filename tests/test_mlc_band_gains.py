@@ -220,3 +220,18 @@ def test_cli_sends_band_gains_at_6_kbps_and_not_when_asked(capsys, tmp_path):
         capsys, "compress", tmp_path / "in.wav", out, "--codec", codec_dir, "-f", "--no-entropy", "--band-gains"
     )
     assert rc == 2 and "band gains are range-coded" in err
+
+
+def test_the_steps_the_encoder_estimates_with_are_the_ones_the_decoder_reads():
+    """GainAnalyser.last_steps (what the level analysis hears) equals what decode_steps gets from the bytes,
+    whether the gains fit, had to let quiet cells go, or were dropped for want of room."""
+    original = sine(440.0, 1.0) + sine(1318.5, 1.0, amp=0.2) + 0.003 * np.random.default_rng(0).standard_normal((1, SR))
+    decoded = 0.5 * sine(440.0, 1.0) + sine(659.3, 1.0, amp=0.2)
+    h = header(1.0, chunk_frames=75)
+    analyse = band_gains.GainAnalyser(h)
+    sizes = []
+    for budget in (None, 40, 0):
+        coded = analyse(0, original, decoded, budget)
+        assert np.array_equal(band_gains.decode_steps(coded, h, 75), analyse.last_steps)
+        sizes.append(len(coded))
+    assert sizes[0] > 40 >= sizes[1] and sizes[2] == 0

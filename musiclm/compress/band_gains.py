@@ -162,7 +162,9 @@ class GainAnalyser:
             steps = self._steps(*energies, quiet_db)
             coded = encode_steps(steps) if steps.any() else b""  # silence: 0 dB throughout, in no bytes
             if budget is None or len(coded) <= budget:
+                self.last_steps = steps  # what the decoder will read back from `coded`
                 return coded
+        self.last_steps = np.zeros_like(steps)
         return b""
 
 
@@ -183,12 +185,11 @@ def decode_steps(data: bytes, header: Header, frames: int) -> np.ndarray:
     return rows.reshape(header.streams, bands, n_cells) + MIN_STEP
 
 
-def apply_to_chunk(header: Header, index: int, audio: np.ndarray, coded: bytes) -> np.ndarray:
-    """The encoder's estimate of what the decoder makes of chunk `index` [S * C, L] with its coded gains: the
-    chunk alone (zeros beyond its ends, where the decoder has its neighbours), for the level analysis."""
-    frames = header.chunk_length(index)
-    alone = dataclasses.replace(header, num_samples=audio.shape[-1], chunk_frames=frames)
-    steps = decode_steps(coded, header, frames)
+def apply_to_chunk(header: Header, index: int, audio: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """The encoder's estimate of what the decoder makes of chunk `index` [S * C, L] with its gains (steps, as
+    `GainAnalyser.last_steps`): the chunk alone (zeros beyond its ends, where the decoder has its neighbours),
+    for the level analysis."""
+    alone = dataclasses.replace(header, num_samples=audio.shape[-1], chunk_frames=header.chunk_length(index))
     return np.concatenate(list(apply_gains([(audio, steps)], alone)), axis=1)
 
 

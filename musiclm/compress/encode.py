@@ -178,7 +178,7 @@ def encode_to(
                 nominal = header.kbps * 125 * frames / header.frame_rate  # bytes
                 budget = int(nominal) - len(bitstream.chunk_bytes(header, frames, *coded_codes)) - 4  # size field
                 gains = gains_of(i, reference, wav, budget)
-                heard = gains_module.apply_to_chunk(header, i, wav, gains)
+                heard = gains_module.apply_to_chunk(header, i, wav, gains_of.last_steps)
                 out.write(bitstream.chunk_bytes(header, frames, *coded_codes, levels_of(i, reference, heard), gains))
             else:
                 bitstream.write_chunk(out, header, codes, prior, levels_of(i, reference, wav))
