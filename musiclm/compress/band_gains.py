@@ -27,6 +27,7 @@ chunk's cells get 0 dB.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 
@@ -61,6 +62,7 @@ def n_fft_for(sample_rate: int) -> int:
     return 1 << round(math.log2(N_FFT_SECONDS * sample_rate))
 
 
+@functools.lru_cache(maxsize=4)
 def band_of_bin(sample_rate: int) -> np.ndarray:
     """[n_fft // 2 + 1] the band of each STFT bin: semitones from F_MIN_HZ to SPLIT_HZ, then
     BANDS_PER_OCTAVE_HIGH to the top; every band holds at least one bin (empty ones are merged away)."""
@@ -71,7 +73,9 @@ def band_of_bin(sample_rate: int) -> np.ndarray:
     low = np.floor(12 * octaves)
     high = math.ceil(12 * split) + np.floor(BANDS_PER_OCTAVE_HIGH * (octaves - split))
     raw = np.where(octaves < split, low, high).astype(np.int64)
-    return np.unique(raw, return_inverse=True)[1]  # renumbered 0..B-1, in order, without gaps
+    bands = np.unique(raw, return_inverse=True)[1]  # renumbered 0..B-1, in order, without gaps
+    bands.setflags(write=False)  # cached: every chunk of every file reads the same layout
+    return bands
 
 
 def num_bands(sample_rate: int) -> int:
@@ -81,12 +85,6 @@ def num_bands(sample_rate: int) -> int:
 def cells(header: Header, frames: int) -> int:
     """Gain cells per stream and band in a chunk of `frames` frames (the last may be shorter)."""
     return -(-frames // header.gain_frames)
-
-
-def max_bytes(header: Header, frames: int) -> int:
-    """The most a chunk's coded gains can take: 16 bits a symbol (the adaptive model's least likely symbol
-    never costs more, its count being ≥ 1 of at most 2^16), plus the coder's flush."""
-    return 2 * header.streams * num_bands(header.sample_rate) * cells(header, frames) + 8
 
 
 def _window(n_fft: int) -> np.ndarray:
@@ -264,19 +262,11 @@ def apply_gains(chunks: Iterator[tuple[np.ndarray, np.ndarray | None]], header: 
 def _frame_gains(gains: dict[int, np.ndarray], header: Header, first: int, count: int, rows: int) -> np.ndarray:
     """Linear gain per row, frame and bin [R, count, F] for frames first .. first + count - 1 (1 where a chunk's
     gains are missing: damaged, or past the last frame)."""
-    channels = rows // header.streams
-    parts = []
-    for t in range(first, first + count):
+    out = np.ones((header.streams, count, n_fft_for(header.sample_rate) // 2 + 1))
+    for k, t in enumerate(range(first, first + count)):
         chunk = min(t // header.chunk_frames, header.num_chunks - 1)
         g = gains.get(chunk)
-        if g is None:
-            parts.append(None)
-            continue
-        cell = min((t - chunk * header.chunk_frames) // header.gain_frames, g.shape[-1] - 1)
-        parts.append(g[:, :, cell])  # [S, F]
-    width = n_fft_for(header.sample_rate) // 2 + 1
-    out = np.ones((header.streams, count, width))
-    for k, g in enumerate(parts):
         if g is not None:
-            out[:, k, :] = g
-    return np.repeat(out, channels, axis=0)
+            cell = min((t - chunk * header.chunk_frames) // header.gain_frames, g.shape[-1] - 1)
+            out[:, k, :] = g[:, :, cell]  # [S, F]
+    return np.repeat(out, rows // header.streams, axis=0)
