@@ -122,6 +122,27 @@ def test_fingerprint_names_the_token_space_not_the_decoder(tiny_codec):
     assert tiny_codec.fingerprint() != after_encoder
 
 
+def test_fingerprint_follows_every_change_to_the_weights(tiny_codec):
+    """The digest is cached between calls (the compressor asks once per file); loading other weights, an
+    optimizer step and replaced tensors must each give a new one, and going back the old one."""
+    before = tiny_codec.fingerprint()
+    saved = {k: v.clone() for k, v in tiny_codec.state_dict().items()}
+    optimizer = torch.optim.SGD(tiny_codec.encoder.parameters(), lr=0.1)
+    wav = torch.randn(1, 1, 640) * 0.2
+    tiny_codec.encoder(wav).square().mean().backward()
+    optimizer.step()
+    stepped = tiny_codec.fingerprint()
+    assert stepped != before
+    tiny_codec.load_state_dict(saved)
+    assert tiny_codec.fingerprint() == before
+    first = next(tiny_codec.encoder.parameters())
+    tiny_codec.load_state_dict(
+        {**saved, **{k: v + 1e-3 for k, v in saved.items() if k.startswith("encoder.")}}, assign=True
+    )
+    assert next(tiny_codec.encoder.parameters()) is not first
+    assert tiny_codec.fingerprint() not in (before, stepped)
+
+
 def test_bad_checkpoints_raise_clear_errors(tiny_codec, tmp_path):
     with pytest.raises(MusicLMError, match="not found"):
         Codec.from_pretrained(tmp_path / "nope")

@@ -289,6 +289,27 @@ def test_vocoder_phase_keeps_the_learned_phase_below_its_bin():
         ISTFTHead(64, 16, channels=1, kind="complex", vocoder_from_bin=4)
 
 
+def test_vocoder_phase_recurrence_on_numpy_equals_the_torch_one_to_the_bit(monkeypatch):
+    """The CPU runs vocoder_phase's frame-by-frame recurrence in numpy (lighter per call), other devices in
+    torch: the same phases to the last bit, for a batch, a continued track (known frames) and one frame."""
+    from musiclm.codec import framenet
+
+    generator = torch.Generator().manual_seed(0)
+    cases = [(1, 961, 120, 0), (3, 97, 40, 5), (2, 65, 1, 0), (2, 65, 6, 6)]
+    for batch, bins, frames, known_frames in cases:
+        log_mag = 2 * torch.randn(batch, bins, frames, generator=generator)
+        known = torch.rand(batch, bins, known_frames, generator=generator) * 6 - 3 if known_frames else None
+        on_numpy = framenet.vocoder_phase(log_mag, 480, 1920, known, frame_offset=11)
+        with monkeypatch.context() as m:
+            m.setattr(framenet, "_propagate_numpy", framenet._propagate_torch)
+            on_torch = framenet.vocoder_phase(log_mag, 480, 1920, known, frame_offset=11)
+        assert on_numpy.shape == (batch, bins, frames)
+        assert torch.equal(on_numpy, on_torch)
+        assert on_numpy.abs().max() <= math.pi + 1e-6
+        if known is not None:
+            assert torch.equal(on_numpy[..., :known_frames], known[..., :frames])
+
+
 def test_a_vocoder_phase_codec_round_trips_its_config_and_decodes(tmp_path):
     from conftest import _tiny_config
 

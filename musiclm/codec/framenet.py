@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -165,45 +166,74 @@ def vocoder_phase(
     `PhaseTrack`; `frame_offset` is the absolute index of the first frame). Not differentiable."""
     with torch.no_grad():
         B, F_, T = log_mag.shape
-        L = log_mag.float()
-        bins = torch.arange(F_, device=L.device)
-        left, mid, right = L[:, :-2], L[:, 1:-1], L[:, 2:]
-        local_mean = (
-            F.avg_pool1d(L.transpose(1, 2).reshape(B * T, 1, F_), 17, stride=1, padding=8, count_include_pad=False)
-            .reshape(B, T, F_)
-            .transpose(1, 2)
-        )
-        prominent = (mid > left) & (mid >= right) & (mid > local_mean[:, 1:-1] + prominence_nats)
-        is_peak = F.pad(prominent, (0, 0, 1, 1))  # [B, F, T]; the edge bins are never peaks
+        # frame-major [B, T, F]: the searches along bins run over contiguous memory, and the recurrence reads
+        # one frame at a time
+        L = log_mag.float().transpose(1, 2).contiguous()
+        bins = torch.arange(F_, device=L.device, dtype=torch.int32)
+        left, mid, right = L[..., :-2], L[..., 1:-1], L[..., 2:]
+        local_mean = F.avg_pool1d(L.reshape(B * T, 1, F_), 17, stride=1, padding=8, count_include_pad=False)
+        local_mean = local_mean.reshape(B, T, F_)
+        prominent = (mid > left) & (mid >= right) & (mid > local_mean[..., 1:-1] + prominence_nats)
+        is_peak = F.pad(prominent, (1, 1))  # [B, T, F]; the edge bins are never peaks
         curvature = (left - 2 * mid + right).clamp(max=-1e-6)
-        delta = F.pad((0.5 * (left - right) / curvature).clamp(-0.5, 0.5), (0, 0, 1, 1))
-        advance = hop * 2 * math.pi * (bins[None, :, None] + delta) / n_fft  # [B, F, T] at peak bins
+        delta = F.pad((0.5 * (left - right) / curvature).clamp(-0.5, 0.5), (1, 1))
+        advance = hop * 2 * math.pi * (bins + delta) / n_fft  # [B, T, F] at peak bins
         # nearest peak to every bin, all frames at once: the last peak at or below it, the first at or above it
         big = F_ * 4
-        index = bins[None, :, None].expand(B, F_, T)
-        below = torch.where(is_peak, index, torch.full_like(index, -big)).cummax(dim=1).values
-        above = torch.where(is_peak, index, torch.full_like(index, 2 * big)).flip(1).cummin(dim=1).values.flip(1)
+        index = bins.expand(B, T, F_)
+        below = torch.where(is_peak, index, -big).cummax(dim=-1).values
+        above = torch.where(is_peak, index, 2 * big).flip(-1).cummin(dim=-1).values.flip(-1)
         owner = torch.where(index - below <= above - index, below, above)
         in_lobe = (index - owner).abs() <= lobe_bins
-        owner = owner.clamp(0, F_ - 1)
+        owner = owner.clamp(0, F_ - 1).long()
         offset = -math.pi * (index - owner).float()
         # noise phase: a fixed hash of (bin, absolute frame), so chunked and one-shot decoding agree
         frames = torch.arange(frame_offset, frame_offset + T, device=L.device, dtype=torch.float64) % 65536
-        seed = torch.sin(bins[:, None].double() * 12.9898 + frames[None, :] * 78.233) * 43758.5453
-        noise = (2 * math.pi * torch.frac(seed.abs()) - math.pi).float()  # [F, T]
-        out = torch.empty(B, F_, T, device=L.device)
-        prev = torch.zeros(B, F_, device=L.device)
+        seed = torch.sin(frames[:, None] * 78.233 + bins[None, :].double() * 12.9898) * 43758.5453
+        noise = (2 * math.pi * torch.frac(seed.abs()) - math.pi).float()  # [T, F]
+        out = torch.empty(B, T, F_, device=L.device)
         first = 0
         if known is not None and known.shape[-1]:
             first = min(known.shape[-1], T)
-            out[:, :, :first] = known[..., :first].float()
-            prev = out[:, :, first - 1]
-        for t in range(first, T):  # only the recurrence is sequential
-            locked = (prev + advance[:, :, t]).gather(1, owner[:, :, t]) + offset[:, :, t]
-            locked = torch.remainder(locked + math.pi, 2 * math.pi) - math.pi
-            prev = torch.where(in_lobe[:, :, t], locked, noise[None, :, t])
-            out[:, :, t] = prev
-        return out.to(log_mag.dtype)
+            out[:, :first] = known[..., :first].transpose(1, 2).float()
+        propagate = _propagate_numpy if L.device.type == "cpu" else _propagate_torch
+        propagate(out, first, advance.gather(2, owner), owner, offset, in_lobe, noise)
+        return out.transpose(1, 2).to(log_mag.dtype)
+
+
+def _propagate_torch(
+    out: Tensor, first: int, advance: Tensor, owner: Tensor, offset: Tensor, in_lobe: Tensor, noise: Tensor
+) -> None:
+    """vocoder_phase's recurrence, frame by frame, in place on out [B, T, F] from frame `first` (the frames
+    before hold known phases): each bin takes its owning peak's previous phase advanced by the peak's
+    frequency (`advance` [B, T, F], gathered at the owner) plus its lobe offset, or the noise phase [T, F]."""
+    prev = out[:, first - 1] if first else torch.zeros_like(out[:, 0])
+    for t in range(first, out.shape[1]):  # only the recurrence is sequential
+        locked = prev.gather(1, owner[:, t]) + advance[:, t] + offset[:, t]
+        locked = torch.remainder(locked + math.pi, 2 * math.pi) - math.pi
+        prev = torch.where(in_lobe[:, t], locked, noise[None, t])
+        out[:, t] = prev
+
+
+def _propagate_numpy(
+    out: Tensor, first: int, advance: Tensor, owner: Tensor, offset: Tensor, in_lobe: Tensor, noise: Tensor
+) -> None:
+    """`_propagate_torch` on the CPU with numpy's lighter per-call overhead on these one-frame slices; the
+    same float32 operations in the same order, so the same phases to the bit (tests/test_codec_backbones.py)."""
+    B, T, F_ = out.shape
+    frame_major = lambda x: x.transpose(0, 1).reshape(x.shape[1], B * F_).numpy()  # noqa: E731  [T, B * F]
+    flat_owner = frame_major(owner + F_ * torch.arange(B)[:, None, None])
+    advance, offset, in_lobe = frame_major(advance), frame_major(offset), frame_major(in_lobe)
+    noise = np.tile(noise.numpy(), (1, B))  # [T, B * F]
+    phases = frame_major(out)  # a copy where B > 1
+    prev = phases[first - 1] if first else np.zeros(B * F_, np.float32)
+    pi, two_pi = np.float32(math.pi), np.float32(2 * math.pi)
+    for t in range(first, T):
+        locked = prev[flat_owner[t]] + advance[t] + offset[t]
+        locked = np.remainder(locked + pi, two_pi) - pi
+        prev = np.where(in_lobe[t], locked, noise[t])
+        phases[t] = prev
+    out[:, first:] = torch.from_numpy(phases[first:]).reshape(-1, B, F_).transpose(0, 1)
 
 
 class PhaseTrack:

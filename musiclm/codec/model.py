@@ -80,6 +80,29 @@ class CodecConfig:
         return max(1, min(self.n_q, int(math.floor(kbps * 1000 / per_q + 1e-9))))
 
 
+DIGEST_SKIPS = ("embed_avg", "cluster_size", "inited")
+
+
+def _weights_stamp(module: nn.Module, keys: list[str]) -> tuple | None:
+    """What identifies the weights' current values without reading them: each tensor object (held, so its id
+    is not reused), its storage and its in-place version counter (bumped by optimizer steps, `load_state_dict`
+    and in-place ops; not by writes through `.data`). None where a tensor keeps no version (inference-mode
+    tensors) or a key is not a parameter or buffer: then nothing is cached."""
+    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    try:
+        return tuple((k, tensors[k], tensors[k].data_ptr(), tensors[k]._version) for k in keys)
+    except (KeyError, RuntimeError):
+        return None
+
+
+def _same_stamp(old: tuple | None, new: tuple) -> bool:
+    return (
+        old is not None
+        and len(old) == len(new)
+        and all(a[0] == b[0] and a[1] is b[1] and a[2:] == b[2:] for a, b in zip(old, new, strict=True))
+    )
+
+
 class Codec(nn.Module):
     def __init__(self, config: CodecConfig):
         super().__init__()
@@ -211,16 +234,19 @@ class Codec(nn.Module):
         return self._digest(("decoder.", "quantizer."))
 
     def _digest(self, prefixes: tuple[str, ...]) -> str:
-        digest = hashlib.sha256()
         state = self.state_dict()
-        for key in sorted(state):
-            if not key.startswith(prefixes):
-                continue
-            if key.endswith(("embed_avg", "cluster_size", "inited")):
-                continue  # EMA training statistics do not change what encode computes
+        # EMA training statistics do not change what encode computes
+        keys = [k for k in sorted(state) if k.startswith(prefixes) and not k.endswith(DIGEST_SKIPS)]
+        stamp = _weights_stamp(self, keys)
+        cache = self.__dict__.setdefault("_digests", {})
+        if stamp is not None and _same_stamp(cache.get(prefixes, (None,))[0], stamp):
+            return cache[prefixes][1]  # the compressor asks once per file; hashing takes ~30 ms a call
+        digest = hashlib.sha256()
+        for key in keys:
             digest.update(key.encode())
             digest.update(state[key].detach().to(torch.float32).cpu().contiguous().numpy().data)  # no copy
-        return digest.hexdigest()[:16]
+        cache[prefixes] = (stamp, digest.hexdigest()[:16])
+        return cache[prefixes][1]
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:
         directory = Path(directory)
