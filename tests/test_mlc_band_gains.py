@@ -98,6 +98,31 @@ def test_gains_take_out_a_partial_the_decoder_added_and_lift_a_note_it_lost():
     assert abs(level_db(out, 440.0) - level_db(original, 440.0)) < 1.0  # the right note is left as it was
 
 
+def test_twelve_kbps_sends_finer_gains_for_more_codebooks_within_its_size():
+    """SETTINGS_BY_BANDWIDTH: 80 ms cells for 1 kbps at 6 kbps, 40 ms for 2 kbps at 12 kbps, in the header the
+    decoder reads; each file within its nominal size."""
+    from musiclm.codec import Codec, CodecConfig, SEANetConfig
+
+    torch.manual_seed(0)
+    config = CodecConfig(
+        name="tiny-12", sample_rate=SR, seanet=SEANetConfig(n_filters=4, dimension=16), n_q=16, card=1024
+    )
+    codec = Codec(dataclasses.replace(config, bandwidths=(6.0, 12.0))).eval()  # 75 Hz: 0.75 kbps a codebook
+    audio = torch.from_numpy(music_like(2.0, SR, 1).T.astype(np.float32))
+    headers = {}
+    for kbps in (6.0, 12.0):
+        data = compress_bytes(audio, codec, sample_rate=SR, bandwidth=kbps)
+        headers[kbps] = h = bitstream.read_header(io.BytesIO(data))
+        settings = band_gains.settings_for(kbps)
+        assert h.gain_frames == round(settings.cell_seconds * codec.frame_rate)
+        assert h.n_q == codec.config.n_q_for_bandwidth(kbps - settings.kbps)
+        assert len(data) * 8 / 2.0 / 1000 <= kbps * 1.03
+        assert decompress_bytes(data, codec)[0].shape == audio.shape
+    assert headers[12.0].gain_frames * 2 == headers[6.0].gain_frames == 6
+    assert (headers[6.0].n_q, headers[12.0].n_q) == (6, 13)
+    assert band_gains.settings_for(24.0) == band_gains.settings_for(12.0) != band_gains.settings_for(3.0)
+
+
 def test_steps_round_trip_and_garbage_stays_in_range():
     h = header(1.0, chunk_frames=75, streams=2)
     rng = np.random.default_rng(1)
@@ -129,7 +154,7 @@ def test_band_gains_bring_a_faulty_decoder_back_through_the_compressor_within_th
     data = compress_bytes(audio, codec, sample_rate=SR, bandwidth=3.6, chunk_seconds=1.0, band_gains=True)
     h = bitstream.read_header(io.BytesIO(data))
     assert h.version == 5 and h.gain_frames and h.level_frames and h.num_chunks == 3
-    assert h.n_q == codec.config.n_q_for_bandwidth(3.6 - band_gains.GAINS_KBPS) < codec.config.n_q_for_bandwidth(3.6)
+    assert h.n_q == codec.config.n_q_for_bandwidth(3.6 - band_gains.settings_for(3.6).kbps) < codec.config.n_q_for_bandwidth(3.6)
     assert len(data) * 8 / 3.0 / 1000 <= 3.6 * 1.03
     assert (
         bitstream.read_header(io.BytesIO(compress_bytes(audio, codec, sample_rate=SR, band_gains=False))).gain_frames

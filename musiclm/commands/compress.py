@@ -78,7 +78,8 @@ def register(subparsers) -> None:
         "--band-gains",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="send the spectrum's level in semitone bands every 80 ms in place of 1 kbps of codes, so the "
+        help="send the spectrum's level in semitone bands every 80 ms in place of 1 kbps of codes (every 40 ms "
+        "for 2 kbps at 12 kbps and up), so the "
         "decoder's notes come back at their level (default: on at 6 kbps and up with range coding); "
         "--no-band-gains sends all codes and broadband level corrections",
     )

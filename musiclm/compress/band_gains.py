@@ -8,7 +8,7 @@ with its own phases, its output transcribes at note F1 ~0.72 on real music again
 codebooks hardly help (6 → 12 kbps: 0.465 → 0.471 on 48 real clips). Codecs have long sent band energies beside
 the fine structure (Opus/CELT: RFC 6716 §4.3.2, ~21 bands a 20 ms frame). Notes need finer bands: semitones up to
 SPLIT_HZ (one or more 11.7 Hz bins each from ~200 Hz), BANDS_PER_OCTAVE_HIGH above, 80 ms cells (4 frames at
-50 Hz). On 48 + 48 held-out clips at 6 kbps through the compressor (eval/codec_curve.py, train/README.md,
+50 Hz; 40 ms at 12 kbps and up, SETTINGS_BY_BANDWIDTH). On 48 + 48 held-out clips at 6 kbps through the compressor (eval/codec_curve.py, train/README.md,
 "Band gains"): note F1 0.465 → 0.552 on real music and 0.569 → 0.617 on renders (Opus CBR 12 kbps: 0.500 /
 0.575), ViSQOL 3.15 → 3.46 and 3.44 → 3.72, SI-SNR +0.3 / +0.1 dB, against 12 codebooks and level corrections.
 
@@ -38,7 +38,6 @@ from musiclm.codec.bitstream import Header
 from musiclm.codec.entropy import decode_codes, encode_codes, ideal_bits
 from musiclm.errors import MusicLMError
 
-CELL_SECONDS = 0.08  # a gain's span in time: 4 frames at 50 Hz
 N_FFT_SECONDS = 0.085  # 2048 points at 24 kHz: 11.7 Hz bins, a semitone a bin or more from ~200 Hz
 F_MIN_HZ = 32.7  # C1: the bins below join the first band
 SPLIT_HZ = 2000.0  # semitone bands below; few fundamentals lie above
@@ -50,13 +49,33 @@ QUIET_DB = -40.0  # cells this far under the chunk's loudest (both signals) get 
 QUIET_LADDER_DB = (-40.0, -36.0, -32.0, -28.0, -24.0, -20.0, -16.0, -12.0)
 SILENT_DB = -100.0  # energy per cell (dB re full-scale sine) under which a cell is silence
 SYMBOLS = MAX_STEP - MIN_STEP + 1
-# Codes kbps given over to the gains: the two last codebooks at 6 kbps (50 Hz, 10-bit codes)
-GAINS_KBPS = 1.0
-MIN_BANDWIDTH_KBPS = 6.0  # below, the gains would take a large share of the bits (not measured)
 
 
-def gain_frames_for(frame_rate: float) -> int:
-    return max(1, round(CELL_SECONDS * frame_rate))
+@dataclasses.dataclass(frozen=True)
+class GainSettings:
+    """How an encoder spends band gains at a bandwidth: a gain's span in time (`cell_seconds`, the header's
+    gain_frames) and the kbps of codes given over to them (codebooks dropped; the gains take what the chunk's
+    codes and levels leave of its nominal size)."""
+
+    cell_seconds: float
+    kbps: float
+
+
+# From each bandwidth up (kbps, highest first). 6 kbps: 80 ms cells for the two last codebooks (50 Hz, 10-bit
+# codes). 12 kbps: codebooks beyond 6 kbps add little (note F1 0.465 → 0.471 without gains), so 40 ms cells
+# for four: on 48 + 48 held-out clips note F1 0.562 → 0.592 / 0.621 → 0.633 against 80 ms cells for two,
+# above 6 kbps on both sets (train/README.md, "Band gains at 12 kbps").
+SETTINGS_BY_BANDWIDTH = ((12.0, GainSettings(cell_seconds=0.04, kbps=2.0)), (6.0, GainSettings(0.08, 1.0)))
+MIN_BANDWIDTH_KBPS = SETTINGS_BY_BANDWIDTH[-1][0]  # below, the gains would take a large share of the bits
+
+
+def settings_for(bandwidth: float) -> GainSettings:
+    """The settings for `bandwidth` kbps (below the lowest entry, when asked for: the lowest entry's)."""
+    return next((s for low, s in SETTINGS_BY_BANDWIDTH if bandwidth >= low), SETTINGS_BY_BANDWIDTH[-1][1])
+
+
+def gain_frames_for(frame_rate: float, bandwidth: float) -> int:
+    return max(1, round(settings_for(bandwidth).cell_seconds * frame_rate))
 
 
 def n_fft_for(sample_rate: int) -> int:

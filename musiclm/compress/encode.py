@@ -69,8 +69,9 @@ def _header(
         band_gains = band_gains_default(codec, bandwidth, entropy)
     elif band_gains and not entropy:
         raise MusicLMError("band gains are range-coded: they need entropy coding (drop --no-entropy)")
-    # with band gains, GAINS_KBPS of the bandwidth goes to them instead of the last codebooks
-    n_q = codec.config.n_q_for_bandwidth(bandwidth - gains_module.GAINS_KBPS if band_gains else bandwidth)
+    # with band gains, some of the bandwidth goes to them instead of the last codebooks
+    gain_settings = gains_module.settings_for(bandwidth)
+    n_q = codec.config.n_q_for_bandwidth(bandwidth - gain_settings.kbps if band_gains else bandwidth)
     if not 0.05 <= chunk_seconds <= 600:
         raise MusicLMError(f"chunk length {chunk_seconds} s out of range (0.05 .. 600)")
     # A mono codec codes each channel on its own (a batch of S = C streams): left and right stay apart, at
@@ -93,7 +94,7 @@ def _header(
         entropy=entropy,
         streams=streams,
         level_frames=level_frames_for(codec.frame_rate),
-        gain_frames=gains_module.gain_frames_for(codec.frame_rate) if band_gains else 0,
+        gain_frames=gains_module.gain_frames_for(codec.frame_rate, bandwidth) if band_gains else 0,
     )
     try:
         header.validate()
@@ -117,7 +118,7 @@ def encode_to(
     """Encode `src` with `codec` and write the .mlc bytes to `out` (anything with `write(bytes)`). `entropy`:
     range-code the codes (None: wherever the codec's codebook size allows, `entropy_default`). A `search` of
     steps > 0: analysis-by-synthesis encoding (musiclm.codec.search), slower, the same format. `band_gains`:
-    send band gains in place of 1 kbps of codes (None: `band_gains_default`)."""
+    send band gains in place of 1-2 kbps of codes (`band_gains.settings_for`; None: `band_gains_default`)."""
     if entropy is None:
         entropy = entropy_default(codec)
     search_steps = search.steps if search is not None else 0
@@ -207,7 +208,7 @@ def compress(
     `destination` is replaced only with `force`, even one that appears meanwhile. `search`
     (`musiclm.codec.search.SearchSettings`, steps > 0): codes chosen by analysis by synthesis, slower to encode,
     the same format and decoder; None: the encoder's codes. `band_gains`: send band gains (musiclm.compress.
-    band_gains) in place of 1 kbps of codes; None: at 6 kbps and up when range-coding (`band_gains_default`)."""
+    band_gains) in place of 1-2 kbps of codes; None: at 6 kbps and up when range-coding (`band_gains_default`)."""
     _check_mlc_name(destination)
     check_destination(source, destination, force)
     src = open_audio(source)  # bad input fails before the codec loads
