@@ -5,12 +5,13 @@ then finds against its estimate of the gains' result and which keep the loudness
 
 Why: the shipped decoder loses its notes in the magnitudes, not the phase. Given the reference's STFT magnitudes
 with its own phases, its output transcribes at note F1 ~0.72 on real music against ~0.48 as decoded, and more
-codebooks hardly help (6 → 12 kbps: 0.465 → 0.471 on 48 real clips). Codecs have long sent band energies beside
-the fine structure (Opus/CELT: RFC 6716 §4.3.2, ~21 bands a 20 ms frame). Notes need finer bands: semitones up to
-SPLIT_HZ (one or more 11.7 Hz bins each from ~200 Hz), BANDS_PER_OCTAVE_HIGH above, 80 ms cells (4 frames at
-50 Hz; 40 ms at 12 kbps and up, SETTINGS_BY_BANDWIDTH). On 48 + 48 held-out clips at 6 kbps through the compressor (eval/codec_curve.py, train/README.md,
-"Band gains"): note F1 0.465 → 0.552 on real music and 0.569 → 0.617 on renders (Opus CBR 12 kbps: 0.500 /
-0.575), ViSQOL 3.15 → 3.46 and 3.44 → 3.72, SI-SNR +0.3 / +0.1 dB, against 12 codebooks and level corrections.
+codebooks hardly help (6 → 12 kbps: 0.465 → 0.471 on 48 real clips). Codecs have long sent band energies beside the
+fine structure (Opus/CELT: RFC 6716 §4.3.2, ~21 bands a 20 ms frame). Notes need finer bands: semitones up to
+SPLIT_HZ (one or more 11.7 Hz bins each from ~200 Hz), BANDS_PER_OCTAVE_HIGH above, 80 ms cells (4 frames at 50 Hz;
+40 ms at 12 kbps and up, SETTINGS_BY_BANDWIDTH). On 48 + 48 held-out clips at 6 kbps through the compressor
+(eval/codec_curve.py, train/README.md, "Band gains"): note F1 0.465 → 0.552 on real music and 0.569 → 0.617 on
+renders (Opus CBR 12 kbps: 0.500 / 0.575), ViSQOL 3.15 → 3.46 and 3.44 → 3.72, SI-SNR +0.3 / +0.1 dB, against 12
+codebooks and level corrections.
 
 The gains are 10 symbols (-24 .. +12 dB in 4 dB steps; cells where both signals lie QUIET_DB under the chunk's
 loudest cell, or below SILENT_DB, get 0 dB) range-coded with one adaptive model per stream and band
