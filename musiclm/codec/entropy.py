@@ -238,10 +238,9 @@ def _intervals(
     before = np.cumsum(hist, axis=1) - hist  # in earlier blocks, per symbol
     below_before = np.cumsum(before, axis=2) - before  # in earlier blocks, of smaller symbols
     earlier = np.tri(BLOCK, k=-1, dtype=bool)  # [i, j]: j came before i within the block
-    same = np.take_along_axis(before, padded, 2) + ((padded[..., None, :] == padded[..., :, None]) & earlier).sum(-1)
-    below = np.take_along_axis(below_before, padded, 2) + ((padded[..., None, :] < padded[..., :, None]) & earlier).sum(
-        -1
-    )
+    j, i = padded[..., None, :], padded[..., :, None]  # [K, blocks, BLOCK, BLOCK]: code j against code i
+    same = np.take_along_axis(before, padded, 2) + ((j == i) & earlier).sum(-1)
+    below = np.take_along_axis(below_before, padded, 2) + ((j < i) & earlier).sum(-1)
     same, below = same.reshape(K, -1)[:, :t], below.reshape(K, -1)[:, :t]
     cums = np.take_along_axis(np.cumsum(init, axis=1) - init, codes, 1) + INCREMENT * below
     freqs = np.take_along_axis(init, codes, 1) + INCREMENT * same
