@@ -61,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", default="spectrograms", help="files are PREFIX_{real,rendered}N.png")
     p.add_argument(
         "--mlc",
-        action="store_true",
-        help="the codec at 6 kbps through the compressor instead of the model, without and with band gains",
+        type=float,
+        nargs="*",
+        default=None,
+        metavar="KBPS",
+        help="the codec through the compressor instead of the model: at 6 kbps without band gains, then with "
+        "them at each KBPS (default 6)",
     )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -73,10 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         for i, (label, wav) in enumerate(pick_clips(manifest, "test", args.clips, args.seconds, sr, 1, seed=0)):
             panels = [(f"reference: {label}", wav)]
             panels += [(f"{codec.config.name} {kbps:g} kbps", through(codec, wav, kbps)) for kbps in args.bandwidths]
-            if args.mlc:
+            if args.mlc is not None:
+                panels.append((".mlc 6 kbps, no band gains", compressed(codec, wav, 6.0, False)))
                 panels += [
-                    (f".mlc 6 kbps, {'band gains' if g else 'no band gains'}", compressed(codec, wav, 6.0, g))
-                    for g in (False, True)
+                    (f".mlc {kbps:g} kbps, band gains", compressed(codec, wav, kbps, True))
+                    for kbps in args.mlc or [6.0]
                 ]
             if other is not None:
                 panels.append((f"{args.compare_label or other.config.name} 6 kbps", through(other, wav, 6.0)))
