@@ -70,8 +70,8 @@ def _header(
     elif band_gains and not entropy:
         raise MusicLMError("band gains are range-coded: they need entropy coding (drop --no-entropy)")
     # with band gains, some of the bandwidth goes to them instead of the last codebooks
-    gain_settings = gains_module.settings_for(bandwidth)
-    n_q = codec.config.n_q_for_bandwidth(bandwidth - gain_settings.kbps if band_gains else bandwidth)
+    gains_kbps = gains_module.settings_for(bandwidth).kbps if band_gains else 0.0
+    n_q = codec.config.n_q_for_bandwidth(bandwidth - gains_kbps)
     if not 0.05 <= chunk_seconds <= 600:
         raise MusicLMError(f"chunk length {chunk_seconds} s out of range (0.05 .. 600)")
     # A mono codec codes each channel on its own (a batch of S = C streams): left and right stay apart, at
