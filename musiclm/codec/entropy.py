@@ -118,18 +118,26 @@ def adaptive_rows(codes: np.ndarray, card: int, prior: np.ndarray | None = None)
     log2(total_i / count_i) with total_i = total_0 + INCREMENT i and count_i = initial count of its code plus
     INCREMENT per earlier occurrence in the row."""
     codes = np.asarray(codes, dtype=np.int64)
+    earlier = _earlier_occurrences(codes, card)
     choice = []
     for r, row in enumerate(codes):
         init = np.ones(card) if prior is None else np.asarray(prior[r], dtype=np.float64)
-        order = np.argsort(row, kind="stable")
-        ranked = row[order]
-        starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
-        earlier = np.empty_like(row)
-        earlier[order] = np.arange(len(row)) - np.repeat(starts, np.diff(np.r_[starts, len(row)]))
         totals = init.sum() + INCREMENT * np.arange(len(row))
-        bits = np.log2(totals).sum() - np.log2(init[row] + INCREMENT * earlier).sum()
+        bits = np.log2(totals).sum() - np.log2(init[row] + INCREMENT * earlier[r]).sum()
         choice.append(bool(bits < len(row) * np.log2(card)))
     return choice
+
+
+def _earlier_occurrences(codes: np.ndarray, card: int) -> np.ndarray:
+    """codes [K, t] in [0, card) → [K, t]: how often each code occurred before it in its row (a stable sort of
+    (row, code) keeps each group's members in order, so a member's rank in its group is the count)."""
+    keys = (codes + card * np.arange(codes.shape[0])[:, None]).ravel()
+    order = np.argsort(keys, kind="stable")
+    ranked = keys[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    earlier = np.empty_like(keys)
+    earlier[order] = np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
+    return earlier.reshape(codes.shape)
 
 
 def card_supported(card: int) -> bool:
@@ -229,8 +237,8 @@ def _intervals(
                 cums[k, i], freqs[k, i], totals[k, i] = model.cumulative(s), model.freq[s], model.total
                 model.update(s)
         return cums, freqs, totals
-    # occurrences before each code, of its own symbol (same) and of smaller ones (below): blocks of BLOCK codes,
-    # the earlier blocks' codes by running histograms [K, blocks, card + 1], the block's own by pairs
+    # earlier codes below each code: blocks of BLOCK codes, the earlier blocks' by running histograms
+    # [K, blocks, card + 1], the block's own by pairs
     blocks = -(-t // BLOCK)
     padded = np.pad(codes, ((0, 0), (0, blocks * BLOCK - t)), constant_values=card).reshape(K, blocks, BLOCK)
     slot = (np.arange(K)[:, None, None] * blocks + np.arange(blocks)[None, :, None]) * (card + 1) + padded
@@ -238,10 +246,9 @@ def _intervals(
     before = np.cumsum(hist, axis=1) - hist  # in earlier blocks, per symbol
     below_before = np.cumsum(before, axis=2) - before  # in earlier blocks, of smaller symbols
     earlier = np.tri(BLOCK, k=-1, dtype=bool)  # [i, j]: j came before i within the block
-    j, i = padded[..., None, :], padded[..., :, None]  # [K, blocks, BLOCK, BLOCK]: code j against code i
-    same = np.take_along_axis(before, padded, 2) + ((j == i) & earlier).sum(-1)
-    below = np.take_along_axis(below_before, padded, 2) + ((j < i) & earlier).sum(-1)
-    same, below = same.reshape(K, -1)[:, :t], below.reshape(K, -1)[:, :t]
+    pairs = (padded[..., None, :] < padded[..., :, None]) & earlier  # [K, blocks, i, j]: code j below code i
+    below = (np.take_along_axis(below_before, padded, 2) + pairs.sum(-1)).reshape(K, -1)[:, :t]
+    same = _earlier_occurrences(codes, card)
     cums = np.take_along_axis(np.cumsum(init, axis=1) - init, codes, 1) + INCREMENT * below
     freqs = np.take_along_axis(init, codes, 1) + INCREMENT * same
     totals = start_totals[:, None] + INCREMENT * np.arange(t)

@@ -135,11 +135,12 @@ def _overlap_add(frames: np.ndarray, hop: int) -> np.ndarray:
     return out.reshape(rows, -1)[:, : (count - 1) * hop + n]
 
 
-def _band_energies(spec: np.ndarray, bands: np.ndarray, n_bands: int, gain_frames: int) -> np.ndarray:
-    """spec [S, T, F] complex → energy per band and cell [S, n_bands, ceil(T / gain_frames)]."""
+def _band_energies(spec: np.ndarray, band_starts: np.ndarray, gain_frames: int) -> np.ndarray:
+    """spec [S, T, F] complex → energy per band and cell [S, n_bands, ceil(T / gain_frames)]; `band_starts`: each
+    band's first bin (bands are runs of neighbouring bins)."""
     power = spec.real**2 + spec.imag**2  # [S, T, F]
-    starts = np.searchsorted(bands, np.arange(n_bands))  # bands are runs of neighbouring bins
-    per_band = np.add.reduceat(power, starts, axis=-1)  # [S, T, n_bands]
+    per_band = np.add.reduceat(power, band_starts, axis=-1)  # [S, T, n_bands]
+    n_bands = len(band_starts)
     n_cells = -(-spec.shape[1] // gain_frames)
     per_band = np.pad(per_band, ((0, 0), (0, n_cells * gain_frames - spec.shape[1]), (0, 0)))
     return per_band.reshape(spec.shape[0], n_cells, gain_frames, n_bands).sum(2).transpose(0, 2, 1)
@@ -153,8 +154,8 @@ class GainAnalyser:
         assert header.gain_frames, "a header without band gains"
         self.header = header
         self.n_fft = n_fft_for(header.sample_rate)
-        self.bands = band_of_bin(header.sample_rate)
-        self.n_bands = int(self.bands.max()) + 1
+        bands = band_of_bin(header.sample_rate)
+        self.band_starts = np.searchsorted(bands, np.arange(int(bands.max()) + 1))
         # a full-scale sine's energy in one frame's spectrum, so SILENT_DB reads in dB re full scale
         self.full_scale = (np.sum(_window(self.n_fft)) / 2) ** 2 * header.gain_frames
 
@@ -173,7 +174,7 @@ class GainAnalyser:
         for audio in (original, decoded):
             spec = np.fft.rfft(_frames(audio.astype(np.float64), start, first, frames, h.hop_length, self.n_fft))
             spec = spec.reshape(h.streams, -1, frames, spec.shape[-1])  # [S, C, T, F]
-            power = _band_energies(spec.reshape(-1, frames, spec.shape[-1]), self.bands, self.n_bands, h.gain_frames)
+            power = _band_energies(spec.reshape(-1, frames, spec.shape[-1]), self.band_starts, h.gain_frames)
             energies.append(power.reshape(h.streams, -1, *power.shape[1:]).sum(1) / self.full_scale)
         db_o, db_d = (10 * np.log10(e + 1e-30) for e in energies)
         return db_o, db_d
@@ -264,7 +265,8 @@ def apply_gains(chunks: Iterator[tuple[np.ndarray, np.ndarray | None]], header: 
         if upto >= next_frame:
             count = upto - next_frame + 1
             spec = np.fft.rfft(_frames(audio, kept, next_frame, count, hop, n_fft))  # [R, count, F]
-            spec *= _frame_gains(gains, header, next_frame, count, rows)
+            per_stream = spec.reshape(header.streams, -1, count, spec.shape[-1])  # a view: [S, C, count, F]
+            per_stream *= _frame_gains(gains, header, next_frame, count)[:, None]  # each stream's over its channels
             frames = np.fft.irfft(spec, n_fft) * window  # [R, count, n_fft]
             lo = next_frame * hop - half  # first sample the frames touch
             hi = upto * hop + half
@@ -297,9 +299,9 @@ def apply_gains(chunks: Iterator[tuple[np.ndarray, np.ndarray | None]], header: 
         raise MusicLMError("band gains: the stream of chunks ended early")
 
 
-def _frame_gains(gains: dict[int, np.ndarray], header: Header, first: int, count: int, rows: int) -> np.ndarray:
-    """Linear gain per row, frame and bin [R, count, F] for frames first .. first + count - 1 (1 where a chunk's
-    gains are missing: damaged, or past the last frame)."""
+def _frame_gains(gains: dict[int, np.ndarray], header: Header, first: int, count: int) -> np.ndarray:
+    """Linear gain per stream, frame and bin [S, count, F] for frames first .. first + count - 1 (1 where a
+    chunk's gains are missing: damaged, or past the last frame)."""
     out = np.ones((header.streams, count, n_fft_for(header.sample_rate) // 2 + 1))
     frames = np.arange(first, first + count)
     chunk_of = np.minimum(frames // header.chunk_frames, header.num_chunks - 1)
@@ -309,4 +311,4 @@ def _frame_gains(gains: dict[int, np.ndarray], header: Header, first: int, count
             mine = chunk_of == chunk
             cell = np.minimum((frames[mine] - chunk * header.chunk_frames) // header.gain_frames, g.shape[-1] - 1)
             out[:, mine, :] = g[:, :, cell].transpose(0, 2, 1)  # [S, frames, F]
-    return np.repeat(out, rows // header.streams, axis=0)
+    return out
